@@ -1,0 +1,220 @@
+//! The operation grant: what SERVER2 keeps in its operation cookie after a handoff succeeds.
+//!
+//! A grant is SERVER2's own short-lived token, HMAC-signed with a key only SERVER2 holds, scoped
+//! to exactly the operation the handoff authorized. Operation pages accept nothing else. It uses
+//! its own `typ` so that it can never be mistaken for a handoff token, nor one for it.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::is_base64url_byte;
+use crate::operation::Operation;
+use crate::time::UnixTime;
+use crate::values::{Audience, Issuer, Jti, Subject};
+
+/// The `typ` of a grant.
+pub const GRANT_TYP: &str = "handoff-grant+jwt";
+/// Longest grant accepted, in bytes.
+const MAX_GRANT_LEN: usize = 4096;
+/// Shortest HMAC key accepted, in bytes.
+pub const MIN_GRANT_KEY_LEN: usize = 32;
+
+/// What a grant says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The party that issued the grant (SERVER2 itself).
+    pub aud: Audience,
+    /// The user.
+    pub sub: Subject,
+    /// Who handed the user over (the handoff token's issuer).
+    pub handed_by: Issuer,
+    /// The one operation allowed.
+    pub op: Operation,
+    /// When the handoff was accepted.
+    pub iat: UnixTime,
+    /// When the grant ends.
+    pub exp: UnixTime,
+    /// The handoff token's id.
+    pub jti: Jti,
+}
+
+/// Why a grant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// Not a well-formed grant, or its signature does not verify.
+    #[error("invalid grant")]
+    Invalid,
+    /// Issued for another party.
+    #[error("grant for another party")]
+    WrongAudience,
+    /// Past its `exp`.
+    #[error("grant expired")]
+    Expired,
+    /// Signing failed (not expected).
+    #[error("cannot sign grant")]
+    Sign,
+}
+
+/// The HMAC key grants are signed with. `Debug` never shows it.
+pub struct GrantKey {
+    csrf: hmac::Key,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl GrantKey {
+    /// A fresh random key (grants then die with the process).
+    ///
+    /// # Errors
+    ///
+    /// Only when the random source fails.
+    pub fn generate() -> Result<Self, GrantError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| GrantError::Sign)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// A key from secret bytes (at least [`MIN_GRANT_KEY_LEN`]).
+    ///
+    /// # Errors
+    ///
+    /// Fewer than [`MIN_GRANT_KEY_LEN`] bytes.
+    pub fn from_bytes(secret: &[u8]) -> Result<Self, GrantError> {
+        if secret.len() < MIN_GRANT_KEY_LEN {
+            return Err(GrantError::Invalid);
+        }
+        crate::crypto::install().map_err(|_| GrantError::Sign)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.required_spec_claims = HashSet::new();
+        validation.leeway = 0;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        // A separate key for form tokens, so a CSRF token can never be a grant signature.
+        let csrf_secret = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"handoff csrf v1");
+        Ok(Self {
+            csrf: hmac::Key::new(hmac::HMAC_SHA256, csrf_secret.as_ref()),
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// Signs a grant.
+    ///
+    /// # Errors
+    ///
+    /// [`GrantError::Sign`] if signing fails.
+    pub fn seal(&self, grant: &Grant) -> Result<String, GrantError> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(GRANT_TYP.to_owned());
+        jsonwebtoken::encode(&header, grant, &self.encoding).map_err(|_| GrantError::Sign)
+    }
+
+    /// Opens a grant for `audience` at time `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`GrantError::Invalid`], [`GrantError::WrongAudience`] or [`GrantError::Expired`].
+    pub fn open(&self, sealed: &str, audience: &Audience, now: UnixTime) -> Result<Grant, GrantError> {
+        if sealed.len() > MAX_GRANT_LEN
+            || !sealed.bytes().all(|b| is_base64url_byte(b) || b == b'.')
+        {
+            return Err(GrantError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(sealed).map_err(|_| GrantError::Invalid)?;
+        if header.typ.as_deref() != Some(GRANT_TYP) || header.alg != Algorithm::HS256 {
+            return Err(GrantError::Invalid);
+        }
+        let grant = jsonwebtoken::decode::<Grant>(sealed, &self.decoding, &self.validation)
+            .map_err(|_| GrantError::Invalid)?
+            .claims;
+        if &grant.aud != audience {
+            return Err(GrantError::WrongAudience);
+        }
+        if now >= grant.exp {
+            return Err(GrantError::Expired);
+        }
+        Ok(grant)
+    }
+
+    /// The anti-CSRF token for forms acting under `grant`: bound to that one handoff.
+    pub fn csrf_token(&self, grant: &Grant) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.csrf, grant.jti.to_string().as_bytes()))
+    }
+
+    /// Checks a form's anti-CSRF token against `grant`, in constant time.
+    pub fn check_csrf(&self, grant: &Grant, token: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        hmac::verify(&self.csrf, grant.jti.to_string().as_bytes(), &tag).is_ok()
+    }
+}
+
+impl fmt::Debug for GrantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GrantKey([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operation::OperationType;
+
+    fn grant(now: UnixTime) -> Grant {
+        Grant {
+            aud: Audience::parse("http://localhost:8002").expect("aud"),
+            sub: Subject::parse("u_1").expect("sub"),
+            handed_by: Issuer::parse("http://127.0.0.1:8001").expect("iss"),
+            op: Operation::new(OperationType::parse("report.view").expect("t"), [])
+                .expect("op"),
+            iat: now,
+            exp: now.plus(600),
+            jti: Jti::generate(&SystemRandom::new()).expect("rng"),
+        }
+    }
+
+    #[test]
+    fn seal_open_and_refusals() {
+        let key = GrantKey::generate().expect("key");
+        let now = UnixTime::from_secs(10_000);
+        let g = grant(now);
+        let sealed = key.seal(&g).expect("seal");
+        assert_eq!(key.open(&sealed, &g.aud, now), Ok(g.clone()));
+        assert_eq!(key.open(&sealed, &g.aud, now.plus(600)), Err(GrantError::Expired));
+        let other = Audience::parse("https://other.example").expect("aud");
+        assert_eq!(key.open(&sealed, &other, now), Err(GrantError::WrongAudience));
+        let stranger = GrantKey::generate().expect("key");
+        assert_eq!(stranger.open(&sealed, &g.aud, now), Err(GrantError::Invalid));
+        let mut tampered = sealed.clone();
+        tampered.push('A');
+        assert_eq!(key.open(&tampered, &g.aud, now), Err(GrantError::Invalid));
+        assert_eq!(key.open("", &g.aud, now), Err(GrantError::Invalid));
+        assert_eq!(key.open("a b", &g.aud, now), Err(GrantError::Invalid));
+        assert!(GrantKey::from_bytes(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_the_grant() {
+        let key = GrantKey::generate().expect("key");
+        let now = UnixTime::from_secs(1);
+        let (a, b) = (grant(now), grant(now));
+        let token = key.csrf_token(&a);
+        assert!(key.check_csrf(&a, &token));
+        assert!(!key.check_csrf(&b, &token));
+        assert!(!key.check_csrf(&a, ""));
+        assert!(!key.check_csrf(&a, "!!"));
+    }
+}

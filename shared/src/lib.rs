@@ -1,0 +1,30 @@
+//! `handoff`: everything SERVER1 and SERVER2 must agree on.
+//!
+//! - [`keys`]: Ed25519 signing keys, JWK, JWKS and RFC 7638 key ids;
+//! - [`crypto`]: the ring-backed crypto provider for jsonwebtoken;
+//! - [`values`] and [`operation`]: the validated values a token carries;
+//! - [`mint`] and [`verify`]: the handoff token profile, both ways;
+//! - [`replay`]: single use;
+//! - [`grant`]: SERVER2's operation cookie;
+//! - [`time`] and [`telemetry`]: clock and logging plumbing.
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod grant;
+pub mod keys;
+pub mod mint;
+pub mod operation;
+pub mod replay;
+pub mod telemetry;
+pub mod time;
+pub mod token;
+pub mod values;
+pub mod verify;
+
+pub use keys::{Jwks, KeySet, Kid, PublicJwk, SigningKey};
+pub use mint::{MintRequest, MintedToken, Minter};
+pub use operation::{ArgName, ArgRule, ArgSpec, Catalog, Operation, OperationSpec, OperationType};
+pub use replay::{Freshness, MemoryReplayStore, ReplayStore, ReplayStoreError};
+pub use time::{Clock, ManualClock, SystemClock, UnixTime};
+pub use values::{Audience, Issuer, Jti, Leeway, Nonce, SessionRef, Subject, Ttl, ValueError};
+pub use verify::{Inspected, Rejection, VerifiedHandoff, Verifier, VerifierSettings};

@@ -1,0 +1,232 @@
+//! Single use: the replay store remembers every accepted `jti` until its token could no longer
+//! pass the `exp` check, and refuses a second use.
+//!
+//! [`ReplayStore::check_and_set`] is atomic: of two concurrent uses of one token exactly one is
+//! [`Freshness::Fresh`]. The in-memory store is the default for a single SERVER2; several replicas
+//! need a shared store (Redis `SET NX EX`) behind the same trait.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use crate::time::UnixTime;
+use crate::values::Jti;
+
+/// The outcome of recording a `jti`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// First use: recorded.
+    Fresh,
+    /// Seen before: refuse.
+    Replayed,
+}
+
+/// Why the store could not decide. Callers must refuse the token (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayStoreError {
+    /// The store is at its bound and holds only live entries.
+    #[error("replay store full")]
+    Full,
+    /// The store is unreachable or failed.
+    #[error("replay store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The future returned by [`ReplayStore::check_and_set`].
+pub type ReplayFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Freshness, ReplayStoreError>> + Send + 'a>>;
+
+/// Remembers used token ids.
+pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Atomically records `jti` until `until`, or reports that it is already recorded.
+    /// `now` lets the store drop entries that have expired.
+    fn check_and_set(&self, jti: Jti, until: UnixTime, now: UnixTime) -> ReplayFuture<'_>;
+
+    /// Number of live entries, when the store can tell cheaply.
+    fn len(&self) -> Option<usize> {
+        None
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// An in-memory replay store: sharded maps of `jti` → expiry, bounded in size.
+///
+/// Expired entries are swept from a shard at most once a second, and whenever the shard is full.
+/// At the bound with every entry still live, it answers [`ReplayStoreError::Full`] rather than
+/// evict a live entry: evicting would let that token be replayed.
+#[derive(Debug)]
+pub struct MemoryReplayStore {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<u128, u64>,
+    next_sweep: u64,
+}
+
+impl Shard {
+    fn sweep(&mut self, now: u64) {
+        self.entries.retain(|_, until| *until > now);
+        // Give memory back once a burst has passed.
+        if self.entries.capacity() > 1024 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
+        self.next_sweep = now + 1;
+    }
+}
+
+impl MemoryReplayStore {
+    /// A store holding at most `capacity` live entries (rounded up to a multiple of 16).
+    pub fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        Self { shards, per_shard }
+    }
+
+    /// The bound on live entries.
+    pub fn capacity(&self) -> usize {
+        self.per_shard * SHARDS
+    }
+
+    fn record(&self, jti: Jti, until: UnixTime, now: UnixTime) -> Result<Freshness, ReplayStoreError> {
+        let key = jti.as_u128();
+        // jti values are random, so their low bits spread entries evenly over the shards.
+        let index = (key as usize) % SHARDS;
+        let mut shard = match self.shards[index].lock() {
+            Ok(guard) => guard,
+            // A panic while holding the lock cannot leave the map half-updated in a way that
+            // matters here (insert is the only mutation); keep serving.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = now.as_secs();
+        if now >= shard.next_sweep {
+            shard.sweep(now);
+        }
+        match shard.entries.get(&key) {
+            Some(&expiry) if expiry > now => return Ok(Freshness::Replayed),
+            _ => {}
+        }
+        if shard.entries.len() >= self.per_shard {
+            shard.sweep(now);
+            if shard.entries.len() >= self.per_shard {
+                return Err(ReplayStoreError::Full);
+            }
+        }
+        shard.entries.insert(key, until.as_secs());
+        Ok(Freshness::Fresh)
+    }
+
+    /// Drops every expired entry now (the store also does this lazily, shard by shard).
+    pub fn purge_expired(&self, now: UnixTime) {
+        for shard in self.shards.iter() {
+            match shard.lock() {
+                Ok(mut guard) => guard.sweep(now.as_secs()),
+                Err(poisoned) => poisoned.into_inner().sweep(now.as_secs()),
+            }
+        }
+    }
+
+    fn live_entries(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| match s.lock() {
+                Ok(guard) => guard.entries.len(),
+                Err(poisoned) => poisoned.into_inner().entries.len(),
+            })
+            .sum()
+    }
+}
+
+impl ReplayStore for MemoryReplayStore {
+    fn check_and_set(&self, jti: Jti, until: UnixTime, now: UnixTime) -> ReplayFuture<'_> {
+        let outcome = self.record(jti, until, now);
+        Box::pin(std::future::ready(outcome))
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.live_entries())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+
+    fn block<F: Future>(f: F) -> F::Output {
+        // The memory store's futures are ready at once; poll once with a no-op waker.
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("memory store future was pending"),
+        }
+    }
+
+    #[test]
+    fn second_use_is_replayed_until_expiry() {
+        let store = MemoryReplayStore::new(100);
+        let jti = Jti::generate(&SystemRandom::new()).expect("rng");
+        let t = UnixTime::from_secs(1000);
+        assert_eq!(block(store.check_and_set(jti, t.plus(60), t)), Ok(Freshness::Fresh));
+        assert_eq!(block(store.check_and_set(jti, t.plus(60), t.plus(59))), Ok(Freshness::Replayed));
+        // After expiry the entry is gone (and the token itself would fail the exp check).
+        assert_eq!(block(store.check_and_set(jti, t.plus(200), t.plus(60))), Ok(Freshness::Fresh));
+    }
+
+    #[test]
+    fn full_store_refuses_instead_of_evicting() {
+        let store = MemoryReplayStore::new(SHARDS);
+        let rng = SystemRandom::new();
+        let t = UnixTime::from_secs(1000);
+        let mut fresh = 0;
+        let mut full = 0;
+        let mut accepted = Vec::new();
+        for _ in 0..200 {
+            let jti = Jti::generate(&rng).expect("rng");
+            match block(store.check_and_set(jti, t.plus(60), t)) {
+                Ok(Freshness::Fresh) => {
+                    fresh += 1;
+                    accepted.push(jti);
+                }
+                Err(ReplayStoreError::Full) => full += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(fresh <= store.capacity());
+        assert!(full >= 200 - store.capacity());
+        // Every accepted entry is still remembered: nothing was evicted.
+        for jti in accepted {
+            assert_eq!(block(store.check_and_set(jti, t.plus(60), t)), Ok(Freshness::Replayed));
+        }
+        // Once they expire, room comes back.
+        let later = t.plus(61);
+        let jti = Jti::generate(&rng).expect("rng");
+        assert_eq!(block(store.check_and_set(jti, later.plus(60), later)), Ok(Freshness::Fresh));
+        store.purge_expired(later);
+        assert_eq!(store.len(), Some(1));
+    }
+
+    #[test]
+    fn concurrent_uses_have_one_winner() {
+        let store = std::sync::Arc::new(MemoryReplayStore::new(1000));
+        let jti = Jti::generate(&SystemRandom::new()).expect("rng");
+        let t = UnixTime::from_secs(5);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || block(store.check_and_set(jti, t.plus(60), t)))
+            })
+            .collect();
+        let fresh = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|r| *r == Ok(Freshness::Fresh))
+            .count();
+        assert_eq!(fresh, 1);
+    }
+}

@@ -1,0 +1,701 @@
+//! Verifying handoff tokens (SERVER2's side), in the order DESIGN.md fixes: cheap checks first,
+//! the signature before any claim is believed, the replay store last.
+//!
+//! 1. [`Verifier::inspect`]: size cap, shape (three base64url segments), header members, `typ`,
+//!    `alg` against the pinned algorithm (never taken from the token), `kid` present.
+//! 2. The caller looks the `kid` up (and may refresh its key set once).
+//! 3. [`Verifier::verify`]: signature, then `iss`, `aud`, `exp`/`nbf`/`iat` with the leeway,
+//!    lifetime, and the operation against the catalog.
+//! 4. The caller records the `jti` in its [`crate::replay::ReplayStore`].
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+
+use crate::keys::{is_base64url_byte, Kid, KeySet, VerificationKey};
+use crate::operation::{Catalog, Operation, OperationError};
+use crate::time::UnixTime;
+use crate::token::{ClaimsIn, HeaderIn, HANDOFF_TYP, MAX_TOKEN_LEN};
+use crate::values::{Audience, Issuer, Jti, Leeway, Nonce, SessionRef, Subject, Ttl};
+
+/// Why a token was refused. Each variant has a stable [`Rejection::code`] for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Over [`MAX_TOKEN_LEN`] bytes.
+    #[error("token too large")]
+    TooLarge,
+    /// Not three base64url segments.
+    #[error("malformed token")]
+    Malformed,
+    /// The header is not JSON, or has members this profile does not allow.
+    #[error("malformed or unsupported header")]
+    BadHeader,
+    /// `typ` is not `handoff+jwt`.
+    #[error("wrong token type")]
+    WrongType,
+    /// `alg` is not the pinned algorithm.
+    #[error("wrong algorithm")]
+    WrongAlgorithm,
+    /// No `kid` in the header.
+    #[error("missing key id")]
+    MissingKid,
+    /// The `kid` names no key of the issuer.
+    #[error("unknown key id")]
+    UnknownKid,
+    /// The issuer's keys are not available (never loaded).
+    #[error("issuer keys unavailable")]
+    KeysUnavailable,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The claims are not the profile's (missing, duplicated, unknown or mistyped claims).
+    #[error("malformed claims")]
+    MalformedClaims,
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` is not this party.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `exp` has passed.
+    #[error("expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future.
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` exceeds the configured maximum.
+    #[error("lifetime too long")]
+    LifetimeTooLong,
+    /// The operation type is not in the catalog.
+    #[error("unknown operation")]
+    UnknownOperation,
+    /// An operation argument is missing, unexpected or invalid.
+    #[error("bad operation argument")]
+    BadOperationArgument,
+    /// The browser-binding nonce does not match.
+    #[error("browser binding mismatch")]
+    NonceMismatch,
+    /// The `jti` was seen before.
+    #[error("replayed")]
+    Replayed,
+    /// The replay store cannot take the entry (full, or unreachable): fail closed.
+    #[error("replay store unavailable")]
+    ReplayStoreUnavailable,
+}
+
+impl Rejection {
+    /// A stable, snake_case reason code.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "token_too_large",
+            Self::Malformed => "malformed",
+            Self::BadHeader => "bad_header",
+            Self::WrongType => "wrong_type",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::MissingKid => "missing_kid",
+            Self::UnknownKid => "unknown_kid",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::BadSignature => "bad_signature",
+            Self::MalformedClaims => "malformed_claims",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::UnknownOperation => "unknown_operation",
+            Self::BadOperationArgument => "bad_operation_argument",
+            Self::NonceMismatch => "nonce_mismatch",
+            Self::Replayed => "replayed",
+            Self::ReplayStoreUnavailable => "replay_store_unavailable",
+        }
+    }
+
+    /// Every rejection, for documentation and metrics registration.
+    pub const ALL: [Rejection; 21] = [
+        Self::TooLarge,
+        Self::Malformed,
+        Self::BadHeader,
+        Self::WrongType,
+        Self::WrongAlgorithm,
+        Self::MissingKid,
+        Self::UnknownKid,
+        Self::KeysUnavailable,
+        Self::BadSignature,
+        Self::MalformedClaims,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInFuture,
+        Self::LifetimeTooLong,
+        Self::UnknownOperation,
+        Self::BadOperationArgument,
+        Self::NonceMismatch,
+        Self::Replayed,
+        Self::ReplayStoreUnavailable,
+    ];
+
+    /// True when the fault is on this side (keys or replay store unavailable), not the token's.
+    pub const fn is_server_side(&self) -> bool {
+        matches!(self, Self::KeysUnavailable | Self::ReplayStoreUnavailable)
+    }
+}
+
+/// What the verifier is configured to accept.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// The one issuer accepted.
+    pub issuer: Issuer,
+    /// This party: the only `aud` accepted.
+    pub audience: Audience,
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`.
+    pub leeway: Leeway,
+    /// Longest `exp - iat` accepted.
+    pub max_lifetime: Ttl,
+    /// The operations this party performs.
+    pub catalog: Catalog,
+}
+
+/// Verifies handoff tokens for one issuer and one audience.
+#[derive(Debug)]
+pub struct Verifier {
+    settings: VerifierSettings,
+    algorithm: Algorithm,
+    validation: Validation,
+}
+
+/// A token that passed [`Verifier::inspect`]: shape and header are right, signature unchecked.
+#[derive(Debug)]
+pub struct Inspected<'t> {
+    token: &'t str,
+    kid: Kid,
+}
+
+impl Inspected<'_> {
+    /// The key id the token names.
+    pub fn kid(&self) -> &Kid {
+        &self.kid
+    }
+}
+
+/// A token that passed every check but the replay store. Only [`Verifier::verify`] makes one.
+#[derive(Clone)]
+pub struct VerifiedHandoff {
+    claims: ClaimsIn,
+    kid: Kid,
+    replay_until: UnixTime,
+}
+
+impl VerifiedHandoff {
+    /// The issuer.
+    pub fn issuer(&self) -> &Issuer {
+        &self.claims.iss
+    }
+    /// The user.
+    pub fn subject(&self) -> &Subject {
+        &self.claims.sub
+    }
+    /// The audience (this party).
+    pub fn audience(&self) -> &Audience {
+        &self.claims.aud
+    }
+    /// The one authorized operation.
+    pub fn operation(&self) -> &Operation {
+        &self.claims.authorization_details
+    }
+    /// The token's unique id.
+    pub fn jti(&self) -> Jti {
+        self.claims.jti
+    }
+    /// When it was issued.
+    pub fn issued_at(&self) -> UnixTime {
+        self.claims.iat
+    }
+    /// When it expires.
+    pub fn expires_at(&self) -> UnixTime {
+        self.claims.exp
+    }
+    /// The issuer-side session, if given.
+    pub fn sid(&self) -> Option<&SessionRef> {
+        self.claims.sid.as_ref()
+    }
+    /// The browser-binding nonce, if given.
+    pub fn nonce(&self) -> Option<&Nonce> {
+        self.claims.nonce.as_ref()
+    }
+    /// The key that signed it.
+    pub fn kid(&self) -> &Kid {
+        &self.kid
+    }
+    /// Until when the replay store must remember the `jti`: the last moment the token could
+    /// still pass the `exp` check, leeway included.
+    pub fn replay_until(&self) -> UnixTime {
+        self.replay_until
+    }
+}
+
+impl fmt::Debug for VerifiedHandoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedHandoff")
+            .field("iss", &self.claims.iss)
+            .field("sub", &self.claims.sub)
+            .field("operation", &self.claims.authorization_details)
+            .field("jti", &self.claims.jti)
+            .field("exp", &self.claims.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier with these settings; the algorithm is pinned to EdDSA.
+    ///
+    /// # Errors
+    ///
+    /// When a crypto provider other than ring's is installed in the process.
+    pub fn new(settings: VerifierSettings) -> Result<Self, crate::crypto::ForeignProvider> {
+        crate::crypto::install()?;
+        let algorithm = Algorithm::EdDSA;
+        // Every field set on purpose. jsonwebtoken checks the algorithm and the signature and
+        // decodes the claims into `ClaimsIn`, whose types make every claim required and strict.
+        // The time and party checks run below, against the caller's clock, each with its own
+        // reason code; jsonwebtoken's own (wall clock, 60 s default leeway, `nbf` off) are off.
+        let mut validation = Validation::new(algorithm);
+        validation.algorithms = vec![algorithm];
+        validation.required_spec_claims = HashSet::new();
+        validation.leeway = 0;
+        validation.reject_tokens_expiring_in_less_than = 0;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.aud = None;
+        validation.iss = None;
+        validation.sub = None;
+        Ok(Self { settings, algorithm, validation })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &VerifierSettings {
+        &self.settings
+    }
+
+    /// Checks everything that can be checked without a key: size, shape and header.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection::TooLarge`], [`Rejection::Malformed`], [`Rejection::BadHeader`],
+    /// [`Rejection::WrongType`], [`Rejection::WrongAlgorithm`], [`Rejection::MissingKid`] or
+    /// [`Rejection::UnknownKid`] (a `kid` that cannot be a thumbprint).
+    pub fn inspect<'t>(&self, token: &'t str) -> Result<Inspected<'t>, Rejection> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Rejection::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Rejection::Malformed);
+        };
+        let segment_ok = |s: &str| !s.is_empty() && s.bytes().all(is_base64url_byte);
+        if !(segment_ok(header) && segment_ok(payload) && segment_ok(signature)) {
+            return Err(Rejection::Malformed);
+        }
+        let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
+        // serde would also read a struct from a JSON array; a header is an object or nothing.
+        if header_json.trim_ascii_start().first() != Some(&b'{') {
+            return Err(Rejection::BadHeader);
+        }
+        let header: HeaderIn =
+            serde_json::from_slice(&header_json).map_err(|_| Rejection::BadHeader)?;
+        if header.typ.as_deref() != Some(HANDOFF_TYP) {
+            return Err(Rejection::WrongType);
+        }
+        if header.alg != algorithm_name(self.algorithm) {
+            return Err(Rejection::WrongAlgorithm);
+        }
+        let kid = header.kid.ok_or(Rejection::MissingKid)?;
+        let kid = Kid::parse(&kid).map_err(|_| Rejection::UnknownKid)?;
+        Ok(Inspected { token, kid })
+    }
+
+    /// Checks the signature with `key` and then every claim, at time `now`.
+    ///
+    /// # Errors
+    ///
+    /// The first check that fails, as a [`Rejection`].
+    pub fn verify(
+        &self,
+        inspected: Inspected<'_>,
+        key: &VerificationKey,
+        now: UnixTime,
+    ) -> Result<VerifiedHandoff, Rejection> {
+        if key.kid() != &inspected.kid {
+            return Err(Rejection::UnknownKid);
+        }
+        let data = jsonwebtoken::decode::<ClaimsIn>(inspected.token, key.decoding(), &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => Rejection::BadSignature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::MissingAlgorithm
+                | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
+                ErrorKind::Json(_) => Rejection::MalformedClaims,
+                _ => Rejection::Malformed,
+            })?;
+        let claims = data.claims;
+        let s = &self.settings;
+        if claims.iss != s.issuer {
+            return Err(Rejection::WrongIssuer);
+        }
+        if claims.aud != s.audience {
+            return Err(Rejection::WrongAudience);
+        }
+        let leeway = s.leeway.as_secs();
+        // Accepted while now < exp + leeway (RFC 7519 §4.1.4: "on or after" exp is expired).
+        if now >= claims.exp.plus(leeway) {
+            return Err(Rejection::Expired);
+        }
+        if claims.nbf > now.plus(leeway) {
+            return Err(Rejection::NotYetValid);
+        }
+        if claims.iat > now.plus(leeway) {
+            return Err(Rejection::IssuedInFuture);
+        }
+        if claims.exp <= claims.iat || claims.nbf > claims.exp {
+            return Err(Rejection::MalformedClaims);
+        }
+        if claims.exp.as_secs() - claims.iat.as_secs() > s.max_lifetime.as_secs() {
+            return Err(Rejection::LifetimeTooLong);
+        }
+        s.catalog.check(&claims.authorization_details).map_err(|e| match e {
+            OperationError::Unknown => Rejection::UnknownOperation,
+            OperationError::WrongType | OperationError::BadArgument(_) => {
+                Rejection::BadOperationArgument
+            }
+        })?;
+        let replay_until = claims.exp.plus(leeway);
+        Ok(VerifiedHandoff { claims, kid: inspected.kid, replay_until })
+    }
+
+    /// [`Verifier::inspect`] then [`Verifier::verify`] with a key from `keys`: for callers with
+    /// a fixed key set (tests, tools). A server with a refreshing key cache calls the two steps.
+    ///
+    /// # Errors
+    ///
+    /// As the two steps; [`Rejection::UnknownKid`] when `keys` lacks the key.
+    pub fn verify_with(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        now: UnixTime,
+    ) -> Result<VerifiedHandoff, Rejection> {
+        let inspected = self.inspect(token)?;
+        let key = keys.get(inspected.kid().as_str()).ok_or(Rejection::UnknownKid)?;
+        self.verify(inspected, key, now)
+    }
+}
+
+fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::EdDSA => "EdDSA",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::keys::{Jwks, SigningKey};
+    use crate::mint::{profile_header, MintRequest, Minter};
+    use crate::operation::{ArgName, ArgRule, ArgSpec, OperationSpec, OperationType};
+
+    const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+    struct Fixture {
+        key: Arc<SigningKey>,
+        keys: KeySet,
+        minter: Minter,
+        verifier: Verifier,
+        audience: Audience,
+        subject: Subject,
+        op: Operation,
+    }
+
+    fn catalog() -> Catalog {
+        let spec = OperationSpec::new(
+            OperationType::parse("report.view").expect("type"),
+            vec![ArgSpec {
+                name: ArgName::parse("report_id").expect("name"),
+                rule: ArgRule::Integer { min: 1, max: 999 },
+            }],
+        )
+        .expect("spec");
+        Catalog::new([spec]).expect("catalog")
+    }
+
+    fn fixture() -> Fixture {
+        let key = Arc::new(SigningKey::generate().expect("key"));
+        let keys = KeySet::from_jwks(&Jwks { keys: vec![key.public_jwk()] }).expect("keys");
+        let issuer = Issuer::parse("https://issuer.example").expect("iss");
+        let audience = Audience::parse("https://partner.example").expect("aud");
+        let minter = Minter::new(key.clone(), issuer.clone(), Ttl::from_secs(60).expect("ttl"));
+        let verifier = Verifier::new(VerifierSettings {
+            issuer,
+            audience: audience.clone(),
+            leeway: Leeway::from_secs(5).expect("leeway"),
+            max_lifetime: Ttl::from_secs(120).expect("ttl"),
+            catalog: catalog(),
+        })
+        .expect("verifier");
+        let op = catalog()
+            .get("report.view")
+            .expect("spec")
+            .build([("report_id", "42")])
+            .expect("op");
+        let subject = Subject::parse("u_alice").expect("sub");
+        Fixture { key, keys, minter, verifier, audience, subject, op }
+    }
+
+    impl Fixture {
+        fn mint_at(&self, now: UnixTime) -> String {
+            let request = MintRequest {
+                audience: &self.audience,
+                subject: &self.subject,
+                operation: &self.op,
+                sid: None,
+                nonce: None,
+            };
+            self.minter.mint(&request, now).expect("mint").into_string()
+        }
+
+        fn claims(&self) -> Value {
+            json!({
+                "iss": "https://issuer.example",
+                "sub": "u_alice",
+                "aud": "https://partner.example",
+                "iat": NOW.as_secs(),
+                "nbf": NOW.as_secs(),
+                "exp": NOW.as_secs() + 60,
+                "jti": "AAAAAAAAAAAAAAAAAAAAAA",
+                "authorization_details": [{"type": "report.view", "report_id": "42"}],
+            })
+        }
+
+        /// Signs arbitrary claims with the real key, the way another implementation would.
+        fn sign(&self, header: &Header, claims: &Value) -> String {
+            let der = self.key_der();
+            jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(&der)).expect("encode")
+        }
+
+        fn key_der(&self) -> Vec<u8> {
+            self.key.pkcs8_for_tests().to_vec()
+        }
+
+        fn check(&self, token: &str) -> Result<VerifiedHandoff, Rejection> {
+            self.verifier.verify_with(token, &self.keys, NOW)
+        }
+    }
+
+    #[test]
+    fn minted_token_verifies() {
+        let f = fixture();
+        let token = f.mint_at(NOW);
+        let ok = f.check(&token).expect("valid");
+        assert_eq!(ok.subject(), &f.subject);
+        assert_eq!(ok.operation(), &f.op);
+        assert_eq!(ok.kid(), f.key.kid());
+        assert_eq!(ok.replay_until(), NOW.plus(65));
+    }
+
+    #[test]
+    fn minter_output_is_what_jsonwebtoken_encodes() {
+        let f = fixture();
+        let token = f.mint_at(NOW);
+        let payload = token.split('.').nth(1).expect("payload");
+        let claims: ClaimsIn =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
+        let out = crate::token::ClaimsOut {
+            iss: &claims.iss,
+            sub: &claims.sub,
+            aud: &claims.aud,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            exp: claims.exp,
+            jti: claims.jti,
+            authorization_details: &claims.authorization_details,
+            sid: None,
+            nonce: None,
+        };
+        let der = f.key_der();
+        let again = jsonwebtoken::encode(&profile_header(f.key.kid()), &out, &EncodingKey::from_ed_der(&der))
+            .expect("encode");
+        assert_eq!(again, token);
+    }
+
+    #[test]
+    fn claim_checks_in_order_with_exact_reasons() {
+        let f = fixture();
+        let header = profile_header(f.key.kid());
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut claims = f.claims();
+            edit(&mut claims);
+            f.check(&f.sign(&header, &claims)).map(|_| ()).unwrap_err()
+        };
+        let t = NOW.as_secs();
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Rejection)> = vec![
+            ("wrong iss", Box::new(|c| c["iss"] = json!("https://evil.example")), Rejection::WrongIssuer),
+            ("wrong aud", Box::new(|c| c["aud"] = json!("https://other.example")), Rejection::WrongAudience),
+            ("aud array", Box::new(|c| c["aud"] = json!(["https://partner.example"])), Rejection::MalformedClaims),
+            ("expired", Box::new(move |c| { c["iat"] = json!(t - 100); c["nbf"] = json!(t - 100); c["exp"] = json!(t - 5) }), Rejection::Expired),
+            ("nbf future", Box::new(move |c| { c["nbf"] = json!(t + 6); c["exp"] = json!(t + 60) }), Rejection::NotYetValid),
+            ("iat future", Box::new(move |c| { c["iat"] = json!(t + 6); c["exp"] = json!(t + 60) }), Rejection::IssuedInFuture),
+            ("lifetime", Box::new(move |c| c["exp"] = json!(t + 121)), Rejection::LifetimeTooLong),
+            ("exp at iat", Box::new(move |c| { c["iat"] = json!(t); c["exp"] = json!(t) }), Rejection::MalformedClaims),
+            ("nbf after exp", Box::new(move |c| { c["nbf"] = json!(t + 3); c["exp"] = json!(t + 2); c["iat"] = json!(t - 10) }), Rejection::MalformedClaims),
+            ("exp missing", Box::new(|c| { c.as_object_mut().expect("obj").remove("exp"); }), Rejection::MalformedClaims),
+            ("exp string", Box::new(move |c| c["exp"] = json!((t + 60).to_string())), Rejection::MalformedClaims),
+            ("exp float", Box::new(move |c| c["exp"] = json!(t as f64 + 60.5)), Rejection::MalformedClaims),
+            ("exp huge", Box::new(|c| c["exp"] = json!(u64::MAX)), Rejection::LifetimeTooLong),
+            ("unknown claim", Box::new(|c| c["admin"] = json!(true)), Rejection::MalformedClaims),
+            ("two details", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "1"}, {"type": "report.view", "report_id": "2"}])), Rejection::MalformedClaims),
+            ("no details", Box::new(|c| c["authorization_details"] = json!([])), Rejection::MalformedClaims),
+            ("unknown op", Box::new(|c| c["authorization_details"] = json!([{"type": "admin.everything"}])), Rejection::UnknownOperation),
+            ("bad arg", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "0"}])), Rejection::BadOperationArgument),
+            ("extra arg", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "1", "x": "y"}])), Rejection::BadOperationArgument),
+            ("bad jti", Box::new(|c| c["jti"] = json!("short")), Rejection::MalformedClaims),
+        ];
+        for (name, edit, expected) in cases {
+            assert_eq!(with(&*edit), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn leeway_is_exact() {
+        let f = fixture();
+        let token = f.mint_at(NOW);
+        // Valid until exp + leeway (65 s after minting), not a second more.
+        assert!(f.verifier.verify_with(&token, &f.keys, NOW.plus(64)).is_ok());
+        assert_eq!(f.verifier.verify_with(&token, &f.keys, NOW.plus(65)).unwrap_err(), Rejection::Expired);
+        let early = f.mint_at(NOW.plus(5));
+        assert!(f.verifier.verify_with(&early, &f.keys, NOW).is_ok());
+        let too_early = f.mint_at(NOW.plus(6));
+        assert_eq!(f.verifier.verify_with(&too_early, &f.keys, NOW).unwrap_err(), Rejection::NotYetValid);
+    }
+
+    #[test]
+    fn header_checks() {
+        let f = fixture();
+        let good_claims = f.claims();
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"));
+        let token = f.sign(&profile_header(f.key.kid()), &good_claims);
+        let parts: Vec<&str> = token.split('.').collect();
+        let with_header = |h: Value| format!("{}.{}.{}", b64(&h), parts[1], parts[2]);
+        let kid = f.key.kid().to_string();
+        let cases = [
+            (json!({"alg": "none", "typ": "handoff+jwt", "kid": kid}), Rejection::WrongAlgorithm),
+            (json!({"alg": "HS256", "typ": "handoff+jwt", "kid": kid}), Rejection::WrongAlgorithm),
+            (json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}), Rejection::WrongType),
+            (json!({"alg": "EdDSA", "kid": kid}), Rejection::WrongType),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt"}), Rejection::MissingKid),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "../../dev/null"}), Rejection::UnknownKid),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "A".repeat(43)}), Rejection::UnknownKid),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "crit": ["exp"]}), Rejection::BadHeader),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "jku": "http://x"}), Rejection::BadHeader),
+            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "b64": false}), Rejection::BadHeader),
+            (json!(["alg"]), Rejection::BadHeader),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(f.check(&with_header(header.clone())).unwrap_err(), expected, "{header}");
+        }
+        // The genuine header with the signature still attached: the signature covers the header,
+        // so even a header change that passes the checks fails on the signature.
+        let reordered = json!({"typ": "handoff+jwt", "kid": kid, "alg": "EdDSA"});
+        assert_eq!(f.check(&with_header(reordered)).unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn shape_and_signature_checks() {
+        let f = fixture();
+        let token = f.mint_at(NOW);
+        let parts: Vec<&str> = token.split('.').collect();
+        let cases = [
+            (String::new(), Rejection::Malformed),
+            ("a.b".to_owned(), Rejection::Malformed),
+            (format!("{token}.x"), Rejection::Malformed),
+            (format!("{token}="), Rejection::Malformed),
+            (format!(" {token}"), Rejection::Malformed),
+            (format!("{}.{}.", parts[0], parts[1]), Rejection::Malformed),
+            (token.replace('-', "+").replace('_', "/") + "+", Rejection::Malformed),
+            ("a".repeat(MAX_TOKEN_LEN + 1), Rejection::TooLarge),
+            (format!("{}.{}.{}", parts[0], parts[1], flip_bit(parts[2])), Rejection::BadSignature),
+            (format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 2]), Rejection::BadSignature),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(f.check(&bad).unwrap_err(), expected, "{}", bad.get(..40).unwrap_or(&bad));
+        }
+        // Tampered claim under the original signature.
+        let mut claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+        claims["authorization_details"][0]["report_id"] = json!("43");
+        let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json")), parts[2]);
+        assert_eq!(f.check(&forged).unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn other_keys_and_algorithms_are_refused() {
+        let f = fixture();
+        // Signed by another Ed25519 key that claims our kid.
+        let other = SigningKey::generate().expect("key");
+        let header = profile_header(f.key.kid());
+        let forged = jsonwebtoken::encode(&header, &f.claims(), &EncodingKey::from_ed_der(other.pkcs8_for_tests()))
+            .expect("encode");
+        assert_eq!(f.check(&forged).unwrap_err(), Rejection::BadSignature);
+        // Signed by another key under its own kid: unknown.
+        let mut own = profile_header(other.kid());
+        own.kid = Some(other.kid().to_string());
+        let forged = jsonwebtoken::encode(&own, &f.claims(), &EncodingKey::from_ed_der(other.pkcs8_for_tests()))
+            .expect("encode");
+        assert_eq!(f.check(&forged).unwrap_err(), Rejection::UnknownKid);
+        // HS256 keyed with the public key (algorithm confusion).
+        let public = URL_SAFE_NO_PAD.decode(f.key.public_jwk().x).expect("x");
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.typ = Some(HANDOFF_TYP.into());
+        hs.kid = Some(f.key.kid().to_string());
+        let forged = jsonwebtoken::encode(&hs, &f.claims(), &EncodingKey::from_secret(&public)).expect("encode");
+        assert_eq!(f.check(&forged).unwrap_err(), Rejection::WrongAlgorithm);
+    }
+
+    fn flip_bit(segment: &str) -> String {
+        let mut raw = URL_SAFE_NO_PAD.decode(segment).expect("b64");
+        raw[10] ^= 1;
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    #[test]
+    fn rejection_codes_are_unique() {
+        let codes: HashSet<_> = Rejection::ALL.iter().map(Rejection::code).collect();
+        assert_eq!(codes.len(), Rejection::ALL.len());
+    }
+}
