@@ -1,1 +1,183 @@
-fn main() {}
+//! The `server1` command: serve, manage keys and users, mint a token by hand.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use handoff::{MintRequest, Minter, SigningKey};
+use server1::db::Db;
+use server1::passwords::Passwords;
+use server1::targets::Targets;
+use server1::Config;
+
+#[derive(Parser)]
+#[command(name = "server1", version, about = "Handoff issuer (SERVER1). Configuration comes from SERVER1_* environment variables; see the README.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Mint a handoff token and print only the token.
+    Mint {
+        /// Target id from the targets file.
+        #[arg(long)]
+        target: String,
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Operation type, e.g. report.view.
+        #[arg(long)]
+        op: String,
+        /// Operation argument, KEY=VALUE (repeatable).
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the signing key (refuses to replace an existing one).
+    Generate,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        /// Sign-in name (a-z 0-9 . _ -).
+        name: String,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server1: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    handoff::telemetry::init("info,poem=warn", std::io::stderr);
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Keys { command: KeysCommand::Generate } => {
+            let key = server1::generate_key(&config)?;
+            eprintln!("generated signing key {} at {}", key.kid(), config.signing_key_path().display());
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::Add { name, password_stdin, roles } } => {
+            add_user(&config, &name, password_stdin, &roles)
+        }
+        Command::Mint { target, user, op, args } => mint(&config, &target, &user, &op, &args),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listen = config.listen;
+        if config.cookies == server1::config::CookieSecurity::InsecureDevelopment {
+            tracing::warn!("SERVER1_INSECURE_COOKIES is set: cookies lack Secure; for local development only");
+        }
+        let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen} (SERVER1_LISTEN)"))?;
+        let public_url = config.public_url.clone();
+        let app = server1::build_app(config, listener)?;
+        tracing::info!(addr = %app.local_addr(), %public_url, "SERVER1 listening");
+        app.run(shutdown_signal()).await.context("server failed")?;
+        tracing::info!("SERVER1 stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn add_user(config: &Config, name: &str, password_stdin: bool, roles: &[String]) -> anyhow::Result<()> {
+    if !password_stdin {
+        bail!("pass --password-stdin and write the password to standard input");
+    }
+    let name = name.to_ascii_lowercase();
+    if !server1::is_valid_user_name(&name) {
+        bail!("a user name is 1 to 64 characters of a-z 0-9 . _ -");
+    }
+    if let Some(bad) = roles.iter().find(|r| !server1::is_valid_role(r)) {
+        bail!("role {bad:?}: a role is 1 to 32 characters of a-z 0-9 - _");
+    }
+    let mut password = String::new();
+    std::io::stdin().lock().read_line(&mut password).context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    let hash = Passwords::new()?.hash(password)?;
+    let db = Db::open(&config.database)?;
+    let user = db.add_user(&name, &hash, roles, config.clock.now())?;
+    eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, user.roles.join(", "));
+    Ok(())
+}
+
+fn mint(config: &Config, target: &str, user: &str, op: &str, args: &[String]) -> anyhow::Result<()> {
+    handoff::crypto::install()?;
+    let targets = Targets::load(&config.targets_file)?;
+    let target = targets.get(target).ok_or_else(|| anyhow!("no target {target:?} in {}", config.targets_file.display()))?;
+    let offered = target.operation(op).ok_or_else(|| anyhow!("target {:?} has no operation {op:?}", target.id))?;
+    let db = Db::open(&config.database)?;
+    let (user, _) = db.user_by_name(&user.to_ascii_lowercase())?.ok_or_else(|| anyhow!("no user {user:?}"))?;
+    if !user.has_role(&offered.role) {
+        bail!("user {} lacks the role {:?} that {op} needs", user.name, offered.role);
+    }
+    let mut pairs = Vec::new();
+    for arg in args {
+        let (k, v) = arg.split_once('=').ok_or_else(|| anyhow!("--arg takes KEY=VALUE"))?;
+        pairs.push((k, v));
+    }
+    let operation = offered.spec.build(pairs).map_err(|e| anyhow!("{e}"))?;
+    let key = Arc::new(SigningKey::load(&config.signing_key_path())?);
+    let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
+    let request = MintRequest { audience: &target.audience, subject: &user.id, operation: &operation, sid: None, nonce: None };
+    let minted = minter.mint(&request, config.clock.now())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", minted.as_str())?;
+    Ok(())
+}

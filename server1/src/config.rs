@@ -1,0 +1,232 @@
+//! SERVER1's configuration: read once from `SERVER1_*` environment variables, turned into typed
+//! values, and checked as a whole so that start-up fails once, naming every bad variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use handoff::{Clock, Issuer, SystemClock, Ttl};
+use serde::Deserialize;
+
+/// Whether cookies carry the `Secure` attribute (and the `__Host-` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecurity {
+    /// `Secure` and `__Host-`: the only choice for anything reachable over a network.
+    Secure,
+    /// Plain-HTTP development on one machine (`SERVER1_INSECURE_COOKIES=true`).
+    InsecureDevelopment,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SERVER1's public URL: the `iss` of every token.
+    pub public_url: Issuer,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Directory holding the signing key.
+    pub keys_dir: PathBuf,
+    /// The targets registry (TOML).
+    pub targets_file: PathBuf,
+    /// Lifetime of handoff tokens.
+    pub token_ttl: Ttl,
+    /// Lifetime of a sign-in session, in seconds.
+    pub session_ttl_secs: u64,
+    /// Cookie attributes.
+    pub cookies: CookieSecurity,
+    /// The clock (tests pass a manual one).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Everything wrong with the environment, one line per variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    database_url: Option<String>,
+    keys_dir: Option<String>,
+    targets_file: Option<String>,
+    token_ttl_secs: Option<String>,
+    session_ttl_secs: Option<String>,
+    insecure_cookies: Option<String>,
+}
+
+/// Default public URL and listen address: what `make demo` serves.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8001";
+
+impl Config {
+    /// Reads `SERVER1_*` from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// Every variable with a bad value, each named with what it expects.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let raw: RawConfig = envy::prefixed("SERVER1_")
+            .from_env()
+            .map_err(|e| ConfigError(vec![format!("SERVER1_*: {e}")]))?;
+        Self::from_raw(raw)
+    }
+
+    /// Reads configuration from `(name, value)` pairs, names without the prefix (for tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_env`].
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = envy::from_iter(
+            pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())),
+        )
+        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut fail = |var: &str, expected: &str| {
+            errors.push(format!("SERVER1_{var}: expected {expected}"));
+        };
+
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8001");
+        let listen = listen.parse::<SocketAddr>().map_err(|_| {
+            fail("LISTEN", "an IP address and port, e.g. 127.0.0.1:8001 or [::]:8001")
+        });
+        let public_url = Issuer::parse(raw.public_url.as_deref().unwrap_or(DEFAULT_PUBLIC_URL))
+            .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
+        let database = parse_database_url(raw.database_url.as_deref().unwrap_or("sqlite://.demo/server1.sqlite3"))
+            .map_err(|()| fail("DATABASE_URL", "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)"));
+        let keys_dir = non_empty_path(raw.keys_dir.as_deref().unwrap_or(".demo/keys"))
+            .map_err(|()| fail("KEYS_DIR", "a directory path"));
+        let targets_file = non_empty_path(raw.targets_file.as_deref().unwrap_or(".demo/targets.toml"))
+            .map_err(|()| fail("TARGETS_FILE", "a file path"));
+        let token_ttl = raw
+            .token_ttl_secs
+            .as_deref()
+            .unwrap_or("60")
+            .parse::<u64>()
+            .ok()
+            .and_then(|s| Ttl::from_secs(s).ok())
+            .ok_or_else(|| fail("TOKEN_TTL_SECS", "a whole number of seconds from 1 to 600"));
+        let session_ttl_secs = raw
+            .session_ttl_secs
+            .as_deref()
+            .unwrap_or("28800")
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (60..=30 * 86_400).contains(s))
+            .ok_or_else(|| fail("SESSION_TTL_SECS", "a whole number of seconds from 60 to 2592000"));
+        let cookies = match raw.insecure_cookies.as_deref().unwrap_or("false") {
+            "false" | "0" | "" => Ok(CookieSecurity::Secure),
+            "true" | "1" => Ok(CookieSecurity::InsecureDevelopment),
+            _ => Err(fail("INSECURE_COOKIES", "true or false")),
+        };
+
+        if let (Ok(url), Ok(CookieSecurity::InsecureDevelopment)) = (&public_url, &cookies) {
+            if !is_loopback_url(url.as_str()) {
+                fail(
+                    "INSECURE_COOKIES",
+                    "false when SERVER1_PUBLIC_URL is not a loopback address (insecure cookies are for local development only)",
+                );
+            }
+        }
+        if let Ok(url) = &public_url {
+            if url.as_str().starts_with("http://") && !is_loopback_url(url.as_str()) {
+                fail("PUBLIC_URL", "an https:// URL (plain http is allowed only on loopback addresses)");
+            }
+        }
+
+        match (listen, public_url, database, keys_dir, targets_file, token_ttl, session_ttl_secs, cookies) {
+            (Ok(listen), Ok(public_url), Ok(database), Ok(keys_dir), Ok(targets_file), Ok(token_ttl), Ok(session_ttl_secs), Ok(cookies))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    listen,
+                    public_url,
+                    database,
+                    keys_dir,
+                    targets_file,
+                    token_ttl,
+                    session_ttl_secs,
+                    cookies,
+                    clock: Arc::new(SystemClock),
+                })
+            }
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    /// The signing key file inside the keys directory.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.keys_dir.join("signing.pk8")
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<PathBuf, ()> {
+    let path = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")).ok_or(())?;
+    non_empty_path(path)
+}
+
+fn non_empty_path(value: &str) -> Result<PathBuf, ()> {
+    if value.trim().is_empty() || value.contains('\0') {
+        Err(())
+    } else {
+        Ok(PathBuf::from(value))
+    }
+}
+
+/// True for URLs whose host is `localhost` or a loopback IP.
+pub fn is_loopback_url(value: &str) -> bool {
+    match url::Url::parse(value).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_the_demo() {
+        let config = Config::from_pairs([("insecure_cookies", "true")]).expect("defaults");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8001");
+        assert_eq!(config.public_url.as_str(), DEFAULT_PUBLIC_URL);
+        assert_eq!(config.database, PathBuf::from(".demo/server1.sqlite3"));
+        assert_eq!(config.token_ttl.as_secs(), 60);
+        assert_eq!(config.cookies, CookieSecurity::InsecureDevelopment);
+        assert_eq!(Config::from_pairs([]).expect("secure default").cookies, CookieSecurity::Secure);
+    }
+
+    #[test]
+    fn every_bad_variable_is_named() {
+        let err = Config::from_pairs([
+            ("listen", "nope"),
+            ("public_url", "ftp://x"),
+            ("database_url", "postgres://x"),
+            ("token_ttl_secs", "0"),
+            ("session_ttl_secs", "abc"),
+            ("insecure_cookies", "maybe"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for var in ["LISTEN", "PUBLIC_URL", "DATABASE_URL", "TOKEN_TTL_SECS", "SESSION_TTL_SECS", "INSECURE_COOKIES"] {
+            assert!(text.contains(&format!("SERVER1_{var}")), "{var} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn plain_http_and_insecure_cookies_only_on_loopback() {
+        assert!(Config::from_pairs([("public_url", "http://portal.example")]).is_err());
+        assert!(Config::from_pairs([("public_url", "https://portal.example")]).is_ok());
+        let err = Config::from_pairs([("public_url", "https://portal.example"), ("insecure_cookies", "true")]);
+        assert!(err.unwrap_err().to_string().contains("SERVER1_INSECURE_COOKIES"));
+        assert!(Config::from_pairs([("public_url", "http://localhost:8001"), ("insecure_cookies", "1")]).is_ok());
+    }
+}

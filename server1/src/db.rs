@@ -1,0 +1,299 @@
+//! SERVER1's database: users, their roles and sign-in sessions, in SQLite.
+//!
+//! One connection behind a mutex: every statement here is a primary-key lookup or a single-row
+//! write that takes microseconds, so handlers call it directly. The schema is migrated at
+//! start-up, inside a transaction, keyed on SQLite's `user_version`.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use handoff::{Subject, UnixTime};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+/// A database failure. Messages name the file and the fix; never a password or session id.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The file could not be opened or migrated.
+    #[error("cannot open database {path}: {source} (check the path in SERVER1_DATABASE_URL, that its directory exists, and permissions)")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A user with that name exists.
+    #[error("a user with that name already exists")]
+    Conflict,
+    /// The database is locked by another process, read-only, or failing.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] rusqlite::Error),
+    /// Randomness failed.
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// A user as SERVER1 knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable opaque id: the `sub` of their tokens.
+    pub id: Subject,
+    /// Sign-in name.
+    pub name: String,
+    /// Roles, sorted.
+    pub roles: Vec<String>,
+}
+
+impl User {
+    /// True when the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The database handle.
+#[derive(Debug)]
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE user_roles (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        PRIMARY KEY (user_id, role)
+     ) STRICT;
+     CREATE TABLE sessions (
+        id_hash BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX sessions_expiry ON sessions(expires_at);
+     CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+     ) STRICT;",
+];
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Open`] when the file cannot be opened, is not a database, or cannot be
+    /// migrated (read-only, locked).
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let shown = path.display().to_string();
+        let open_err = |source| DbError::Open { path: shown.clone(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(open_err)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent (statements are atomic).
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True when the database answers.
+    pub fn ping(&self) -> bool {
+        self.conn().query_row("SELECT 1", [], |_| Ok(())).is_ok()
+    }
+
+    /// The named 32-byte secret, created on first use (shared by every SERVER1 on this database).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails or randomness fails.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, DbError> {
+        let conn = self.conn();
+        let mut fresh = [0u8; 32];
+        SystemRandom::new().fill(&mut fresh).map_err(|_| DbError::Random)?;
+        conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", params![name, &fresh[..]])?;
+        Ok(conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    /// Adds a user with roles, all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
+    pub fn add_user(&self, name: &str, password_hash: &str, roles: &[String], now: UnixTime) -> Result<User, DbError> {
+        let mut raw = [0u8; 16];
+        SystemRandom::new().fill(&mut raw).map_err(|_| DbError::Random)?;
+        let id = format!("u_{}", URL_SAFE_NO_PAD.encode(raw));
+        let id = Subject::parse(&id).map_err(|_| DbError::Random)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO users (id, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id.as_str(), name, password_hash, now.as_secs() as i64],
+        );
+        match inserted {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+                return Err(DbError::Conflict)
+            }
+            other => other?,
+        };
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        for role in &roles {
+            tx.execute("INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)", params![id.as_str(), role])?;
+        }
+        tx.commit()?;
+        Ok(User { id, name: name.to_owned(), roles })
+    }
+
+    /// The user called `name` and their password hash.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, DbError> {
+        let conn = self.conn();
+        let row: Option<(String, String)> = conn
+            .query_row("SELECT id, password_hash FROM users WHERE name = ?1", [name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((id, hash)) = row else { return Ok(None) };
+        let user = load_user(&conn, &id, name)?;
+        Ok(user.map(|u| (u, hash)))
+    }
+
+    /// Records a session (by the hash of its id) for `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn create_session(&self, id_hash: &[u8], user: &Subject, now: UnixTime, expires: UnixTime) -> Result<(), DbError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id_hash, user.as_str(), now.as_secs() as i64, expires.as_secs() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The user of a live session.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn session_user(&self, id_hash: &[u8], now: UnixTime) -> Result<Option<User>, DbError> {
+        let conn = self.conn();
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT u.id, u.name FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id_hash = ?1 AND s.expires_at > ?2",
+                params![id_hash, now.as_secs() as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, name)) => load_user(&conn, &id, &name),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn delete_session(&self, id_hash: &[u8]) -> Result<(), DbError> {
+        self.conn().execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])?;
+        Ok(())
+    }
+
+    /// Deletes expired sessions; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn purge_sessions(&self, now: UnixTime) -> Result<usize, DbError> {
+        Ok(self.conn().execute("DELETE FROM sessions WHERE expires_at <= ?1", [now.as_secs() as i64])?)
+    }
+}
+
+fn load_user(conn: &Connection, id: &str, name: &str) -> Result<Option<User>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
+    let roles = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    // Ids are written only by `add_user`; one that fails the check means a tampered database,
+    // and that user simply does not exist.
+    Ok(Subject::parse(id).ok().map(|id| User { id, name: name.to_owned(), roles }))
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!("database schema v{version} is newer than this server (v{})", MIGRATIONS.len())),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_sessions_and_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
+        let now = UnixTime::from_secs(1000);
+        let user = db.add_user("alice", "hash", &["b".into(), "a".into(), "a".into()], now).expect("add");
+        assert_eq!(user.roles, vec!["a", "b"]);
+        assert!(matches!(db.add_user("alice", "h", &[], now), Err(DbError::Conflict)));
+        let (found, hash) = db.user_by_name("alice").expect("query").expect("found");
+        assert_eq!(found, user);
+        assert_eq!(hash, "hash");
+        assert!(db.user_by_name("bob").expect("query").is_none());
+
+        db.create_session(b"h1", &user.id, now, now.plus(60)).expect("session");
+        assert_eq!(db.session_user(b"h1", now).expect("q"), Some(user.clone()));
+        assert_eq!(db.session_user(b"h1", now.plus(60)).expect("q"), None, "expired");
+        assert_eq!(db.session_user(b"h2", now).expect("q"), None);
+        db.delete_session(b"h1").expect("delete");
+        assert_eq!(db.session_user(b"h1", now).expect("q"), None);
+
+        let s1 = db.secret("csrf").expect("secret");
+        assert_eq!(s1.len(), 32);
+        assert_eq!(db.secret("csrf").expect("secret"), s1, "stable");
+        drop(db);
+        // Re-opening keeps data and does not re-run migrations.
+        let db = Db::open(&dir.path().join("db.sqlite3")).expect("reopen");
+        assert!(db.user_by_name("alice").expect("q").is_some());
+    }
+
+    #[test]
+    fn unopenable_database_is_a_clear_error() {
+        let err = Db::open(Path::new("/nonexistent-dir/x/db.sqlite3")).unwrap_err();
+        assert!(err.to_string().contains("SERVER1_DATABASE_URL"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = dir.path().join("garbage.sqlite3");
+        std::fs::write(&garbage, vec![b'x'; 4096]).expect("write");
+        assert!(matches!(Db::open(&garbage), Err(DbError::Open { .. })));
+    }
+}

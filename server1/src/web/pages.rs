@@ -1,0 +1,168 @@
+//! SERVER1's pages, rendered with maud (which escapes every interpolated value).
+
+use maud::{html, Markup, DOCTYPE};
+use poem::http::{header, StatusCode};
+use poem::Response;
+
+use crate::db::User;
+use crate::targets::{Target, TargetOperation};
+
+/// The default Content-Security-Policy: same-origin styles and scripts, forms post only here.
+pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A complete HTML response.
+pub fn html_response(status: StatusCode, body: Markup) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(body.into_string())
+}
+
+fn layout(title: &str, user: Option<(&User, &str)>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Handoff Portal" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body {
+                header.bar {
+                    span.brand { "Handoff Portal" }
+                    @if let Some((user, csrf)) = user {
+                        form.inline method="post" action="/logout" {
+                            span.muted { "Signed in as " strong { (user.name) } " " }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button.secondary type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+/// A page with a heading, a message and an optional link onward.
+pub fn message_page(title: &str, message: &str, link: Option<(&str, &str)>) -> Markup {
+    layout(title, None, html! {
+        div.card {
+            h1 { (title) }
+            p { (message) }
+            @if let Some((href, text)) = link {
+                p { a href=(href) { (text) } }
+            } @else {
+                p { a href="/" { "Back to the portal" } }
+            }
+        }
+    })
+}
+
+/// The sign-in form.
+pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+    layout("Sign in", None, html! {
+        div.card {
+            h1 { "Sign in" }
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                label for="username" { "User name" }
+                input #username type="text" name="username" autocomplete="username" required autofocus;
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+        }
+    })
+}
+
+/// The link that opens `op` on `target` with its example arguments.
+pub fn example_href(target: &Target, op: &TargetOperation, args: &[(String, String)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in args {
+        query.append_pair(k, v);
+    }
+    let query = query.finish();
+    let path = format!("/handoff/{}/{}", target.id, op.spec.kind());
+    if query.is_empty() { path } else { format!("{path}?{query}") }
+}
+
+/// The dashboard: who you are and what you may open where.
+pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperation>)]) -> Markup {
+    layout("Dashboard", Some((user, csrf)), html! {
+        h1 { "Welcome, " (user.name) }
+        p.muted {
+            "Your roles: "
+            @if user.roles.is_empty() { "none" } @else { (user.roles.join(", ")) }
+        }
+        @if offers.iter().all(|(_, ops)| ops.is_empty()) {
+            div.card { p { "There is nothing you can open on a partner yet." } }
+        }
+        @for (target, ops) in offers {
+            @if !ops.is_empty() {
+                section.card {
+                    h2 { (target.name) }
+                    p.muted { "Opens at " code { (target.audience) } }
+                    ul.ops {
+                        @for op in ops {
+                            li {
+                                @if let Some(example) = &op.example {
+                                    a.button href=(example_href(target, op, example)) {
+                                        (op.title)
+                                        @for (_, value) in example { " " (value) }
+                                    }
+                                }
+                                form.args method="get" action=(format!("/handoff/{}/{}", target.id, op.spec.kind())) {
+                                    @for arg in op.spec.args() {
+                                        div {
+                                            label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (arg.name) }
+                                            input id=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name))
+                                                type="text" name=(arg.name) required;
+                                        }
+                                    }
+                                    button.secondary type="submit" { (op.title) " …" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The page that carries the token to the target in a POST body.
+pub fn handoff_page(target: &Target, op: &TargetOperation, args: &str, token: &str, ttl_secs: u64) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { "Continuing to " (target.name) " · Handoff Portal" }
+                link rel="stylesheet" href="/static/style.css";
+                script src="/static/handoff.js" {}
+            }
+            body {
+                main {
+                    div.card {
+                        h1 { "Continuing to " (target.name) }
+                        p { "You are being signed in to " strong { (target.name) } " to " strong { (op.title) } " " (args) "." }
+                        p.muted { "This sign-in link works once, within " (ttl_secs) " seconds." }
+                        form #handoff-form method="post" action=(target.handoff_url.as_str()) {
+                            input type="hidden" name="token" value=(token);
+                            button type="submit" { "Continue to " (target.name) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
