@@ -1,0 +1,164 @@
+//! The issuer's public keys, as SERVER2 sees them.
+//!
+//! Either a pinned JWKS file (read once, no network), or the issuer's JWKS URL: fetched at
+//! start-up, kept in memory, and fetched again when a token names a `kid` the cache lacks —
+//! by one request at a time (single flight) and at most once per refresh interval, so a flood
+//! of made-up `kid`s costs the issuer at most one request per interval. A failed fetch (timeout,
+//! error status, oversized or malformed document) keeps the last good keys.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use handoff::{Jwks, KeySet, Rejection};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The pinned file cannot be read.
+    #[error("cannot read JWKS file {0}: {1}")]
+    File(String, std::io::Error),
+    /// The document is not a usable JWKS.
+    #[error("unusable JWKS from {0}: {1}")]
+    Invalid(String, handoff::keys::KeyError),
+    /// The HTTP fetch failed.
+    #[error("cannot fetch JWKS from {0}: {1}")]
+    Fetch(String, String),
+}
+
+/// Where keys come from, and the cache.
+#[derive(Debug)]
+pub struct KeySource {
+    current: RwLock<Option<Arc<KeySet>>>,
+    remote: Option<Remote>,
+}
+
+#[derive(Debug)]
+struct Remote {
+    url: url::Url,
+    client: reqwest::Client,
+    min_interval: Duration,
+    /// Held while fetching: waiters queue here instead of fetching again. Holds the time of the
+    /// last attempt, successful or not.
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+impl KeySource {
+    /// Keys from a pinned JWKS file.
+    ///
+    /// # Errors
+    ///
+    /// When the file is unreadable or not a usable JWKS.
+    pub fn pinned(path: &Path) -> Result<Self, KeysError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| KeysError::File(shown.clone(), e))?;
+        let set = parse(&bytes).map_err(|e| KeysError::Invalid(shown, e))?;
+        Ok(Self { current: RwLock::new(Some(Arc::new(set))), remote: None })
+    }
+
+    /// Keys from `url`, not fetched yet (call [`KeySource::refresh`]).
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn remote(url: url::Url, min_interval: Duration) -> Result<Self, KeysError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            // A JWKS URL that redirects elsewhere is a misconfiguration or an attack.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("handoff-server2/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| KeysError::Fetch(url.to_string(), e.to_string()))?;
+        let remote = Remote { url, client, min_interval, last_attempt: Mutex::new(None) };
+        Ok(Self { current: RwLock::new(None), remote: Some(remote) })
+    }
+
+    /// The current key set, if any was ever loaded.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// True once keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// A key set holding `kid`, refreshing once if the cache lacks it and the interval allows.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection::UnknownKid`] when no key set has it; [`Rejection::KeysUnavailable`] when no
+    /// keys were ever loaded.
+    pub async fn for_kid(&self, kid: &str) -> Result<Arc<KeySet>, Rejection> {
+        if let Some(set) = self.current().filter(|s| s.get(kid).is_some()) {
+            return Ok(set);
+        }
+        if let Some(remote) = &self.remote {
+            let mut last = remote.last_attempt.lock().await;
+            // Someone else may have fetched while this request waited.
+            if let Some(set) = self.current().filter(|s| s.get(kid).is_some()) {
+                return Ok(set);
+            }
+            let due = last.is_none_or(|t| t.elapsed() >= remote.min_interval);
+            if due {
+                *last = Some(Instant::now());
+                if let Err(e) = self.fetch(remote).await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the last good keys");
+                }
+            }
+        }
+        match self.current() {
+            Some(set) if set.get(kid).is_some() => Ok(set),
+            Some(_) => Err(Rejection::UnknownKid),
+            None => Err(Rejection::KeysUnavailable),
+        }
+    }
+
+    /// Fetches the JWKS now (start-up, background retry), ignoring the interval.
+    ///
+    /// # Errors
+    ///
+    /// When the fetch fails; the last good keys stay.
+    pub async fn refresh(&self) -> Result<usize, KeysError> {
+        let Some(remote) = &self.remote else {
+            return Ok(self.current().map_or(0, |s| s.len()));
+        };
+        let mut last = remote.last_attempt.lock().await;
+        *last = Some(Instant::now());
+        self.fetch(remote).await
+    }
+
+    async fn fetch(&self, remote: &Remote) -> Result<usize, KeysError> {
+        let shown = remote.url.to_string();
+        let fail = |e: String| KeysError::Fetch(shown.clone(), e);
+        let mut resp = remote.client.get(remote.url.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("status {}", resp.status())));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+            return Err(fail("document larger than 64 KiB".into()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(fail("document larger than 64 KiB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set = parse(&body).map_err(|e| KeysError::Invalid(shown.clone(), e))?;
+        let count = set.len();
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(set));
+        tracing::info!(keys = count, url = %shown, "JWKS loaded");
+        Ok(count)
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<KeySet, handoff::keys::KeyError> {
+    KeySet::from_jwks(&Jwks::parse(bytes)?)
+}
