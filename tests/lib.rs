@@ -1,1 +1,225 @@
-//! stub
+//! Helpers for the integration tests: start both servers in-process on port 0 with fresh keys,
+//! database and targets; make cookie-keeping HTTP clients; capture logs.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, missing_debug_implementations)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use handoff::{SigningKey, Ttl};
+use tokio::sync::oneshot;
+
+/// Password of every test user.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Everything logged in this test process so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line of the process (debug level unless RUST_LOG says otherwise).
+pub fn init_logs() {
+    handoff::telemetry::init("debug", || CaptureWriter);
+}
+
+/// Two running servers and what the tests need to talk to them.
+pub struct Servers {
+    /// SERVER1's base URL (http://127.0.0.1:PORT).
+    pub server1: String,
+    /// SERVER2's base URL (http://localhost:PORT): another site.
+    pub server2: String,
+    /// SERVER1's signing key (for tests that sign the way an attacker with the key would).
+    pub key: Arc<SigningKey>,
+    /// The working directory (keys, database, targets).
+    pub dir: tempfile::TempDir,
+    stop: Vec<oneshot::Sender<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for stop in self.stop.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The example targets file, pointed at SERVER2's real address.
+pub fn targets_for(server2: &str) -> String {
+    include_str!("../server1/targets.example.toml").replace("http://localhost:8002", server2)
+}
+
+/// Writes a key, targets and users (alice: reports+billing; bob: reports) into `dir`.
+pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = SigningKey::generate().unwrap();
+    key.save(&keys.join("signing.pk8")).unwrap();
+    std::fs::write(dir.join("targets.toml"), targets_for(server2)).unwrap();
+    let db = server1::db::Db::open(&dir.join("server1.sqlite3")).unwrap();
+    let passwords = server1::passwords::Passwords::new().unwrap();
+    let hash = passwords.hash(PASSWORD).unwrap();
+    let now = handoff::Clock::now(&handoff::SystemClock);
+    db.add_user("alice", &hash, &["reports".into(), "billing".into()], now).unwrap();
+    db.add_user("bob", &hash, &["reports".into()], now).unwrap();
+    Arc::new(key)
+}
+
+/// Binds a loopback listener on a free port.
+pub fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// SERVER1's configuration for a test directory.
+pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
+    let url = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}", dir.join("server1.sqlite3").display());
+    let keys = dir.join("keys").display().to_string();
+    let targets = dir.join("targets.toml").display().to_string();
+    server1::Config::from_pairs([
+        ("public_url", url.as_str()),
+        ("database_url", db.as_str()),
+        ("keys_dir", keys.as_str()),
+        ("targets_file", targets.as_str()),
+        ("insecure_cookies", "true"),
+    ])
+    .unwrap()
+}
+
+/// SERVER2's configuration for SERVER1 at `server1` and itself at `server2`.
+pub fn server2_config(server1: &str, server2: &str) -> server2::Config {
+    server2::Config::from_pairs([
+        ("public_url", server2),
+        ("issuer", server1),
+        ("insecure_cookies", "true"),
+        ("jwks_refresh_secs", "1"),
+    ])
+    .unwrap()
+}
+
+/// Starts both servers in-process on free ports, SERVER2 on the `localhost` site.
+pub async fn spawn() -> Servers {
+    spawn_with(|_| {}).await
+}
+
+/// As [`spawn`], letting the caller adjust SERVER2's configuration.
+pub async fn spawn_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, p1) = listener();
+    let (l2, p2) = listener();
+    let server1_url = format!("http://127.0.0.1:{p1}");
+    let server2_url = format!("http://localhost:{p2}");
+    let key = prepare_dir(dir.path(), &server2_url);
+    let mut stop = Vec::new();
+
+    let app1 = server1::build_app(server1_config(dir.path(), p1), l1).unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    stop.push(tx);
+    tokio::spawn(app1.run(async move {
+        let _ = rx.await;
+    }));
+
+    let mut config2 = server2_config(&server1_url, &server2_url);
+    adjust(&mut config2);
+    let app2 = server2::build_app(config2, l2).await.unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    stop.push(tx);
+    tokio::spawn(app2.run(async move {
+        let _ = rx.await;
+    }));
+    Servers { server1: server1_url, server2: server2_url, key, dir, stop }
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of `name="…" value="…"` in an HTML form.
+pub fn form_value(html: &str, name: &str) -> Option<String> {
+    let start = html.find(&format!("name=\"{name}\""))?;
+    let rest = &html[start..];
+    let value = rest.find("value=\"")? + 7;
+    let end = rest[value..].find('"')?;
+    Some(rest[value..value + end].replace("&amp;", "&").replace("&quot;", "\""))
+}
+
+/// Signs in to SERVER1 as `user`; panics unless it works.
+pub async fn sign_in(client: &reqwest::Client, server1: &str, user: &str) {
+    let resp = try_sign_in(client, server1, user, PASSWORD, None).await;
+    assert_eq!(resp.status(), 303, "sign-in as {user} failed");
+}
+
+/// Submits SERVER1's sign-in form; returns the response.
+pub async fn try_sign_in(
+    client: &reqwest::Client,
+    server1: &str,
+    user: &str,
+    password: &str,
+    next: Option<&str>,
+) -> reqwest::Response {
+    let login = match next {
+        Some(n) => format!("{server1}/login?next={}", url::form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()),
+        None => format!("{server1}/login"),
+    };
+    let page = client.get(&login).send().await.unwrap().text().await.unwrap();
+    let csrf = form_value(&page, "csrf").expect("login form has a csrf field");
+    let next = form_value(&page, "next").unwrap_or_default();
+    client
+        .post(format!("{server1}/login"))
+        .form(&[("username", user), ("password", password), ("csrf", &csrf), ("next", &next)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Opens a handoff on SERVER1 and returns the token from the auto-submitting page.
+pub async fn open_handoff(client: &reqwest::Client, server1: &str, path: &str) -> String {
+    let resp = client.get(format!("{server1}{path}")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "handoff page for {path}");
+    let page = resp.text().await.unwrap();
+    form_value(&page, "token").expect("handoff page carries a token")
+}
+
+/// A minter like SERVER1's, for tokens the UI would not make.
+pub fn minter(servers: &Servers, ttl: u64) -> handoff::Minter {
+    handoff::Minter::new(
+        servers.key.clone(),
+        handoff::Issuer::parse(&servers.server1).unwrap(),
+        Ttl::from_secs(ttl).unwrap(),
+    )
+}
+
+/// Path to a workspace binary built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (`make test` does)", path.display());
+    path
+}

@@ -51,8 +51,24 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .at("/static/style.css", get(style))
         .at("/static/handoff.js", get(script))
         .data(state)
-        .with(poem::middleware::SizeLimit::new(MAX_BODY))
+        .before(|req| async move {
+            // Bodies are small forms: a declared length over the cap is refused before reading,
+            // and a body without a declared length (chunked) is not accepted at all.
+            let headers = req.headers();
+            let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::parse::<u64>);
+            match declared {
+                Some(Ok(n)) if n > MAX_BODY as u64 => Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)),
+                Some(Err(_)) => Err(poem::Error::from_status(StatusCode::BAD_REQUEST)),
+                None if headers.contains_key(header::TRANSFER_ENCODING) => {
+                    Err(poem::Error::from_status(StatusCode::LENGTH_REQUIRED))
+                }
+                _ => Ok(req),
+            }
+        })
         .catch_all_error(|err: poem::Error| async move {
+            if let Some(app) = err.downcast_ref::<AppError>() {
+                return poem::error::ResponseError::as_response(app);
+            }
             // Extractor and routing errors: a fixed page, never poem's error text.
             let status = err.status();
             let error = match status {

@@ -62,7 +62,20 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .at("/readyz", get(readyz))
         .at("/static/style.css", get(style))
         .data(state)
-        .with(poem::middleware::SizeLimit::new(MAX_BODY))
+        .before(|req| async move {
+            // Bodies are small forms: a declared length over the cap is refused before reading,
+            // and a body without a declared length (chunked) is not accepted at all.
+            let headers = req.headers();
+            let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::parse::<u64>);
+            match declared {
+                Some(Ok(n)) if n > MAX_BODY as u64 => Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)),
+                Some(Err(_)) => Err(poem::Error::from_status(StatusCode::BAD_REQUEST)),
+                None if headers.contains_key(header::TRANSFER_ENCODING) => {
+                    Err(poem::Error::from_status(StatusCode::LENGTH_REQUIRED))
+                }
+                _ => Ok(req),
+            }
+        })
         .catch_all_error(|err: poem::Error| async move {
             // Routing and extractor errors get a fixed page: poem's error text may quote input.
             let status = err.status();
@@ -223,6 +236,12 @@ fn rejection_class(r: &Rejection) -> (StatusCode, &'static str, &'static str, &'
             "not-yet-valid",
             "This sign-in link is not valid yet",
             "The portal's clock and ours disagree. Wait a moment, then go back to the portal and try again.",
+        ),
+        Rejection::Malformed | Rejection::BadHeader => (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "This sign-in link is not valid",
+            "It is incomplete or damaged. Go back to the portal and open it again.",
         ),
         Rejection::TooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,

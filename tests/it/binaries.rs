@@ -1,0 +1,169 @@
+//! The real binaries as processes: the CLI commands, both servers, and start-up refusals.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use handoff_tests::*;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server1(dir: &std::path::Path, port: u16) -> Command {
+    let mut cmd = Command::new(binary("server1"));
+    cmd.env_clear()
+        .env("SERVER1_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SERVER1_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("SERVER1_DATABASE_URL", format!("sqlite://{}", dir.join("db.sqlite3").display()))
+        .env("SERVER1_KEYS_DIR", dir.join("keys"))
+        .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
+        .env("SERVER1_INSECURE_COOKIES", "true")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn free_port() -> u16 {
+    listener().1
+}
+
+async fn wait_until_up(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+#[tokio::test]
+async fn real_processes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let server2_url = format!("http://localhost:{p2}");
+    std::fs::write(dir.path().join("targets.toml"), targets_for(&server2_url)).unwrap();
+
+    let out = server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap();
+    assert!(!again.status.success(), "never overwrites a key");
+
+    let mut add = server1(dir.path(), p1)
+        .args(["users", "add", "carol", "--password-stdin", "--role", "reports"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+
+    let minted = server1(dir.path(), p1)
+        .args(["mint", "--target", "partner", "--user", "carol", "--op", "report.view", "--arg", "report_id=5"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let token = String::from_utf8(minted.stdout).unwrap();
+    let token = token.trim_end();
+    assert_eq!(token.split('.').count(), 3, "only the token on stdout");
+
+    let refused = server1(dir.path(), p1)
+        .args(["mint", "--target", "partner", "--user", "carol", "--op", "invoice.approve", "--arg", "invoice_id=A"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "carol lacks the billing role");
+    assert!(refused.stdout.is_empty());
+
+    let _s1 = Running(server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap());
+    wait_until_up(&format!("http://127.0.0.1:{p1}/healthz")).await;
+    let _s2 = Running(
+        Command::new(binary("server2"))
+            .env_clear()
+            .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
+            .env("SERVER2_PUBLIC_URL", &server2_url)
+            .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
+            .env("SERVER2_INSECURE_COOKIES", "true")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
+
+    let c = client();
+    let resp = c.post(format!("{server2_url}/handoff")).form(&[("token", token)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(c.get(format!("{server2_url}/reports/5")).send().await.unwrap().status(), 200);
+
+    // And through the browser flow.
+    let browser = client();
+    sign_in(&browser, &format!("http://127.0.0.1:{p1}"), "carol").await;
+    let token = open_handoff(&browser, &format!("http://127.0.0.1:{p1}"), "/handoff/partner/report.view?report_id=6").await;
+    let resp = browser.post(format!("{server2_url}/handoff")).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = server1(dir.path(), free_port()).env("SERVER1_TOKEN_TTL_SECS", "9999").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SERVER1_TOKEN_TTL_SECS"), "{err}");
+
+    let out = server1(dir.path(), free_port()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server1 keys generate"), "missing key says what to do: {err}");
+
+    let out = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_ISSUER", "not a url")
+        .env("SERVER2_LEEWAY_SECS", "-3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SERVER2_ISSUER") && err.contains("SERVER2_LEEWAY_SECS"), "{err}");
+
+    let out = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_JWKS_FILE", dir.path().join("missing.json"))
+        .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SERVER2_JWKS_FILE"));
+}
+
+#[tokio::test]
+async fn pinned_jwks_file_needs_no_network() {
+    let s = spawn().await;
+    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1)).await.unwrap().text().await.unwrap();
+    let file = s.dir.path().join("pinned.json");
+    std::fs::write(&file, jwks).unwrap();
+    // An issuer where nothing listens: every key must come from the file.
+    let issuer = "http://127.0.0.1:9";
+    let (l, port) = listener();
+    let url = format!("http://localhost:{port}");
+    let mut config = server2_config(issuer, &url);
+    config.keys_from = server2::config::KeysFrom::File(file);
+    let app = server2::build_app(config, l).await.unwrap();
+    assert!(app.is_ready());
+    tokio::spawn(app.run(std::future::pending()));
+
+    let minter = handoff::Minter::new(s.key.clone(), handoff::Issuer::parse(issuer).unwrap(), handoff::Ttl::from_secs(60).unwrap());
+    let op = server2::operations::catalog().get("report.view").unwrap().build([("report_id", "3")]).unwrap();
+    let aud = handoff::Audience::parse(&url).unwrap();
+    let sub = handoff::Subject::parse("u_x").unwrap();
+    let req = handoff::MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let token = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let resp = client().post(format!("{url}/handoff")).form(&[("token", token.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+}

@@ -1,0 +1,169 @@
+//! The happy paths: sign in, open an operation, land on SERVER2 signed in for exactly that.
+
+use handoff_tests::*;
+
+#[tokio::test]
+async fn sign_in_open_report_and_land_on_it() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+
+    let dashboard = c.get(format!("{}/", s.server1)).send().await.unwrap();
+    assert_eq!(dashboard.status(), 200);
+    let html = dashboard.text().await.unwrap();
+    assert!(html.contains("Welcome, alice"));
+    assert!(html.contains("View report 42"), "quick link shown");
+    assert!(html.contains("/handoff/partner/report.view?report_id=42"));
+    assert!(html.contains("Approve invoice"));
+
+    let page = c.get(format!("{}/handoff/partner/report.view?report_id=42", s.server1)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains(&format!("form-action {}", s.server2)), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("action=\"{}/handoff\"", s.server2)));
+    let token = form_value(&html, "token").unwrap();
+
+    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(landed.headers()["location"], "/reports/42");
+    let set_cookie = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+
+    let report = c.get(format!("{}/reports/42", s.server2)).send().await.unwrap();
+    assert_eq!(report.status(), 200);
+    let html = report.text().await.unwrap();
+    assert!(html.contains("Report 42"));
+    assert!(html.contains(&s.server1), "shows who handed the user over");
+    assert!(html.contains("report.view report_id=42"));
+    assert!(!html.contains(&token), "the token never appears in a page");
+
+    // Signed in for report 42 only.
+    let other = c.get(format!("{}/reports/43", s.server2)).send().await.unwrap();
+    assert_eq!(other.status(), 403);
+}
+
+#[tokio::test]
+async fn redirect_mode_and_clean_url() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let resp = c
+        .get(format!("{}/handoff/partner/report.view?report_id=7&mode=redirect", s.server1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&format!("{}/handoff?token=", s.server2)), "{location}");
+    let landed = c.get(&location).send().await.unwrap();
+    assert_eq!(landed.status(), 303, "GET /handoff answers at once with a clean URL");
+    assert_eq!(landed.headers()["location"], "/reports/7");
+    assert_eq!(landed.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(landed.headers()["cache-control"], "no-store");
+    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn invoice_approval_behind_a_confirm_form() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/invoice.approve?invoice_id=INV-7").await;
+    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.headers()["location"], "/invoices/INV-7/approve");
+
+    let page = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Approve invoice"));
+    let csrf = form_value(&page, "csrf").unwrap();
+
+    // Without the form token nothing changes.
+    let forged = c.post(format!("{}/invoices/INV-7/approve", s.server2)).form(&[("csrf", "")]).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    let still = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    assert!(!still.contains("Approved by"));
+
+    let done = c.post(format!("{}/invoices/INV-7/approve", s.server2)).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(done.status(), 303);
+    let after = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    assert!(after.contains("Approved by"));
+}
+
+#[tokio::test]
+async fn jwks_health_and_sign_out() {
+    let s = spawn().await;
+    let c = client();
+    let jwks = c.get(format!("{}/.well-known/jwks.json", s.server1)).send().await.unwrap();
+    assert_eq!(jwks.status(), 200);
+    assert!(jwks.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    let body: serde_json::Value = jwks.json().await.unwrap();
+    assert_eq!(body["keys"][0]["kid"], s.key.kid().as_str());
+    assert_eq!(body["keys"][0]["kty"], "OKP");
+    assert!(body["keys"][0].get("d").is_none(), "no private part");
+    assert_eq!(c.get(format!("{}/healthz", s.server1)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/healthz", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 200);
+
+    sign_in(&c, &s.server1, "bob").await;
+    let html = c.get(format!("{}/", s.server1)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("View report"));
+    assert!(!html.contains("Approve invoice"), "bob lacks the billing role");
+    let csrf = form_value(&html, "csrf").unwrap();
+    let out = c.post(format!("{}/logout", s.server1)).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    let after = c.get(format!("{}/", s.server1)).send().await.unwrap();
+    assert_eq!(after.status(), 303, "signed out");
+}
+
+#[tokio::test]
+async fn session_id_is_renewed_at_sign_in() {
+    let s = spawn().await;
+    // A plain client, so the test decides exactly which cookies each request carries.
+    let raw = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in_with = |cookie: String| {
+        let raw = raw.clone();
+        let server1 = s.server1.clone();
+        async move {
+            let form = raw.get(format!("{server1}/login")).send().await.unwrap();
+            let login = set_cookie(&form, "handoff_login=");
+            let csrf = form_value(&form.text().await.unwrap(), "csrf").unwrap();
+            let resp = raw
+                .post(format!("{server1}/login"))
+                .header("cookie", format!("{login}; {cookie}"))
+                .form(&[("username", "alice"), ("password", PASSWORD), ("csrf", &csrf), ("next", "/")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 303);
+            set_cookie(&resp, "handoff_session=")
+        }
+    };
+    let get_home = |cookie: String| raw.get(format!("{}/", s.server1)).header("cookie", cookie).send();
+
+    // A session id planted before sign-in is not the one that gets signed in (no fixation).
+    let planted = "handoff_session=AttackerChosenValueAttackerChosenValue1234567".to_owned();
+    let first = sign_in_with(planted.clone()).await;
+    assert_ne!(first, planted);
+    assert_eq!(get_home(planted).await.unwrap().status(), 303);
+    assert_eq!(get_home(first.clone()).await.unwrap().status(), 200);
+
+    // Signing in again replaces the session: the old id stops working.
+    let second = sign_in_with(first.clone()).await;
+    assert_ne!(first, second);
+    assert_eq!(get_home(first).await.unwrap().status(), 303);
+    assert_eq!(get_home(second).await.unwrap().status(), 200);
+}
+
+/// The `name=value` of the cookie starting with `prefix` that a response sets.
+fn set_cookie(resp: &reqwest::Response, prefix: &str) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(prefix))
+        .and_then(|v| v.split(';').next())
+        .expect("the response sets the cookie")
+        .to_owned()
+}

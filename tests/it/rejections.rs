@@ -1,0 +1,389 @@
+//! Every way a handoff must fail, one test each: each asserts the rejection and that nothing was
+//! authorized (no operation cookie, no access to the operation page).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use handoff::{Audience, Issuer, MintRequest, Minter, Operation, SigningKey, Subject, Ttl, UnixTime};
+use handoff_tests::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn now() -> u64 {
+    handoff::Clock::now(&handoff::SystemClock).as_secs()
+}
+
+fn report_op(id: &str) -> Operation {
+    server2::operations::catalog().get("report.view").unwrap().build([("report_id", id)]).unwrap()
+}
+
+fn claims(s: &Servers) -> Value {
+    let t = now();
+    json!({
+        "iss": s.server1, "sub": "u_alice", "aud": s.server2,
+        "iat": t, "nbf": t, "exp": t + 60, "jti": fresh_jti(),
+        "authorization_details": [{"type": "report.view", "report_id": "42"}],
+    })
+}
+
+fn fresh_jti() -> String {
+    handoff::Jti::generate(&ring::rand::SystemRandom::new()).unwrap().to_string()
+}
+
+fn profile_header(kid: &str) -> Header {
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.typ = Some("handoff+jwt".into());
+    h.kid = Some(kid.into());
+    h
+}
+
+/// Signs `claims` with SERVER1's real key under `header`.
+fn sign(s: &Servers, header: &Header, claims: &Value) -> String {
+    handoff::crypto::install().unwrap();
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(s.key.pkcs8_for_tests())).unwrap()
+}
+
+/// Submits `token` with a fresh client; asserts a 4xx and that nothing was authorized.
+async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
+    let c = client();
+    let resp = c.post(format!("{}/handoff", s.server2)).form(&[("token", token)]).send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert!((400..500).contains(&status), "expected a 4xx, got {status}");
+    assert!(resp.headers().get("set-cookie").is_none(), "a refused handoff sets no cookie");
+    assert!(resp.headers().get("location").is_none(), "a refused handoff redirects nowhere");
+    let body = resp.text().await.unwrap();
+    if token.len() > 20 {
+        assert!(!body.contains(token), "the token is never echoed");
+    }
+    let page = c.get(format!("{}/reports/42", s.server2)).send().await.unwrap();
+    assert_eq!(page.status(), 403, "nothing was authorized");
+    (status, body)
+}
+
+#[tokio::test]
+async fn replayed_token_is_refused() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let first = client().post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    let (_, body) = assert_refused(&s, &token).await;
+    assert!(body.contains("already used"), "{body}");
+}
+
+#[tokio::test]
+async fn expired_token_says_go_back_and_try_again() {
+    let s = spawn().await;
+    let minter = minter(&s, 60);
+    let op = report_op("42");
+    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let token = minter.mint(&req, UnixTime::from_secs(now() - 600)).unwrap();
+    let (status, body) = assert_refused(&s, token.as_str()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("expired"), "{body}");
+    assert!(body.contains("Go back to the portal and try again"));
+    assert!(body.contains(&format!("href=\"{}\"", s.server1)), "links back to SERVER1");
+    // The same as problem+json for API clients.
+    let json = client()
+        .post(format!("{}/handoff", s.server2))
+        .header("accept", "application/json")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.headers()["content-type"], "application/problem+json");
+    let problem: Value = json.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:handoff:problem:expired");
+    assert_eq!(problem["status"], 401);
+    assert!(problem["title"].is_string() && problem["detail"].is_string());
+}
+
+#[tokio::test]
+async fn not_yet_valid_token_is_refused() {
+    let s = spawn().await;
+    let mut c = claims(&s);
+    let t = now();
+    c["nbf"] = json!(t + 120);
+    c["exp"] = json!(t + 150);
+    let (_, body) = assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    assert!(body.contains("not valid yet"));
+}
+
+#[tokio::test]
+async fn wrong_audience_is_refused() {
+    let s = spawn().await;
+    let mut c = claims(&s);
+    c["aud"] = json!("https://someone-else.example");
+    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+}
+
+#[tokio::test]
+async fn wrong_issuer_is_refused() {
+    let s = spawn().await;
+    let mut c = claims(&s);
+    c["iss"] = json!("https://evil.example");
+    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+}
+
+#[tokio::test]
+async fn token_from_another_key_is_refused() {
+    let s = spawn().await;
+    let other = Arc::new(SigningKey::generate().unwrap());
+    let minter = Minter::new(other.clone(), Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
+    let op = report_op("42");
+    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let own_kid = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    assert_refused(&s, own_kid.as_str()).await;
+    // Another key claiming SERVER1's kid.
+    let forged = jsonwebtoken::encode(
+        &profile_header(s.key.kid().as_str()),
+        &claims(&s),
+        &EncodingKey::from_ed_der(other.pkcs8_for_tests()),
+    )
+    .unwrap();
+    assert_refused(&s, &forged).await;
+}
+
+#[tokio::test]
+async fn tampered_claim_is_refused() {
+    let s = spawn().await;
+    let token = sign(&s, &profile_header(s.key.kid().as_str()), &claims(&s));
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    c["authorization_details"][0]["report_id"] = json!("43");
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+    assert_refused(&s, &format!("{}.{payload}.{}", parts[0], parts[2])).await;
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let s = spawn().await;
+    let header = json!({"alg": "none", "typ": "handoff+jwt", "kid": s.key.kid().as_str()});
+    let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&s)).unwrap());
+    assert_refused(&s, &format!("{h}.{p}.")).await;
+    assert_refused(&s, &format!("{h}.{p}.AAAA")).await;
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_public_key_is_refused() {
+    let s = spawn().await;
+    handoff::crypto::install().unwrap();
+    let public = URL_SAFE_NO_PAD.decode(s.key.public_jwk().x).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("handoff+jwt".into());
+    header.kid = Some(s.key.kid().to_string());
+    let forged = jsonwebtoken::encode(&header, &claims(&s), &EncodingKey::from_secret(&public)).unwrap();
+    assert_refused(&s, &forged).await;
+}
+
+#[tokio::test]
+async fn wrong_typ_is_refused() {
+    let s = spawn().await;
+    let mut header = profile_header(s.key.kid().as_str());
+    header.typ = Some("JWT".into());
+    assert_refused(&s, &sign(&s, &header, &claims(&s))).await;
+}
+
+#[tokio::test]
+async fn lifetime_over_the_maximum_is_refused() {
+    let s = spawn().await;
+    // SERVER2 accepts at most 120 s between iat and exp.
+    let long = minter(&s, 600);
+    let op = report_op("42");
+    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let token = long.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    assert_refused(&s, token.as_str()).await;
+}
+
+#[tokio::test]
+async fn unknown_operation_is_refused() {
+    let s = spawn().await;
+    let mut c = claims(&s);
+    c["authorization_details"] = json!([{"type": "admin.delete_everything"}]);
+    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+}
+
+#[tokio::test]
+async fn bad_operation_argument_is_refused_on_both_sides() {
+    let s = spawn().await;
+    let mut c = claims(&s);
+    c["authorization_details"] = json!([{"type": "report.view", "report_id": "42; DROP TABLE"}]);
+    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+
+    let browser = client();
+    sign_in(&browser, &s.server1, "alice").await;
+    for query in ["report_id=abc", "report_id=0", "", "report_id=1&report_id=2", "report_id=1&extra=1", "report_id=1&mode=teleport"] {
+        let resp = browser.get(format!("{}/handoff/partner/report.view?{query}", s.server1)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("name=\"token\""), "no token minted for {query}");
+    }
+}
+
+#[tokio::test]
+async fn grant_for_one_operation_does_not_open_another() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    let other = c.get(format!("{}/invoices/42/approve", s.server2)).send().await.unwrap();
+    assert_eq!(other.status(), 403);
+    let post = c.post(format!("{}/invoices/42/approve", s.server2)).form(&[("csrf", "x")]).send().await.unwrap();
+    assert_eq!(post.status(), 403);
+    // A forged cookie is no grant either.
+    let forged = reqwest::Client::new()
+        .get(format!("{}/reports/42", s.server2))
+        .header("cookie", format!("handoff_grant={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}
+
+#[tokio::test]
+async fn target_not_in_registry_is_404_without_redirect() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    for path in [
+        "/handoff/evil/report.view?report_id=1",
+        "/handoff/partner/admin.everything",
+        "/handoff/https%3A%2F%2Fevil.example/report.view",
+    ] {
+        let resp = c.get(format!("{}{path}", s.server1)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert!(resp.headers().get("location").is_none());
+        assert!(!resp.text().await.unwrap().contains("name=\"token\""));
+    }
+}
+
+#[tokio::test]
+async fn missing_role_is_refused() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "bob").await;
+    let resp = c.get(format!("{}/handoff/partner/invoice.approve?invoice_id=X1", s.server1)).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("billing"));
+}
+
+#[tokio::test]
+async fn not_signed_in_goes_to_sign_in_and_back() {
+    let s = spawn().await;
+    let c = client();
+    let path = "/handoff/partner/report.view?report_id=42";
+    let resp = c.get(format!("{}{path}", s.server1)).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/login?next="), "{location}");
+    let back = try_sign_in(&c, &s.server1, "alice", PASSWORD, Some(path)).await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(back.headers()["location"], path);
+    let page = c.get(format!("{}{path}", s.server1)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // An off-site `next` is ignored.
+    let c2 = client();
+    let off = try_sign_in(&c2, &s.server1, "alice", PASSWORD, Some("//evil.example/")).await;
+    assert_eq!(off.headers()["location"], "/");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    let s = spawn().await;
+    let c = client();
+    let wrong = try_sign_in(&c, &s.server1, "alice", "not the password", None).await;
+    assert_eq!(wrong.status(), 401);
+    let wrong_body = wrong.text().await.unwrap();
+    assert!(wrong_body.contains("Wrong user name or password."));
+    let unknown = try_sign_in(&c, &s.server1, "mallory", "not the password", None).await;
+    assert_eq!(unknown.status(), 401);
+    assert!(unknown.text().await.unwrap().contains("Wrong user name or password."));
+    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 303, "not signed in");
+}
+
+#[tokio::test]
+async fn csrf_token_missing_is_refused() {
+    let s = spawn().await;
+    let c = client();
+    // Sign-in without the form's token (the login cookie alone is not enough).
+    let _ = c.get(format!("{}/login", s.server1)).send().await.unwrap();
+    let resp = c
+        .post(format!("{}/login", s.server1))
+        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 303, "not signed in");
+    // A token from another browser's login cookie does not work either.
+    let other = client();
+    let page = other.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
+    let stolen = form_value(&page, "csrf").unwrap();
+    let resp = c
+        .post(format!("{}/login", s.server1))
+        .form(&[("username", "alice"), ("password", PASSWORD), ("csrf", &stolen)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Sign-out without the token keeps the session.
+    sign_in(&c, &s.server1, "alice").await;
+    let out = c.post(format!("{}/logout", s.server1)).form(&[("csrf", "")]).send().await.unwrap();
+    assert_eq!(out.status(), 403);
+    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 200, "still signed in");
+}
+
+#[tokio::test]
+async fn oversized_and_garbage_tokens_are_4xx() {
+    let s = spawn().await;
+    let big = "a".repeat(9 * 1024);
+    let (status, _) = assert_refused(&s, &big).await;
+    assert_eq!(status, 413);
+    for garbage in ["", "x", "a.b.c", "....", "\u{00e9}.\u{00e9}.\u{00e9}"] {
+        assert_refused(&s, garbage).await;
+    }
+    // GET with no token, or two.
+    let c = client();
+    assert_eq!(c.get(format!("{}/handoff", s.server2)).send().await.unwrap().status(), 400);
+    assert_eq!(c.get(format!("{}/handoff?token=a&token=b", s.server2)).send().await.unwrap().status(), 400);
+    // A body over the limit.
+    let huge = "t".repeat(64 * 1024);
+    let resp = c.post(format!("{}/handoff", s.server2)).form(&[("token", &huge)]).send().await.unwrap();
+    assert!(resp.status().is_client_error());
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let mut tokens = Vec::new();
+    for mode in ["", "&mode=redirect"] {
+        let resp = c.get(format!("{}/handoff/partner/report.view?report_id=9{mode}", s.server1)).send().await.unwrap();
+        let token = if mode.is_empty() {
+            form_value(&resp.text().await.unwrap(), "token").unwrap()
+        } else {
+            let location = resp.headers()["location"].to_str().unwrap().to_owned();
+            let _ = c.get(&location).send().await.unwrap();
+            location.split("token=").nth(1).unwrap().to_owned()
+        };
+        tokens.push(token);
+    }
+    let _ = c.post(format!("{}/handoff", s.server2)).form(&[("token", &tokens[0])]).send().await.unwrap();
+    let _ = c.post(format!("{}/handoff", s.server2)).form(&[("token", &tokens[0])]).send().await.unwrap();
+    let logs = captured_logs();
+    assert!(logs.contains("handoff.accepted") && logs.contains("handoff.rejected"), "audit events logged");
+    for token in &tokens {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token signature reached the logs");
+    }
+    assert!(!logs.contains(PASSWORD), "a password reached the logs");
+}
