@@ -184,7 +184,10 @@ pub async fn try_sign_in(
     next: Option<&str>,
 ) -> reqwest::Response {
     let login = match next {
-        Some(n) => format!("{server1}/login?next={}", url::form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()),
+        Some(n) => format!(
+            "{server1}/login?next={}",
+            url::form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+        ),
         None => format!("{server1}/login"),
     };
     let page = client.get(&login).send().await.unwrap().text().await.unwrap();
@@ -220,6 +223,10 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (`make test` does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (`make test` does)",
+        path.display()
+    );
     path
 }

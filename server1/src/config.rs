@@ -78,11 +78,12 @@ impl Config {
     /// # Errors
     ///
     /// As [`Config::from_env`].
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
-        let raw: RawConfig = envy::from_iter(
-            pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())),
-        )
-        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            envy::from_iter(pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())))
+                .map_err(|e| ConfigError(vec![e.to_string()]))?;
         Self::from_raw(raw)
     }
 
@@ -98,12 +99,17 @@ impl Config {
         });
         let public_url = Issuer::parse(raw.public_url.as_deref().unwrap_or(DEFAULT_PUBLIC_URL))
             .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
-        let database = parse_database_url(raw.database_url.as_deref().unwrap_or("sqlite://.demo/server1.sqlite3"))
-            .map_err(|()| fail("DATABASE_URL", "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)"));
+        let database = parse_database_url(
+            raw.database_url.as_deref().unwrap_or("sqlite://.demo/server1.sqlite3"),
+        )
+        .map_err(|()| {
+            fail("DATABASE_URL", "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)")
+        });
         let keys_dir = non_empty_path(raw.keys_dir.as_deref().unwrap_or(".demo/keys"))
             .map_err(|()| fail("KEYS_DIR", "a directory path"));
-        let targets_file = non_empty_path(raw.targets_file.as_deref().unwrap_or(".demo/targets.toml"))
-            .map_err(|()| fail("TARGETS_FILE", "a file path"));
+        let targets_file =
+            non_empty_path(raw.targets_file.as_deref().unwrap_or(".demo/targets.toml"))
+                .map_err(|()| fail("TARGETS_FILE", "a file path"));
         let token_ttl = raw
             .token_ttl_secs
             .as_deref()
@@ -119,11 +125,16 @@ impl Config {
             .parse::<u64>()
             .ok()
             .filter(|s| (60..=30 * 86_400).contains(s))
-            .ok_or_else(|| fail("SESSION_TTL_SECS", "a whole number of seconds from 60 to 2592000"));
+            .ok_or_else(|| {
+                fail("SESSION_TTL_SECS", "a whole number of seconds from 60 to 2592000")
+            });
         let cookies = match raw.insecure_cookies.as_deref().unwrap_or("false") {
             "false" | "0" | "" => Ok(CookieSecurity::Secure),
             "true" | "1" => Ok(CookieSecurity::InsecureDevelopment),
-            _ => Err(fail("INSECURE_COOKIES", "true or false")),
+            _ => {
+                fail("INSECURE_COOKIES", "true or false");
+                Err(())
+            }
         };
 
         if let (Ok(url), Ok(CookieSecurity::InsecureDevelopment)) = (&public_url, &cookies) {
@@ -136,26 +147,43 @@ impl Config {
         }
         if let Ok(url) = &public_url {
             if url.as_str().starts_with("http://") && !is_loopback_url(url.as_str()) {
-                fail("PUBLIC_URL", "an https:// URL (plain http is allowed only on loopback addresses)");
+                fail(
+                    "PUBLIC_URL",
+                    "an https:// URL (plain http is allowed only on loopback addresses)",
+                );
             }
         }
 
-        match (listen, public_url, database, keys_dir, targets_file, token_ttl, session_ttl_secs, cookies) {
-            (Ok(listen), Ok(public_url), Ok(database), Ok(keys_dir), Ok(targets_file), Ok(token_ttl), Ok(session_ttl_secs), Ok(cookies))
-                if errors.is_empty() =>
-            {
-                Ok(Self {
-                    listen,
-                    public_url,
-                    database,
-                    keys_dir,
-                    targets_file,
-                    token_ttl,
-                    session_ttl_secs,
-                    cookies,
-                    clock: Arc::new(SystemClock),
-                })
-            }
+        match (
+            listen,
+            public_url,
+            database,
+            keys_dir,
+            targets_file,
+            token_ttl,
+            session_ttl_secs,
+            cookies,
+        ) {
+            (
+                Ok(listen),
+                Ok(public_url),
+                Ok(database),
+                Ok(keys_dir),
+                Ok(targets_file),
+                Ok(token_ttl),
+                Ok(session_ttl_secs),
+                Ok(cookies),
+            ) if errors.is_empty() => Ok(Self {
+                listen,
+                public_url,
+                database,
+                keys_dir,
+                targets_file,
+                token_ttl,
+                session_ttl_secs,
+                cookies,
+                clock: Arc::new(SystemClock),
+            }),
             _ => Err(ConfigError(errors)),
         }
     }
@@ -167,7 +195,8 @@ impl Config {
 }
 
 fn parse_database_url(value: &str) -> Result<PathBuf, ()> {
-    let path = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")).ok_or(())?;
+    let path =
+        value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")).ok_or(())?;
     non_empty_path(path)
 }
 
@@ -216,7 +245,14 @@ mod tests {
         ])
         .unwrap_err();
         let text = err.to_string();
-        for var in ["LISTEN", "PUBLIC_URL", "DATABASE_URL", "TOKEN_TTL_SECS", "SESSION_TTL_SECS", "INSECURE_COOKIES"] {
+        for var in [
+            "LISTEN",
+            "PUBLIC_URL",
+            "DATABASE_URL",
+            "TOKEN_TTL_SECS",
+            "SESSION_TTL_SECS",
+            "INSECURE_COOKIES",
+        ] {
             assert!(text.contains(&format!("SERVER1_{var}")), "{var} missing from: {text}");
         }
     }
@@ -225,8 +261,15 @@ mod tests {
     fn plain_http_and_insecure_cookies_only_on_loopback() {
         assert!(Config::from_pairs([("public_url", "http://portal.example")]).is_err());
         assert!(Config::from_pairs([("public_url", "https://portal.example")]).is_ok());
-        let err = Config::from_pairs([("public_url", "https://portal.example"), ("insecure_cookies", "true")]);
+        let err = Config::from_pairs([
+            ("public_url", "https://portal.example"),
+            ("insecure_cookies", "true"),
+        ]);
         assert!(err.unwrap_err().to_string().contains("SERVER1_INSECURE_COOKIES"));
-        assert!(Config::from_pairs([("public_url", "http://localhost:8001"), ("insecure_cookies", "1")]).is_ok());
+        assert!(Config::from_pairs([
+            ("public_url", "http://localhost:8001"),
+            ("insecure_cookies", "1")
+        ])
+        .is_ok());
     }
 }

@@ -97,8 +97,10 @@ impl Db {
         let open_err = |source| DbError::Open { path: shown.clone(), source };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(open_err)?;
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(open_err)?;
         migrate(&mut conn).map_err(open_err)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -122,7 +124,10 @@ impl Db {
         let conn = self.conn();
         let mut fresh = [0u8; 32];
         SystemRandom::new().fill(&mut fresh).map_err(|_| DbError::Random)?;
-        conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", params![name, &fresh[..]])?;
+        conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, &fresh[..]],
+        )?;
         Ok(conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
@@ -131,7 +136,13 @@ impl Db {
     /// # Errors
     ///
     /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
-    pub fn add_user(&self, name: &str, password_hash: &str, roles: &[String], now: UnixTime) -> Result<User, DbError> {
+    pub fn add_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        roles: &[String],
+        now: UnixTime,
+    ) -> Result<User, DbError> {
         let mut raw = [0u8; 16];
         SystemRandom::new().fill(&mut raw).map_err(|_| DbError::Random)?;
         let id = format!("u_{}", URL_SAFE_NO_PAD.encode(raw));
@@ -143,7 +154,9 @@ impl Db {
             params![id.as_str(), name, password_hash, now.as_secs() as i64],
         );
         match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
                 return Err(DbError::Conflict)
             }
             other => other?,
@@ -152,7 +165,10 @@ impl Db {
         roles.sort();
         roles.dedup();
         for role in &roles {
-            tx.execute("INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)", params![id.as_str(), role])?;
+            tx.execute(
+                "INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)",
+                params![id.as_str(), role],
+            )?;
         }
         tx.commit()?;
         Ok(User { id, name: name.to_owned(), roles })
@@ -180,7 +196,13 @@ impl Db {
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn create_session(&self, id_hash: &[u8], user: &Subject, now: UnixTime, expires: UnixTime) -> Result<(), DbError> {
+    pub fn create_session(
+        &self,
+        id_hash: &[u8],
+        user: &Subject,
+        now: UnixTime,
+        expires: UnixTime,
+    ) -> Result<(), DbError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -226,12 +248,15 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub fn purge_sessions(&self, now: UnixTime) -> Result<usize, DbError> {
-        Ok(self.conn().execute("DELETE FROM sessions WHERE expires_at <= ?1", [now.as_secs() as i64])?)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM sessions WHERE expires_at <= ?1", [now.as_secs() as i64])?)
     }
 }
 
 fn load_user(conn: &Connection, id: &str, name: &str) -> Result<Option<User>, DbError> {
-    let mut stmt = conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
     let roles = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
     // Ids are written only by `add_user`; one that fails the check means a tampered database,
     // and that user simply does not exist.
@@ -240,11 +265,17 @@ fn load_user(conn: &Connection, id: &str, name: &str) -> Result<Option<User>, Db
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(usize::MAX);
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-            Some(format!("database schema v{version} is newer than this server (v{})", MIGRATIONS.len())),
+            Some(format!(
+                "database schema v{version} is newer than this server (v{})",
+                MIGRATIONS.len()
+            )),
         ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
@@ -263,7 +294,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
         let now = UnixTime::from_secs(1000);
-        let user = db.add_user("alice", "hash", &["b".into(), "a".into(), "a".into()], now).expect("add");
+        let user =
+            db.add_user("alice", "hash", &["b".into(), "a".into(), "a".into()], now).expect("add");
         assert_eq!(user.roles, vec!["a", "b"]);
         assert!(matches!(db.add_user("alice", "h", &[], now), Err(DbError::Conflict)));
         let (found, hash) = db.user_by_name("alice").expect("query").expect("found");

@@ -88,17 +88,18 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
     let csrf = Csrf::new(&db.secret("csrf")?);
     let passwords = Passwords::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let jwks = Jwks { keys: vec![key.public_jwk()] };
-    let jwks_json = serde_json::to_string(&jwks).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let jwks_json =
+        serde_json::to_string(&jwks).map_err(|e| StartupError::Crypto(e.to_string()))?;
     let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
     let cookies = Cookies::new(config.cookies);
     listener.set_nonblocking(true).map_err(StartupError::Listen)?;
     let acceptor = TcpAcceptor::from_std(listener).map_err(StartupError::Listen)?;
-    let local_addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .ok_or_else(|| StartupError::Listen(std::io::Error::other("listener has no address")))?;
-    let state = Arc::new(AppState { config, db, targets, minter, jwks_json, passwords, csrf, cookies });
+    let local_addr =
+        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(
+            || StartupError::Listen(std::io::Error::other("listener has no address")),
+        )?;
+    let state =
+        Arc::new(AppState { config, db, targets, minter, jwks_json, passwords, csrf, cookies });
     Ok(App { acceptor, local_addr, state })
 }
 
@@ -113,7 +114,10 @@ impl App {
     /// # Errors
     ///
     /// When the listener fails.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -137,7 +141,9 @@ impl App {
 /// True for a valid sign-in name: 1 to 64 characters of a-z 0-9 . _ - (stored lower-case).
 pub fn is_valid_user_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 /// True for a valid role name: 1 to 32 characters of a-z 0-9 - _, starting with a letter or digit.

@@ -13,7 +13,11 @@ use server1::targets::Targets;
 use server1::Config;
 
 #[derive(Parser)]
-#[command(name = "server1", version, about = "Handoff issuer (SERVER1). Configuration comes from SERVER1_* environment variables; see the README.")]
+#[command(
+    name = "server1",
+    version,
+    about = "Handoff issuer (SERVER1). Configuration comes from SERVER1_* environment variables; see the README."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,7 +93,11 @@ fn run() -> anyhow::Result<()> {
         Command::Serve => serve(config),
         Command::Keys { command: KeysCommand::Generate } => {
             let key = server1::generate_key(&config)?;
-            eprintln!("generated signing key {} at {}", key.kid(), config.signing_key_path().display());
+            eprintln!(
+                "generated signing key {} at {}",
+                key.kid(),
+                config.signing_key_path().display()
+            );
             Ok(())
         }
         Command::Users { command: UsersCommand::Add { name, password_stdin, roles } } => {
@@ -104,9 +112,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listen = config.listen;
         if config.cookies == server1::config::CookieSecurity::InsecureDevelopment {
-            tracing::warn!("SERVER1_INSECURE_COOKIES is set: cookies lack Secure; for local development only");
+            tracing::warn!(
+                "SERVER1_INSECURE_COOKIES is set: cookies lack Secure; for local development only"
+            );
         }
-        let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen} (SERVER1_LISTEN)"))?;
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen} (SERVER1_LISTEN)"))?;
         let public_url = config.public_url.clone();
         let app = server1::build_app(config, listener)?;
         tracing::info!(addr = %app.local_addr(), %public_url, "SERVER1 listening");
@@ -120,13 +131,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -136,7 +148,12 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn add_user(config: &Config, name: &str, password_stdin: bool, roles: &[String]) -> anyhow::Result<()> {
+fn add_user(
+    config: &Config,
+    name: &str,
+    password_stdin: bool,
+    roles: &[String],
+) -> anyhow::Result<()> {
     if !password_stdin {
         bail!("pass --password-stdin and write the password to standard input");
     }
@@ -148,7 +165,10 @@ fn add_user(config: &Config, name: &str, password_stdin: bool, roles: &[String])
         bail!("role {bad:?}: a role is 1 to 32 characters of a-z 0-9 - _");
     }
     let mut password = String::new();
-    std::io::stdin().lock().read_line(&mut password).context("cannot read the password from standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
     let hash = Passwords::new()?.hash(password)?;
     let db = Db::open(&config.database)?;
@@ -157,13 +177,24 @@ fn add_user(config: &Config, name: &str, password_stdin: bool, roles: &[String])
     Ok(())
 }
 
-fn mint(config: &Config, target: &str, user: &str, op: &str, args: &[String]) -> anyhow::Result<()> {
+fn mint(
+    config: &Config,
+    target: &str,
+    user: &str,
+    op: &str,
+    args: &[String],
+) -> anyhow::Result<()> {
     handoff::crypto::install()?;
     let targets = Targets::load(&config.targets_file)?;
-    let target = targets.get(target).ok_or_else(|| anyhow!("no target {target:?} in {}", config.targets_file.display()))?;
-    let offered = target.operation(op).ok_or_else(|| anyhow!("target {:?} has no operation {op:?}", target.id))?;
+    let target = targets
+        .get(target)
+        .ok_or_else(|| anyhow!("no target {target:?} in {}", config.targets_file.display()))?;
+    let offered = target
+        .operation(op)
+        .ok_or_else(|| anyhow!("target {:?} has no operation {op:?}", target.id))?;
     let db = Db::open(&config.database)?;
-    let (user, _) = db.user_by_name(&user.to_ascii_lowercase())?.ok_or_else(|| anyhow!("no user {user:?}"))?;
+    let (user, _) =
+        db.user_by_name(&user.to_ascii_lowercase())?.ok_or_else(|| anyhow!("no user {user:?}"))?;
     if !user.has_role(&offered.role) {
         bail!("user {} lacks the role {:?} that {op} needs", user.name, offered.role);
     }
@@ -175,7 +206,13 @@ fn mint(config: &Config, target: &str, user: &str, op: &str, args: &[String]) ->
     let operation = offered.spec.build(pairs).map_err(|e| anyhow!("{e}"))?;
     let key = Arc::new(SigningKey::load(&config.signing_key_path())?);
     let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
-    let request = MintRequest { audience: &target.audience, subject: &user.id, operation: &operation, sid: None, nonce: None };
+    let request = MintRequest {
+        audience: &target.audience,
+        subject: &user.id,
+        operation: &operation,
+        sid: None,
+        nonce: None,
+    };
     let minted = minter.mint(&request, config.clock.now())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.as_str())?;

@@ -56,7 +56,10 @@ impl Passwords {
         let mut salt = [0u8; 16];
         SystemRandom::new().fill(&mut salt).map_err(|_| PasswordError::Hash)?;
         let salt = SaltString::encode_b64(&salt).map_err(|_| PasswordError::Hash)?;
-        let hash = self.argon.hash_password(password.as_bytes(), &salt).map_err(|_| PasswordError::Hash)?;
+        let hash = self
+            .argon
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|_| PasswordError::Hash)?;
         Ok(hash.to_string())
     }
 

@@ -117,7 +117,9 @@ impl Targets {
         let shown = path.display().to_string();
         let err = |message: String| TargetsError { path: shown.clone(), message };
         let meta = std::fs::metadata(path).map_err(|e| {
-            err(format!("{e} (copy server1/targets.example.toml there, or set SERVER1_TARGETS_FILE)"))
+            err(format!(
+                "{e} (copy server1/targets.example.toml there, or set SERVER1_TARGETS_FILE)"
+            ))
         })?;
         if meta.len() > MAX_FILE_LEN {
             return Err(err("larger than 1 MiB".into()));
@@ -181,13 +183,18 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         .map_err(|_| format!("{at}: handoff_url must be an absolute URL"))?;
     let audience_origin = url::Url::parse(audience.as_str()).map(|u| u.origin());
     if audience_origin.ok() != Some(handoff_url.origin()) {
-        return Err(format!("{at}: handoff_url must be on the audience's origin ({})", audience.as_str()));
+        return Err(format!(
+            "{at}: handoff_url must be on the audience's origin ({})",
+            audience.as_str()
+        ));
     }
     if handoff_url.query().is_some() || handoff_url.fragment().is_some() {
         return Err(format!("{at}: handoff_url must have no query or fragment"));
     }
     if handoff_url.scheme() == "http" && !crate::config::is_loopback_url(handoff_url.as_str()) {
-        return Err(format!("{at}: handoff_url must be https:// (http is allowed only on loopback)"));
+        return Err(format!(
+            "{at}: handoff_url must be https:// (http is allowed only on loopback)"
+        ));
     }
     if t.operation.is_empty() {
         return Err(format!("{at}: declares no [[target.operation]]"));
@@ -204,7 +211,8 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
 }
 
 fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
-    let kind = OperationType::parse(&op.kind).map_err(|e| format!("operation {:?}: {e}", op.kind))?;
+    let kind =
+        OperationType::parse(&op.kind).map_err(|e| format!("operation {:?}: {e}", op.kind))?;
     let at = format!("operation {kind}");
     if op.title.trim().is_empty() || op.title.len() > 80 {
         return Err(format!("{at}: title must be 1 to 80 characters"));
@@ -252,7 +260,10 @@ mod tests {
         assert_eq!(partner.audience.as_str(), "http://localhost:8002");
         assert_eq!(partner.handoff_url.as_str(), "http://localhost:8002/handoff");
         let report = partner.operation("report.view").expect("report.view");
-        assert_eq!(report.example.as_deref(), Some(&[("report_id".to_owned(), "42".to_owned())][..]));
+        assert_eq!(
+            report.example.as_deref(),
+            Some(&[("report_id".to_owned(), "42".to_owned())][..])
+        );
         assert!(partner.operations.len() >= 2);
     }
 
@@ -265,8 +276,16 @@ mod tests {
     fn bad_files_name_the_fault() {
         let cases = [
             ("id = \"partner\"", "id = \"Partner!\"", "target id"),
-            ("audience = \"http://localhost:8002\"", "audience = \"http://localhost:8002/\"", "audience"),
-            ("handoff_url = \"http://localhost:8002/handoff\"", "handoff_url = \"http://evil.example/handoff\"", "origin"),
+            (
+                "audience = \"http://localhost:8002\"",
+                "audience = \"http://localhost:8002/\"",
+                "audience",
+            ),
+            (
+                "handoff_url = \"http://localhost:8002/handoff\"",
+                "handoff_url = \"http://evil.example/handoff\"",
+                "origin",
+            ),
             ("type = \"report.view\"", "type = \"report\"", "operation"),
             ("role = \"reports\"", "role = \"\"", "role"),
             ("rule = \"integer\"", "rule = \"regex\"", "rule must be"),
@@ -279,7 +298,8 @@ mod tests {
         }
         assert!(Targets::parse("").unwrap_err().contains("no [[target]]"));
         assert!(Targets::parse("not toml [").is_err());
-        let twice = format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[target]]").expect("target")..]);
+        let twice =
+            format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[target]]").expect("target")..]);
         assert!(Targets::parse(&twice).unwrap_err().contains("declared twice"));
     }
 

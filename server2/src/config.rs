@@ -95,11 +95,12 @@ impl Config {
     /// # Errors
     ///
     /// As [`Config::from_env`].
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
-        let raw: RawConfig = envy::from_iter(
-            pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())),
-        )
-        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            envy::from_iter(pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())))
+                .map_err(|e| ConfigError(vec![e.to_string()]))?;
         Self::from_raw(raw)
     }
 
@@ -116,17 +117,37 @@ impl Config {
                 }
             };
         }
-        let secs = |v: Option<&str>, default: u64| v.unwrap_or("").trim().parse::<u64>().ok().or(if v.is_none() { Some(default) } else { None });
+        let secs = |v: Option<&str>, default: u64| {
+            v.unwrap_or("").trim().parse::<u64>().ok().or(if v.is_none() {
+                Some(default)
+            } else {
+                None
+            })
+        };
 
-        let listen = check!("LISTEN", "an IP address and port, e.g. 127.0.0.1:8002",
-            raw.listen.as_deref().unwrap_or("127.0.0.1:8002").parse::<SocketAddr>().ok());
-        let public_url = check!("PUBLIC_URL", "this server's public base URL, e.g. https://partner.example",
-            Audience::parse(raw.public_url.as_deref().unwrap_or("http://localhost:8002")).ok());
-        let issuer = check!("ISSUER", "the issuer's public URL exactly as it writes `iss`, e.g. https://portal.example",
-            Issuer::parse(raw.issuer.as_deref().unwrap_or("http://127.0.0.1:8001")).ok());
-        let keys_from = match (raw.jwks_file.as_deref().filter(|s| !s.is_empty()), raw.jwks_url.as_deref().filter(|s| !s.is_empty())) {
+        let listen = check!(
+            "LISTEN",
+            "an IP address and port, e.g. 127.0.0.1:8002",
+            raw.listen.as_deref().unwrap_or("127.0.0.1:8002").parse::<SocketAddr>().ok()
+        );
+        let public_url = check!(
+            "PUBLIC_URL",
+            "this server's public base URL, e.g. https://partner.example",
+            Audience::parse(raw.public_url.as_deref().unwrap_or("http://localhost:8002")).ok()
+        );
+        let issuer = check!(
+            "ISSUER",
+            "the issuer's public URL exactly as it writes `iss`, e.g. https://portal.example",
+            Issuer::parse(raw.issuer.as_deref().unwrap_or("http://127.0.0.1:8001")).ok()
+        );
+        let keys_from = match (
+            raw.jwks_file.as_deref().filter(|s| !s.is_empty()),
+            raw.jwks_url.as_deref().filter(|s| !s.is_empty()),
+        ) {
             (Some(_), Some(_)) => {
-                errors.push("SERVER2_JWKS_FILE and SERVER2_JWKS_URL: expected at most one of them".into());
+                errors.push(
+                    "SERVER2_JWKS_FILE and SERVER2_JWKS_URL: expected at most one of them".into(),
+                );
                 None
             }
             (Some(file), None) => Some(KeysFrom::File(PathBuf::from(file))),
@@ -136,30 +157,59 @@ impl Config {
                     (None, Some(iss)) => url::Url::parse(&iss.join("/.well-known/jwks.json")).ok(),
                     (None, None) => None,
                 };
-                let url = url.filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)));
-                check!("JWKS_URL", "an https:// URL of the issuer's JWKS (http only on loopback)", url).map(KeysFrom::Url)
+                let url = url
+                    .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)));
+                check!(
+                    "JWKS_URL",
+                    "an https:// URL of the issuer's JWKS (http only on loopback)",
+                    url
+                )
+                .map(KeysFrom::Url)
             }
         };
-        let jwks_refresh = check!("JWKS_REFRESH_SECS", "1 to 3600 seconds",
-            secs(raw.jwks_refresh_secs.as_deref(), 30).filter(|s| (1..=3600).contains(s)));
-        let leeway = check!("LEEWAY_SECS", "0 to 60 seconds",
-            secs(raw.leeway_secs.as_deref(), 5).and_then(|s| Leeway::from_secs(s).ok()));
-        let max_lifetime = check!("MAX_TOKEN_LIFETIME_SECS", "1 to 600 seconds",
-            secs(raw.max_token_lifetime_secs.as_deref(), 120).and_then(|s| Ttl::from_secs(s).ok()));
-        let grant_ttl = check!("GRANT_TTL_SECS", "1 to 600 seconds",
-            secs(raw.grant_ttl_secs.as_deref(), 600).and_then(|s| Ttl::from_secs(s).ok()));
-        let replay_capacity = check!("REPLAY_CAPACITY", "1000 to 100000000 entries",
-            secs(raw.replay_capacity.as_deref(), 1_000_000).filter(|n| (1000..=100_000_000).contains(n)).map(|n| n as usize));
-        let cookies = check!("INSECURE_COOKIES", "true or false", match raw.insecure_cookies.as_deref().unwrap_or("false") {
-            "false" | "0" | "" => Some(CookieSecurity::Secure),
-            "true" | "1" => Some(CookieSecurity::InsecureDevelopment),
-            _ => None,
-        });
+        let jwks_refresh = check!(
+            "JWKS_REFRESH_SECS",
+            "1 to 3600 seconds",
+            secs(raw.jwks_refresh_secs.as_deref(), 30).filter(|s| (1..=3600).contains(s))
+        );
+        let leeway = check!(
+            "LEEWAY_SECS",
+            "0 to 60 seconds",
+            secs(raw.leeway_secs.as_deref(), 5).and_then(|s| Leeway::from_secs(s).ok())
+        );
+        let max_lifetime = check!(
+            "MAX_TOKEN_LIFETIME_SECS",
+            "1 to 600 seconds",
+            secs(raw.max_token_lifetime_secs.as_deref(), 120).and_then(|s| Ttl::from_secs(s).ok())
+        );
+        let grant_ttl = check!(
+            "GRANT_TTL_SECS",
+            "1 to 600 seconds",
+            secs(raw.grant_ttl_secs.as_deref(), 600).and_then(|s| Ttl::from_secs(s).ok())
+        );
+        let replay_capacity = check!(
+            "REPLAY_CAPACITY",
+            "1000 to 100000000 entries",
+            secs(raw.replay_capacity.as_deref(), 1_000_000)
+                .filter(|n| (1000..=100_000_000).contains(n))
+                .map(|n| n as usize)
+        );
+        let cookies = check!(
+            "INSECURE_COOKIES",
+            "true or false",
+            match raw.insecure_cookies.as_deref().unwrap_or("false") {
+                "false" | "0" | "" => Some(CookieSecurity::Secure),
+                "true" | "1" => Some(CookieSecurity::InsecureDevelopment),
+                _ => None,
+            }
+        );
         if let Some(url) = &public_url {
             let parsed = url::Url::parse(url.as_str()).ok();
             let loopback = parsed.as_ref().is_some_and(is_loopback);
             if url.as_str().starts_with("http://") && !loopback {
-                errors.push("SERVER2_PUBLIC_URL: expected an https:// URL (http only on loopback)".into());
+                errors.push(
+                    "SERVER2_PUBLIC_URL: expected an https:// URL (http only on loopback)".into(),
+                );
             }
             if cookies == Some(CookieSecurity::InsecureDevelopment) && !loopback {
                 errors.push("SERVER2_INSECURE_COOKIES: expected false when SERVER2_PUBLIC_URL is not on loopback".into());
@@ -167,25 +217,43 @@ impl Config {
         }
         let cookie_key_file = raw.cookie_key_file.filter(|s| !s.is_empty()).map(PathBuf::from);
 
-        match (listen, public_url, issuer, keys_from, jwks_refresh, leeway, max_lifetime, grant_ttl, replay_capacity, cookies) {
-            (Some(listen), Some(public_url), Some(issuer), Some(keys_from), Some(refresh), Some(leeway), Some(max_token_lifetime), Some(grant_ttl), Some(replay_capacity), Some(cookies))
-                if errors.is_empty() =>
-            {
-                Ok(Self {
-                    listen,
-                    public_url,
-                    issuer,
-                    keys_from,
-                    jwks_refresh_interval: Duration::from_secs(refresh),
-                    leeway,
-                    max_token_lifetime,
-                    grant_ttl,
-                    replay_capacity,
-                    cookie_key_file,
-                    cookies,
-                    clock: Arc::new(SystemClock),
-                })
-            }
+        match (
+            listen,
+            public_url,
+            issuer,
+            keys_from,
+            jwks_refresh,
+            leeway,
+            max_lifetime,
+            grant_ttl,
+            replay_capacity,
+            cookies,
+        ) {
+            (
+                Some(listen),
+                Some(public_url),
+                Some(issuer),
+                Some(keys_from),
+                Some(refresh),
+                Some(leeway),
+                Some(max_token_lifetime),
+                Some(grant_ttl),
+                Some(replay_capacity),
+                Some(cookies),
+            ) if errors.is_empty() => Ok(Self {
+                listen,
+                public_url,
+                issuer,
+                keys_from,
+                jwks_refresh_interval: Duration::from_secs(refresh),
+                leeway,
+                max_token_lifetime,
+                grant_ttl,
+                replay_capacity,
+                cookie_key_file,
+                cookies,
+                clock: Arc::new(SystemClock),
+            }),
             _ => Err(ConfigError(errors)),
         }
     }
@@ -210,7 +278,12 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8002");
         assert_eq!(c.public_url.as_str(), "http://localhost:8002");
         assert_eq!(c.issuer.as_str(), "http://127.0.0.1:8001");
-        assert_eq!(c.keys_from, KeysFrom::Url(url::Url::parse("http://127.0.0.1:8001/.well-known/jwks.json").expect("url")));
+        assert_eq!(
+            c.keys_from,
+            KeysFrom::Url(
+                url::Url::parse("http://127.0.0.1:8001/.well-known/jwks.json").expect("url")
+            )
+        );
         assert_eq!(c.cookies, CookieSecurity::Secure);
     }
 
@@ -230,10 +303,22 @@ mod tests {
         ])
         .unwrap_err()
         .to_string();
-        for var in ["LISTEN", "PUBLIC_URL", "ISSUER", "LEEWAY_SECS", "MAX_TOKEN_LIFETIME_SECS", "REPLAY_CAPACITY", "INSECURE_COOKIES", "JWKS_REFRESH_SECS", "JWKS_URL"] {
+        for var in [
+            "LISTEN",
+            "PUBLIC_URL",
+            "ISSUER",
+            "LEEWAY_SECS",
+            "MAX_TOKEN_LIFETIME_SECS",
+            "REPLAY_CAPACITY",
+            "INSECURE_COOKIES",
+            "JWKS_REFRESH_SECS",
+            "JWKS_URL",
+        ] {
             assert!(err.contains(&format!("SERVER2_{var}")), "{var}: {err}");
         }
-        assert!(Config::from_pairs([("jwks_file", "a"), ("jwks_url", "https://x.example/j")]).is_err());
+        assert!(
+            Config::from_pairs([("jwks_file", "a"), ("jwks_url", "https://x.example/j")]).is_err()
+        );
         assert!(Config::from_pairs([("jwks_url", "http://portal.example/jwks.json")]).is_err());
     }
 }

@@ -137,7 +137,8 @@ impl KeySource {
     async fn fetch(&self, remote: &Remote) -> Result<usize, KeysError> {
         let shown = remote.url.to_string();
         let fail = |e: String| KeysError::Fetch(shown.clone(), e);
-        let mut resp = remote.client.get(remote.url.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+        let mut resp =
+            remote.client.get(remote.url.clone()).send().await.map_err(|e| fail(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }
@@ -153,7 +154,8 @@ impl KeySource {
         }
         let set = parse(&body).map_err(|e| KeysError::Invalid(shown.clone(), e))?;
         let count = set.len();
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(set));
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(set));
         tracing::info!(keys = count, url = %shown, "JWKS loaded");
         Ok(count)
     }

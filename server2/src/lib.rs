@@ -65,7 +65,10 @@ impl std::fmt::Debug for App {
 ///
 /// Any [`StartupError`]. An unreachable issuer is not one: SERVER2 starts not-ready and keeps
 /// trying.
-pub async fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App, StartupError> {
+pub async fn build_app(
+    config: Config,
+    listener: std::net::TcpListener,
+) -> Result<App, StartupError> {
     let verifier = Verifier::new(VerifierSettings {
         issuer: config.issuer.clone(),
         audience: config.public_url.clone(),
@@ -87,20 +90,21 @@ pub async fn build_app(config: Config, listener: std::net::TcpListener) -> Resul
     let grants = match &config.cookie_key_file {
         Some(path) => {
             let shown = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|e| StartupError::CookieKey(shown.clone(), e.to_string()))?;
-            GrantKey::from_bytes(&bytes)
-                .map_err(|_| StartupError::CookieKey(shown, format!("needs at least {MIN_GRANT_KEY_LEN} bytes")))?
+            let bytes = std::fs::read(path)
+                .map_err(|e| StartupError::CookieKey(shown.clone(), e.to_string()))?;
+            GrantKey::from_bytes(&bytes).map_err(|_| {
+                StartupError::CookieKey(shown, format!("needs at least {MIN_GRANT_KEY_LEN} bytes"))
+            })?
         }
         None => GrantKey::generate().map_err(|e| StartupError::Crypto(e.to_string()))?,
     };
     let replay = Arc::new(MemoryReplayStore::new(config.replay_capacity));
     listener.set_nonblocking(true).map_err(StartupError::Listen)?;
     let acceptor = TcpAcceptor::from_std(listener).map_err(StartupError::Listen)?;
-    let local_addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .ok_or_else(|| StartupError::Listen(std::io::Error::other("listener has no address")))?;
+    let local_addr =
+        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(
+            || StartupError::Listen(std::io::Error::other("listener has no address")),
+        )?;
     let state = Arc::new(AppState {
         config,
         verifier,
@@ -128,7 +132,10 @@ impl App {
     /// # Errors
     ///
     /// When the listener fails.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
         let replay = Arc::clone(&self.replay);
         let background = tokio::spawn(async move {

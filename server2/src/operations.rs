@@ -29,7 +29,9 @@ pub fn landing_path(op: &Operation) -> Option<String> {
     let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     match op.kind().as_str() {
         REPORT_VIEW => op.arg("report_id").map(|id| format!("/reports/{}", encode(id))),
-        INVOICE_APPROVE => op.arg("invoice_id").map(|id| format!("/invoices/{}/approve", encode(id))),
+        INVOICE_APPROVE => {
+            op.arg("invoice_id").map(|id| format!("/invoices/{}/approve", encode(id)))
+        }
         _ => None,
     }
 }
@@ -42,10 +44,15 @@ mod tests {
     fn every_catalog_entry_has_a_page() {
         let catalog = catalog();
         for spec in catalog.specs() {
-            let args = spec.args().iter().map(|a| (a.name.as_str(), match &a.rule {
-                ArgRule::Integer { min, .. } => min.to_string(),
-                _ => "x1".to_owned(),
-            }));
+            let args = spec.args().iter().map(|a| {
+                (
+                    a.name.as_str(),
+                    match &a.rule {
+                        ArgRule::Integer { min, .. } => min.to_string(),
+                        _ => "x1".to_owned(),
+                    },
+                )
+            });
             let args: Vec<(&str, String)> = args.collect();
             let op = spec.build(args.iter().map(|(k, v)| (*k, v.as_str()))).expect("op");
             assert!(landing_path(&op).is_some(), "{}", spec.kind());

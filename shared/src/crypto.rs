@@ -49,7 +49,10 @@ pub fn install() -> Result<(), ForeignProvider> {
 #[error("a jsonwebtoken crypto provider other than ring's is installed in this process")]
 pub struct ForeignProvider;
 
-fn new_signer(alg: &Algorithm, key: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+fn new_signer(
+    alg: &Algorithm,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
     if key.family() != alg.family() {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
@@ -162,9 +165,7 @@ impl Signer<Vec<u8>> for RsaSigner {
             _ => &sig::RSA_PKCS1_SHA256,
         };
         let mut out = vec![0; self.pair.public().modulus_len()];
-        self.pair
-            .sign(padding, &self.rng, msg, &mut out)
-            .map_err(|_| signature::Error::new())?;
+        self.pair.sign(padding, &self.rng, msg, &mut out).map_err(|_| signature::Error::new())?;
         Ok(out)
     }
 }
@@ -303,8 +304,8 @@ mod tests {
         install().expect("ring provider");
         let claims = json!({"a": 1});
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            let token = encode(&Header::new(alg), &claims, &EncodingKey::from_secret(b"k1"))
-                .expect("sign");
+            let token =
+                encode(&Header::new(alg), &claims, &EncodingKey::from_secret(b"k1")).expect("sign");
             let ok = decode::<Value>(&token, &DecodingKey::from_secret(b"k1"), &validation(alg));
             assert!(ok.is_ok(), "{alg:?}");
             let bad = decode::<Value>(&token, &DecodingKey::from_secret(b"k2"), &validation(alg));

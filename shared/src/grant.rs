@@ -101,7 +101,8 @@ impl GrantKey {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         // A separate key for form tokens, so a CSRF token can never be a grant signature.
-        let csrf_secret = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"handoff csrf v1");
+        let csrf_secret =
+            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"handoff csrf v1");
         Ok(Self {
             csrf: hmac::Key::new(hmac::HMAC_SHA256, csrf_secret.as_ref()),
             encoding: EncodingKey::from_secret(secret),
@@ -126,7 +127,12 @@ impl GrantKey {
     /// # Errors
     ///
     /// [`GrantError::Invalid`], [`GrantError::WrongAudience`] or [`GrantError::Expired`].
-    pub fn open(&self, sealed: &str, audience: &Audience, now: UnixTime) -> Result<Grant, GrantError> {
+    pub fn open(
+        &self,
+        sealed: &str,
+        audience: &Audience,
+        now: UnixTime,
+    ) -> Result<Grant, GrantError> {
         if sealed.len() > MAX_GRANT_LEN
             || !sealed.bytes().all(|b| is_base64url_byte(b) || b == b'.')
         {
@@ -178,8 +184,7 @@ mod tests {
             aud: Audience::parse("http://localhost:8002").expect("aud"),
             sub: Subject::parse("u_1").expect("sub"),
             handed_by: Issuer::parse("http://127.0.0.1:8001").expect("iss"),
-            op: Operation::new(OperationType::parse("report.view").expect("t"), [])
-                .expect("op"),
+            op: Operation::new(OperationType::parse("report.view").expect("t"), []).expect("op"),
             iat: now,
             exp: now.plus(600),
             jti: Jti::generate(&SystemRandom::new()).expect("rng"),

@@ -497,8 +497,7 @@ mod tests {
             assert!(matches!(SigningKey::load(&garbage), Err(KeyError::NotEd25519Pkcs8(_))));
             let open = dir.path().join("open.pk8");
             SigningKey::generate().expect("generate").save(&open).expect("save");
-            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644))
-                .expect("chmod");
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).expect("chmod");
             assert!(matches!(SigningKey::load(&open), Err(KeyError::TooOpen(_, 0o644))));
         }
     }
@@ -531,7 +530,8 @@ mod tests {
     #[test]
     fn key_set_rejects_bad_keys() {
         let good = rfc8037_key().public_jwk();
-        let cases: Vec<(&str, Box<dyn Fn(&mut PublicJwk)>)> = vec![
+        type Edit = Box<dyn Fn(&mut PublicJwk)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("short x", Box::new(|k| k.x = "AAAA".into())),
             ("not base64", Box::new(|k| k.x = "!".repeat(43))),
             ("wrong kid", Box::new(|k| k.kid = Some(Kid("A".repeat(43))))),
@@ -569,7 +569,9 @@ mod tests {
     #[test]
     fn kid_parse() {
         assert!(Kid::parse(RFC8037_KID).is_ok());
-        for bad in ["", "short", &"A".repeat(44), "../../dev/null", &format!("{}=", &RFC8037_KID[..42])] {
+        for bad in
+            ["", "short", &"A".repeat(44), "../../dev/null", &format!("{}=", &RFC8037_KID[..42])]
+        {
             assert!(Kid::parse(bad).is_err(), "{bad}");
         }
     }

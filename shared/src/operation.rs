@@ -123,7 +123,9 @@ impl ArgRule {
     /// True when `value` satisfies the rule.
     pub fn accepts(&self, value: &str) -> bool {
         match self {
-            Self::Integer { min, max } => canonical_integer(value).is_some_and(|n| (*min..=*max).contains(&n)),
+            Self::Integer { min, max } => {
+                canonical_integer(value).is_some_and(|n| (*min..=*max).contains(&n))
+            }
             Self::Slug { max_len } => {
                 (1..=*max_len).contains(&value.len())
                     && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -442,7 +444,17 @@ mod tests {
         for good in ["report.view", "invoice.approve", "a.b.c", "x1.y_2"] {
             assert!(OperationType::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "report", "Report.view", "report..view", ".report", "report.", "1a.b", "a.b-c", &format!("a.{}", "b".repeat(63))] {
+        for bad in [
+            "",
+            "report",
+            "Report.view",
+            "report..view",
+            ".report",
+            "report.",
+            "1a.b",
+            "a.b-c",
+            &format!("a.{}", "b".repeat(63)),
+        ] {
             assert!(OperationType::parse(bad).is_err(), "{bad}");
         }
     }
@@ -461,7 +473,9 @@ mod tests {
         for good in ["0", "1", "100", "-5"] {
             assert!(rule.accepts(good), "{good}");
         }
-        for bad in ["", "101", "-6", "01", "+1", " 1", "1.0", "1e2", "-0", "-", "99999999999999999999"] {
+        for bad in
+            ["", "101", "-6", "01", "+1", " 1", "1.0", "1e2", "-0", "-", "99999999999999999999"]
+        {
             assert!(!rule.accepts(bad), "{bad}");
         }
     }
@@ -494,7 +508,10 @@ mod tests {
             bad(vec![("report_id", "1"), ("extra", "1")]),
             OperationError::BadArgument("extra".into())
         );
-        assert!(matches!(bad(vec![("report_id", "1"), ("report_id", "2")]), OperationError::BadArgument(_)));
+        assert!(matches!(
+            bad(vec![("report_id", "1"), ("report_id", "2")]),
+            OperationError::BadArgument(_)
+        ));
         assert!(matches!(bad(vec![("Bad-Name", "1")]), OperationError::BadArgument(_)));
     }
 
@@ -503,7 +520,8 @@ mod tests {
         let catalog = Catalog::new([report_spec()]).expect("catalog");
         let op = report_spec().build([("report_id", "7")]).expect("op");
         assert_eq!(catalog.check(&op), Ok(()));
-        let other = Operation::new(OperationType::parse("invoice.approve").expect("t"), []).expect("op");
+        let other =
+            Operation::new(OperationType::parse("invoice.approve").expect("t"), []).expect("op");
         assert_eq!(catalog.check(&other), Err(OperationError::Unknown));
         assert!(Catalog::new([report_spec(), report_spec()]).is_err());
     }

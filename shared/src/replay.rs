@@ -43,8 +43,9 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
     /// `now` lets the store drop entries that have expired.
     fn check_and_set(&self, jti: Jti, until: UnixTime, now: UnixTime) -> ReplayFuture<'_>;
 
-    /// Number of live entries, when the store can tell cheaply.
-    fn len(&self) -> Option<usize> {
+    /// Number of entries held (expired ones may linger until swept), when the store can tell
+    /// cheaply.
+    fn entries(&self) -> Option<usize> {
         None
     }
 }
@@ -92,7 +93,12 @@ impl MemoryReplayStore {
         self.per_shard * SHARDS
     }
 
-    fn record(&self, jti: Jti, until: UnixTime, now: UnixTime) -> Result<Freshness, ReplayStoreError> {
+    fn record(
+        &self,
+        jti: Jti,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<Freshness, ReplayStoreError> {
         let key = jti.as_u128();
         // jti values are random, so their low bits spread entries evenly over the shards.
         let index = (key as usize) % SHARDS;
@@ -147,7 +153,7 @@ impl ReplayStore for MemoryReplayStore {
         Box::pin(std::future::ready(outcome))
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.live_entries())
     }
 }
@@ -173,7 +179,10 @@ mod tests {
         let jti = Jti::generate(&SystemRandom::new()).expect("rng");
         let t = UnixTime::from_secs(1000);
         assert_eq!(block(store.check_and_set(jti, t.plus(60), t)), Ok(Freshness::Fresh));
-        assert_eq!(block(store.check_and_set(jti, t.plus(60), t.plus(59))), Ok(Freshness::Replayed));
+        assert_eq!(
+            block(store.check_and_set(jti, t.plus(60), t.plus(59))),
+            Ok(Freshness::Replayed)
+        );
         // After expiry the entry is gone (and the token itself would fail the exp check).
         assert_eq!(block(store.check_and_set(jti, t.plus(200), t.plus(60))), Ok(Freshness::Fresh));
     }
@@ -208,7 +217,7 @@ mod tests {
         let jti = Jti::generate(&rng).expect("rng");
         assert_eq!(block(store.check_and_set(jti, later.plus(60), later)), Ok(Freshness::Fresh));
         store.purge_expired(later);
-        assert_eq!(store.len(), Some(1));
+        assert_eq!(store.entries(), Some(1));
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl Audience {
 
 fn check_subject(value: &str) -> Result<(), ValueError> {
     let ok = (1..=128).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
@@ -370,7 +372,14 @@ mod tests {
         let text = jti.to_string();
         assert_eq!(text.len(), 22);
         assert_eq!(Jti::parse(&text).expect("parse"), jti);
-        for bad in ["", "short", &"A".repeat(23), "AAAAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAAAAAA+", "AAAAAAAAAAAAAAAAAAAAAB"] {
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(23),
+            "AAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAA+",
+            "AAAAAAAAAAAAAAAAAAAAAB",
+        ] {
             assert!(Jti::parse(bad).is_err(), "{bad}");
         }
         let json = serde_json::to_string(&jti).expect("serialise");

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 
-use crate::keys::{is_base64url_byte, Kid, KeySet, VerificationKey};
+use crate::keys::{is_base64url_byte, KeySet, Kid, VerificationKey};
 use crate::operation::{Catalog, Operation, OperationError};
 use crate::time::UnixTime;
 use crate::token::{ClaimsIn, HeaderIn, HANDOFF_TYP, MAX_TOKEN_LEN};
@@ -340,15 +340,16 @@ impl Verifier {
         if key.kid() != &inspected.kid {
             return Err(Rejection::UnknownKid);
         }
-        let data = jsonwebtoken::decode::<ClaimsIn>(inspected.token, key.decoding(), &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => Rejection::BadSignature,
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::MissingAlgorithm
-                | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
-                ErrorKind::Json(_) => Rejection::MalformedClaims,
-                _ => Rejection::Malformed,
-            })?;
+        let data =
+            jsonwebtoken::decode::<ClaimsIn>(inspected.token, key.decoding(), &self.validation)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidSignature => Rejection::BadSignature,
+                    ErrorKind::InvalidAlgorithm
+                    | ErrorKind::MissingAlgorithm
+                    | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
+                    ErrorKind::Json(_) => Rejection::MalformedClaims,
+                    _ => Rejection::Malformed,
+                })?;
         let claims = data.claims;
         let s = &self.settings;
         if claims.iss != s.issuer {
@@ -469,11 +470,8 @@ mod tests {
             catalog: catalog(),
         })
         .expect("verifier");
-        let op = catalog()
-            .get("report.view")
-            .expect("spec")
-            .build([("report_id", "42")])
-            .expect("op");
+        let op =
+            catalog().get("report.view").expect("spec").build([("report_id", "42")]).expect("op");
         let subject = Subject::parse("u_alice").expect("sub");
         Fixture { key, keys, minter, verifier, audience, subject, op }
     }
@@ -549,8 +547,12 @@ mod tests {
             nonce: None,
         };
         let der = f.key_der();
-        let again = jsonwebtoken::encode(&profile_header(f.key.kid()), &out, &EncodingKey::from_ed_der(&der))
-            .expect("encode");
+        let again = jsonwebtoken::encode(
+            &profile_header(f.key.kid()),
+            &out,
+            &EncodingKey::from_ed_der(&der),
+        )
+        .expect("encode");
         assert_eq!(again, token);
     }
 
@@ -564,26 +566,117 @@ mod tests {
             f.check(&f.sign(&header, &claims)).map(|_| ()).unwrap_err()
         };
         let t = NOW.as_secs();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Rejection)> = vec![
-            ("wrong iss", Box::new(|c| c["iss"] = json!("https://evil.example")), Rejection::WrongIssuer),
-            ("wrong aud", Box::new(|c| c["aud"] = json!("https://other.example")), Rejection::WrongAudience),
-            ("aud array", Box::new(|c| c["aud"] = json!(["https://partner.example"])), Rejection::MalformedClaims),
-            ("expired", Box::new(move |c| { c["iat"] = json!(t - 100); c["nbf"] = json!(t - 100); c["exp"] = json!(t - 5) }), Rejection::Expired),
-            ("nbf future", Box::new(move |c| { c["nbf"] = json!(t + 6); c["exp"] = json!(t + 60) }), Rejection::NotYetValid),
-            ("iat future", Box::new(move |c| { c["iat"] = json!(t + 6); c["exp"] = json!(t + 60) }), Rejection::IssuedInFuture),
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Edit, Rejection)> = vec![
+            (
+                "wrong iss",
+                Box::new(|c| c["iss"] = json!("https://evil.example")),
+                Rejection::WrongIssuer,
+            ),
+            (
+                "wrong aud",
+                Box::new(|c| c["aud"] = json!("https://other.example")),
+                Rejection::WrongAudience,
+            ),
+            (
+                "aud array",
+                Box::new(|c| c["aud"] = json!(["https://partner.example"])),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "expired",
+                Box::new(move |c| {
+                    c["iat"] = json!(t - 100);
+                    c["nbf"] = json!(t - 100);
+                    c["exp"] = json!(t - 5)
+                }),
+                Rejection::Expired,
+            ),
+            (
+                "nbf future",
+                Box::new(move |c| {
+                    c["nbf"] = json!(t + 6);
+                    c["exp"] = json!(t + 60)
+                }),
+                Rejection::NotYetValid,
+            ),
+            (
+                "iat future",
+                Box::new(move |c| {
+                    c["iat"] = json!(t + 6);
+                    c["exp"] = json!(t + 60)
+                }),
+                Rejection::IssuedInFuture,
+            ),
             ("lifetime", Box::new(move |c| c["exp"] = json!(t + 121)), Rejection::LifetimeTooLong),
-            ("exp at iat", Box::new(move |c| { c["iat"] = json!(t); c["exp"] = json!(t) }), Rejection::MalformedClaims),
-            ("nbf after exp", Box::new(move |c| { c["nbf"] = json!(t + 3); c["exp"] = json!(t + 2); c["iat"] = json!(t - 10) }), Rejection::MalformedClaims),
-            ("exp missing", Box::new(|c| { c.as_object_mut().expect("obj").remove("exp"); }), Rejection::MalformedClaims),
-            ("exp string", Box::new(move |c| c["exp"] = json!((t + 60).to_string())), Rejection::MalformedClaims),
-            ("exp float", Box::new(move |c| c["exp"] = json!(t as f64 + 60.5)), Rejection::MalformedClaims),
+            (
+                "exp at iat",
+                Box::new(move |c| {
+                    c["iat"] = json!(t);
+                    c["exp"] = json!(t)
+                }),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "nbf after exp",
+                Box::new(move |c| {
+                    c["nbf"] = json!(t + 3);
+                    c["exp"] = json!(t + 2);
+                    c["iat"] = json!(t - 10)
+                }),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "exp missing",
+                Box::new(|c| {
+                    c.as_object_mut().expect("obj").remove("exp");
+                }),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "exp string",
+                Box::new(move |c| c["exp"] = json!((t + 60).to_string())),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "exp float",
+                Box::new(move |c| c["exp"] = json!(t as f64 + 60.5)),
+                Rejection::MalformedClaims,
+            ),
             ("exp huge", Box::new(|c| c["exp"] = json!(u64::MAX)), Rejection::LifetimeTooLong),
             ("unknown claim", Box::new(|c| c["admin"] = json!(true)), Rejection::MalformedClaims),
-            ("two details", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "1"}, {"type": "report.view", "report_id": "2"}])), Rejection::MalformedClaims),
-            ("no details", Box::new(|c| c["authorization_details"] = json!([])), Rejection::MalformedClaims),
-            ("unknown op", Box::new(|c| c["authorization_details"] = json!([{"type": "admin.everything"}])), Rejection::UnknownOperation),
-            ("bad arg", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "0"}])), Rejection::BadOperationArgument),
-            ("extra arg", Box::new(|c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "1", "x": "y"}])), Rejection::BadOperationArgument),
+            (
+                "two details",
+                Box::new(
+                    |c| c["authorization_details"] = json!([{"type": "report.view", "report_id": "1"}, {"type": "report.view", "report_id": "2"}]),
+                ),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "no details",
+                Box::new(|c| c["authorization_details"] = json!([])),
+                Rejection::MalformedClaims,
+            ),
+            (
+                "unknown op",
+                Box::new(|c| c["authorization_details"] = json!([{"type": "admin.everything"}])),
+                Rejection::UnknownOperation,
+            ),
+            (
+                "bad arg",
+                Box::new(|c| {
+                    c["authorization_details"] = json!([{"type": "report.view", "report_id": "0"}])
+                }),
+                Rejection::BadOperationArgument,
+            ),
+            (
+                "extra arg",
+                Box::new(|c| {
+                    c["authorization_details"] =
+                        json!([{"type": "report.view", "report_id": "1", "x": "y"}])
+                }),
+                Rejection::BadOperationArgument,
+            ),
             ("bad jti", Box::new(|c| c["jti"] = json!("short")), Rejection::MalformedClaims),
         ];
         for (name, edit, expected) in cases {
@@ -597,11 +690,17 @@ mod tests {
         let token = f.mint_at(NOW);
         // Valid until exp + leeway (65 s after minting), not a second more.
         assert!(f.verifier.verify_with(&token, &f.keys, NOW.plus(64)).is_ok());
-        assert_eq!(f.verifier.verify_with(&token, &f.keys, NOW.plus(65)).unwrap_err(), Rejection::Expired);
+        assert_eq!(
+            f.verifier.verify_with(&token, &f.keys, NOW.plus(65)).unwrap_err(),
+            Rejection::Expired
+        );
         let early = f.mint_at(NOW.plus(5));
         assert!(f.verifier.verify_with(&early, &f.keys, NOW).is_ok());
         let too_early = f.mint_at(NOW.plus(6));
-        assert_eq!(f.verifier.verify_with(&too_early, &f.keys, NOW).unwrap_err(), Rejection::NotYetValid);
+        assert_eq!(
+            f.verifier.verify_with(&too_early, &f.keys, NOW).unwrap_err(),
+            Rejection::NotYetValid
+        );
     }
 
     #[test]
@@ -619,11 +718,26 @@ mod tests {
             (json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}), Rejection::WrongType),
             (json!({"alg": "EdDSA", "kid": kid}), Rejection::WrongType),
             (json!({"alg": "EdDSA", "typ": "handoff+jwt"}), Rejection::MissingKid),
-            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "../../dev/null"}), Rejection::UnknownKid),
-            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "A".repeat(43)}), Rejection::UnknownKid),
-            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "crit": ["exp"]}), Rejection::BadHeader),
-            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "jku": "http://x"}), Rejection::BadHeader),
-            (json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "b64": false}), Rejection::BadHeader),
+            (
+                json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "../../dev/null"}),
+                Rejection::UnknownKid,
+            ),
+            (
+                json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "A".repeat(43)}),
+                Rejection::UnknownKid,
+            ),
+            (
+                json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "crit": ["exp"]}),
+                Rejection::BadHeader,
+            ),
+            (
+                json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "jku": "http://x"}),
+                Rejection::BadHeader,
+            ),
+            (
+                json!({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid, "b64": false}),
+                Rejection::BadHeader,
+            ),
             (json!(["alg"]), Rejection::BadHeader),
         ];
         for (header, expected) in cases {
@@ -650,7 +764,10 @@ mod tests {
             (token.replace('-', "+").replace('_', "/") + "+", Rejection::Malformed),
             ("a".repeat(MAX_TOKEN_LEN + 1), Rejection::TooLarge),
             (format!("{}.{}.{}", parts[0], parts[1], flip_bit(parts[2])), Rejection::BadSignature),
-            (format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 2]), Rejection::BadSignature),
+            (
+                format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 2]),
+                Rejection::BadSignature,
+            ),
         ];
         for (bad, expected) in cases {
             assert_eq!(f.check(&bad).unwrap_err(), expected, "{}", bad.get(..40).unwrap_or(&bad));
@@ -659,7 +776,12 @@ mod tests {
         let mut claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
         claims["authorization_details"][0]["report_id"] = json!("43");
-        let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json")), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json")),
+            parts[2]
+        );
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::BadSignature);
     }
 
@@ -669,21 +791,30 @@ mod tests {
         // Signed by another Ed25519 key that claims our kid.
         let other = SigningKey::generate().expect("key");
         let header = profile_header(f.key.kid());
-        let forged = jsonwebtoken::encode(&header, &f.claims(), &EncodingKey::from_ed_der(other.pkcs8_for_tests()))
-            .expect("encode");
+        let forged = jsonwebtoken::encode(
+            &header,
+            &f.claims(),
+            &EncodingKey::from_ed_der(other.pkcs8_for_tests()),
+        )
+        .expect("encode");
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::BadSignature);
         // Signed by another key under its own kid: unknown.
         let mut own = profile_header(other.kid());
         own.kid = Some(other.kid().to_string());
-        let forged = jsonwebtoken::encode(&own, &f.claims(), &EncodingKey::from_ed_der(other.pkcs8_for_tests()))
-            .expect("encode");
+        let forged = jsonwebtoken::encode(
+            &own,
+            &f.claims(),
+            &EncodingKey::from_ed_der(other.pkcs8_for_tests()),
+        )
+        .expect("encode");
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::UnknownKid);
         // HS256 keyed with the public key (algorithm confusion).
         let public = URL_SAFE_NO_PAD.decode(f.key.public_jwk().x).expect("x");
         let mut hs = Header::new(Algorithm::HS256);
         hs.typ = Some(HANDOFF_TYP.into());
         hs.kid = Some(f.key.kid().to_string());
-        let forged = jsonwebtoken::encode(&hs, &f.claims(), &EncodingKey::from_secret(&public)).expect("encode");
+        let forged = jsonwebtoken::encode(&hs, &f.claims(), &EncodingKey::from_secret(&public))
+            .expect("encode");
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::WrongAlgorithm);
     }
 

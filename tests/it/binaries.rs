@@ -65,7 +65,17 @@ async fn real_processes_end_to_end() {
     assert!(add.wait_with_output().unwrap().status.success());
 
     let minted = server1(dir.path(), p1)
-        .args(["mint", "--target", "partner", "--user", "carol", "--op", "report.view", "--arg", "report_id=5"])
+        .args([
+            "mint",
+            "--target",
+            "partner",
+            "--user",
+            "carol",
+            "--op",
+            "report.view",
+            "--arg",
+            "report_id=5",
+        ])
         .output()
         .unwrap();
     assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
@@ -74,7 +84,17 @@ async fn real_processes_end_to_end() {
     assert_eq!(token.split('.').count(), 3, "only the token on stdout");
 
     let refused = server1(dir.path(), p1)
-        .args(["mint", "--target", "partner", "--user", "carol", "--op", "invoice.approve", "--arg", "invoice_id=A"])
+        .args([
+            "mint",
+            "--target",
+            "partner",
+            "--user",
+            "carol",
+            "--op",
+            "invoice.approve",
+            "--arg",
+            "invoice_id=A",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success(), "carol lacks the billing role");
@@ -97,22 +117,34 @@ async fn real_processes_end_to_end() {
     wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
 
     let c = client();
-    let resp = c.post(format!("{server2_url}/handoff")).form(&[("token", token)]).send().await.unwrap();
+    let resp =
+        c.post(format!("{server2_url}/handoff")).form(&[("token", token)]).send().await.unwrap();
     assert_eq!(resp.status(), 303);
     assert_eq!(c.get(format!("{server2_url}/reports/5")).send().await.unwrap().status(), 200);
 
     // And through the browser flow.
     let browser = client();
     sign_in(&browser, &format!("http://127.0.0.1:{p1}"), "carol").await;
-    let token = open_handoff(&browser, &format!("http://127.0.0.1:{p1}"), "/handoff/partner/report.view?report_id=6").await;
-    let resp = browser.post(format!("{server2_url}/handoff")).form(&[("token", &token)]).send().await.unwrap();
+    let token = open_handoff(
+        &browser,
+        &format!("http://127.0.0.1:{p1}"),
+        "/handoff/partner/report.view?report_id=6",
+    )
+    .await;
+    let resp = browser
+        .post(format!("{server2_url}/handoff"))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
 }
 
 #[test]
 fn bad_configuration_stops_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = server1(dir.path(), free_port()).env("SERVER1_TOKEN_TTL_SECS", "9999").output().unwrap();
+    let out =
+        server1(dir.path(), free_port()).env("SERVER1_TOKEN_TTL_SECS", "9999").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SERVER1_TOKEN_TTL_SECS"), "{err}");
@@ -145,7 +177,12 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
 #[tokio::test]
 async fn pinned_jwks_file_needs_no_network() {
     let s = spawn().await;
-    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1)).await.unwrap().text().await.unwrap();
+    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let file = s.dir.path().join("pinned.json");
     std::fs::write(&file, jwks).unwrap();
     // An issuer where nothing listens: every key must come from the file.
@@ -158,12 +195,31 @@ async fn pinned_jwks_file_needs_no_network() {
     assert!(app.is_ready());
     tokio::spawn(app.run(std::future::pending()));
 
-    let minter = handoff::Minter::new(s.key.clone(), handoff::Issuer::parse(issuer).unwrap(), handoff::Ttl::from_secs(60).unwrap());
-    let op = server2::operations::catalog().get("report.view").unwrap().build([("report_id", "3")]).unwrap();
+    let minter = handoff::Minter::new(
+        s.key.clone(),
+        handoff::Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(60).unwrap(),
+    );
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", "3")])
+        .unwrap();
     let aud = handoff::Audience::parse(&url).unwrap();
     let sub = handoff::Subject::parse("u_x").unwrap();
-    let req = handoff::MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let req = handoff::MintRequest {
+        audience: &aud,
+        subject: &sub,
+        operation: &op,
+        sid: None,
+        nonce: None,
+    };
     let token = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
-    let resp = client().post(format!("{url}/handoff")).form(&[("token", token.as_str())]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{url}/handoff"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
 }

@@ -16,7 +16,11 @@ async fn sign_in_open_report_and_land_on_it() {
     assert!(html.contains("/handoff/partner/report.view?report_id=42"));
     assert!(html.contains("Approve invoice"));
 
-    let page = c.get(format!("{}/handoff/partner/report.view?report_id=42", s.server1)).send().await.unwrap();
+    let page = c
+        .get(format!("{}/handoff/partner/report.view?report_id=42", s.server1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["cache-control"], "no-store");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
@@ -26,7 +30,8 @@ async fn sign_in_open_report_and_land_on_it() {
     assert!(html.contains(&format!("action=\"{}/handoff\"", s.server2)));
     let token = form_value(&html, "token").unwrap();
 
-    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/reports/42");
     let set_cookie = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -71,23 +76,56 @@ async fn invoice_approval_behind_a_confirm_form() {
     let s = spawn().await;
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
-    let token = open_handoff(&c, &s.server1, "/handoff/partner/invoice.approve?invoice_id=INV-7").await;
-    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let token =
+        open_handoff(&c, &s.server1, "/handoff/partner/invoice.approve?invoice_id=INV-7").await;
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
     assert_eq!(landed.headers()["location"], "/invoices/INV-7/approve");
 
-    let page = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    let page = c
+        .get(format!("{}/invoices/INV-7/approve", s.server2))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Approve invoice"));
     let csrf = form_value(&page, "csrf").unwrap();
 
     // Without the form token nothing changes.
-    let forged = c.post(format!("{}/invoices/INV-7/approve", s.server2)).form(&[("csrf", "")]).send().await.unwrap();
+    let forged = c
+        .post(format!("{}/invoices/INV-7/approve", s.server2))
+        .form(&[("csrf", "")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), 403);
-    let still = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    let still = c
+        .get(format!("{}/invoices/INV-7/approve", s.server2))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!still.contains("Approved by"));
 
-    let done = c.post(format!("{}/invoices/INV-7/approve", s.server2)).form(&[("csrf", &csrf)]).send().await.unwrap();
+    let done = c
+        .post(format!("{}/invoices/INV-7/approve", s.server2))
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(done.status(), 303);
-    let after = c.get(format!("{}/invoices/INV-7/approve", s.server2)).send().await.unwrap().text().await.unwrap();
+    let after = c
+        .get(format!("{}/invoices/INV-7/approve", s.server2))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(after.contains("Approved by"));
 }
 
@@ -111,7 +149,8 @@ async fn jwks_health_and_sign_out() {
     assert!(html.contains("View report"));
     assert!(!html.contains("Approve invoice"), "bob lacks the billing role");
     let csrf = form_value(&html, "csrf").unwrap();
-    let out = c.post(format!("{}/logout", s.server1)).form(&[("csrf", &csrf)]).send().await.unwrap();
+    let out =
+        c.post(format!("{}/logout", s.server1)).form(&[("csrf", &csrf)]).send().await.unwrap();
     assert_eq!(out.status(), 303);
     let after = c.get(format!("{}/", s.server1)).send().await.unwrap();
     assert_eq!(after.status(), 303, "signed out");
@@ -121,7 +160,8 @@ async fn jwks_health_and_sign_out() {
 async fn session_id_is_renewed_at_sign_in() {
     let s = spawn().await;
     // A plain client, so the test decides exactly which cookies each request carries.
-    let raw = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let raw =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let sign_in_with = |cookie: String| {
         let raw = raw.clone();
         let server1 = s.server1.clone();
@@ -132,7 +172,12 @@ async fn session_id_is_renewed_at_sign_in() {
             let resp = raw
                 .post(format!("{server1}/login"))
                 .header("cookie", format!("{login}; {cookie}"))
-                .form(&[("username", "alice"), ("password", PASSWORD), ("csrf", &csrf), ("next", "/")])
+                .form(&[
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                    ("csrf", &csrf),
+                    ("next", "/"),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -140,7 +185,8 @@ async fn session_id_is_renewed_at_sign_in() {
             set_cookie(&resp, "handoff_session=")
         }
     };
-    let get_home = |cookie: String| raw.get(format!("{}/", s.server1)).header("cookie", cookie).send();
+    let get_home =
+        |cookie: String| raw.get(format!("{}/", s.server1)).header("cookie", cookie).send();
 
     // A session id planted before sign-in is not the one that gets signed in (no fixation).
     let planted = "handoff_session=AttackerChosenValueAttackerChosenValue1234567".to_owned();

@@ -3,7 +3,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use handoff::{Audience, Issuer, MintRequest, Minter, Operation, SigningKey, Subject, Ttl, UnixTime};
+use handoff::{
+    Audience, Issuer, MintRequest, Minter, Operation, SigningKey, Subject, Ttl, UnixTime,
+};
 use handoff_tests::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -40,13 +42,15 @@ fn profile_header(kid: &str) -> Header {
 /// Signs `claims` with SERVER1's real key under `header`.
 fn sign(s: &Servers, header: &Header, claims: &Value) -> String {
     handoff::crypto::install().unwrap();
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(s.key.pkcs8_for_tests())).unwrap()
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(s.key.pkcs8_for_tests()))
+        .unwrap()
 }
 
 /// Submits `token` with a fresh client; asserts a 4xx and that nothing was authorized.
 async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
     let c = client();
-    let resp = c.post(format!("{}/handoff", s.server2)).form(&[("token", token)]).send().await.unwrap();
+    let resp =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", token)]).send().await.unwrap();
     let status = resp.status().as_u16();
     assert!((400..500).contains(&status), "expected a 4xx, got {status}");
     assert!(resp.headers().get("set-cookie").is_none(), "a refused handoff sets no cookie");
@@ -66,7 +70,12 @@ async fn replayed_token_is_refused() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let first = client().post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let first = client()
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 303);
     let (_, body) = assert_refused(&s, &token).await;
     assert!(body.contains("already used"), "{body}");
@@ -131,7 +140,8 @@ async fn wrong_issuer_is_refused() {
 async fn token_from_another_key_is_refused() {
     let s = spawn().await;
     let other = Arc::new(SigningKey::generate().unwrap());
-    let minter = Minter::new(other.clone(), Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
+    let minter =
+        Minter::new(other.clone(), Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
     let op = report_op("42");
     let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
     let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
@@ -176,7 +186,8 @@ async fn hs256_signed_with_the_public_key_is_refused() {
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("handoff+jwt".into());
     header.kid = Some(s.key.kid().to_string());
-    let forged = jsonwebtoken::encode(&header, &claims(&s), &EncodingKey::from_secret(&public)).unwrap();
+    let forged =
+        jsonwebtoken::encode(&header, &claims(&s), &EncodingKey::from_secret(&public)).unwrap();
     assert_refused(&s, &forged).await;
 }
 
@@ -217,8 +228,19 @@ async fn bad_operation_argument_is_refused_on_both_sides() {
 
     let browser = client();
     sign_in(&browser, &s.server1, "alice").await;
-    for query in ["report_id=abc", "report_id=0", "", "report_id=1&report_id=2", "report_id=1&extra=1", "report_id=1&mode=teleport"] {
-        let resp = browser.get(format!("{}/handoff/partner/report.view?{query}", s.server1)).send().await.unwrap();
+    for query in [
+        "report_id=abc",
+        "report_id=0",
+        "",
+        "report_id=1&report_id=2",
+        "report_id=1&extra=1",
+        "report_id=1&mode=teleport",
+    ] {
+        let resp = browser
+            .get(format!("{}/handoff/partner/report.view?{query}", s.server1))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{query}");
         let body = resp.text().await.unwrap();
         assert!(!body.contains("name=\"token\""), "no token minted for {query}");
@@ -231,12 +253,18 @@ async fn grant_for_one_operation_does_not_open_another() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let landed = c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
     assert_eq!(landed.status(), 303);
     assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
     let other = c.get(format!("{}/invoices/42/approve", s.server2)).send().await.unwrap();
     assert_eq!(other.status(), 403);
-    let post = c.post(format!("{}/invoices/42/approve", s.server2)).form(&[("csrf", "x")]).send().await.unwrap();
+    let post = c
+        .post(format!("{}/invoices/42/approve", s.server2))
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 403);
     // A forged cookie is no grant either.
     let forged = reqwest::Client::new()
@@ -270,7 +298,11 @@ async fn missing_role_is_refused() {
     let s = spawn().await;
     let c = client();
     sign_in(&c, &s.server1, "bob").await;
-    let resp = c.get(format!("{}/handoff/partner/invoice.approve?invoice_id=X1", s.server1)).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/handoff/partner/invoice.approve?invoice_id=X1", s.server1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("billing"));
 }
@@ -306,7 +338,11 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     let unknown = try_sign_in(&c, &s.server1, "mallory", "not the password", None).await;
     assert_eq!(unknown.status(), 401);
     assert!(unknown.text().await.unwrap().contains("Wrong user name or password."));
-    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 303, "not signed in");
+    assert_eq!(
+        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
+        303,
+        "not signed in"
+    );
 }
 
 #[tokio::test]
@@ -322,10 +358,15 @@ async fn csrf_token_missing_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 303, "not signed in");
+    assert_eq!(
+        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
+        303,
+        "not signed in"
+    );
     // A token from another browser's login cookie does not work either.
     let other = client();
-    let page = other.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
+    let page =
+        other.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
     let stolen = form_value(&page, "csrf").unwrap();
     let resp = c
         .post(format!("{}/login", s.server1))
@@ -338,7 +379,11 @@ async fn csrf_token_missing_is_refused() {
     sign_in(&c, &s.server1, "alice").await;
     let out = c.post(format!("{}/logout", s.server1)).form(&[("csrf", "")]).send().await.unwrap();
     assert_eq!(out.status(), 403);
-    assert_eq!(c.get(format!("{}/", s.server1)).send().await.unwrap().status(), 200, "still signed in");
+    assert_eq!(
+        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
+        200,
+        "still signed in"
+    );
 }
 
 #[tokio::test]
@@ -353,10 +398,14 @@ async fn oversized_and_garbage_tokens_are_4xx() {
     // GET with no token, or two.
     let c = client();
     assert_eq!(c.get(format!("{}/handoff", s.server2)).send().await.unwrap().status(), 400);
-    assert_eq!(c.get(format!("{}/handoff?token=a&token=b", s.server2)).send().await.unwrap().status(), 400);
+    assert_eq!(
+        c.get(format!("{}/handoff?token=a&token=b", s.server2)).send().await.unwrap().status(),
+        400
+    );
     // A body over the limit.
     let huge = "t".repeat(64 * 1024);
-    let resp = c.post(format!("{}/handoff", s.server2)).form(&[("token", &huge)]).send().await.unwrap();
+    let resp =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &huge)]).send().await.unwrap();
     assert!(resp.status().is_client_error());
 }
 
@@ -367,7 +416,11 @@ async fn tokens_never_reach_the_logs() {
     sign_in(&c, &s.server1, "alice").await;
     let mut tokens = Vec::new();
     for mode in ["", "&mode=redirect"] {
-        let resp = c.get(format!("{}/handoff/partner/report.view?report_id=9{mode}", s.server1)).send().await.unwrap();
+        let resp = c
+            .get(format!("{}/handoff/partner/report.view?report_id=9{mode}", s.server1))
+            .send()
+            .await
+            .unwrap();
         let token = if mode.is_empty() {
             form_value(&resp.text().await.unwrap(), "token").unwrap()
         } else {
@@ -377,10 +430,23 @@ async fn tokens_never_reach_the_logs() {
         };
         tokens.push(token);
     }
-    let _ = c.post(format!("{}/handoff", s.server2)).form(&[("token", &tokens[0])]).send().await.unwrap();
-    let _ = c.post(format!("{}/handoff", s.server2)).form(&[("token", &tokens[0])]).send().await.unwrap();
+    let _ = c
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &tokens[0])])
+        .send()
+        .await
+        .unwrap();
+    let _ = c
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &tokens[0])])
+        .send()
+        .await
+        .unwrap();
     let logs = captured_logs();
-    assert!(logs.contains("handoff.accepted") && logs.contains("handoff.rejected"), "audit events logged");
+    assert!(
+        logs.contains("handoff.accepted") && logs.contains("handoff.rejected"),
+        "audit events logged"
+    );
     for token in &tokens {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!logs.contains(signature), "a token signature reached the logs");

@@ -1,7 +1,7 @@
 //! What a handler can fail with, and the one place where that becomes an HTTP response.
 
-use poem::http::StatusCode;
 use poem::error::ResponseError;
+use poem::http::StatusCode;
 use poem::Response;
 
 use super::pages;

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::db::{Db, User};
 use crate::passwords::Passwords;
 use crate::targets::Targets;
-use session::{read_cookie, random_token, session_hash, Cookies, Csrf};
+use session::{random_token, read_cookie, session_hash, Cookies, Csrf};
 
 /// Largest request body accepted (the sign-in form is the largest legitimate one).
 const MAX_BODY: usize = 16 * 1024;
@@ -155,7 +155,8 @@ fn dashboard(req: &Request, Data(state): Data<&State>) -> Result<Response, AppEr
 #[handler]
 fn login_page(req: &Request, Data(state): Data<&State>) -> Result<Response, AppError> {
     let query = req.uri().query().unwrap_or("");
-    let next = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v);
+    let next =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v);
     let next = safe_next(next.as_deref());
     if current_user(state, req)?.is_some() {
         return Ok(redirect(&next));
@@ -164,7 +165,12 @@ fn login_page(req: &Request, Data(state): Data<&State>) -> Result<Response, AppE
 }
 
 /// The sign-in form with a fresh pre-session anti-forgery pair.
-fn render_login(state: &AppState, next: &str, error: Option<&str>, status: StatusCode) -> Result<Response, AppError> {
+fn render_login(
+    state: &AppState,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
     let nonce = random_token().ok_or_else(|| AppError::Internal("randomness failed".into()))?;
     let csrf = state.csrf.token("login", nonce.as_bytes());
     let mut resp = pages::html_response(status, pages::login_page(&csrf, next, error));
@@ -196,7 +202,11 @@ impl std::fmt::Debug for LoginForm {
 }
 
 #[handler]
-async fn login(req: &Request, Data(state): Data<&State>, Form(form): Form<LoginForm>) -> Result<Response, AppError> {
+async fn login(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, AppError> {
     let login_cookie = read_cookie(req, state.cookies.login_name()).unwrap_or_default();
     if login_cookie.is_empty() || !state.csrf.check("login", login_cookie.as_bytes(), &form.csrf) {
         return Err(AppError::Csrf);
@@ -208,14 +218,20 @@ async fn login(req: &Request, Data(state): Data<&State>, Form(form): Form<LoginF
     let state2 = Arc::clone(state);
     let stored = found.as_ref().map(|(_, h)| h.clone());
     let password = form.password;
-    let ok = tokio::task::spawn_blocking(move || state2.passwords.verify(&password, stored.as_deref()))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let ok =
+        tokio::task::spawn_blocking(move || state2.passwords.verify(&password, stored.as_deref()))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
     let user = match (ok, found) {
         (true, Some((user, _))) => user,
         _ => {
             tracing::warn!(event = "signin.failed", "sign-in failed");
-            return render_login(state, &next, Some("Wrong user name or password."), StatusCode::UNAUTHORIZED);
+            return render_login(
+                state,
+                &next,
+                Some("Wrong user name or password."),
+                StatusCode::UNAUTHORIZED,
+            );
         }
     };
     // A new session id at every sign-in (no fixation); the old session, if any, ends.
@@ -229,8 +245,12 @@ async fn login(req: &Request, Data(state): Data<&State>, Form(form): Form<LoginF
     tracing::info!(event = "signin", sub = %user.id, "signed in");
     let mut resp = redirect(&next);
     let cookies = &state.cookies;
-    resp.headers_mut().append(header::SET_COOKIE, header_value(&cookies.set(cookies.session_name(), &id, Some(ttl)))?);
-    resp.headers_mut().append(header::SET_COOKIE, header_value(&cookies.set(cookies.login_name(), "", None))?);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        header_value(&cookies.set(cookies.session_name(), &id, Some(ttl)))?,
+    );
+    resp.headers_mut()
+        .append(header::SET_COOKIE, header_value(&cookies.set(cookies.login_name(), "", None))?);
     Ok(resp)
 }
 
@@ -241,7 +261,11 @@ struct CsrfForm {
 }
 
 #[handler]
-fn logout(req: &Request, Data(state): Data<&State>, Form(form): Form<CsrfForm>) -> Result<Response, AppError> {
+fn logout(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
     let Some((user, hash)) = current_user(state, req)? else {
         return Ok(redirect("/login"));
     };
@@ -252,7 +276,8 @@ fn logout(req: &Request, Data(state): Data<&State>, Form(form): Form<CsrfForm>) 
     tracing::info!(event = "signout", sub = %user.id, "signed out");
     let mut resp = redirect("/login");
     let cookies = &state.cookies;
-    resp.headers_mut().append(header::SET_COOKIE, header_value(&cookies.set(cookies.session_name(), "", None))?);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, header_value(&cookies.set(cookies.session_name(), "", None))?);
     Ok(resp)
 }
 
@@ -315,7 +340,13 @@ fn start_handoff(
         return Ok(redirect(location.as_str()));
     }
     let shown_args: Vec<String> = operation.args().map(|(k, v)| format!("{k} {v}")).collect();
-    let page = pages::handoff_page(target, op, &shown_args.join(", "), minted.as_str(), state.minter.ttl().as_secs());
+    let page = pages::handoff_page(
+        target,
+        op,
+        &shown_args.join(", "),
+        minted.as_str(),
+        state.minter.ttl().as_secs(),
+    );
     let mut resp = pages::html_response(StatusCode::OK, page);
     let csp = format!(
         "default-src 'none'; style-src 'self'; script-src 'self'; form-action {}; frame-ancestors 'none'; base-uri 'none'",
@@ -366,8 +397,13 @@ mod tests {
 
     #[test]
     fn next_must_be_local() {
-        assert_eq!(safe_next(Some("/handoff/partner/report.view?report_id=42")), "/handoff/partner/report.view?report_id=42");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", "", "/a\nb"] {
+        assert_eq!(
+            safe_next(Some("/handoff/partner/report.view?report_id=42")),
+            "/handoff/partner/report.view?report_id=42"
+        );
+        for bad in
+            ["https://evil.example", "//evil.example", "/\\evil.example", "evil", "", "/a\nb"]
+        {
             assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/");

@@ -8,7 +8,8 @@ use crate::db::User;
 use crate::targets::{Target, TargetOperation};
 
 /// The default Content-Security-Policy: same-origin styles and scripts, forms post only here.
-pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+pub const DEFAULT_CSP: &str =
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A complete HTML response.
@@ -48,38 +49,46 @@ fn layout(title: &str, user: Option<(&User, &str)>, content: Markup) -> Markup {
 
 /// A page with a heading, a message and an optional link onward.
 pub fn message_page(title: &str, message: &str, link: Option<(&str, &str)>) -> Markup {
-    layout(title, None, html! {
-        div.card {
-            h1 { (title) }
-            p { (message) }
-            @if let Some((href, text)) = link {
-                p { a href=(href) { (text) } }
-            } @else {
-                p { a href="/" { "Back to the portal" } }
+    layout(
+        title,
+        None,
+        html! {
+            div.card {
+                h1 { (title) }
+                p { (message) }
+                @if let Some((href, text)) = link {
+                    p { a href=(href) { (text) } }
+                } @else {
+                    p { a href="/" { "Back to the portal" } }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The sign-in form.
 pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
-    layout("Sign in", None, html! {
-        div.card {
-            h1 { "Sign in" }
-            @if let Some(error) = error {
-                p.error role="alert" { (error) }
+    layout(
+        "Sign in",
+        None,
+        html! {
+            div.card {
+                h1 { "Sign in" }
+                @if let Some(error) = error {
+                    p.error role="alert" { (error) }
+                }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    label for="username" { "User name" }
+                    input #username type="text" name="username" autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    button type="submit" { "Sign in" }
+                }
             }
-            form method="post" action="/login" {
-                input type="hidden" name="csrf" value=(csrf);
-                input type="hidden" name="next" value=(next);
-                label for="username" { "User name" }
-                input #username type="text" name="username" autocomplete="username" required autofocus;
-                label for="password" { "Password" }
-                input #password type="password" name="password" autocomplete="current-password" required;
-                button type="submit" { "Sign in" }
-            }
-        }
-    })
+        },
+    )
 }
 
 /// The link that opens `op` on `target` with its example arguments.
@@ -90,55 +99,69 @@ pub fn example_href(target: &Target, op: &TargetOperation, args: &[(String, Stri
     }
     let query = query.finish();
     let path = format!("/handoff/{}/{}", target.id, op.spec.kind());
-    if query.is_empty() { path } else { format!("{path}?{query}") }
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
 }
 
 /// The dashboard: who you are and what you may open where.
 pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperation>)]) -> Markup {
-    layout("Dashboard", Some((user, csrf)), html! {
-        h1 { "Welcome, " (user.name) }
-        p.muted {
-            "Your roles: "
-            @if user.roles.is_empty() { "none" } @else { (user.roles.join(", ")) }
-        }
-        @if offers.iter().all(|(_, ops)| ops.is_empty()) {
-            div.card { p { "There is nothing you can open on a partner yet." } }
-        }
-        @for (target, ops) in offers {
-            @if !ops.is_empty() {
-                section.card {
-                    h2 { (target.name) }
-                    p.muted { "Opens at " code { (target.audience) } }
-                    ul.ops {
-                        @for op in ops {
-                            li {
-                                @if let Some(example) = &op.example {
-                                    a.button href=(example_href(target, op, example)) {
-                                        (op.title)
-                                        @for (_, value) in example { " " (value) }
-                                    }
-                                }
-                                form.args method="get" action=(format!("/handoff/{}/{}", target.id, op.spec.kind())) {
-                                    @for arg in op.spec.args() {
-                                        div {
-                                            label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (arg.name) }
-                                            input id=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name))
-                                                type="text" name=(arg.name) required;
+    layout(
+        "Dashboard",
+        Some((user, csrf)),
+        html! {
+            h1 { "Welcome, " (user.name) }
+            p.muted {
+                "Your roles: "
+                @if user.roles.is_empty() { "none" } @else { (user.roles.join(", ")) }
+            }
+            @if offers.iter().all(|(_, ops)| ops.is_empty()) {
+                div.card { p { "There is nothing you can open on a partner yet." } }
+            }
+            @for (target, ops) in offers {
+                @if !ops.is_empty() {
+                    section.card {
+                        h2 { (target.name) }
+                        p.muted { "Opens at " code { (target.audience) } }
+                        ul.ops {
+                            @for op in ops {
+                                li {
+                                    @if let Some(example) = &op.example {
+                                        a.button href=(example_href(target, op, example)) {
+                                            (op.title)
+                                            @for (_, value) in example { " " (value) }
                                         }
                                     }
-                                    button.secondary type="submit" { (op.title) " …" }
+                                    form.args method="get" action=(format!("/handoff/{}/{}", target.id, op.spec.kind())) {
+                                        @for arg in op.spec.args() {
+                                            div {
+                                                label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (arg.name) }
+                                                input id=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name))
+                                                    type="text" name=(arg.name) required;
+                                            }
+                                        }
+                                        button.secondary type="submit" { (op.title) " …" }
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The page that carries the token to the target in a POST body.
-pub fn handoff_page(target: &Target, op: &TargetOperation, args: &str, token: &str, ttl_secs: u64) -> Markup {
+pub fn handoff_page(
+    target: &Target,
+    op: &TargetOperation,
+    args: &str,
+    token: &str,
+    ttl_secs: u64,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

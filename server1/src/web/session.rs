@@ -27,8 +27,14 @@ impl Cookies {
     /// Names and attributes for `security`.
     pub fn new(security: CookieSecurity) -> Self {
         match security {
-            CookieSecurity::Secure => Self { secure: true, session: "__Host-handoff_session", login: "__Host-handoff_login" },
-            CookieSecurity::InsecureDevelopment => Self { secure: false, session: "handoff_session", login: "handoff_login" },
+            CookieSecurity::Secure => Self {
+                secure: true,
+                session: "__Host-handoff_session",
+                login: "__Host-handoff_login",
+            },
+            CookieSecurity::InsecureDevelopment => {
+                Self { secure: false, session: "handoff_session", login: "handoff_login" }
+            }
         }
     }
 
@@ -50,7 +56,9 @@ impl Cookies {
             .same_site(SameSite::Lax)
             .path("/");
         c = match max_age {
-            Some(secs) => c.max_age(cookie::time::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
+            Some(secs) => {
+                c.max_age(cookie::time::Duration::seconds(secs.min(i64::MAX as u64) as i64))
+            }
             None => c.max_age(cookie::time::Duration::ZERO),
         };
         c.build().to_string()
@@ -125,7 +133,14 @@ mod tests {
     fn secure_cookies_by_default() {
         let c = Cookies::new(CookieSecurity::Secure);
         let set = c.set(c.session_name(), "abc", Some(60));
-        for part in ["__Host-handoff_session=abc", "HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
+        for part in [
+            "__Host-handoff_session=abc",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=60",
+        ] {
             assert!(set.contains(part), "{part} missing in {set}");
         }
         assert!(!set.contains("Domain"), "__Host- cookies must not have a Domain");

@@ -127,14 +127,19 @@ struct TokenForm {
 }
 
 #[handler]
-async fn handoff_post(req: &Request, Data(state): Data<&State>, Form(form): Form<TokenForm>) -> Response {
+async fn handoff_post(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<TokenForm>,
+) -> Response {
     accept(state, req, &form.token).await
 }
 
 #[handler]
 async fn handoff_get(req: &Request, Data(state): Data<&State>) -> Response {
     let query = req.uri().query().unwrap_or("");
-    let mut tokens = url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "token").map(|(_, v)| v);
+    let mut tokens =
+        url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "token").map(|(_, v)| v);
     let token = match (tokens.next(), tokens.next()) {
         (Some(t), None) => t,
         _ => std::borrow::Cow::Borrowed(""),
@@ -164,7 +169,12 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let verified = match verify_and_record(state, token).await {
         Ok(v) => v,
         Err(rejection) => {
-            tracing::warn!(event = "handoff.rejected", reason = rejection.code(), client, "handoff rejected");
+            tracing::warn!(
+                event = "handoff.rejected",
+                reason = rejection.code(),
+                client,
+                "handoff rejected"
+            );
             return rejection_response(state, req, &rejection);
         }
     };
@@ -178,11 +188,21 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         exp: now.plus(state.config.grant_ttl.as_secs()),
         jti: verified.jti(),
     };
-    let (Some(landing), Ok(sealed)) = (operations::landing_path(&grant.op), state.grants.seal(&grant)) else {
-        tracing::error!(event = "handoff.rejected", reason = "internal", "cannot complete an accepted handoff");
+    let (Some(landing), Ok(sealed)) =
+        (operations::landing_path(&grant.op), state.grants.seal(&grant))
+    else {
+        tracing::error!(
+            event = "handoff.rejected",
+            reason = "internal",
+            "cannot complete an accepted handoff"
+        );
         return pages::html_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            pages::message("Unavailable", "Something went wrong on our side. Please try again.", None),
+            pages::message(
+                "Unavailable",
+                "Something went wrong on our side. Please try again.",
+                None,
+            ),
         );
     };
     tracing::info!(
@@ -298,7 +318,13 @@ enum Denied {
 }
 
 /// The grant in the request if it is for exactly `kind` with `arg` = `value`.
-fn grant_for(state: &AppState, req: &Request, kind: &str, arg: &str, value: &str) -> Result<Grant, Response> {
+fn grant_for(
+    state: &AppState,
+    req: &Request,
+    kind: &str,
+    arg: &str,
+    value: &str,
+) -> Result<Grant, Denied> {
     let now = state.config.clock.now();
     let sealed = req
         .headers()
@@ -308,30 +334,34 @@ fn grant_for(state: &AppState, req: &Request, kind: &str, arg: &str, value: &str
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
         .find(|c| c.name() == state.cookie_name())
-        .map(|c| c.value().to_owned());
-    let outcome = match sealed {
-        None => Err(Denied::NoGrant),
-        Some(s) => match state.grants.open(&s, &state.config.public_url, now) {
-            Ok(g) if g.op.kind().as_str() == kind && g.op.arg(arg) == Some(value) => Ok(g),
-            Ok(_) => Err(Denied::OtherOperation),
-            Err(GrantError::Expired) => Err(Denied::Expired),
-            Err(_) => Err(Denied::NoGrant),
-        },
+        .map(|c| c.value().to_owned())
+        .ok_or(Denied::NoGrant)?;
+    match state.grants.open(&sealed, &state.config.public_url, now) {
+        Ok(g) if g.op.kind().as_str() == kind && g.op.arg(arg) == Some(value) => Ok(g),
+        Ok(_) => Err(Denied::OtherOperation),
+        Err(GrantError::Expired) => Err(Denied::Expired),
+        Err(_) => Err(Denied::NoGrant),
+    }
+}
+
+/// The 403 page for an operation page opened without the right grant.
+fn denied(state: &AppState, kind: &str, why: Denied) -> Response {
+    let text = match why {
+        Denied::NoGrant => "You have not been signed in for this page. Open it from the portal.",
+        Denied::Expired => "Your access to this page has ended. Open it again from the portal.",
+        Denied::OtherOperation => {
+            "You were signed in for something else. Open this page from the portal to get access to it."
+        }
     };
-    outcome.map_err(|denied| {
-        let text = match denied {
-            Denied::NoGrant => "You have not been signed in for this page. Open it from the portal.",
-            Denied::Expired => "Your access to this page has ended. Open it again from the portal.",
-            Denied::OtherOperation => {
-                "You were signed in for something else. Open this page from the portal to get access to it."
-            }
-        };
-        tracing::warn!(event = "operation.denied", operation = kind, "operation page refused");
-        pages::html_response(
-            StatusCode::FORBIDDEN,
-            pages::message("Not allowed", text, Some((state.config.issuer.as_str(), "Back to the portal"))),
-        )
-    })
+    tracing::warn!(event = "operation.denied", operation = kind, "operation page refused");
+    pages::html_response(
+        StatusCode::FORBIDDEN,
+        pages::message(
+            "Not allowed",
+            text,
+            Some((state.config.issuer.as_str(), "Back to the portal")),
+        ),
+    )
 }
 
 fn when(t: UnixTime) -> String {
@@ -371,46 +401,63 @@ fn home(Data(state): Data<&State>) -> Response {
 fn report(req: &Request, Path(id): Path<String>, Data(state): Data<&State>) -> Response {
     let grant = match grant_for(state, req, REPORT_VIEW, "report_id", &id) {
         Ok(g) => g,
-        Err(resp) => return resp,
+        Err(why) => return denied(state, REPORT_VIEW, why),
     };
     // Demo content derived from the id, so each report looks different.
     let seed: u64 = id.bytes().fold(7, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let rows = [("North", seed % 900 + 100), ("South", seed / 7 % 900 + 100), ("East", seed / 13 % 900 + 100)];
-    pages::html_response(StatusCode::OK, pages::layout(&format!("Report {id}"), html! {
-        div.card {
-            h1 { "Report " (id) }
-            table {
-                thead { tr { th { "Region" } th { "Orders" } } }
-                tbody { @for (region, orders) in rows { tr { td { (region) } td { (orders) } } } }
-            }
-        }
-        div.card { (grant_details(&grant)) }
-    }))
+    let rows = [
+        ("North", seed % 900 + 100),
+        ("South", seed / 7 % 900 + 100),
+        ("East", seed / 13 % 900 + 100),
+    ];
+    pages::html_response(
+        StatusCode::OK,
+        pages::layout(
+            &format!("Report {id}"),
+            html! {
+                div.card {
+                    h1 { "Report " (id) }
+                    table {
+                        thead { tr { th { "Region" } th { "Orders" } } }
+                        tbody { @for (region, orders) in rows { tr { td { (region) } td { (orders) } } } }
+                    }
+                }
+                div.card { (grant_details(&grant)) }
+            },
+        ),
+    )
 }
 
 #[handler]
 fn invoice(req: &Request, Path(id): Path<String>, Data(state): Data<&State>) -> Response {
     let grant = match grant_for(state, req, INVOICE_APPROVE, "invoice_id", &id) {
         Ok(g) => g,
-        Err(resp) => return resp,
+        Err(why) => return denied(state, INVOICE_APPROVE, why),
     };
-    let approved = state.approvals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
+    let approved =
+        state.approvals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
     let csrf = state.grants.csrf_token(&grant);
-    pages::html_response(StatusCode::OK, pages::layout(&format!("Invoice {id}"), html! {
-        div.card {
-            h1 { "Invoice " (id) }
-            @if let Some(a) = approved {
-                p.ok { "Approved by " code { (a.by) } " at " (when(a.at)) "." }
-            } @else {
-                p { "Approve invoice " strong { (id) } "? This cannot be undone." }
-                form method="post" action=(format!("/invoices/{}/approve", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>())) {
-                    input type="hidden" name="csrf" value=(csrf);
-                    button type="submit" { "Approve invoice " (id) }
+    pages::html_response(
+        StatusCode::OK,
+        pages::layout(
+            &format!("Invoice {id}"),
+            html! {
+                div.card {
+                    h1 { "Invoice " (id) }
+                    @if let Some(a) = approved {
+                        p.ok { "Approved by " code { (a.by) } " at " (when(a.at)) "." }
+                    } @else {
+                        p { "Approve invoice " strong { (id) } "? This cannot be undone." }
+                        form method="post" action=(format!("/invoices/{}/approve", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>())) {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Approve invoice " (id) }
+                        }
+                    }
                 }
-            }
-        }
-        div.card { (grant_details(&grant)) }
-    }))
+                div.card { (grant_details(&grant)) }
+            },
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -420,10 +467,15 @@ struct CsrfForm {
 }
 
 #[handler]
-fn approve_invoice(req: &Request, Path(id): Path<String>, Data(state): Data<&State>, Form(form): Form<CsrfForm>) -> Response {
+fn approve_invoice(
+    req: &Request,
+    Path(id): Path<String>,
+    Data(state): Data<&State>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     let grant = match grant_for(state, req, INVOICE_APPROVE, "invoice_id", &id) {
         Ok(g) => g,
-        Err(resp) => return resp,
+        Err(why) => return denied(state, INVOICE_APPROVE, why),
     };
     if !state.grants.check_csrf(&grant, &form.csrf) {
         tracing::warn!(event = "operation.denied", reason = "csrf", "approval form refused");
@@ -439,7 +491,10 @@ fn approve_invoice(req: &Request, Path(id): Path<String>, Data(state): Data<&Sta
         tracing::info!(event = "invoice.approved", sub = %grant.sub, jti = %grant.jti, "invoice approved");
     }
     drop(approvals);
-    see_other(&format!("/invoices/{}/approve", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()))
+    see_other(&format!(
+        "/invoices/{}/approve",
+        url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    ))
 }
 
 #[handler]

@@ -37,13 +37,16 @@ pub fn layout(title: &str, content: Markup) -> Markup {
 
 /// A message with a way forward.
 pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Markup {
-    layout(title, html! {
-        div.card {
-            h1 { (title) }
-            p { (text) }
-            @if let Some((href, label)) = link {
-                p { a.button href=(href) { (label) } }
+    layout(
+        title,
+        html! {
+            div.card {
+                h1 { (title) }
+                p { (text) }
+                @if let Some((href, label)) = link {
+                    p { a.button href=(href) { (label) } }
+                }
             }
-        }
-    })
+        },
+    )
 }

@@ -1,0 +1,29 @@
+# Handoff: the two commands most people need are `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: demo test build lint fmt clean-demo
+
+## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
+demo:
+	bash scripts/demo.sh
+
+## test: formatting, lints, then every test (unit, integration, real binaries)
+test: lint build
+	$(CARGO) test --workspace --locked
+
+## build: the server binaries (the process tests run them)
+build:
+	$(CARGO) build --workspace --bins --locked
+
+## lint: rustfmt and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## clean-demo: forget the demo's key, database and user
+clean-demo:
+	rm -rf .demo

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs the whole product on one machine: SERVER1 (the portal) at http://127.0.0.1:8001 and
+# SERVER2 (the partner) at http://localhost:8002 — two different sites, as in a real deployment.
+# First run: creates a signing key, the targets file and a demo user with a generated password,
+# all under .demo/. Ctrl-C stops both servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --bins --locked
+bin=target/debug
+data=.demo
+mkdir -p "$data"
+chmod 700 "$data"
+
+# Plain HTTP on loopback needs cookies without the Secure attribute; both servers refuse this
+# setting for anything but loopback addresses.
+export SERVER1_INSECURE_COOKIES=true SERVER2_INSECURE_COOKIES=true
+export RUST_LOG="${RUST_LOG:-info,poem=warn}"
+
+[ -f "$data/targets.toml" ] || cp server1/targets.example.toml "$data/targets.toml"
+[ -f "$data/keys/signing.pk8" ] || "$bin/server1" keys generate
+
+if [ ! -f "$data/demo-password" ]; then
+  password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+  printf '%s\n' "$password" | "$bin/server1" users add demo --password-stdin --role reports --role billing
+  (umask 077 && printf '%s\n' "$password" > "$data/demo-password")
+fi
+password=$(cat "$data/demo-password")
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+"$bin/server1" serve & pids+=($!)
+"$bin/server2" & pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -fsS http://127.0.0.1:8002/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat <<BANNER
+
+  Handoff demo is running.
+
+    SERVER1 (portal):   http://127.0.0.1:8001
+    SERVER2 (partner):  http://localhost:8002
+
+    Sign in to SERVER1 as   demo
+    with the password       $password
+
+  Then click "View report 42". Ctrl-C stops both servers; \`make clean-demo\` starts afresh.
+
+BANNER
+wait -n "${pids[@]}"
