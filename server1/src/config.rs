@@ -67,8 +67,10 @@ impl Config {
     ///
     /// Every variable with a bad value, each named with what it expects.
     pub fn from_env() -> Result<Self, ConfigError> {
+        // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
+        let pairs = handoff::env::vars_with_prefix("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
         let raw: RawConfig = envy::prefixed("SERVER1_")
-            .from_env()
+            .from_iter(pairs)
             .map_err(|e| ConfigError(vec![format!("SERVER1_*: {e}")]))?;
         Self::from_raw(raw)
     }

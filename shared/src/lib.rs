@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crypto;
+pub mod env;
 pub mod grant;
 pub mod keys;
 pub mod mint;

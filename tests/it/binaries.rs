@@ -154,6 +154,17 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server1 keys generate"), "missing key says what to do: {err}");
 
+    // Non-UTF-8 bytes in the environment: ours are named, others' ignored, nothing panics.
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"/tmp/\xff\xfe");
+    let out = server1(dir.path(), free_port()).env("SERVER1_KEYS_DIR", bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("SERVER1_KEYS_DIR: expected UTF-8"), "{err}");
+    let out = server1(dir.path(), free_port()).env("UNRELATED", bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("server1 keys generate"), "{err}");
+
     let out = Command::new(binary("server2"))
         .env_clear()
         .env("SERVER2_ISSUER", "not a url")
