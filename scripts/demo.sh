@@ -12,9 +12,8 @@ data=.demo
 mkdir -p "$data"
 chmod 700 "$data"
 
-# Plain HTTP on loopback needs cookies without the Secure attribute; both servers refuse this
-# setting for anything but loopback addresses.
-export SERVER1_INSECURE_COOKIES=true SERVER2_INSECURE_COOKIES=true
+# Cookies stay Secure with the __Host- prefix even over plain HTTP here: browsers treat
+# http://localhost and http://127.0.0.1 as secure contexts.
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$data/targets.toml" ] || cp server1/targets.example.toml "$data/targets.toml"

@@ -101,7 +101,6 @@ pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
         ("database_url", db.as_str()),
         ("keys_dir", keys.as_str()),
         ("targets_file", targets.as_str()),
-        ("insecure_cookies", "true"),
     ])
     .unwrap()
 }
@@ -111,7 +110,6 @@ pub fn server2_config(server1: &str, server2: &str) -> server2::Config {
     server2::Config::from_pairs([
         ("public_url", server2),
         ("issuer", server1),
-        ("insecure_cookies", "true"),
         ("jwks_refresh_secs", "1"),
     ])
     .unwrap()

@@ -23,7 +23,6 @@ fn server1(dir: &std::path::Path, port: u16) -> Command {
         .env("SERVER1_DATABASE_URL", format!("sqlite://{}", dir.join("db.sqlite3").display()))
         .env("SERVER1_KEYS_DIR", dir.join("keys"))
         .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
-        .env("SERVER1_INSECURE_COOKIES", "true")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -108,7 +107,6 @@ async fn real_processes_end_to_end() {
             .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
             .env("SERVER2_PUBLIC_URL", &server2_url)
             .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
-            .env("SERVER2_INSECURE_COOKIES", "true")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()

@@ -35,7 +35,9 @@ async fn sign_in_open_report_and_land_on_it() {
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/reports/42");
     let set_cookie = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    for attribute in ["__Host-handoff_grant=", "HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{attribute} missing: {set_cookie}");
+    }
 
     let report = c.get(format!("{}/reports/42", s.server2)).send().await.unwrap();
     assert_eq!(report.status(), 200);
@@ -167,7 +169,7 @@ async fn session_id_is_renewed_at_sign_in() {
         let server1 = s.server1.clone();
         async move {
             let form = raw.get(format!("{server1}/login")).send().await.unwrap();
-            let login = set_cookie(&form, "handoff_login=");
+            let login = set_cookie(&form, "__Host-handoff_login=");
             let csrf = form_value(&form.text().await.unwrap(), "csrf").unwrap();
             let resp = raw
                 .post(format!("{server1}/login"))
@@ -182,14 +184,14 @@ async fn session_id_is_renewed_at_sign_in() {
                 .await
                 .unwrap();
             assert_eq!(resp.status(), 303);
-            set_cookie(&resp, "handoff_session=")
+            set_cookie(&resp, "__Host-handoff_session=")
         }
     };
     let get_home =
         |cookie: String| raw.get(format!("{}/", s.server1)).header("cookie", cookie).send();
 
     // A session id planted before sign-in is not the one that gets signed in (no fixation).
-    let planted = "handoff_session=AttackerChosenValueAttackerChosenValue1234567".to_owned();
+    let planted = "__Host-handoff_session=AttackerChosenValueAttackerChosenValue1234567".to_owned();
     let first = sign_in_with(planted.clone()).await;
     assert_ne!(first, planted);
     assert_eq!(get_home(planted).await.unwrap().status(), 303);

@@ -269,7 +269,7 @@ async fn grant_for_one_operation_does_not_open_another() {
     // A forged cookie is no grant either.
     let forged = reqwest::Client::new()
         .get(format!("{}/reports/42", s.server2))
-        .header("cookie", format!("handoff_grant={token}"))
+        .header("cookie", format!("__Host-handoff_grant={token}"))
         .send()
         .await
         .unwrap();
