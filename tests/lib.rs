@@ -228,3 +228,25 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// One pair of servers for the whole test process, running on a runtime of its own, for suites
+/// of many small independent requests (the attack suite). Each request there uses a fresh
+/// client, so tests cannot see each other's cookies.
+pub fn shared_servers() -> &'static Servers {
+    static SHARED: std::sync::OnceLock<Servers> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tx.send(spawn().await).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
