@@ -74,7 +74,9 @@ pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
     let key = SigningKey::generate().unwrap();
     key.save(&keys.join("signing.pk8")).unwrap();
     std::fs::write(dir.join("targets.toml"), targets_for(server2)).unwrap();
-    let db = server1::db::Db::open(&dir.join("server1.sqlite3")).unwrap();
+    let db =
+        server1::db::Db::open(&dir.join("server1.sqlite3"), server1::db::OpenMode::CreateIfMissing)
+            .unwrap();
     let passwords = server1::passwords::Passwords::new().unwrap();
     let hash = passwords.hash(PASSWORD).unwrap();
     let now = handoff::Clock::now(&handoff::SystemClock);

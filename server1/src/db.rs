@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use handoff::{Subject, UnixTime};
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 /// A database failure. Messages name the file and the fix; never a password or session id.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum DbError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The file does not exist and may not be created here.
+    #[error("no database at {0}: create it with `server1 users add NAME --password-stdin`, or check SERVER1_DATABASE_URL")]
+    Missing(String),
     /// A user with that name exists.
     #[error("a user with that name already exists")]
     Conflict,
@@ -33,6 +36,33 @@ pub enum DbError {
     /// Randomness failed.
     #[error("the system random number generator failed")]
     Random,
+}
+
+/// Whether [`Db::open`] may create the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The database must exist (serving, minting).
+    Existing,
+    /// Create an empty database if there is none (adding users).
+    CreateIfMissing,
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}
+
+fn io_error(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+        Some(e.to_string()),
+    )
 }
 
 /// A user as SERVER1 knows them.
@@ -86,16 +116,27 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 impl Db {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens and migrates the database at `path`; with [`OpenMode::CreateIfMissing`] a missing
+    /// file is created first, readable by its owner only (it holds password hashes and the
+    /// anti-forgery secret).
     ///
     /// # Errors
     ///
-    /// [`DbError::Open`] when the file cannot be opened, is not a database, or cannot be
-    /// migrated (read-only, locked).
-    pub fn open(path: &Path) -> Result<Self, DbError> {
+    /// [`DbError::Missing`] for a missing file with [`OpenMode::Existing`]; [`DbError::Open`]
+    /// when the file cannot be opened, is not a database, or cannot be migrated (read-only,
+    /// locked).
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Self, DbError> {
         let shown = path.display().to_string();
+        if !path.exists() {
+            match mode {
+                OpenMode::Existing => return Err(DbError::Missing(shown)),
+                OpenMode::CreateIfMissing => create_private_file(path)
+                    .map_err(|e| DbError::Open { path: shown.clone(), source: io_error(e) })?,
+            }
+        }
         let open_err = |source| DbError::Open { path: shown.clone(), source };
-        let mut conn = Connection::open(path).map_err(open_err)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
@@ -292,7 +333,15 @@ mod tests {
     #[test]
     fn users_sessions_and_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&dir.path().join("db.sqlite3")).expect("open");
+        let path = dir.path().join("db.sqlite3");
+        assert!(matches!(Db::open(&path, OpenMode::Existing), Err(DbError::Missing(_))));
+        let db = Db::open(&path, OpenMode::CreateIfMissing).expect("open");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the database is private");
+        }
         let now = UnixTime::from_secs(1000);
         let user =
             db.add_user("alice", "hash", &["b".into(), "a".into(), "a".into()], now).expect("add");
@@ -315,17 +364,32 @@ mod tests {
         assert_eq!(db.secret("csrf").expect("secret"), s1, "stable");
         drop(db);
         // Re-opening keeps data and does not re-run migrations.
-        let db = Db::open(&dir.path().join("db.sqlite3")).expect("reopen");
+        let db = Db::open(&path, OpenMode::Existing).expect("reopen");
         assert!(db.user_by_name("alice").expect("q").is_some());
     }
 
     #[test]
     fn unopenable_database_is_a_clear_error() {
-        let err = Db::open(Path::new("/nonexistent-dir/x/db.sqlite3")).unwrap_err();
+        let missing = Path::new("/nonexistent-dir/x/db.sqlite3");
+        let err = Db::open(missing, OpenMode::CreateIfMissing).unwrap_err();
         assert!(err.to_string().contains("SERVER1_DATABASE_URL"));
+        let err = Db::open(missing, OpenMode::Existing).unwrap_err();
+        assert!(err.to_string().contains("server1 users add"), "{err}");
         let dir = tempfile::tempdir().expect("tempdir");
         let garbage = dir.path().join("garbage.sqlite3");
         std::fs::write(&garbage, vec![b'x'; 4096]).expect("write");
-        assert!(matches!(Db::open(&garbage), Err(DbError::Open { .. })));
+        assert!(matches!(Db::open(&garbage, OpenMode::Existing), Err(DbError::Open { .. })));
+        // Read-only: migrating or writing fails with a clear error, not a panic.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let ro = dir.path().join("ro.sqlite3");
+            drop(Db::open(&ro, OpenMode::CreateIfMissing).expect("create"));
+            std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+            // root ignores file modes; only assert where the mode is enforced.
+            if std::fs::OpenOptions::new().write(true).open(&ro).is_err() {
+                assert!(Db::open(&ro, OpenMode::Existing).is_err());
+            }
+        }
     }
 }

@@ -84,7 +84,7 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
     handoff::crypto::install().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let key = Arc::new(SigningKey::load(&config.signing_key_path())?);
     let targets = Targets::load(&config.targets_file)?;
-    let db = Db::open(&config.database)?;
+    let db = Db::open(&config.database, db::OpenMode::Existing)?;
     let csrf = Csrf::new(&db.secret("csrf")?);
     let passwords = Passwords::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let jwks = Jwks { keys: vec![key.public_jwk()] };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use handoff::{MintRequest, Minter, SigningKey};
-use server1::db::Db;
+use server1::db::{Db, OpenMode};
 use server1::passwords::Passwords;
 use server1::targets::Targets;
 use server1::Config;
@@ -171,7 +171,7 @@ fn add_user(
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
     let hash = Passwords::new()?.hash(password)?;
-    let db = Db::open(&config.database)?;
+    let db = Db::open(&config.database, OpenMode::CreateIfMissing)?;
     let user = db.add_user(&name, &hash, roles, config.clock.now())?;
     eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, user.roles.join(", "));
     Ok(())
@@ -192,7 +192,7 @@ fn mint(
     let offered = target
         .operation(op)
         .ok_or_else(|| anyhow!("target {:?} has no operation {op:?}", target.id))?;
-    let db = Db::open(&config.database)?;
+    let db = Db::open(&config.database, OpenMode::Existing)?;
     let (user, _) =
         db.user_by_name(&user.to_ascii_lowercase())?.ok_or_else(|| anyhow!("no user {user:?}"))?;
     if !user.has_role(&offered.role) {

@@ -5,12 +5,15 @@
 //! hash, so the answer's timing does not reveal which user names exist.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use argon2::Argon2;
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Shortest password accepted for new users.
 pub const MIN_PASSWORD_LEN: usize = 8;
-/// Longest password accepted (argon2 would take more, but a bound keeps requests small).
+/// Longest password accepted, in bytes (argon2 would take more; a bound keeps requests small).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Why a password was not hashed.
@@ -22,13 +25,22 @@ pub enum PasswordError {
     /// The hasher failed (randomness or argon2 itself).
     #[error("cannot hash password")]
     Hash,
+    /// Every argon2 slot is busy: the server is overloaded (or under a sign-in flood).
+    #[error("too many sign-ins at once")]
+    Busy,
 }
 
 /// Hashes and checks passwords.
+///
+/// Each argon2 run holds 19 MiB for tens of milliseconds, so concurrent runs are bounded by a
+/// semaphore (two per CPU): a flood of sign-in attempts gets "busy" answers, not the server's
+/// memory.
 #[derive(Debug)]
 pub struct Passwords {
     argon: Argon2<'static>,
     dummy_hash: String,
+    slots: Semaphore,
+    runs: AtomicU64,
 }
 
 impl Passwords {
@@ -39,7 +51,9 @@ impl Passwords {
     /// When the dummy hash cannot be made (randomness failing).
     pub fn new() -> Result<Self, PasswordError> {
         let argon = Argon2::default();
-        let mut this = Self { argon, dummy_hash: String::new() };
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let slots = Semaphore::new(2 * cpus);
+        let mut this = Self { argon, dummy_hash: String::new(), slots, runs: AtomicU64::new(0) };
         this.dummy_hash = this.hash("dummy password for unknown users")?;
         Ok(this)
     }
@@ -50,7 +64,8 @@ impl Passwords {
     ///
     /// [`PasswordError::Policy`] for a password of the wrong length.
     pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
-        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&password.chars().count()) {
+        // At least 8 characters, at most 1024 bytes: the bound `verify` applies too.
+        if password.chars().count() < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
             return Err(PasswordError::Policy);
         }
         let mut salt = [0u8; 16];
@@ -74,8 +89,23 @@ impl Passwords {
         let Ok(parsed) = PasswordHash::new(hash) else {
             return false;
         };
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let matches = self.argon.verify_password(password.as_bytes(), &parsed).is_ok();
         matches && real
+    }
+
+    /// A slot for one argon2 run, if one is free now.
+    ///
+    /// # Errors
+    ///
+    /// [`PasswordError::Busy`] when every slot is taken.
+    pub fn slot(&self) -> Result<SemaphorePermit<'_>, PasswordError> {
+        self.slots.try_acquire().map_err(|_| PasswordError::Busy)
+    }
+
+    /// How many argon2 verifications ran (for tests: an unknown user must cost one too).
+    pub fn verifications(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 }
 
@@ -93,6 +123,16 @@ mod tests {
         assert!(!p.verify("correct horse", None));
         assert!(!p.verify("dummy password for unknown users", None));
         assert!(!p.verify("x", Some("not a hash")));
+        // Unknown users cost an argon2 run like known ones.
+        let before = p.verifications();
+        p.verify("guess", Some(&hash));
+        p.verify("guess", None);
+        assert_eq!(p.verifications(), before + 2);
+        // The length bound is the same for setting and checking: bytes, not characters.
+        let long = "é".repeat(600);
+        assert!(matches!(p.hash(&long), Err(PasswordError::Policy)));
+        let max = "x".repeat(1024);
+        assert!(p.verify(&max, Some(&p.hash(&max).expect("hash"))));
         assert!(matches!(p.hash("short"), Err(PasswordError::Policy)));
         assert!(matches!(p.hash(&"x".repeat(1025)), Err(PasswordError::Policy)));
     }

@@ -24,6 +24,9 @@ use config::KeysFrom;
 use keys::KeySource;
 use web::AppState;
 
+/// How often the issuer's keys are fetched again when nothing else prompts it.
+const KEY_REFRESH: Duration = Duration::from_secs(300);
+
 /// Why SERVER2 could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -139,16 +142,28 @@ impl App {
         let state = Arc::clone(&self.state);
         let replay = Arc::clone(&self.replay);
         let background = tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
+            // Every 5 s: drop expired replay entries. Keys: retried with backoff (1 s to 30 s)
+            // while none are loaded, then refreshed every 5 minutes, so a key the issuer stops
+            // publishing stops being trusted here too.
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut backoff = Duration::from_secs(1);
+            let mut next_fetch = tokio::time::Instant::now() + KEY_REFRESH;
             loop {
                 tick.tick().await;
                 replay.purge_expired(state.config.clock.now());
-                if !state.keys.is_ready() {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    if let Err(e) = state.keys.refresh().await {
-                        tracing::warn!(error = %e, "issuer keys still not loaded");
+                let now = tokio::time::Instant::now();
+                if state.keys.is_ready() && now < next_fetch {
+                    continue;
+                }
+                match state.keys.refresh().await {
+                    Ok(_) => {
+                        backoff = Duration::from_secs(1);
+                        next_fetch = now + KEY_REFRESH;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "issuer keys not refreshed; keeping the last good keys");
+                        next_fetch = now + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
             }

@@ -196,7 +196,10 @@ impl SigningKey {
             options.mode(0o600);
         }
         // Write to a temporary name and rename, so a crash never leaves half a key behind.
-        let tmp = path.with_extension("tmp");
+        let mut suffix = [0u8; 6];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut suffix)
+            .map_err(|_| KeyError::Random)?;
+        let tmp = path.with_extension(format!("tmp-{}", URL_SAFE_NO_PAD.encode(suffix)));
         let mut file = options.open(&tmp).map_err(io("cannot create key file"))?;
         let written = file.write_all(&self.pkcs8).and_then(|()| file.sync_all());
         if let Err(source) = written {
@@ -220,7 +223,7 @@ impl SigningKey {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
             x: URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
-            kid: Some(self.kid.clone()),
+            kid: Some(self.kid.to_string()),
             alg: Some("EdDSA".into()),
             key_use: Some("sig".into()),
         }
@@ -275,9 +278,10 @@ pub struct PublicJwk {
     /// The public key, base64url.
     #[serde(default)]
     pub x: String,
-    /// The key id (the RFC 7638 thumbprint).
+    /// The key id. Ours is the RFC 7638 thumbprint; other key types in a set may carry any id,
+    /// so it is checked only for the keys this profile uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kid: Option<Kid>,
+    pub kid: Option<String>,
     /// The algorithm the key is for (`EdDSA`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
@@ -375,7 +379,7 @@ impl KeySet {
                 .filter(|raw| raw.len() == 32)
                 .ok_or_else(|| bad("an Ed25519 `x` must be 32 bytes of base64url"))?;
             let kid = ed25519_kid(&raw);
-            if jwk.kid.as_ref().is_some_and(|k| *k != kid) {
+            if jwk.kid.as_deref().is_some_and(|k| k != kid.as_str()) {
                 return Err(bad("a `kid` is not the RFC 7638 thumbprint of its key"));
             }
             let decoding = DecodingKey::from_ed_der(&raw);
@@ -534,7 +538,8 @@ mod tests {
         let cases: Vec<(&str, Edit)> = vec![
             ("short x", Box::new(|k| k.x = "AAAA".into())),
             ("not base64", Box::new(|k| k.x = "!".repeat(43))),
-            ("wrong kid", Box::new(|k| k.kid = Some(Kid("A".repeat(43))))),
+            ("wrong kid", Box::new(|k| k.kid = Some("A".repeat(43)))),
+            ("free-form kid", Box::new(|k| k.kid = Some("key-2024".into()))),
             ("enc use", Box::new(|k| k.key_use = Some("enc".into()))),
             ("other alg", Box::new(|k| k.alg = Some("ES256".into()))),
         ];
@@ -545,15 +550,13 @@ mod tests {
             assert!(matches!(err, Err(KeyError::InvalidJwks(_))), "{name}");
         }
         assert!(KeySet::from_jwks(&Jwks::default()).is_err(), "empty set");
-        let rsa = PublicJwk {
-            kty: "RSA".into(),
-            crv: String::new(),
-            x: String::new(),
-            kid: None,
-            alg: None,
-            key_use: None,
-        };
-        let set = KeySet::from_jwks(&Jwks { keys: vec![rsa, good] }).expect("RSA skipped");
+        // Keys of other types, with ids of any shape and members this type lacks, are skipped.
+        let mixed = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"rsa-2024","n":"AQAB","e":"AQAB","use":"sig"}},
+                {{"kty":"EC","crv":"P-256","kid":"ec 1","x":"a","y":"b"}},{}]}}"#,
+            serde_json::to_string(&good).expect("json")
+        );
+        let set = KeySet::from_jwks(&Jwks::parse(mixed.as_bytes()).expect("parse")).expect("set");
         assert_eq!(set.len(), 1);
     }
 

@@ -67,6 +67,7 @@ pub struct MemoryReplayStore {
 struct Shard {
     entries: HashMap<u128, u64>,
     next_sweep: u64,
+    swept_at: u64,
 }
 
 impl Shard {
@@ -77,6 +78,7 @@ impl Shard {
             self.entries.shrink_to(self.entries.len() * 2);
         }
         self.next_sweep = now + 1;
+        self.swept_at = now;
     }
 }
 
@@ -117,7 +119,11 @@ impl MemoryReplayStore {
             _ => {}
         }
         if shard.entries.len() >= self.per_shard {
-            shard.sweep(now);
+            // Sweeping a full shard is O(n) under its lock: at most once a second, so a flood
+            // against a full store cannot turn every request into a full scan.
+            if shard.swept_at != now {
+                shard.sweep(now);
+            }
             if shard.entries.len() >= self.per_shard {
                 return Err(ReplayStoreError::Full);
             }

@@ -163,6 +163,36 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("server1 keys generate"), "{err}");
 
+    // A key and targets but no database: serving refuses (adding a user creates it).
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(dir2.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    assert!(server1(dir2.path(), free_port())
+        .args(["keys", "generate"])
+        .status()
+        .unwrap()
+        .success());
+    let out = server1(dir2.path(), free_port()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("server1 users add"), "{err}");
+    assert!(!dir2.path().join("db.sqlite3").exists(), "nothing created half-way");
+    // A broken targets file names the fault.
+    std::fs::write(dir2.path().join("targets.toml"), "[[target]]\nid = 1\n").unwrap();
+    let out = server1(dir2.path(), free_port()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("targets file"), "{err}");
+
+    // An operation-cookie key that is too short.
+    let short = dir.path().join("cookie.key");
+    std::fs::write(&short, [7u8; 16]).unwrap();
+    let out = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_COOKIE_KEY_FILE", &short)
+        .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("SERVER2_COOKIE_KEY_FILE"), "{err}");
+
     let out = Command::new(binary("server2"))
         .env_clear()
         .env("SERVER2_ISSUER", "not a url")

@@ -64,6 +64,37 @@ async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The positive control for the forged-token tests below: the same helpers, unmodified, make a
+/// token SERVER2 accepts, so each refusal is down to the one thing its test changes.
+#[tokio::test]
+async fn baseline_signed_token_is_accepted() {
+    let s = spawn().await;
+    let token = sign(&s, &profile_header(s.key.kid().as_str()), &claims(&s));
+    let c = client();
+    let resp =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn expired_operation_cookie_is_refused() {
+    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let server_clock = clock.clone();
+    let s = spawn_with(move |c| c.clock = server_clock).await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    clock.advance(600);
+    let later = c.get(format!("{}/reports/42", s.server2)).send().await.unwrap();
+    assert_eq!(later.status(), 403);
+    assert!(later.text().await.unwrap().contains("has ended"));
+}
+
 #[tokio::test]
 async fn replayed_token_is_refused() {
     let s = spawn().await;

@@ -24,6 +24,9 @@ pub enum AppError {
     /// The database is unavailable.
     #[error("database: {0}")]
     Db(#[from] crate::db::DbError),
+    /// Too much work at once (sign-in slots all busy).
+    #[error("busy")]
+    Busy,
     /// Something that should not happen.
     #[error("internal: {0}")]
     Internal(String),
@@ -35,7 +38,7 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MissingRole(_) | Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Db(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,6 +60,10 @@ impl ResponseError for AppError {
             Self::Csrf => (
                 "This form has expired",
                 "For your safety the form could not be accepted. Go back, reload the page and try again.".into(),
+            ),
+            Self::Busy => (
+                "Busy",
+                "Too many sign-ins are in progress right now. Please try again in a few seconds.".into(),
             ),
             Self::Db(_) | Self::Internal(_) => (
                 "Temporarily unavailable",

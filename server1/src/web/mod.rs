@@ -215,13 +215,15 @@ async fn login(
     let name = form.username.trim().to_ascii_lowercase();
     let found = if crate::is_valid_user_name(&name) { state.db.user_by_name(&name)? } else { None };
     // argon2 runs off the async threads; an unknown name costs the same as a wrong password.
-    let state2 = Arc::clone(state);
-    let stored = found.as_ref().map(|(_, h)| h.clone());
-    let password = form.password;
-    let ok =
+    let ok = {
+        let _slot = state.passwords.slot().map_err(|_| AppError::Busy)?;
+        let state2 = Arc::clone(state);
+        let stored = found.as_ref().map(|(_, h)| h.clone());
+        let password = form.password;
         tokio::task::spawn_blocking(move || state2.passwords.verify(&password, stored.as_deref()))
             .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(|e| AppError::Internal(e.to_string()))?
+    };
     let user = match (ok, found) {
         (true, Some((user, _))) => user,
         _ => {
