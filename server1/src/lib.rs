@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod passwords;
 pub mod targets;
+pub mod throttle;
 pub mod web;
 
 use std::future::Future;
@@ -98,8 +99,17 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
         acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(
             || StartupError::Listen(std::io::Error::other("listener has no address")),
         )?;
-    let state =
-        Arc::new(AppState { config, db, targets, minter, jwks_json, passwords, csrf, cookies });
+    let state = Arc::new(AppState {
+        config,
+        db,
+        targets,
+        minter,
+        jwks_json,
+        passwords,
+        csrf,
+        cookies,
+        throttle: throttle::Throttle::new(100_000),
+    });
     Ok(App { acceptor, local_addr, state })
 }
 

@@ -10,6 +10,9 @@ use std::path::Path;
 use handoff::{ArgName, ArgRule, ArgSpec, Audience, OperationSpec, OperationType};
 use serde::Deserialize;
 
+/// Query parameters of `/handoff/{target}/{operation}` that are not operation arguments.
+const RESERVED_ARGS: [&str; 3] = ["mode", "nonce", "confirm"];
+
 /// Largest targets file read.
 const MAX_FILE_LEN: u64 = 1024 * 1024;
 
@@ -224,6 +227,11 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
     let mut example = Some(Vec::new());
     for (name, raw) in op.args {
         let arg = ArgName::parse(&name).map_err(|e| format!("{at}: argument {name:?}: {e}"))?;
+        if RESERVED_ARGS.contains(&name.as_str()) {
+            return Err(format!(
+                "{at}: argument {name:?} is reserved (mode, nonce and confirm are)"
+            ));
+        }
         let at = format!("{at}: argument {name}");
         let rule = match (raw.rule.as_str(), raw.min, raw.max, raw.max_len, raw.values) {
             ("integer", Some(min), Some(max), None, None) => ArgRule::Integer { min, max },
@@ -291,6 +299,7 @@ mod tests {
             ("rule = \"integer\"", "rule = \"regex\"", "rule must be"),
             ("example = \"42\"", "example = \"0\"", "example"),
             ("title = \"View report\"", "title = \"View report\"\nsurprise = 1", "unknown field"),
+            ("[target.operation.args.report_id]", "[target.operation.args.nonce]", "reserved"),
         ];
         for (from, to, expected) in cases {
             let err = with(from, to).unwrap_err();

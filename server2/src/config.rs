@@ -18,6 +18,15 @@ pub enum KeysFrom {
     File(PathBuf),
 }
 
+/// Whether SERVER2 accepts handoffs SERVER1 started on its own (tokens without a nonce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnboundHandoffs {
+    /// Accept them (the default: users start from the portal's dashboard).
+    Accept,
+    /// Accept only handoffs this server started, bound to the browser by a nonce cookie.
+    Refuse,
+}
+
 /// Whether cookies carry `Secure` (and the `__Host-` prefix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieSecurity {
@@ -52,6 +61,10 @@ pub struct Config {
     pub cookie_key_file: Option<PathBuf>,
     /// Cookie attributes.
     pub cookies: CookieSecurity,
+    /// Whether unbound (issuer-initiated) handoffs are accepted.
+    pub unbound_handoffs: UnboundHandoffs,
+    /// This server's target id in the issuer's registry (where `/handoff/start` sends browsers).
+    pub issuer_target_id: String,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -75,6 +88,8 @@ struct RawConfig {
     replay_capacity: Option<String>,
     cookie_key_file: Option<String>,
     insecure_cookies: Option<String>,
+    unbound_handoffs: Option<String>,
+    issuer_target_id: Option<String>,
 }
 
 impl Config {
@@ -217,9 +232,41 @@ impl Config {
                 errors.push("SERVER2_INSECURE_COOKIES: expected false when SERVER2_PUBLIC_URL is not on loopback".into());
             }
         }
+        let unbound = check!(
+            "UNBOUND_HANDOFFS",
+            "accept or refuse",
+            match raw.unbound_handoffs.as_deref().unwrap_or("accept") {
+                "accept" => Some(UnboundHandoffs::Accept),
+                "refuse" => Some(UnboundHandoffs::Refuse),
+                _ => None,
+            }
+        );
+        let target_id = check!(
+            "ISSUER_TARGET_ID",
+            "this server's target id in the issuer's targets file (a-z 0-9 - _, up to 32)",
+            Some(raw.issuer_target_id.unwrap_or_else(|| "partner".into())).filter(|id| {
+                (1..=32).contains(&id.len())
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    })
+            })
+        );
         let cookie_key_file = raw.cookie_key_file.filter(|s| !s.is_empty()).map(PathBuf::from);
 
-        match (
+        let (
+            Some(listen),
+            Some(public_url),
+            Some(issuer),
+            Some(keys_from),
+            Some(refresh),
+            Some(leeway),
+            Some(max_token_lifetime),
+            Some(grant_ttl),
+            Some(replay_capacity),
+            Some(cookies),
+            Some(unbound_handoffs),
+            Some(issuer_target_id),
+        ) = (
             listen,
             public_url,
             issuer,
@@ -230,34 +277,31 @@ impl Config {
             grant_ttl,
             replay_capacity,
             cookies,
-        ) {
-            (
-                Some(listen),
-                Some(public_url),
-                Some(issuer),
-                Some(keys_from),
-                Some(refresh),
-                Some(leeway),
-                Some(max_token_lifetime),
-                Some(grant_ttl),
-                Some(replay_capacity),
-                Some(cookies),
-            ) if errors.is_empty() => Ok(Self {
-                listen,
-                public_url,
-                issuer,
-                keys_from,
-                jwks_refresh_interval: Duration::from_secs(refresh),
-                leeway,
-                max_token_lifetime,
-                grant_ttl,
-                replay_capacity,
-                cookie_key_file,
-                cookies,
-                clock: Arc::new(SystemClock),
-            }),
-            _ => Err(ConfigError(errors)),
+            unbound,
+            target_id,
+        )
+        else {
+            return Err(ConfigError(errors));
+        };
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
         }
+        Ok(Self {
+            listen,
+            public_url,
+            issuer,
+            keys_from,
+            jwks_refresh_interval: Duration::from_secs(refresh),
+            leeway,
+            max_token_lifetime,
+            grant_ttl,
+            replay_capacity,
+            cookie_key_file,
+            cookies,
+            unbound_handoffs,
+            issuer_target_id,
+            clock: Arc::new(SystemClock),
+        })
     }
 }
 
@@ -302,6 +346,8 @@ mod tests {
             ("replay_capacity", "5"),
             ("insecure_cookies", "yes"),
             ("jwks_refresh_secs", "-1"),
+            ("unbound_handoffs", "sometimes"),
+            ("issuer_target_id", "Partner!"),
         ])
         .unwrap_err()
         .to_string();
@@ -315,6 +361,8 @@ mod tests {
             "INSECURE_COOKIES",
             "JWKS_REFRESH_SECS",
             "JWKS_URL",
+            "UNBOUND_HANDOFFS",
+            "ISSUER_TARGET_ID",
         ] {
             assert!(err.contains(&format!("SERVER2_{var}")), "{var}: {err}");
         }

@@ -168,6 +168,18 @@ impl GrantKey {
     }
 }
 
+impl GrantKey {
+    /// True when `a` and `b` are the same non-empty secret (a nonce cookie and a token's
+    /// nonce), compared in constant time: both are MACed and the tags compared by ring.
+    pub fn same_secret(&self, a: &str, b: &str) -> bool {
+        if a.is_empty() || b.is_empty() {
+            return false;
+        }
+        let tag = hmac::sign(&self.csrf, a.as_bytes());
+        hmac::verify(&self.csrf, b.as_bytes(), tag.as_ref()).is_ok()
+    }
+}
+
 impl fmt::Debug for GrantKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("GrantKey([redacted])")
@@ -221,5 +233,14 @@ mod tests {
         assert!(!key.check_csrf(&b, &token));
         assert!(!key.check_csrf(&a, ""));
         assert!(!key.check_csrf(&a, "!!"));
+    }
+
+    #[test]
+    fn same_secret() {
+        let key = GrantKey::generate().expect("key");
+        assert!(key.same_secret("abc", "abc"));
+        assert!(!key.same_secret("abc", "abd"));
+        assert!(!key.same_secret("", ""));
+        assert!(!key.same_secret("abc", ""));
     }
 }

@@ -21,6 +21,7 @@ pub mod time;
 pub mod token;
 pub mod values;
 pub mod verify;
+pub mod web;
 
 pub use keys::{Jwks, KeySet, Kid, PublicJwk, SigningKey};
 pub use mint::{MintRequest, MintedToken, Minter};

@@ -80,9 +80,12 @@ pub enum Rejection {
     /// An operation argument is missing, unexpected or invalid.
     #[error("bad operation argument")]
     BadOperationArgument,
-    /// The browser-binding nonce does not match.
+    /// The browser-binding nonce does not match this browser's nonce cookie.
     #[error("browser binding mismatch")]
     NonceMismatch,
+    /// The token carries no browser binding and this party accepts only bound handoffs.
+    #[error("unbound handoff refused")]
+    UnboundRefused,
     /// The `jti` was seen before.
     #[error("replayed")]
     Replayed,
@@ -114,13 +117,14 @@ impl Rejection {
             Self::UnknownOperation => "unknown_operation",
             Self::BadOperationArgument => "bad_operation_argument",
             Self::NonceMismatch => "nonce_mismatch",
+            Self::UnboundRefused => "unbound_refused",
             Self::Replayed => "replayed",
             Self::ReplayStoreUnavailable => "replay_store_unavailable",
         }
     }
 
     /// Every rejection, for documentation and metrics registration.
-    pub const ALL: [Rejection; 21] = [
+    pub const ALL: [Rejection; 22] = [
         Self::TooLarge,
         Self::Malformed,
         Self::BadHeader,
@@ -140,6 +144,7 @@ impl Rejection {
         Self::UnknownOperation,
         Self::BadOperationArgument,
         Self::NonceMismatch,
+        Self::UnboundRefused,
         Self::Replayed,
         Self::ReplayStoreUnavailable,
     ];

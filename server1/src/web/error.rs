@@ -24,6 +24,9 @@ pub enum AppError {
     /// The database is unavailable.
     #[error("database: {0}")]
     Db(#[from] crate::db::DbError),
+    /// The request broke a size limit (body, URI or headers).
+    #[error("too large: {0}")]
+    TooLarge(StatusCode),
     /// Too much work at once (sign-in slots all busy).
     #[error("busy")]
     Busy,
@@ -38,6 +41,7 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MissingRole(_) | Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(status) => *status,
             Self::Db(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,6 +61,7 @@ impl ResponseError for AppError {
                 format!("Your account does not have the “{role}” role this operation needs. Ask an administrator to grant it."),
             ),
             Self::BadRequest(why) => ("That did not work", format!("{why}.")),
+            Self::TooLarge(_) => ("That did not work", "The request was too large.".into()),
             Self::Csrf => (
                 "This form has expired",
                 "For your safety the form could not be accepted. Go back, reload the page and try again.".into(),

@@ -154,6 +154,32 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
     )
 }
 
+/// Asks before handing the user over when another site sent them here.
+pub fn confirm_page(
+    target: &Target,
+    op: &TargetOperation,
+    args: &str,
+    continue_href: &str,
+) -> Markup {
+    layout(
+        "Continue?",
+        None,
+        html! {
+            div.card {
+                h1 { "Open " (op.title) " in " (target.name) "?" }
+                p { "Another site sent you here to open " strong { (op.title) } " " (args) " in "
+                    strong { (target.name) } ", signed in as you." }
+                p { "Continue only if you meant to." }
+                p {
+                    a.button href=(continue_href) { "Continue to " (target.name) }
+                    " "
+                    a href="/" { "Back to the portal" }
+                }
+            }
+        },
+    )
+}
+
 /// The page that carries the token to the target in a POST body.
 pub fn handoff_page(
     target: &Target,

@@ -8,33 +8,33 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use cookie::{Cookie, SameSite};
-use poem::Request;
+use cookie::SameSite;
+use handoff::web::CookieAttrs;
+use poem::http::HeaderValue;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac};
 
 use crate::config::CookieSecurity;
+pub use ::handoff::web::read_cookie;
 
 /// Cookie names and attributes for this deployment.
 #[derive(Debug, Clone)]
 pub struct Cookies {
-    secure: bool,
+    attrs: CookieAttrs,
     session: &'static str,
     login: &'static str,
 }
 
 impl Cookies {
-    /// Names and attributes for `security`.
+    /// Names and attributes for `security`: HttpOnly and SameSite=Lax always; `Secure` with the
+    /// `__Host-` prefix unless development mode says otherwise.
     pub fn new(security: CookieSecurity) -> Self {
-        match security {
-            CookieSecurity::Secure => Self {
-                secure: true,
-                session: "__Host-handoff_session",
-                login: "__Host-handoff_login",
-            },
-            CookieSecurity::InsecureDevelopment => {
-                Self { secure: false, session: "handoff_session", login: "handoff_login" }
-            }
+        let secure = security == CookieSecurity::Secure;
+        let attrs = CookieAttrs { secure, same_site: SameSite::Lax };
+        if secure {
+            Self { attrs, session: "__Host-handoff_session", login: "__Host-handoff_login" }
+        } else {
+            Self { attrs, session: "handoff_session", login: "handoff_login" }
         }
     }
 
@@ -48,33 +48,15 @@ impl Cookies {
         self.login
     }
 
-    /// A `Set-Cookie` value for `name`; `max_age` None deletes the cookie.
-    pub fn set(&self, name: &'static str, value: &str, max_age: Option<u64>) -> String {
-        let mut c = Cookie::build((name, value.to_owned()))
-            .http_only(true)
-            .secure(self.secure)
-            .same_site(SameSite::Lax)
-            .path("/");
-        c = match max_age {
-            Some(secs) => {
-                c.max_age(cookie::time::Duration::seconds(secs.min(i64::MAX as u64) as i64))
-            }
-            None => c.max_age(cookie::time::Duration::ZERO),
-        };
-        c.build().to_string()
+    /// A `Set-Cookie` header for `name`; `max_age` None deletes the cookie.
+    pub fn set(
+        &self,
+        name: &'static str,
+        value: &str,
+        max_age: Option<u64>,
+    ) -> Option<HeaderValue> {
+        self.attrs.header(name, value, max_age)
     }
-}
-
-/// The value of cookie `name` in the request, if any (the first, when sent twice).
-pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get_all(poem::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
 }
 
 /// 256 random bits, base64url.
@@ -132,7 +114,8 @@ mod tests {
     #[test]
     fn secure_cookies_by_default() {
         let c = Cookies::new(CookieSecurity::Secure);
-        let set = c.set(c.session_name(), "abc", Some(60));
+        let set = c.set(c.session_name(), "abc", Some(60)).expect("header");
+        let set = set.to_str().expect("ascii");
         for part in [
             "__Host-handoff_session=abc",
             "HttpOnly",
@@ -145,7 +128,8 @@ mod tests {
         }
         assert!(!set.contains("Domain"), "__Host- cookies must not have a Domain");
         let dev = Cookies::new(CookieSecurity::InsecureDevelopment);
-        let set = dev.set(dev.session_name(), "abc", None);
+        let set = dev.set(dev.session_name(), "abc", None).expect("header");
+        let set = set.to_str().expect("ascii");
         assert!(!set.contains("Secure") && !set.contains("__Host-") && set.contains("Max-Age=0"));
     }
 

@@ -1,0 +1,175 @@
+//! Sign-in throttling: growing delays per account and per client address.
+//!
+//! Every failed sign-in counts against the submitted account name — whether or not the account
+//! exists, so the throttle reveals nothing about which names are real — and against the client
+//! address. Past a number of free attempts each further failure blocks that key for twice as
+//! long as the last (1 s, 2 s, 4 s … up to 15 minutes). A success clears the account's count.
+//! Memory is bounded: entries idle for an hour go first, then unblocked ones; entries that are
+//! blocked right now are never evicted (that would let a flood of made-up names lift a block).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use handoff::UnixTime;
+
+/// Free failures per account before delays start.
+const ACCOUNT_FREE: u32 = 5;
+/// Free failures per client address (higher: many users may share one address).
+const CLIENT_FREE: u32 = 20;
+/// Longest block.
+const MAX_BLOCK_SECS: u64 = 15 * 60;
+/// Entries idle this long are forgotten.
+const IDLE_SECS: u64 = 3600;
+
+/// What a failure is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A submitted account name (normalised).
+    Account(String),
+    /// A client address.
+    Client(IpAddr),
+}
+
+impl Key {
+    fn free(&self) -> u32 {
+        match self {
+            Self::Account(_) => ACCOUNT_FREE,
+            Self::Client(_) => CLIENT_FREE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    blocked_until: u64,
+    last: u64,
+}
+
+/// The throttle.
+#[derive(Debug)]
+pub struct Throttle {
+    entries: Mutex<HashMap<Key, Entry>>,
+    capacity: usize,
+}
+
+impl Throttle {
+    /// A throttle remembering at most `capacity` keys.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err(seconds to wait)` when any of `keys` is blocked at `now`.
+    pub fn check(&self, keys: &[Key], now: UnixTime) -> Result<(), u64> {
+        let entries = self.lock();
+        let now = now.as_secs();
+        let wait = keys
+            .iter()
+            .filter_map(|k| entries.get(k))
+            .map(|e| e.blocked_until.saturating_sub(now))
+            .max()
+            .unwrap_or(0);
+        if wait > 0 {
+            Err(wait)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts a failed sign-in against every key.
+    pub fn failure(&self, keys: &[Key], now: UnixTime) {
+        let mut entries = self.lock();
+        let now = now.as_secs();
+        if entries.len() + keys.len() > self.capacity {
+            entries.retain(|_, e| now.saturating_sub(e.last) < IDLE_SECS);
+            if entries.len() + keys.len() > self.capacity {
+                entries.retain(|_, e| e.blocked_until > now);
+            }
+        }
+        for key in keys {
+            let free = key.free();
+            let entry = entries.entry(key.clone()).or_insert(Entry {
+                failures: 0,
+                blocked_until: 0,
+                last: now,
+            });
+            if now.saturating_sub(entry.last) >= IDLE_SECS {
+                entry.failures = 0;
+            }
+            entry.failures = entry.failures.saturating_add(1);
+            entry.last = now;
+            if entry.failures >= free {
+                let doublings = (entry.failures - free).min(20);
+                entry.blocked_until = now + (1u64 << doublings).min(MAX_BLOCK_SECS);
+            }
+        }
+    }
+
+    /// A successful sign-in clears the account's failures (not the client's).
+    pub fn success(&self, account: &Key) {
+        self.lock().remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_clear() {
+        let t = Throttle::new(100);
+        let alice = Key::Account("alice".into());
+        let now = UnixTime::from_secs(1000);
+        for _ in 0..ACCOUNT_FREE - 1 {
+            t.failure(std::slice::from_ref(&alice), now);
+            assert_eq!(t.check(std::slice::from_ref(&alice), now), Ok(()));
+        }
+        t.failure(std::slice::from_ref(&alice), now);
+        assert_eq!(t.check(std::slice::from_ref(&alice), now), Err(1));
+        t.failure(std::slice::from_ref(&alice), now.plus(1));
+        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(1)), Err(2));
+        t.failure(std::slice::from_ref(&alice), now.plus(3));
+        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(3)), Err(4));
+        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(7)), Ok(()));
+        t.success(&alice);
+        t.failure(std::slice::from_ref(&alice), now.plus(8));
+        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(8)), Ok(()));
+    }
+
+    #[test]
+    fn blocks_cap_at_fifteen_minutes_and_idle_resets() {
+        let t = Throttle::new(100);
+        let k = Key::Account("x".into());
+        let now = UnixTime::from_secs(10);
+        for _ in 0..100 {
+            t.failure(std::slice::from_ref(&k), now);
+        }
+        assert_eq!(t.check(std::slice::from_ref(&k), now), Err(MAX_BLOCK_SECS));
+        let later = now.plus(IDLE_SECS + 1);
+        t.failure(std::slice::from_ref(&k), later);
+        assert_eq!(t.check(std::slice::from_ref(&k), later), Ok(()));
+    }
+
+    #[test]
+    fn bounded_without_lifting_blocks() {
+        let t = Throttle::new(10);
+        let now = UnixTime::from_secs(50);
+        let blocked = Key::Account("victim".into());
+        for _ in 0..ACCOUNT_FREE {
+            t.failure(std::slice::from_ref(&blocked), now);
+        }
+        for i in 0..100 {
+            t.failure(&[Key::Account(format!("spray{i}"))], now);
+        }
+        assert!(t.lock().len() <= 10);
+        assert!(
+            t.check(std::slice::from_ref(&blocked), now).is_err(),
+            "a spray does not lift a block"
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! The handoff endpoint: verify the token, check the browser binding, record the `jti`, then
+//! turn it into an operation grant — or, when this browser already holds a grant for another
+//! user, ask before switching. Also the start of SERVER2-initiated handoffs.
+
+use ::handoff::grant::Grant;
+use ::handoff::web::read_cookie;
+use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
+use maud::html;
+use poem::http::{header, StatusCode};
+use poem::web::{Data, Form};
+use poem::{handler, Request, Response};
+use ring::rand::SystemRandom;
+use serde::Deserialize;
+
+use super::{pages, see_other, AppState, Jar, State};
+use crate::config::UnboundHandoffs;
+use crate::operations;
+
+/// How long a started handoff may take to come back, in seconds.
+const NONCE_TTL: u64 = 300;
+/// How long a switch prompt stays answerable, in seconds.
+const PENDING_TTL: u64 = 300;
+
+#[derive(Deserialize)]
+pub(super) struct TokenForm {
+    #[serde(default)]
+    token: String,
+}
+
+#[handler]
+pub(super) async fn by_post(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    accept(state, req, &form.token).await
+}
+
+#[handler]
+pub(super) async fn by_get(req: &Request, Data(state): Data<&State>) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    let mut tokens =
+        url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "token").map(|(_, v)| v);
+    let token = match (tokens.next(), tokens.next()) {
+        (Some(t), None) => t,
+        _ => std::borrow::Cow::Borrowed(""),
+    };
+    accept(state, req, &token).await
+}
+
+/// Whether the token was bound to this browser.
+#[derive(Debug, Clone, Copy)]
+enum Binding {
+    Bound,
+    Unbound,
+}
+
+/// Verifies a token in DESIGN.md's order, checks the browser binding, and records its `jti`.
+async fn verify_and_record(
+    state: &AppState,
+    req: &Request,
+    token: &str,
+) -> Result<(VerifiedHandoff, Binding), (Rejection, Option<VerifiedHandoff>)> {
+    let inspected = state.verifier.inspect(token).map_err(|r| (r, None))?;
+    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(|r| (r, None))?;
+    let key = set.get(inspected.kid().as_str()).ok_or((Rejection::UnknownKid, None))?;
+    let now = state.config.clock.now();
+    let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r, None))?;
+    // Browser binding before the replay store: a token presented in the wrong browser is
+    // refused without using it up.
+    let binding = match verified.nonce() {
+        Some(nonce) => {
+            let cookie = read_cookie(req, state.cookie_name(Jar::Nonce)).unwrap_or_default();
+            if !state.grants.same_secret(&cookie, nonce.as_str()) {
+                return Err((Rejection::NonceMismatch, Some(verified)));
+            }
+            Binding::Bound
+        }
+        None if state.config.unbound_handoffs == UnboundHandoffs::Refuse => {
+            return Err((Rejection::UnboundRefused, Some(verified)));
+        }
+        None => Binding::Unbound,
+    };
+    match state.replay.check_and_set(verified.jti(), verified.replay_until(), now).await {
+        Ok(Freshness::Fresh) => Ok((verified, binding)),
+        Ok(Freshness::Replayed) => Err((Rejection::Replayed, Some(verified))),
+        Err(e) => {
+            tracing::error!(error = %e, "replay store cannot record; refusing handoffs");
+            Err((Rejection::ReplayStoreUnavailable, Some(verified)))
+        }
+    }
+}
+
+async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
+    let client = req.remote_addr().to_string();
+    let (verified, binding) = match verify_and_record(state, req, token).await {
+        Ok(v) => v,
+        Err((rejection, signed)) => {
+            // What is known of a refused token is logged only once its signature has held.
+            let jti = signed.as_ref().map(|v| v.jti().to_string());
+            let sub = signed.as_ref().map(|v| v.subject().to_string());
+            let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
+            tracing::warn!(
+                event = "handoff.rejected",
+                reason = rejection.code(),
+                jti,
+                sub,
+                aud = %state.config.public_url,
+                operation,
+                client,
+                "handoff rejected"
+            );
+            return rejection_response(state, req, &rejection);
+        }
+    };
+    let now = state.config.clock.now();
+    let grant = Grant {
+        aud: state.config.public_url.clone(),
+        sub: verified.subject().clone(),
+        handed_by: verified.issuer().clone(),
+        op: verified.operation().clone(),
+        iat: now,
+        exp: now.plus(state.config.grant_ttl.as_secs()),
+        jti: verified.jti(),
+    };
+    tracing::info!(
+        event = "handoff.accepted",
+        jti = %verified.jti(),
+        sub = %verified.subject(),
+        aud = %state.config.public_url,
+        iss = %verified.issuer(),
+        operation = %verified.operation().kind(),
+        kid = %verified.kid(),
+        bound = matches!(binding, Binding::Bound),
+        client,
+        "handoff accepted"
+    );
+    let Ok(sealed) = state.grants.seal(&grant) else {
+        return internal_error();
+    };
+    let current = read_cookie(req, state.cookie_name(Jar::Grant))
+        .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok());
+    let mut resp = match current {
+        // Someone else is signed in here: ask before replacing their access.
+        Some(current) if current.sub != grant.sub => {
+            let mut resp =
+                pages::html_response(StatusCode::OK, switch_page(state, &current, &grant));
+            add_cookie(&mut resp, state.set_cookie(Jar::Pending, &sealed, Some(PENDING_TTL)));
+            resp
+        }
+        _ => {
+            let Some(landing) = operations::landing_path(&grant.op) else {
+                return internal_error();
+            };
+            let mut resp = see_other(&landing);
+            add_cookie(
+                &mut resp,
+                state.set_cookie(Jar::Grant, &sealed, Some(state.config.grant_ttl.as_secs())),
+            );
+            resp
+        }
+    };
+    if matches!(binding, Binding::Bound) {
+        add_cookie(&mut resp, state.set_cookie(Jar::Nonce, "", None));
+    }
+    resp
+}
+
+fn add_cookie(resp: &mut Response, value: Option<poem::http::HeaderValue>) {
+    if let Some(value) = value {
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+fn internal_error() -> Response {
+    tracing::error!(event = "handoff.failed", "cannot complete an accepted handoff");
+    pages::html_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        pages::message("Unavailable", "Something went wrong on our side. Please try again.", None),
+    )
+}
+
+fn switch_page(state: &AppState, current: &Grant, new: &Grant) -> maud::Markup {
+    let csrf = state.grants.csrf_token(new);
+    pages::layout(
+        "Switch user?",
+        html! {
+            div.card {
+                h1 { "Switch user?" }
+                p { "This browser is signed in here as " code { (current.sub) } "." }
+                p { "The link you followed signs you in as " code { (new.sub) } " for " strong { (new.op) } "." }
+                form method="post" action="/handoff/switch" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" name="choice" value="switch" { "Switch to " (new.sub) }
+                    " "
+                    button.secondary type="submit" name="choice" value="stay" { "Stay as " (current.sub) }
+                }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct SwitchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    choice: String,
+}
+
+#[handler]
+pub(super) fn switch(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<SwitchForm>,
+) -> Response {
+    let now = state.config.clock.now();
+    let pending = read_cookie(req, state.cookie_name(Jar::Pending))
+        .and_then(|p| state.grants.open(&p, &state.config.public_url, now).ok().map(|g| (p, g)));
+    let Some((sealed, grant)) = pending else {
+        return pages::html_response(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Nothing to switch",
+                "This question has expired. Open the link again from the portal.",
+                Some((state.config.issuer.as_str(), "Back to the portal")),
+            ),
+        );
+    };
+    if !state.grants.check_csrf(&grant, &form.csrf) {
+        return pages::html_response(
+            StatusCode::FORBIDDEN,
+            pages::message("This form has expired", "Open the link again from the portal.", None),
+        );
+    }
+    let (mut resp, keep) = match form.choice.as_str() {
+        "switch" => match operations::landing_path(&grant.op) {
+            Some(landing) => (see_other(&landing), true),
+            None => return internal_error(),
+        },
+        "stay" => (see_other("/"), false),
+        _ => return super::error_page(StatusCode::BAD_REQUEST),
+    };
+    if keep {
+        tracing::info!(event = "grant.switched", sub = %grant.sub, jti = %grant.jti, "user switched");
+        let ttl = grant.exp.as_secs().saturating_sub(now.as_secs());
+        add_cookie(&mut resp, state.set_cookie(Jar::Grant, &sealed, Some(ttl)));
+    }
+    add_cookie(&mut resp, state.set_cookie(Jar::Pending, "", None));
+    resp
+}
+
+/// `GET /handoff/start?type=…&ARG=…`: SERVER2 starts a handoff for an operation page the
+/// browser has no grant for. It sets a fresh nonce cookie and sends the browser to SERVER1, which
+/// mints a token carrying that nonce; only this browser can then present it.
+#[handler]
+pub(super) fn start(req: &Request, Data(state): Data<&State>) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    let mut kind = None;
+    let mut args = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "type" && kind.is_none() {
+            kind = Some(v.into_owned());
+        } else {
+            args.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let catalog = state.verifier.settings();
+    let op = kind
+        .as_deref()
+        .and_then(|k| catalog.catalog.get(k))
+        .and_then(|spec| spec.build(args.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok());
+    let (Some(op), Ok(nonce)) = (op, Nonce::generate(&SystemRandom::new())) else {
+        return pages::html_response(
+            StatusCode::BAD_REQUEST,
+            pages::message("That did not work", "This page does not exist here.", None),
+        );
+    };
+    let Ok(mut target) = url::Url::parse(&state.config.issuer.join("/handoff/")) else {
+        return internal_error();
+    };
+    target.set_path(&format!("{}{}/{}", target.path(), state.config.issuer_target_id, op.kind()));
+    {
+        let mut pairs = target.query_pairs_mut();
+        for (name, value) in op.args() {
+            pairs.append_pair(name.as_str(), value);
+        }
+        pairs.append_pair("nonce", nonce.as_str());
+    }
+    let mut resp = see_other(target.as_str());
+    add_cookie(&mut resp, state.set_cookie(Jar::Nonce, nonce.as_str(), Some(NONCE_TTL)));
+    resp
+}
+
+/// How a rejection looks from outside: a class, never the precise reason (that is in the log).
+fn rejection_class(r: &Rejection) -> (StatusCode, &'static str, &'static str, &'static str) {
+    const INVALID: &str = "This sign-in link is not valid";
+    match r {
+        Rejection::Expired => (
+            StatusCode::UNAUTHORIZED,
+            "expired",
+            "This sign-in link has expired",
+            "Links from the portal work for a short time only. Go back to the portal and try again.",
+        ),
+        Rejection::Replayed => (
+            StatusCode::UNAUTHORIZED,
+            "already-used",
+            "This sign-in link was already used",
+            "Each link works once. Go back to the portal and open it again.",
+        ),
+        Rejection::NotYetValid | Rejection::IssuedInFuture => (
+            StatusCode::UNAUTHORIZED,
+            "not-yet-valid",
+            "This sign-in link is not valid yet",
+            "The portal's clock and ours disagree. Wait a moment, then go back to the portal and try again.",
+        ),
+        Rejection::NonceMismatch | Rejection::UnboundRefused => (
+            StatusCode::UNAUTHORIZED,
+            "wrong-browser",
+            "This sign-in link belongs to another browser",
+            "It was started somewhere else, or someone sent it to you. Open what you need from the portal yourself.",
+        ),
+        Rejection::Malformed | Rejection::BadHeader => (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            INVALID,
+            "It is incomplete or damaged. Go back to the portal and open it again.",
+        ),
+        Rejection::TooLarge => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "invalid", INVALID, "Go back to the portal and open the link again.")
+        }
+        r if r.is_server_side() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Sign-in is temporarily unavailable",
+            "We cannot check sign-in links right now. Please try again in a minute.",
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "invalid",
+            INVALID,
+            "It may have been changed or be meant for another site. Go back to the portal and open it again.",
+        ),
+    }
+}
+
+fn wants_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json") || v.contains("application/problem+json"))
+}
+
+fn rejection_response(state: &AppState, req: &Request, rejection: &Rejection) -> Response {
+    let (status, class, title, text) = rejection_class(rejection);
+    let portal = state.config.issuer.as_str();
+    if wants_json(req) {
+        let body = serde_json::json!({
+            "type": format!("urn:handoff:problem:{class}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": text,
+            "retry_at": portal,
+        });
+        return Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/problem+json")
+            .body(body.to_string());
+    }
+    pages::html_response(status, pages::message(title, text, Some((portal, "Back to the portal"))))
+}

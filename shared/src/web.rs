@@ -1,0 +1,210 @@
+//! HTTP plumbing both servers share: request limits, security headers on every response, one
+//! log line per request that never contains a query string, and cookies.
+//!
+//! The request log records the method, the path and the outcome — never the query, where a
+//! handoff token may ride (`GET /handoff?token=…`), and never headers or cookies. This is also
+//! why neither server uses poem's stock `Tracing` middleware: it records the whole URI.
+
+use std::time::Instant;
+
+use cookie::{Cookie, SameSite};
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+/// Bounds on what a request may carry, checked before any handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body, in bytes (declared by `Content-Length`; bodies without one are refused).
+    pub max_body: u64,
+    /// Largest request line target (path and query), in bytes.
+    pub max_uri: usize,
+    /// Largest total size of all header names and values, in bytes.
+    pub max_headers: usize,
+}
+
+impl Limits {
+    /// Limits for servers whose bodies are small forms: 16 KiB bodies, 16 KiB URIs (a token in
+    /// a query is at most 8 KiB), 32 KiB of headers.
+    pub const FORMS: Limits =
+        Limits { max_body: 16 * 1024, max_uri: 16 * 1024, max_headers: 32 * 1024 };
+
+    /// The status to refuse `req` with, if it breaks a limit.
+    pub fn check(&self, req: &Request) -> Option<StatusCode> {
+        if req.uri().to_string().len() > self.max_uri {
+            return Some(StatusCode::URI_TOO_LONG);
+        }
+        let headers = req.headers();
+        let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        if header_bytes > self.max_headers {
+            return Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+        match declared {
+            Some(Some(n)) if n > self.max_body => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            Some(None) => Some(StatusCode::BAD_REQUEST),
+            None if headers.contains_key(header::TRANSFER_ENCODING) => {
+                Some(StatusCode::LENGTH_REQUIRED)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Response headers every page gets unless its handler set them first.
+#[derive(Debug, Clone, Copy)]
+pub struct Hardening {
+    /// The default Content-Security-Policy.
+    pub csp: &'static str,
+    /// Whether to send `Strict-Transport-Security` (when the public URL is `https`).
+    pub hsts: bool,
+}
+
+impl Hardening {
+    /// Adds the security headers `resp` lacks.
+    pub fn apply(&self, resp: &mut Response) {
+        let headers = resp.headers_mut();
+        let mut defaults = vec![
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, self.csp),
+            (header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        ];
+        if self.hsts {
+            defaults
+                .push((header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"));
+        }
+        for (name, value) in defaults {
+            if !headers.contains_key(&name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
+    }
+}
+
+/// Runs `ep` for `req` with the limits checked first and the hardening applied to whatever comes
+/// back (errors included), and logs one line: method, path, status, duration.
+///
+/// `refuse` renders the page for a broken limit.
+pub async fn serve_one<E: Endpoint>(
+    ep: &E,
+    req: Request,
+    limits: &Limits,
+    hardening: &Hardening,
+    refuse: impl FnOnce(StatusCode) -> Response,
+) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match limits.check(&req) {
+        Some(status) => refuse(status),
+        None => match ep.call(req).await {
+            Ok(out) => out.into_response(),
+            Err(e) => e.into_response(),
+        },
+    };
+    hardening.apply(&mut resp);
+    tracing::info!(
+        %method,
+        path = path.get(..256).unwrap_or(&path),
+        status = resp.status().as_u16(),
+        us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// The value of cookie `name` in the request (the first one, if sent twice).
+pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+/// How a cookie is set.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieAttrs {
+    /// `Secure` (and the caller's `__Host-` name).
+    pub secure: bool,
+    /// The SameSite rule.
+    pub same_site: SameSite,
+}
+
+impl CookieAttrs {
+    /// A `Set-Cookie` value: HttpOnly, `Path=/`, no `Domain`; `max_age` None deletes it.
+    pub fn header(&self, name: &str, value: &str, max_age: Option<u64>) -> Option<HeaderValue> {
+        let age = max_age.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let cookie = Cookie::build((name, value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(age))
+            .build();
+        HeaderValue::from_str(&cookie.to_string()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let l = Limits::FORMS;
+        let ok = Request::builder().uri_str("/x?a=b").finish();
+        assert_eq!(l.check(&ok), None);
+        let long = Request::builder().uri_str(&format!("/x?t={}", "a".repeat(17 * 1024))).finish();
+        assert_eq!(l.check(&long), Some(StatusCode::URI_TOO_LONG));
+        let body = Request::builder().header("content-length", "99999").finish();
+        assert_eq!(l.check(&body), Some(StatusCode::PAYLOAD_TOO_LARGE));
+        let bad = Request::builder().header("content-length", "x").finish();
+        assert_eq!(l.check(&bad), Some(StatusCode::BAD_REQUEST));
+        let chunked = Request::builder().header("transfer-encoding", "chunked").finish();
+        assert_eq!(l.check(&chunked), Some(StatusCode::LENGTH_REQUIRED));
+        let mut big = Request::builder();
+        for i in 0..40 {
+            big = big.header(format!("x-h{i}"), "v".repeat(1000));
+        }
+        assert_eq!(l.check(&big.finish()), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
+
+    #[test]
+    fn hardening_and_hsts() {
+        let mut resp = Response::builder().header(header::CACHE_CONTROL, "public").finish();
+        Hardening { csp: "default-src 'none'", hsts: true }.apply(&mut resp);
+        let h = resp.headers();
+        assert_eq!(h[header::CACHE_CONTROL], "public", "handler's own value kept");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
+        assert!(h.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        let mut plain = Response::builder().finish();
+        Hardening { csp: "x", hsts: false }.apply(&mut plain);
+        assert!(!plain.headers().contains_key(header::STRICT_TRANSPORT_SECURITY));
+        assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn cookies() {
+        let attrs = CookieAttrs { secure: true, same_site: SameSite::Lax };
+        let set = attrs.header("__Host-a", "v", Some(60)).expect("header");
+        let set = set.to_str().expect("ascii");
+        for part in ["__Host-a=v", "HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
+            assert!(set.contains(part), "{part}: {set}");
+        }
+        let gone = attrs.header("__Host-a", "", None).expect("header");
+        assert!(gone.to_str().expect("ascii").contains("Max-Age=0"));
+        let req = Request::builder().header("cookie", "a=1; __Host-a=2; __Host-a=3").finish();
+        assert_eq!(read_cookie(&req, "__Host-a").as_deref(), Some("2"));
+        assert_eq!(read_cookie(&req, "b"), None);
+    }
+}
