@@ -38,7 +38,7 @@ impl Write for CaptureWriter {
 
 /// Captures every log line of the process (debug level unless RUST_LOG says otherwise).
 pub fn init_logs() {
-    handoff::telemetry::init("debug", || CaptureWriter);
+    handoff::telemetry::init("debug", || CaptureWriter, false);
 }
 
 /// Two running servers and what the tests need to talk to them.
@@ -124,6 +124,14 @@ pub async fn spawn() -> Servers {
 
 /// As [`spawn`], letting the caller adjust SERVER2's configuration.
 pub async fn spawn_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
+    spawn_both(|_| {}, adjust).await
+}
+
+/// As [`spawn`], letting the caller adjust both servers' configurations.
+pub async fn spawn_both(
+    adjust1: impl FnOnce(&mut server1::Config),
+    adjust: impl FnOnce(&mut server2::Config),
+) -> Servers {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (l1, p1) = listener();
@@ -133,7 +141,9 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
     let key = prepare_dir(dir.path(), &server2_url);
     let mut stop = Vec::new();
 
-    let app1 = server1::build_app(server1_config(dir.path(), p1), l1).unwrap();
+    let mut config1 = server1_config(dir.path(), p1);
+    adjust1(&mut config1);
+    let app1 = server1::build_app(config1, l1).unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     stop.push(tx);
     tokio::spawn(app1.run(async move {

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    handoff::telemetry::init("info,poem=warn", std::io::stderr);
+    handoff::telemetry::init_stderr("info,poem=warn");
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),

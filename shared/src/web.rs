@@ -162,7 +162,7 @@ mod tests {
         let l = Limits::FORMS;
         let ok = Request::builder().uri_str("/x?a=b").finish();
         assert_eq!(l.check(&ok), None);
-        let long = Request::builder().uri_str(&format!("/x?t={}", "a".repeat(17 * 1024))).finish();
+        let long = Request::builder().uri_str(format!("/x?t={}", "a".repeat(17 * 1024))).finish();
         assert_eq!(l.check(&long), Some(StatusCode::URI_TOO_LONG));
         let body = Request::builder().header("content-length", "99999").finish();
         assert_eq!(l.check(&body), Some(StatusCode::PAYLOAD_TOO_LARGE));

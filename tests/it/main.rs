@@ -3,5 +3,6 @@
 
 mod attacks;
 mod binaries;
+mod browser_binding;
 mod flow;
 mod rejections;

@@ -474,10 +474,23 @@ async fn tokens_never_reach_the_logs() {
         .await
         .unwrap();
     let logs = captured_logs();
+    // One audit event per accept and per reject, naming the token by its jti (never the token).
+    let payload = URL_SAFE_NO_PAD.decode(tokens[0].split('.').nth(1).unwrap()).unwrap();
+    let jti =
+        serde_json::from_slice::<Value>(&payload).unwrap()["jti"].as_str().unwrap().to_owned();
+    let events: Vec<&str> = logs.lines().filter(|l| l.contains(&jti)).collect();
+    assert!(events.iter().any(|l| l.contains("event=\"handoff.minted\"")), "{events:?}");
     assert!(
-        logs.contains("handoff.accepted") && logs.contains("handoff.rejected"),
-        "audit events logged"
+        events.iter().any(|l| l.contains("event=\"handoff.accepted\"") && l.contains("sub=u_")),
+        "{events:?}"
     );
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("event=\"handoff.rejected\"") && l.contains("reason=\"replayed\"")),
+        "{events:?}"
+    );
+
     for token in &tokens {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!logs.contains(signature), "a token signature reached the logs");

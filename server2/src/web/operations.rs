@@ -53,10 +53,11 @@ fn denied(kind: &str, arg: &str, value: &str, why: Denied) -> Response {
         Denied::OtherOperation => "You were signed in for something else.",
     };
     tracing::warn!(event = "operation.denied", operation = kind, "operation page refused");
-    let start: String = url::form_urlencoded::Serializer::new(String::from("/handoff/start?"))
+    let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("type", kind)
         .append_pair(arg, value)
         .finish();
+    let start = format!("/handoff/start?{query}");
     pages::html_response(
         StatusCode::FORBIDDEN,
         pages::layout(

@@ -1,0 +1,355 @@
+//! Login CSRF and session swap: handoffs SERVER2 starts are bound to the browser that started
+//! them; a browser already signed in as someone else is asked before switching; SERVER1 asks
+//! before handing a user over on another site's say-so.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use handoff_tests::*;
+
+/// Follows SERVER2's own start link for report `id` and returns SERVER1's handoff page token.
+async fn start_from_server2(s: &Servers, c: &reqwest::Client, id: &str) -> String {
+    let denied = c.get(format!("{}/reports/{id}", s.server2)).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let page = denied.text().await.unwrap();
+    let start = format!("/handoff/start?type=report.view&amp;report_id={id}");
+    assert!(page.contains(&start), "the 403 page offers to start a handoff: {page}");
+    let started =
+        c.get(format!("{}{}", s.server2, start.replace("&amp;", "&"))).send().await.unwrap();
+    assert_eq!(started.status(), 303);
+    let nonce_cookie = started
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-handoff_nonce="))
+        .expect("a nonce cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=None", "Path=/", "Max-Age=300"] {
+        assert!(nonce_cookie.contains(attribute), "{attribute}: {nonce_cookie}");
+    }
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let prefix = format!("{}/handoff/partner/report.view?report_id={id}&nonce=", s.server1);
+    assert!(location.starts_with(&prefix), "{location}");
+    let nonce = location[prefix.len()..].to_owned();
+    let page = c.get(&location).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let token = form_value(&page.text().await.unwrap(), "token").expect("a handoff page");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(claims["nonce"], nonce, "the token carries the browser's nonce");
+    token
+}
+
+#[tokio::test]
+async fn a_handoff_server2_starts_is_bound_to_its_browser() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = start_from_server2(&s, &c, "43").await;
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(landed.headers()["location"], "/reports/43");
+    let cleared = landed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.starts_with("__Host-handoff_nonce=;") && v.contains("Max-Age=0"));
+    assert!(cleared, "the nonce is used once");
+    assert_eq!(c.get(format!("{}/reports/43", s.server2)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_bound_token_in_another_browser_is_refused() {
+    let s = spawn().await;
+    // The attacker starts a handoff in their own browser and keeps the token...
+    let attacker = client();
+    sign_in(&attacker, &s.server1, "bob").await;
+    let token = start_from_server2(&s, &attacker, "44").await;
+    // ...and gets the victim's browser to submit it (login CSRF). Refused, nothing set.
+    let victim = client();
+    let _ = victim
+        .get(format!("{}/handoff/start?type=report.view&report_id=44", s.server2))
+        .send()
+        .await
+        .unwrap();
+    let resp = victim
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|v| !v.to_str().unwrap().contains("handoff_grant")));
+    assert!(resp.text().await.unwrap().contains("belongs to another browser"));
+    assert_eq!(victim.get(format!("{}/reports/44", s.server2)).send().await.unwrap().status(), 403);
+    // A browser with no nonce cookie at all is refused too.
+    let bare = client()
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    // The refusal did not use the token up: in the browser that started it, it still works.
+    let own = attacker
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 303);
+    assert!(captured_logs().contains("reason=\"nonce_mismatch\""));
+}
+
+#[tokio::test]
+async fn unbound_handoffs_can_be_refused() {
+    let s = spawn_with(|c| c.unbound_handoffs = server2::config::UnboundHandoffs::Refuse).await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let unbound = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=45").await;
+    let resp =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &unbound)]).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let bound = start_from_server2(&s, &c, "45").await;
+    let resp =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &bound)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+}
+
+async fn token_for(s: &Servers, sub: &str, id: &str) -> String {
+    let minter = minter(s, 60);
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", id)])
+        .unwrap();
+    let aud = handoff::Audience::parse(&s.server2).unwrap();
+    let sub = handoff::Subject::parse(sub).unwrap();
+    let req = handoff::MintRequest {
+        audience: &aud,
+        subject: &sub,
+        operation: &op,
+        sid: None,
+        nonce: None,
+    };
+    minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap().into_string()
+}
+
+#[tokio::test]
+async fn switching_to_another_user_asks_first() {
+    let s = spawn().await;
+    let c = client();
+    let alice = token_for(&s, "u_alice", "42").await;
+    assert_eq!(
+        c.post(format!("{}/handoff", s.server2))
+            .form(&[("token", &alice)])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+
+    // A link for another user: SERVER2 asks, and alice's access stays meanwhile.
+    let bob = token_for(&s, "u_bob", "7").await;
+    let ask =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &bob)]).send().await.unwrap();
+    assert_eq!(ask.status(), 200);
+    let page = ask.text().await.unwrap();
+    assert!(
+        page.contains("Switch user?") && page.contains("u_alice") && page.contains("u_bob"),
+        "{page}"
+    );
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+
+    // Without the form's token nothing changes.
+    let forged = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "switch")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+
+    let csrf = form_value(&page, "csrf").unwrap();
+    let switched = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "switch"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 303);
+    assert_eq!(switched.headers()["location"], "/reports/7");
+    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn staying_keeps_the_current_user() {
+    let s = spawn().await;
+    let c = client();
+    let alice = token_for(&s, "u_alice", "42").await;
+    assert_eq!(
+        c.post(format!("{}/handoff", s.server2))
+            .form(&[("token", &alice)])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    let bob = token_for(&s, "u_bob", "7").await;
+    let page = c
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", &bob)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form_value(&page, "csrf").unwrap();
+    let stay = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "stay"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stay.status(), 303);
+    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+    // The pending switch is gone: answering again does nothing.
+    let again = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "switch"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403);
+}
+
+#[tokio::test]
+async fn a_handoff_another_site_triggers_needs_confirmation() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let url = format!("{}/handoff/partner/invoice.approve?invoice_id=INV-9", s.server1);
+    let asked = c.get(&url).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(asked.status(), 200);
+    let page = asked.text().await.unwrap();
+    assert!(page.contains("Another site sent you here"), "{page}");
+    assert!(!page.contains("name=\"token\""), "nothing minted before the person agrees");
+    let href = page
+        .split("class=\"button\" href=\"")
+        .nth(1)
+        .and_then(|h| h.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(href.contains("confirm="), "{href}");
+    // A made-up confirmation is not one.
+    let forged = c
+        .get(format!("{url}&confirm=AAAA"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert!(!forged.text().await.unwrap().contains("name=\"token\""));
+    // The person's click (same origin) goes through.
+    let go = c
+        .get(format!("{}{href}", s.server1))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert!(go.text().await.unwrap().contains("name=\"token\""));
+    // Same-origin navigation from the dashboard needs no question.
+    let direct = c.get(&url).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    assert!(direct.text().await.unwrap().contains("name=\"token\""));
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_per_account_without_telling_which_exist() {
+    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let server_clock = clock.clone();
+    let s = spawn_both(move |c| c.clock = server_clock, |_| {}).await;
+    let c = client();
+    for name in ["alice", "mallory"] {
+        for _ in 0..5 {
+            let resp = try_sign_in(&c, &s.server1, name, "wrong password", None).await;
+            assert_eq!(resp.status(), 401);
+        }
+        // Now even the right password waits, with the same answer for a real and a made-up name.
+        let resp = try_sign_in(&c, &s.server1, name, PASSWORD, None).await;
+        assert_eq!(resp.status(), 429, "{name}");
+        assert!(resp.headers().contains_key("retry-after"));
+        assert!(resp.text().await.unwrap().contains("Too many failed sign-ins. Wait 1 seconds"));
+    }
+    clock.advance(2);
+    let resp = try_sign_in(&c, &s.server1, "alice", PASSWORD, None).await;
+    assert_eq!(resp.status(), 303, "after the wait the right password works");
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_per_client_address() {
+    let s = spawn().await;
+    let c = client();
+    for i in 0..20 {
+        let resp = try_sign_in(&c, &s.server1, &format!("spray{i}"), "guess", None).await;
+        assert_eq!(resp.status(), 401);
+    }
+    let resp = try_sign_in(&c, &s.server1, "bob", PASSWORD, None).await;
+    assert_eq!(resp.status(), 429, "one address spraying many names is slowed down");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let s = spawn().await;
+    let c = client();
+    let paths = [
+        format!("{}/", s.server1),
+        format!("{}/login", s.server1),
+        format!("{}/healthz", s.server1),
+        format!("{}/nope", s.server1),
+        format!("{}/.well-known/jwks.json", s.server1),
+        format!("{}/", s.server2),
+        format!("{}/handoff", s.server2),
+        format!("{}/reports/1", s.server2),
+        format!("{}/nope", s.server2),
+        format!("{}/readyz", s.server2),
+    ];
+    for url in paths {
+        let resp = c.get(&url).send().await.unwrap();
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{url}");
+        assert_eq!(h["x-frame-options"], "DENY", "{url}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{url}: {csp}"
+        );
+        assert!(h.contains_key("cache-control"), "{url}");
+        assert!(!h.contains_key("strict-transport-security"), "no HSTS over plain http: {url}");
+    }
+    // Oversized headers are refused before any handler runs.
+    for base in [&s.server1, &s.server2] {
+        let resp = c
+            .get(format!("{base}/healthz"))
+            .header("x-filler", "v".repeat(40 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 431, "{base}");
+    }
+}
