@@ -1,7 +1,7 @@
 # Handoff: the two commands most people need are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt clean-demo
+.PHONY: demo test build lint fmt clean-demo fuzz
 
 ## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
 demo:
@@ -27,3 +27,13 @@ fmt:
 ## clean-demo: forget the demo's key, database and user
 clean-demo:
 	rm -rf .demo
+
+## fuzz: run each fuzz target for FUZZ_SECONDS (default 60) with cargo-fuzz (installed if missing)
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in verify jwks targets; do \
+	  mkdir -p corpus/$$target && \
+	  $(CARGO) fuzz run $$target corpus/$$target seeds/$$target --sanitizer none -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=16384 || exit 1; \
+	done

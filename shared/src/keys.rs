@@ -235,8 +235,9 @@ impl SigningKey {
         &self.pkcs8
     }
 
-    /// Signs `message` with the already-parsed key pair.
-    pub(crate) fn sign(&self, message: &[u8]) -> ring::signature::Signature {
+    /// Signs `message` with the already-parsed key pair. Tokens are made by
+    /// [`crate::Minter`]; this is for tools and fuzzing that need raw signatures.
+    pub fn sign(&self, message: &[u8]) -> ring::signature::Signature {
         self.pair.sign(message)
     }
 }
