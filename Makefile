@@ -1,7 +1,7 @@
 # Handoff: the two commands most people need are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt clean-demo fuzz
+.PHONY: demo test build lint fmt clean-demo fuzz screenshots
 
 ## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
 demo:
@@ -37,3 +37,8 @@ fuzz:
 	  $(CARGO) fuzz run $$target corpus/$$target seeds/$$target --sanitizer none -- \
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=16384 || exit 1; \
 	done
+
+## screenshots: run the browser tests and copy the pages they photograph into docs/screenshots
+screenshots: build
+	$(CARGO) test -p handoff-tests --locked -- browser::
+	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/

@@ -65,6 +65,8 @@ pub struct Config {
     pub unbound_handoffs: UnboundHandoffs,
     /// This server's target id in the issuer's registry (where `/handoff/start` sends browsers).
     pub issuer_target_id: String,
+    /// A help page linked from the operation pages (another site; no Referer is sent to it).
+    pub help_url: Option<url::Url>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -90,6 +92,7 @@ struct RawConfig {
     insecure_cookies: Option<String>,
     unbound_handoffs: Option<String>,
     issuer_target_id: Option<String>,
+    help_url: Option<String>,
 }
 
 impl Config {
@@ -251,6 +254,17 @@ impl Config {
                     })
             })
         );
+        let help_url = match raw.help_url.as_deref().filter(|s| !s.is_empty()) {
+            None => Some(None),
+            Some(u) => check!(
+                "HELP_URL",
+                "an absolute https:// URL (http only on loopback)",
+                url::Url::parse(u)
+                    .ok()
+                    .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+                    .map(Some)
+            ),
+        };
         let cookie_key_file = raw.cookie_key_file.filter(|s| !s.is_empty()).map(PathBuf::from);
 
         let (
@@ -266,6 +280,7 @@ impl Config {
             Some(cookies),
             Some(unbound_handoffs),
             Some(issuer_target_id),
+            Some(help_url),
         ) = (
             listen,
             public_url,
@@ -279,6 +294,7 @@ impl Config {
             cookies,
             unbound,
             target_id,
+            help_url,
         )
         else {
             return Err(ConfigError(errors));
@@ -300,6 +316,7 @@ impl Config {
             cookies,
             unbound_handoffs,
             issuer_target_id,
+            help_url,
             clock: Arc::new(SystemClock),
         })
     }
@@ -348,6 +365,7 @@ mod tests {
             ("jwks_refresh_secs", "-1"),
             ("unbound_handoffs", "sometimes"),
             ("issuer_target_id", "Partner!"),
+            ("help_url", "javascript:alert(1)"),
         ])
         .unwrap_err()
         .to_string();
@@ -363,6 +381,7 @@ mod tests {
             "JWKS_URL",
             "UNBOUND_HANDOFFS",
             "ISSUER_TARGET_ID",
+            "HELP_URL",
         ] {
             assert!(err.contains(&format!("SERVER2_{var}")), "{var}: {err}");
         }

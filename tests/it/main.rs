@@ -3,6 +3,7 @@
 
 mod attacks;
 mod binaries;
+mod browser;
 mod browser_binding;
 mod flow;
 mod rejections;

@@ -137,7 +137,7 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
                                     form.args method="get" action=(format!("/handoff/{}/{}", target.id, op.spec.kind())) {
                                         @for arg in op.spec.args() {
                                             div {
-                                                label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (arg.name) }
+                                                label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (label_for(arg.name.as_str())) }
                                                 input id=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name))
                                                     type="text" name=(arg.name) required;
                                             }
@@ -200,6 +200,7 @@ pub fn handoff_page(
                 script src="/static/handoff.js" {}
             }
             body {
+                header.bar { span.brand { "Handoff Portal" } }
                 main {
                     div.card {
                         h1 { "Continuing to " (target.name) }
@@ -213,5 +214,50 @@ pub fn handoff_page(
                 }
             }
         }
+    }
+}
+
+/// A person-readable label for an argument name: `report_id` → "Report id".
+fn label_for(name: &str) -> String {
+    let spaced = name.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => spaced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::Targets;
+
+    #[test]
+    fn every_value_shown_is_escaped() {
+        let example = include_str!("../../targets.example.toml")
+            .replace("Partner Analytics", "<script>alert(1)</script> & Co")
+            .replace("View report", "View 'report' <b>now</b>");
+        let targets = Targets::parse(&example).expect("targets");
+        let target = targets.get("partner").expect("partner");
+        let user = User {
+            id: handoff::Subject::parse("u_1").expect("sub"),
+            name: "alice".into(),
+            roles: vec!["reports".into(), "billing".into()],
+        };
+        let offers = vec![(target, target.operations.iter().collect::<Vec<_>>())];
+        let html = dashboard(&user, "csrf\"><x", &offers).into_string();
+        assert!(!html.contains("<script>alert(1)</script>"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co"));
+        assert!(!html.contains("<b>now</b>") && html.contains("&lt;b&gt;now&lt;/b&gt;"));
+        assert!(!html.contains("csrf\"><x"), "attribute values are escaped too");
+        let page =
+            handoff_page(target, &target.operations[0], "report_id 42", "tok\"<", 60).into_string();
+        assert!(page.contains("tok&quot;&lt;") && !page.contains("tok\"<"));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(label_for("report_id"), "Report id");
+        assert_eq!(label_for("x"), "X");
     }
 }

@@ -82,13 +82,17 @@ fn when(t: UnixTime) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn grant_details(grant: &Grant) -> maud::Markup {
+fn grant_details(state: &AppState, grant: &Grant) -> maud::Markup {
     html! {
+        h2 { "Your access" }
         dl {
             dt { "Signed in as" } dd { code { (grant.sub) } }
-            dt { "Handed over by" } dd { (grant.handed_by) }
+            dt { "Handed over by" } dd { a href=(grant.handed_by.as_str()) { (grant.handed_by) } }
             dt { "For" } dd { (grant.op) }
-            dt { "Until" } dd { (when(grant.exp)) }
+            dt { "Until" } dd { (when(grant.exp)) " (UTC)" }
+        }
+        @if let Some(help) = &state.config.help_url {
+            p.muted { "Questions? " a href=(help.as_str()) { "Partner Analytics help" } }
         }
     }
 }
@@ -122,7 +126,7 @@ pub(super) fn report(req: &Request, Path(id): Path<String>, Data(state): Data<&S
                         tbody { @for (region, orders) in rows { tr { td { (region) } td { (orders) } } } }
                     }
                 }
-                div.card { (grant_details(&grant)) }
+                div.card { (grant_details(state, &grant)) }
             },
         ),
     )
@@ -158,7 +162,7 @@ pub(super) fn invoice(
                         }
                     }
                 }
-                div.card { (grant_details(&grant)) }
+                div.card { (grant_details(state, &grant)) }
             },
         ),
     )
