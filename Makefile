@@ -1,7 +1,7 @@
 # Handoff: the two commands most people need are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt clean-demo fuzz screenshots
+.PHONY: demo test build lint fmt clean-demo fuzz screenshots bench
 
 ## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
 demo:
@@ -42,3 +42,8 @@ fuzz:
 screenshots: build
 	$(CARGO) test -p handoff-tests --locked -- browser::
 	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/
+
+## bench: load benchmarks of SERVER2 and SERVER1 (needs wrk: apt-get install wrk); prints a table
+bench:
+	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
+	python3 scripts/bench.py

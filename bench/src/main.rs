@@ -1,0 +1,228 @@
+//! `handoff-bench`: the pieces of `make bench` that are easier in Rust than in shell.
+//!
+//! - `prepare-server2`: a signing key, its JWKS file, and files of pre-minted tokens (valid and
+//!   distinct, and each kind of invalid), so minting happens outside the timed window;
+//! - `prepare-server1`: key, targets, database, a user and a live session, for the minting load;
+//! - `ring`: ring's own Ed25519 verify and sign rates on one thread, the yardsticks;
+//! - `replay-memory`: resident memory of the in-memory replay store over a million live entries,
+//!   and after they expire.
+//!
+//! Output that `scripts/bench.sh` reads is one JSON object on standard output.
+#![forbid(unsafe_code)]
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use handoff::{
+    Audience, Clock, Issuer, Jti, Jwks, MemoryReplayStore, MintRequest, Minter, Operation,
+    OperationType, ReplayStore, SigningKey, Subject, SystemClock, Ttl, UnixTime,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{UnparsedPublicKey, ED25519};
+
+#[derive(Parser)]
+#[command(name = "handoff-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Key, JWKS and token files for loading SERVER2.
+    PrepareServer2 {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        audience: String,
+        #[arg(long, default_value_t = 200_000)]
+        count: usize,
+    },
+    /// Key, targets, database, user and session for loading SERVER1; prints the session cookie.
+    PrepareServer1 {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        audience: String,
+    },
+    /// ring's Ed25519 verify and sign rates on one thread.
+    Ring {
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Resident memory of the replay store with `entries` live entries, and after expiry.
+    ReplayMemory {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    handoff::crypto::install()?;
+    match Cli::parse().command {
+        Command::PrepareServer2 { dir, issuer, audience, count } => {
+            prepare_server2(&dir, &issuer, &audience, count)
+        }
+        Command::PrepareServer1 { dir, audience } => prepare_server1(&dir, &audience),
+        Command::Ring { seconds } => ring_rates(Duration::from_secs_f64(seconds)),
+        Command::ReplayMemory { entries } => replay_memory(entries),
+    }
+}
+
+fn report_op(id: u64) -> anyhow::Result<Operation> {
+    let kind = OperationType::parse("report.view")?;
+    Ok(Operation::new(kind, [(handoff::ArgName::parse("report_id")?, id.to_string())])?)
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::fs::File::create(path).with_context(|| path.display().to_string())?);
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn prepare_server2(dir: &Path, issuer: &str, audience: &str, count: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let key = Arc::new(SigningKey::generate()?);
+    let jwks = serde_json::to_string(&Jwks { keys: vec![key.public_jwk()] })?;
+    std::fs::write(dir.join("jwks.json"), jwks)?;
+    let issuer = Issuer::parse(issuer)?;
+    let audience = Audience::parse(audience)?;
+    let subject = Subject::parse("u_bench")?;
+    // The longest lifetime allowed, so the tokens stay valid through the whole run.
+    let minter = Minter::new(key.clone(), issuer.clone(), Ttl::from_secs(Ttl::MAX_SECS)?);
+    let now = SystemClock.now();
+    let mint = |i: usize, at: UnixTime| -> anyhow::Result<String> {
+        let op = report_op(1 + i as u64 % 999_999)?;
+        let request = MintRequest { audience: &audience, subject: &subject, operation: &op, sid: None, nonce: None };
+        Ok(minter.mint(&request, at)?.into_string())
+    };
+    let valid: Vec<String> = (0..count).map(|i| mint(i, now)).collect::<anyhow::Result<_>>()?;
+    write_lines(&dir.join("valid.txt"), valid.iter().cloned())?;
+    // A valid token with its signature changed: fails at the signature check.
+    let bad_signature = valid.iter().map(|t| {
+        let (input, sig) = t.rsplit_once('.').unwrap_or((t, ""));
+        let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap_or_default();
+        if let Some(b) = raw.get_mut(7) {
+            *b ^= 1;
+        }
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(raw))
+    });
+    write_lines(&dir.join("bad_signature.txt"), bad_signature)?;
+    // Expired: minted 20 minutes ago; fails after the signature check, at `exp`.
+    let expired = (0..count).map(|i| mint(i, now.minus(1200)));
+    write_lines(&dir.join("expired.txt"), expired.collect::<anyhow::Result<Vec<_>>>()?.into_iter())?;
+    // One valid token over and over: the first use is accepted, every later one is a replay.
+    write_lines(&dir.join("replay.txt"), std::iter::once(mint(count, now)?))?;
+    // Garbage that fails before the signature: bad shape, wrong typ, unknown kid, oversize.
+    let header = |typ: &str, kid: &str| {
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"typ":"{typ}","alg":"EdDSA","kid":"{kid}"}}"#))
+    };
+    let payload = valid[0].split('.').nth(1).unwrap_or_default().to_owned();
+    let sig = valid[0].rsplit('.').next().unwrap_or_default().to_owned();
+    write_lines(&dir.join("malformed.txt"), std::iter::once("this-is-not-a-token".to_owned()))?;
+    write_lines(&dir.join("wrong_typ.txt"), std::iter::once(format!("{}.{payload}.{sig}", header("JWT", key.kid().as_str()))))?;
+    let unknown_kid = URL_SAFE_NO_PAD.encode([7u8; 32]);
+    write_lines(&dir.join("unknown_kid.txt"), std::iter::once(format!("{}.{payload}.{sig}", header("handoff+jwt", &unknown_kid))))?;
+    write_lines(&dir.join("oversize.txt"), std::iter::once("A".repeat(9 * 1024)))?;
+    println!("{}", serde_json::json!({ "tokens": count, "dir": dir }));
+    Ok(())
+}
+
+fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
+    use server1::db::{Db, OpenMode};
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    SigningKey::generate()?.save(&keys.join("signing.pk8"))?;
+    let targets = include_str!("../../server1/targets.example.toml")
+        .replace("http://localhost:8002", audience);
+    std::fs::write(dir.join("targets.toml"), targets)?;
+    let db = Db::open(&dir.join("server1.sqlite3"), OpenMode::CreateIfMissing)?;
+    let hash = server1::passwords::Passwords::new()?.hash("bench password, not secret")?;
+    let now = SystemClock.now();
+    let user = db.add_user("bench", &hash, &["reports".into()], now)?;
+    let session = server1::web::session::random_token().context("randomness")?;
+    db.create_session(&server1::web::session::session_hash(&session), &user.id, now, now.plus(3600))?;
+    println!("{}", serde_json::json!({ "cookie": format!("__Host-handoff_session={session}") }));
+    Ok(())
+}
+
+fn ring_rates(window: Duration) -> anyhow::Result<()> {
+    let key = SigningKey::generate()?;
+    let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
+    let message = b"eyJ0eXAiOiJoYW5kb2ZmK2p3dCIsImFsZyI6IkVkRFNBIn0.a-typical-handoff-claims-set-of-about-three-hundred-bytes-padded-to-a-realistic-length-for-the-signature-input-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    let signature = key.sign(message);
+    let verifier = UnparsedPublicKey::new(&ED25519, &public);
+    let rate = |f: &dyn Fn() -> bool| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < window {
+            for _ in 0..64 {
+                if !f() {
+                    bail!("the yardstick itself failed");
+                }
+            }
+            n += 64;
+        }
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    };
+    let verify = rate(&|| verifier.verify(message, signature.as_ref()).is_ok())?;
+    let sign = rate(&|| key.sign(message).as_ref().len() == 64)?;
+    println!("{}", serde_json::json!({ "verify_per_sec": verify, "sign_per_sec": sign }));
+    Ok(())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn replay_memory(entries: usize) -> anyhow::Result<()> {
+    let store = MemoryReplayStore::new(entries + entries / 8);
+    let rng = SystemRandom::new();
+    // Make the ids first, so only the store's growth is measured.
+    let ids: Vec<Jti> = (0..entries).map(|_| Jti::generate(&rng)).collect::<Result<_, _>>()?;
+    let now = UnixTime::from_secs(1_000_000);
+    let before = rss_kib();
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    for jti in &ids {
+        let mut fut = store.check_and_set(*jti, now.plus(60), now);
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(handoff::Freshness::Fresh)) => {}
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    let full = rss_kib();
+    store.purge_expired(now.plus(61));
+    let after = rss_kib();
+    drop(ids);
+    println!(
+        "{}",
+        serde_json::json!({
+            "entries": entries,
+            "rss_before_kib": before,
+            "rss_full_kib": full,
+            "rss_after_expiry_kib": after,
+            "bytes_per_entry": (full.saturating_sub(before) * 1024) as f64 / entries as f64,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""`make bench`: load benchmarks of SERVER2 (verifying) and SERVER1 (minting).
+
+Builds release binaries, pre-mints tokens outside the timed window, pins the server to CPU 0 and
+the load generator (wrk, with scripts/bench.lua) to CPU 1, and reports requests/s, latency, the
+server's CPU-seconds, handoffs per server CPU-second, resident memory, and the ratio to ring's own
+Ed25519 verify (or sign) rate measured in the same run on the same core. Stops by itself.
+"""
+import json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+LOG = os.environ.get("BENCH_LOG", "info")
+TICK = os.sysconf("SC_CLK_TCK")
+P1, P2 = 38101, 38102
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_ready(url, timeout=10.0):
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - started
+        except Exception:
+            time.sleep(0.002)
+    raise SystemExit(f"{url} did not become ready")
+
+
+def wrk(url, args, seconds=DURATION, connections=CONNECTIONS, headers=()):
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    if args:
+        cmd += ["-s", os.path.join(ROOT, "scripts", "bench.lua"), url, "--"] + [str(a) for a in args]
+    else:
+        cmd += [url]
+    out = run(cmd)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"total": total, "rps": rps, "non_2xx_3xx": int(bad.group(1)) if bad else 0,
+            "p50": lat.get("50", "?"), "p99": lat.get("99", "?"), "socket_errors": errors.group(1) if errors else ""}
+
+
+def measure(pid, url, args, **kw):
+    before = cpu_seconds(pid)
+    result = wrk(url, args, **kw)
+    cpu = cpu_seconds(pid) - before
+    result["cpu"] = cpu
+    result["per_cpu_s"] = result["total"] / cpu if cpu > 0 else float("inf")
+    result["rss"] = rss_mib(pid)
+    return result
+
+
+def main():
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install wrk util-linux")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "server1", "-p", "server2", "-p", "handoff-bench"],
+                   cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="handoff-bench-")
+    rows, notes = [], []
+    try:
+        # Enough distinct tokens for three timed runs at well over any rate this machine reaches.
+        per_run = 60_000 * DURATION
+        count = per_run * 3
+        server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
+        t0 = time.perf_counter()
+        run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
+             "--audience", server2_url, "--count", str(count)])
+        notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
+        ring = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
+        env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_PUBLIC_URL=server2_url,
+                   SERVER2_ISSUER="https://portal.bench.example", SERVER2_JWKS_FILE=os.path.join(work, "jwks.json"),
+                   SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)))
+        log = open(os.path.join(work, "server2.log"), "w")
+        server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
+        try:
+            startup = wait_ready(f"{server2_url}/readyz")
+            time.sleep(0.5)
+            idle = rss_mib(server.pid)
+            notes.append(f"SERVER2 start-up to ready (pinned JWKS): {startup * 1000:.0f} ms; idle resident memory {idle:.1f} MiB")
+            url = f"{server2_url}/handoff"
+            valid = os.path.join(work, "valid.txt")
+            scenarios = [
+                ("accept, form POST", [valid, "post", 1, per_run, 0], ring["verify_per_sec"]),
+                ("accept, GET ?token=", [valid, "get", per_run + 1, 2 * per_run, 0], ring["verify_per_sec"]),
+            ]
+            for name, args, yard in scenarios:
+                r = measure(server.pid, url, args)
+                if r["total"] > per_run:
+                    notes.append(f"{name}: {r['total']} requests exceeded the {per_run} distinct tokens; later ones were replays")
+                rows.append((name, r, r["per_cpu_s"] / yard))
+            peak = rows[0][1]["rps"]
+            rate = max(1, int(peak / 2))
+            conns = 8
+            delay = conns * 1000.0 / rate
+            r = measure(server.pid, url, [valid, "post", 2 * per_run + 1, 3 * per_run, f"{delay:.3f}"], connections=conns)
+            rows.append((f"accept at half peak ({rate}/s offered)", r, r["per_cpu_s"] / ring["verify_per_sec"]))
+            for name, file in [("reject: bad signature", "bad_signature.txt"), ("reject: expired", "expired.txt"),
+                               ("reject: replay", "replay.txt"), ("reject: malformed", "malformed.txt"),
+                               ("reject: wrong typ", "wrong_typ.txt"), ("reject: unknown kid", "unknown_kid.txt"),
+                               ("reject: oversize (9 KiB)", "oversize.txt")]:
+                r = measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0])
+                rows.append((name, r, r["per_cpu_s"] / ring["verify_per_sec"]))
+            notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+        # SERVER1 minting for a signed-in session.
+        s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", os.path.join(work, "s1"),
+                             "--audience", server2_url]))
+        env1 = dict(os.environ, RUST_LOG=LOG, SERVER1_LISTEN=f"127.0.0.1:{P1}", SERVER1_PUBLIC_URL=server1_url,
+                    SERVER1_DATABASE_URL="sqlite://" + os.path.join(work, "s1", "server1.sqlite3"),
+                    SERVER1_KEYS_DIR=os.path.join(work, "s1", "keys"),
+                    SERVER1_TARGETS_FILE=os.path.join(work, "s1", "targets.toml"))
+        log1 = open(os.path.join(work, "server1.log"), "w")
+        server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server1", "serve"], env=env1, stderr=log1, stdout=log1)
+        try:
+            wait_ready(f"{server1_url}/healthz")
+            r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
+                        headers=[f"Cookie: {s1['cookie']}"])
+            rows.append(("SERVER1: mint (session look-up, page)", r, r["per_cpu_s"] / ring["sign_per_sec"]))
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+        memory = json.loads(run([f"{BIN}/handoff-bench", "replay-memory", "--entries", "1000000"]))
+        notes.append(
+            f"replay store: {memory['bytes_per_entry']:.0f} bytes per live entry over 1,000,000 entries "
+            f"(resident {memory['rss_before_kib'] / 1024:.1f} → {memory['rss_full_kib'] / 1024:.1f} MiB, "
+            f"{memory['rss_after_expiry_kib'] / 1024:.1f} MiB once they expired)")
+
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+        print()
+        print(f"Machine: {os.cpu_count()} CPUs ({cpu}); server on CPU 0, wrk on CPU 1; {DURATION} s per run, "
+              f"{CONNECTIONS} connections; RUST_LOG={LOG}")
+        print(f"ring on CPU 0, one thread: {ring['verify_per_sec']:,.0f} Ed25519 verifies/s, "
+              f"{ring['sign_per_sec']:,.0f} signs/s (cached key pair)")
+        print()
+        print("| scenario | requests/s | p50 | p99 | server CPU-s | per server CPU-s | vs ring | non-2xx/3xx |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, r, ratio in rows:
+            print(f"| {name} | {r['rps']:,.0f} | {r['p50']} | {r['p99']} | {r['cpu']:.2f} | "
+                  f"{r['per_cpu_s']:,.0f} | {ratio:.0%} | {r['non_2xx_3xx']} |")
+        print()
+        for n in notes:
+            print(f"- {n}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
