@@ -9,6 +9,8 @@
 //!
 //! Output that `scripts/bench.sh` reads is one JSON object on standard output.
 #![forbid(unsafe_code)]
+// A command-line tool whose output is its result: printing to stdout is the point here.
+#![allow(clippy::print_stdout)]
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -83,7 +85,8 @@ fn report_op(id: u64) -> anyhow::Result<Operation> {
 }
 
 fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let mut out = BufWriter::new(std::fs::File::create(path).with_context(|| path.display().to_string())?);
+    let mut out =
+        BufWriter::new(std::fs::File::create(path).with_context(|| path.display().to_string())?);
     for line in lines {
         writeln!(out, "{line}")?;
     }
@@ -104,7 +107,13 @@ fn prepare_server2(dir: &Path, issuer: &str, audience: &str, count: usize) -> an
     let now = SystemClock.now();
     let mint = |i: usize, at: UnixTime| -> anyhow::Result<String> {
         let op = report_op(1 + i as u64 % 999_999)?;
-        let request = MintRequest { audience: &audience, subject: &subject, operation: &op, sid: None, nonce: None };
+        let request = MintRequest {
+            audience: &audience,
+            subject: &subject,
+            operation: &op,
+            sid: None,
+            nonce: None,
+        };
         Ok(minter.mint(&request, at)?.into_string())
     };
     let valid: Vec<String> = (0..count).map(|i| mint(i, now)).collect::<anyhow::Result<_>>()?;
@@ -121,7 +130,10 @@ fn prepare_server2(dir: &Path, issuer: &str, audience: &str, count: usize) -> an
     write_lines(&dir.join("bad_signature.txt"), bad_signature)?;
     // Expired: minted 20 minutes ago; fails after the signature check, at `exp`.
     let expired = (0..count).map(|i| mint(i, now.minus(1200)));
-    write_lines(&dir.join("expired.txt"), expired.collect::<anyhow::Result<Vec<_>>>()?.into_iter())?;
+    write_lines(
+        &dir.join("expired.txt"),
+        expired.collect::<anyhow::Result<Vec<_>>>()?.into_iter(),
+    )?;
     // One valid token over and over: the first use is accepted, every later one is a replay.
     write_lines(&dir.join("replay.txt"), std::iter::once(mint(count, now)?))?;
     // Garbage that fails before the signature: bad shape, wrong typ, unknown kid, oversize.
@@ -131,9 +143,15 @@ fn prepare_server2(dir: &Path, issuer: &str, audience: &str, count: usize) -> an
     let payload = valid[0].split('.').nth(1).unwrap_or_default().to_owned();
     let sig = valid[0].rsplit('.').next().unwrap_or_default().to_owned();
     write_lines(&dir.join("malformed.txt"), std::iter::once("this-is-not-a-token".to_owned()))?;
-    write_lines(&dir.join("wrong_typ.txt"), std::iter::once(format!("{}.{payload}.{sig}", header("JWT", key.kid().as_str()))))?;
+    write_lines(
+        &dir.join("wrong_typ.txt"),
+        std::iter::once(format!("{}.{payload}.{sig}", header("JWT", key.kid().as_str()))),
+    )?;
     let unknown_kid = URL_SAFE_NO_PAD.encode([7u8; 32]);
-    write_lines(&dir.join("unknown_kid.txt"), std::iter::once(format!("{}.{payload}.{sig}", header("handoff+jwt", &unknown_kid))))?;
+    write_lines(
+        &dir.join("unknown_kid.txt"),
+        std::iter::once(format!("{}.{payload}.{sig}", header("handoff+jwt", &unknown_kid))),
+    )?;
     write_lines(&dir.join("oversize.txt"), std::iter::once("A".repeat(9 * 1024)))?;
     println!("{}", serde_json::json!({ "tokens": count, "dir": dir }));
     Ok(())
@@ -152,7 +170,12 @@ fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let user = db.add_user("bench", &hash, &["reports".into()], now)?;
     let session = server1::web::session::random_token().context("randomness")?;
-    db.create_session(&server1::web::session::session_hash(&session), &user.id, now, now.plus(3600))?;
+    db.create_session(
+        &server1::web::session::session_hash(&session),
+        &user.id,
+        now,
+        now.plus(3600),
+    )?;
     println!("{}", serde_json::json!({ "cookie": format!("__Host-handoff_session={session}") }));
     Ok(())
 }

@@ -107,13 +107,16 @@ pub async fn serve_one<E: Endpoint>(
         },
     };
     hardening.apply(&mut resp);
-    tracing::info!(
-        %method,
-        path = path.get(..256).unwrap_or(&path),
-        status = resp.status().as_u16(),
-        us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = resp.status();
+    let path = path.get(..256).unwrap_or(&path);
+    let us = started.elapsed().as_micros() as u64;
+    // Successes at debug: the hot paths (mint, accept) have their own audit events at info, and
+    // a line per request would cost as much again. Refusals and failures at info.
+    if status.is_client_error() || status.is_server_error() {
+        tracing::info!(%method, path, status = status.as_u16(), us, "request");
+    } else {
+        tracing::debug!(%method, path, status = status.as_u16(), us, "request");
+    }
     resp
 }
 

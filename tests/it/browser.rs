@@ -7,6 +7,7 @@
 //! `.ci/run` installs them. The tests do not skip themselves when they are missing: they fail
 //! and say what to install. Screenshots of every page go to `target/screenshots/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +20,10 @@ struct Chromedriver(Child);
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
+        // chromedriver runs in its own process group with the browsers it starts: end them all,
+        // even when a failed test never closed its session.
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -47,6 +52,7 @@ impl Browser {
         let port = listener().1;
         let driver = Command::new(tool("CHROMEDRIVER", "/usr/bin/chromedriver"))
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,8 +117,25 @@ impl Browser {
         }
     }
 
+    /// The page's text, once the page has one (a navigation may still be replacing it).
     async fn text(&self) -> String {
-        self.client.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+        self.wait_text("any page", |_| true).await
+    }
+
+    /// Waits until the page's text satisfies `ok`, riding out pages still loading.
+    async fn wait_text(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = match self.client.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if !text.is_empty() && ok(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "waited for {what}; the page says: {text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn title(&self) -> String {
@@ -193,12 +216,11 @@ async fn walkthrough_sign_in_open_and_act() {
     b.goto(&format!("{}/", s.server1)).await;
     b.click_link("Approve invoice INV-2026-0042").await;
     b.wait_url("the invoice page", |u| u.ends_with("/invoices/INV-2026-0042/approve")).await;
-    assert!(b.text().await.contains("This cannot be undone"));
+    b.wait_text("This cannot be undone", |t| t.contains("This cannot be undone")).await;
     b.screenshot("05-invoice-confirm").await;
     b.click("form button[type=submit]").await;
     b.wait_url("the invoice page again", |u| u.ends_with("/approve")).await;
-    let done = b.text().await;
-    assert!(done.contains("Approved by"), "{done}");
+    b.wait_text("the approval", |t| t.contains("Approved by")).await;
     b.screenshot("06-invoice-approved").await;
     b.close().await;
 }
@@ -222,7 +244,7 @@ async fn cookies_are_http_only_secure_lax_and_survive_the_cross_site_post() {
     b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
     // The grant was set on the 303 answering a cross-site POST and sent on the navigation that
     // followed: the page rendered, so it arrived (SameSite=Strict would have dropped it).
-    assert!(b.text().await.contains("Report 42"));
+    b.wait_text("Report 42", |t| t.contains("Report 42")).await;
     assert_eq!(b.js("return document.cookie").await, json!(""));
     let cookies = b.client.get_all_cookies().await.unwrap();
     let grant = cookies.iter().find(|c| c.name() == "__Host-handoff_grant").expect("grant cookie");
@@ -340,7 +362,10 @@ async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
 
     b.goto(&format!("{}/handoff?token={}", s.server2, mint("u_alice", now - 600))).await;
     assert_eq!(b.title().await, "This sign-in link has expired · Partner Analytics");
-    assert!(b.text().await.contains("Go back to the portal and try again"));
+    b.wait_text("Go back to the portal and try again", |t| {
+        t.contains("Go back to the portal and try again")
+    })
+    .await;
     let back = b.client.find(Locator::LinkText("Back to the portal")).await.unwrap();
     assert_eq!(back.attr("href").await.unwrap().as_deref(), Some(s.server1.as_str()));
     b.screenshot("07-expired-link").await;
@@ -350,7 +375,7 @@ async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
     b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
     b.goto(&format!("{}/handoff?token={token}", s.server2)).await;
     assert_eq!(b.title().await, "This sign-in link was already used · Partner Analytics");
-    assert!(b.text().await.contains("Each link works once"));
+    b.wait_text("Each link works once", |t| t.contains("Each link works once")).await;
     b.screenshot("08-used-link").await;
 
     // A link for another user while signed in here as alice: asked, not switched.
@@ -358,8 +383,10 @@ async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
     assert_eq!(b.title().await, "Switch user? · Partner Analytics");
     b.screenshot("09-switch-user").await;
     b.click("button[value=stay]").await;
+    let home = format!("{}/", s.server2);
+    b.wait_url("SERVER2's home after staying", |u| u == home).await;
     b.goto(&format!("{}/reports/42", s.server2)).await;
-    assert!(b.text().await.contains("u_alice"), "still alice");
+    b.wait_text("report 42 for alice", |t| t.contains("Report 42") && t.contains("u_alice")).await;
 
     // No access: the 403 page offers the way in.
     b.goto(&format!("{}/reports/77", s.server2)).await;
@@ -377,7 +404,7 @@ async fn a_server2_started_handoff_completes_in_the_browser() {
     b.click_link("Get access from the portal").await;
     let landed = b.wait_url("report 77", |u| u.ends_with("/reports/77")).await;
     assert!(landed.starts_with(&s.server2));
-    assert!(b.text().await.contains("Report 77"));
+    b.wait_text("Report 77", |t| t.contains("Report 77")).await;
     // The nonce cookie was used up.
     let cookies = b.client.get_all_cookies().await.unwrap();
     assert!(cookies.iter().all(|c| c.name() != "__Host-handoff_nonce"), "{cookies:?}");
@@ -391,10 +418,13 @@ async fn without_javascript_the_handoff_still_completes() {
     b.sign_in(&s, "alice").await;
     b.click_link("View report 42").await;
     b.wait_url("the handoff page", |u| u.contains("/handoff/partner/report.view")).await;
-    assert!(b.text().await.contains("Continuing to Partner Analytics"));
+    b.wait_text("Continuing to Partner Analytics", |t| {
+        t.contains("Continuing to Partner Analytics")
+    })
+    .await;
     b.screenshot("03-handoff-page").await;
     b.click("#handoff-form button").await;
     b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
-    assert!(b.text().await.contains("Report 42"));
+    b.wait_text("Report 42", |t| t.contains("Report 42")).await;
     b.close().await;
 }
