@@ -83,14 +83,14 @@ def main():
     rows, notes = [], []
     try:
         # Enough distinct tokens for three timed runs at well over any rate this machine reaches.
-        per_run = 60_000 * DURATION
+        per_run = 25_000 * DURATION
         count = per_run * 3
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
         t0 = time.perf_counter()
         run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
              "--audience", server2_url, "--count", str(count)])
         notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
-        ring = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
+        ring_before = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
         env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_PUBLIC_URL=server2_url,
                    SERVER2_ISSUER="https://portal.bench.example", SERVER2_JWKS_FILE=os.path.join(work, "jwks.json"),
                    SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)))
@@ -104,30 +104,35 @@ def main():
             url = f"{server2_url}/handoff"
             valid = os.path.join(work, "valid.txt")
             scenarios = [
-                ("accept, form POST", [valid, "post", 1, per_run, 0], ring["verify_per_sec"]),
-                ("accept, GET ?token=", [valid, "get", per_run + 1, 2 * per_run, 0], ring["verify_per_sec"]),
+                ("accept, form POST", [valid, "post", 1, per_run, 0]),
+                ("accept, GET ?token=", [valid, "get", per_run + 1, 2 * per_run, 0]),
             ]
-            for name, args, yard in scenarios:
+            for name, args in scenarios:
                 r = measure(server.pid, url, args)
                 if r["total"] > per_run:
                     notes.append(f"{name}: {r['total']} requests exceeded the {per_run} distinct tokens; later ones were replays")
-                rows.append((name, r, r["per_cpu_s"] / yard))
+                rows.append((name, r, "verify"))
             peak = rows[0][1]["rps"]
             rate = max(1, int(peak / 2))
             conns = 8
             delay = conns * 1000.0 / rate
             r = measure(server.pid, url, [valid, "post", 2 * per_run + 1, 3 * per_run, f"{delay:.3f}"], connections=conns)
-            rows.append((f"accept at half peak ({rate}/s offered)", r, r["per_cpu_s"] / ring["verify_per_sec"]))
+            rows.append((f"accept at half peak ({rate}/s offered)", r, "verify"))
             for name, file in [("reject: bad signature", "bad_signature.txt"), ("reject: expired", "expired.txt"),
                                ("reject: replay", "replay.txt"), ("reject: malformed", "malformed.txt"),
                                ("reject: wrong typ", "wrong_typ.txt"), ("reject: unknown kid", "unknown_kid.txt"),
                                ("reject: oversize (9 KiB)", "oversize.txt")]:
                 r = measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0])
-                rows.append((name, r, r["per_cpu_s"] / ring["verify_per_sec"]))
+                rows.append((name, r, "verify"))
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
         finally:
             server.terminate()
             server.wait(timeout=15)
+
+        # The yardstick again: this VM's speed drifts, so the faster of the two measurements is
+        # used, which makes every ratio below conservative.
+        ring_after = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
+        ring = {k: max(ring_before[k], ring_after[k]) for k in ring_before}
 
         # SERVER1 minting for a signed-in session.
         s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", os.path.join(work, "s1"),
@@ -142,7 +147,7 @@ def main():
             wait_ready(f"{server1_url}/healthz")
             r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
                         headers=[f"Cookie: {s1['cookie']}"])
-            rows.append(("SERVER1: mint (session look-up, page)", r, r["per_cpu_s"] / ring["sign_per_sec"]))
+            rows.append(("SERVER1: mint (session look-up, page)", r, "sign"))
         finally:
             server.terminate()
             server.wait(timeout=15)
@@ -158,13 +163,16 @@ def main():
         print(f"Machine: {os.cpu_count()} CPUs ({cpu}); server on CPU 0, wrk on CPU 1; {DURATION} s per run, "
               f"{CONNECTIONS} connections; RUST_LOG={LOG}")
         print(f"ring on CPU 0, one thread: {ring['verify_per_sec']:,.0f} Ed25519 verifies/s, "
-              f"{ring['sign_per_sec']:,.0f} signs/s (cached key pair)")
+              f"{ring['sign_per_sec']:,.0f} signs/s (cached key pair); the faster of "
+              f"{ring_before['verify_per_sec']:,.0f} / {ring_after['verify_per_sec']:,.0f} verifies/s and "
+              f"{ring_before['sign_per_sec']:,.0f} / {ring_after['sign_per_sec']:,.0f} signs/s measured before and after")
         print()
         print("| scenario | requests/s | p50 | p99 | server CPU-s | per server CPU-s | vs ring | non-2xx/3xx |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for name, r, ratio in rows:
+        for name, r, yard in rows:
+            ratio = r["per_cpu_s"] / ring[f"{yard}_per_sec"]
             print(f"| {name} | {r['rps']:,.0f} | {r['p50']} | {r['p99']} | {r['cpu']:.2f} | "
-                  f"{r['per_cpu_s']:,.0f} | {ratio:.0%} | {r['non_2xx_3xx']} |")
+                  f"{r['per_cpu_s']:,.0f} | {ratio:.0%} of {yard} | {r['non_2xx_3xx']} |")
         print()
         for n in notes:
             print(f"- {n}")

@@ -110,10 +110,11 @@ pub async fn serve_one<E: Endpoint>(
     let status = resp.status();
     let path = path.get(..256).unwrap_or(&path);
     let us = started.elapsed().as_micros() as u64;
-    // Successes at debug: the hot paths (mint, accept) have their own audit events at info, and
-    // a line per request would cost as much again. Refusals and failures at info.
-    if status.is_client_error() || status.is_server_error() {
-        tracing::info!(%method, path, status = status.as_u16(), us, "request");
+    // Per-request lines at debug: the hot paths (mint, accept, reject) have their own audit
+    // events, and a second line per request costs as much again — and would let a flood of
+    // garbage double the log volume. Server failures are logged at warn.
+    if status.is_server_error() {
+        tracing::warn!(%method, path, status = status.as_u16(), us, "request failed");
     } else {
         tracing::debug!(%method, path, status = status.as_u16(), us, "request");
     }
