@@ -68,10 +68,8 @@ impl Config {
     /// Every variable with a bad value, each named with what it expects.
     pub fn from_env() -> Result<Self, ConfigError> {
         // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
-        let pairs = handoff::env::vars_with_prefix("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
-        let raw: RawConfig = envy::prefixed("SERVER1_")
-            .from_iter(pairs)
-            .map_err(|e| ConfigError(vec![format!("SERVER1_*: {e}")]))?;
+        let raw: RawConfig =
+            handoff::env::read_prefixed("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 
@@ -83,9 +81,7 @@ impl Config {
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            envy::from_iter(pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())))
-                .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let raw: RawConfig = handoff::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use handoff::keys::KeyError;
 use handoff::{Jwks, Minter, SigningKey};
-use poem::listener::{Acceptor, TcpAcceptor};
+use poem::listener::TcpAcceptor;
 use poem::Server;
 
 pub use config::Config;
@@ -93,12 +93,7 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
         serde_json::to_string(&jwks).map_err(|e| StartupError::Crypto(e.to_string()))?;
     let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
     let cookies = Cookies::new(config.cookies);
-    listener.set_nonblocking(true).map_err(StartupError::Listen)?;
-    let acceptor = TcpAcceptor::from_std(listener).map_err(StartupError::Listen)?;
-    let local_addr =
-        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(
-            || StartupError::Listen(std::io::Error::other("listener has no address")),
-        )?;
+    let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let state = Arc::new(AppState {
         config,
         db,

@@ -121,31 +121,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let public_url = config.public_url.clone();
         let app = server1::build_app(config, listener)?;
         tracing::info!(addr = %app.local_addr(), %public_url, "SERVER1 listening");
-        app.run(shutdown_signal()).await.context("server failed")?;
+        app.run(handoff::web::shutdown_signal()).await.context("server failed")?;
         tracing::info!("SERVER1 stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn add_user(

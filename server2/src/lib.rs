@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
 use handoff::{MemoryReplayStore, Verifier, VerifierSettings};
-use poem::listener::{Acceptor, TcpAcceptor};
+use poem::listener::TcpAcceptor;
 use poem::Server;
 
 pub use config::Config;
@@ -102,12 +102,7 @@ pub async fn build_app(
         None => GrantKey::generate().map_err(|e| StartupError::Crypto(e.to_string()))?,
     };
     let replay = Arc::new(MemoryReplayStore::new(config.replay_capacity));
-    listener.set_nonblocking(true).map_err(StartupError::Listen)?;
-    let acceptor = TcpAcceptor::from_std(listener).map_err(StartupError::Listen)?;
-    let local_addr =
-        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(
-            || StartupError::Listen(std::io::Error::other("listener has no address")),
-        )?;
+    let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let state = Arc::new(AppState {
         config,
         verifier,

@@ -32,27 +32,8 @@ fn run() -> anyhow::Result<()> {
         let audience = config.public_url.clone();
         let app = server2::build_app(config, listener).await?;
         tracing::info!(addr = %app.local_addr(), %audience, ready = app.is_ready(), "SERVER2 listening");
-        app.run(shutdown_signal()).await.context("server failed")?;
+        app.run(handoff::web::shutdown_signal()).await.context("server failed")?;
         tracing::info!("SERVER2 stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -19,3 +19,27 @@ pub fn vars_with_prefix(prefix: &str) -> Result<Vec<(String, String)>, String> {
     }
     Ok(pairs)
 }
+
+/// Reads a raw configuration struct (all `Option<String>` fields) from the `PREFIX*` variables
+/// of the environment, without panicking on non-UTF-8 ones.
+///
+/// # Errors
+///
+/// A message naming the variable at fault.
+pub fn read_prefixed<T: serde::de::DeserializeOwned>(prefix: &str) -> Result<T, String> {
+    let pairs = vars_with_prefix(prefix)?;
+    envy::prefixed(prefix).from_iter(pairs).map_err(|e| format!("{prefix}*: {e}"))
+}
+
+/// Reads a raw configuration struct from `(name, value)` pairs whose names lack the prefix
+/// (tests build configurations this way instead of setting process variables).
+///
+/// # Errors
+///
+/// A message naming the field at fault.
+pub fn read_pairs<'a, T: serde::de::DeserializeOwned>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<T, String> {
+    envy::from_iter(pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())))
+        .map_err(|e| e.to_string())
+}
