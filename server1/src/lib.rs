@@ -94,6 +94,7 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
     let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
     let cookies = Cookies::new(config.cookies);
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
+    let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let state = Arc::new(AppState {
         config,
         db,
@@ -104,6 +105,7 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
         csrf,
         cookies,
         throttle: throttle::Throttle::new(100_000),
+        metrics,
     });
     Ok(App { acceptor, local_addr, state })
 }

@@ -36,6 +36,7 @@ pub enum KeysError {
 pub struct KeySource {
     current: RwLock<Option<Arc<KeySet>>>,
     remote: Option<Remote>,
+    fetches: Option<prometheus::IntCounterVec>,
 }
 
 #[derive(Debug)]
@@ -58,7 +59,7 @@ impl KeySource {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| KeysError::File(shown.clone(), e))?;
         let set = parse(&bytes).map_err(|e| KeysError::Invalid(shown, e))?;
-        Ok(Self { current: RwLock::new(Some(Arc::new(set))), remote: None })
+        Ok(Self { current: RwLock::new(Some(Arc::new(set))), remote: None, fetches: None })
     }
 
     /// Keys from `url`, not fetched yet (call [`KeySource::refresh`]).
@@ -66,7 +67,11 @@ impl KeySource {
     /// # Errors
     ///
     /// When the HTTP client cannot be built.
-    pub fn remote(url: url::Url, min_interval: Duration) -> Result<Self, KeysError> {
+    pub fn remote(
+        url: url::Url,
+        min_interval: Duration,
+        fetches: Option<prometheus::IntCounterVec>,
+    ) -> Result<Self, KeysError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -76,7 +81,7 @@ impl KeySource {
             .build()
             .map_err(|e| KeysError::Fetch(url.to_string(), e.to_string()))?;
         let remote = Remote { url, client, min_interval, last_attempt: Mutex::new(None) };
-        Ok(Self { current: RwLock::new(None), remote: Some(remote) })
+        Ok(Self { current: RwLock::new(None), remote: Some(remote), fetches })
     }
 
     /// The current key set, if any was ever loaded.
@@ -135,6 +140,14 @@ impl KeySource {
     }
 
     async fn fetch(&self, remote: &Remote) -> Result<usize, KeysError> {
+        let outcome = self.fetch_once(remote).await;
+        if let Some(fetches) = &self.fetches {
+            fetches.with_label_values(&[if outcome.is_ok() { "ok" } else { "error" }]).inc();
+        }
+        outcome
+    }
+
+    async fn fetch_once(&self, remote: &Remote) -> Result<usize, KeysError> {
         let shown = remote.url.to_string();
         let fail = |e: String| KeysError::Fetch(shown.clone(), e);
         let mut resp =

@@ -80,10 +80,12 @@ pub async fn build_app(
         catalog: operations::catalog(),
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let keys = match &config.keys_from {
         KeysFrom::File(path) => KeySource::pinned(path)?,
         KeysFrom::Url(url) => {
-            let source = KeySource::remote(url.clone(), config.jwks_refresh_interval)?;
+            let fetches = Some(metrics.jwks_fetches.clone());
+            let source = KeySource::remote(url.clone(), config.jwks_refresh_interval, fetches)?;
             if let Err(e) = source.refresh().await {
                 tracing::error!(error = %e, "issuer keys not loaded yet; will keep trying");
             }
@@ -110,6 +112,7 @@ pub async fn build_app(
         replay: replay.clone(),
         grants,
         approvals: Mutex::new(HashMap::new()),
+        metrics,
     });
     Ok(App { acceptor, local_addr, state, replay })
 }

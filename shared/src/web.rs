@@ -10,6 +10,7 @@ use std::time::Instant;
 use cookie::{Cookie, SameSite};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
+use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 
 /// Turns a bound standard listener into poem's acceptor and reports its address (the real port
 /// when bound to port 0). Must be called inside a Tokio runtime.
@@ -125,8 +126,40 @@ impl Hardening {
     }
 }
 
+/// Request latency by route, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RequestMetrics {
+    duration: HistogramVec,
+    route_of: fn(&str) -> &'static str,
+}
+
+impl RequestMetrics {
+    /// Registers `http_request_duration_seconds{route,status}` in `registry`. `route_of` maps a
+    /// path to one of a fixed set of route names (so an attacker cannot grow the label set).
+    ///
+    /// # Errors
+    ///
+    /// When the registry already has the metric.
+    pub fn new(
+        registry: &Registry,
+        route_of: fn(&str) -> &'static str,
+    ) -> prometheus::Result<Self> {
+        let opts = HistogramOpts::new(
+            "http_request_duration_seconds",
+            "Time to answer a request, by route",
+        )
+        .buckets(vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        let duration = HistogramVec::new(opts, &["route", "status"])?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { duration, route_of })
+    }
+}
+
 /// Runs `ep` for `req` with the limits checked first and the hardening applied to whatever comes
-/// back (errors included), and logs one line: method, path, status, duration.
+/// back (errors included), records its latency, and logs one line: method, path, status,
+/// duration.
 ///
 /// `refuse` renders the page for a broken limit.
 pub async fn serve_one<E: Endpoint>(
@@ -134,6 +167,7 @@ pub async fn serve_one<E: Endpoint>(
     req: Request,
     limits: &Limits,
     hardening: &Hardening,
+    metrics: &RequestMetrics,
     refuse: impl FnOnce(StatusCode) -> Response,
 ) -> Response {
     let started = Instant::now();
@@ -148,8 +182,20 @@ pub async fn serve_one<E: Endpoint>(
     };
     hardening.apply(&mut resp);
     let status = resp.status();
+    let elapsed = started.elapsed();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics
+        .duration
+        .with_label_values(&[(metrics.route_of)(&path), class])
+        .observe(elapsed.as_secs_f64());
     let path = path.get(..256).unwrap_or(&path);
-    let us = started.elapsed().as_micros() as u64;
+    let us = elapsed.as_micros() as u64;
     // Per-request lines at debug: the hot paths (mint, accept, reject) have their own audit
     // events, and a second line per request costs as much again — and would let a flood of
     // garbage double the log volume. Server failures are logged at warn.
@@ -159,6 +205,19 @@ pub async fn serve_one<E: Endpoint>(
         tracing::debug!(%method, path, status = status.as_u16(), us, "request");
     }
     resp
+}
+
+/// `/metrics`: everything in `registry`, in the Prometheus text format.
+pub fn render_metrics(registry: &Registry) -> Response {
+    match TextEncoder::new().encode_to_string(&registry.gather()) {
+        Ok(text) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render metrics");
+            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish()
+        }
+    }
 }
 
 /// The value of cookie `name` in the request (the first one, if sent twice).

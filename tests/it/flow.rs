@@ -215,3 +215,49 @@ fn set_cookie(resp: &reqwest::Response, prefix: &str) -> String {
         .expect("the response sets the cookie")
         .to_owned()
 }
+
+#[tokio::test]
+async fn metrics_count_mints_accepts_and_rejections() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    for _ in 0..2 {
+        let _ = c
+            .post(format!("{}/handoff", s.server2))
+            .form(&[("token", &token)])
+            .send()
+            .await
+            .unwrap();
+    }
+    let m2 = c.get(format!("{}/metrics", s.server2)).send().await.unwrap();
+    assert_eq!(m2.status(), 200);
+    assert!(m2.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m2 = m2.text().await.unwrap();
+    for line in [
+        "handoff_accepted_total 1",
+        "handoff_rejected_total{reason=\"replayed\"} 1",
+        "handoff_rejected_total{reason=\"bad_signature\"} 0",
+        "jwks_fetches_total{outcome=\"ok\"} 1",
+        "jwks_keys 1",
+        "replay_store_entries 1",
+        "http_request_duration_seconds_count{route=\"/handoff\",status=\"3xx\"} 1",
+        "http_request_duration_seconds_count{route=\"/handoff\",status=\"4xx\"} 1",
+    ] {
+        assert!(m2.lines().any(|l| l == line), "missing `{line}` in:\n{m2}");
+    }
+    let m1 = c.get(format!("{}/metrics", s.server1)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "handoff_minted_total{operation=\"report.view\",target=\"partner\"} 1",
+        "signin_total{outcome=\"ok\"} 1",
+        "signin_total{outcome=\"failed\"} 0",
+    ] {
+        assert!(m1.lines().any(|l| l == line), "missing `{line}` in:\n{m1}");
+    }
+    assert!(m1.contains("signing_key_age_seconds "));
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!m1.contains(signature) && !m2.contains(signature));
+}

@@ -115,6 +115,7 @@ pub(super) async fn login(
     let mut keys = vec![Key::Account(name.chars().take(64).collect())];
     keys.extend(client_ip(req).map(Key::Client));
     if let Err(wait) = state.throttle.check(&keys, now) {
+        state.metrics.signins.with_label_values(&["throttled"]).inc();
         tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
         let mut resp =
             render_login(state, &next, Some(&wait_text(wait)), StatusCode::TOO_MANY_REQUESTS)?;
@@ -137,6 +138,7 @@ pub(super) async fn login(
         (true, Some((user, _))) => user,
         _ => {
             state.throttle.failure(&keys, now);
+            state.metrics.signins.with_label_values(&["failed"]).inc();
             tracing::warn!(event = "signin.failed", "sign-in failed");
             return render_login(
                 state,
@@ -147,6 +149,7 @@ pub(super) async fn login(
         }
     };
     state.throttle.success(&keys[0]);
+    state.metrics.signins.with_label_values(&["ok"]).inc();
     // A new session id at every sign-in (no fixation); the old session, if any, ends.
     if let Some(old) = read_cookie(req, state.cookies.session_name()) {
         state.db.delete_session(&session_hash(&old))?;

@@ -88,6 +88,7 @@ pub(super) fn start(
         nonce: nonce.as_ref(),
     };
     let minted = state.minter.mint(&request, now).map_err(|e| AppError::Internal(e.to_string()))?;
+    state.metrics.minted.with_label_values(&[target.id.as_str(), operation.kind().as_str()]).inc();
     tracing::info!(
         event = "handoff.minted",
         jti = %minted.jti(),

@@ -9,11 +9,12 @@ pub mod session;
 
 use std::sync::Arc;
 
-use ::handoff::web::{Hardening, Limits};
+use ::handoff::web::{Hardening, Limits, RequestMetrics};
 use ::handoff::Minter;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, post, Endpoint, EndpointExt, Request, Response, Route};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 pub use error::AppError;
 
@@ -36,9 +37,63 @@ pub struct AppState {
     pub(crate) csrf: Csrf,
     pub(crate) cookies: Cookies,
     pub(crate) throttle: Throttle,
+    pub(crate) metrics: Metrics,
 }
 
 type State = Arc<AppState>;
+
+/// What `/metrics` reports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: RequestMetrics,
+    pub(crate) minted: IntCounterVec,
+    pub(crate) signins: IntCounterVec,
+    key_age: IntGauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every SERVER1 metric.
+    ///
+    /// # Errors
+    ///
+    /// Only on a programming error (a metric registered twice).
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let requests = RequestMetrics::new(&registry, route_of)?;
+        let minted = IntCounterVec::new(
+            Opts::new("handoff_minted_total", "Handoff tokens minted, by target and operation"),
+            &["target", "operation"],
+        )?;
+        let signins = IntCounterVec::new(
+            Opts::new("signin_total", "Sign-in attempts, by outcome"),
+            &["outcome"],
+        )?;
+        for outcome in ["ok", "failed", "throttled"] {
+            signins.with_label_values(&[outcome]);
+        }
+        let key_age = IntGauge::new("signing_key_age_seconds", "Age of the signing key file")?;
+        registry.register(Box::new(minted.clone()))?;
+        registry.register(Box::new(signins.clone()))?;
+        registry.register(Box::new(key_age.clone()))?;
+        Ok(Self { registry, requests, minted, signins, key_age })
+    }
+}
+
+/// The route a path belongs to: a fixed set, so the metric's labels stay bounded.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/login" => "/login",
+        "/logout" => "/logout",
+        "/.well-known/jwks.json" => "/.well-known/jwks.json",
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/handoff/") => "/handoff/{target}/{operation}",
+        p if p.starts_with("/static/") => "/static",
+        _ => "other",
+    }
+}
 
 /// The routes, with middleware.
 pub fn routes(state: State) -> impl Endpoint<Output = Response> {
@@ -46,6 +101,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::DEFAULT_CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
+    let request_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(auth::dashboard))
         .at("/login", get(auth::login_page).post(auth::login))
@@ -53,6 +109,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .at("/handoff/:target/:operation", get(handoff::start))
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(healthz))
+        .at("/metrics", get(metrics_text))
         .at("/static/style.css", get(style))
         .at("/static/handoff.js", get(script))
         .data(state)
@@ -63,8 +120,19 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
             // Extractor and routing errors: a fixed page, never poem's error text.
             error_page(err.status())
         })
-        .around(move |ep, req| async move {
-            Ok(::handoff::web::serve_one(&ep, req, &Limits::FORMS, &hardening, error_page).await)
+        .around(move |ep, req| {
+            let metrics = request_metrics.clone();
+            async move {
+                Ok(::handoff::web::serve_one(
+                    &ep,
+                    req,
+                    &Limits::FORMS,
+                    &hardening,
+                    &metrics,
+                    error_page,
+                )
+                .await)
+            }
         })
 }
 
@@ -107,6 +175,17 @@ fn jwks(Data(state): Data<&State>) -> Response {
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
         .body(state.jwks_json.clone())
+}
+
+#[handler]
+fn metrics_text(Data(state): Data<&State>) -> Response {
+    let age = std::fs::metadata(state.config.signing_key_path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    state.metrics.key_age.set(age);
+    ::handoff::web::render_metrics(&state.metrics.registry)
 }
 
 #[handler]

@@ -100,6 +100,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
             let jti = signed.as_ref().map(|v| v.jti().to_string());
             let sub = signed.as_ref().map(|v| v.subject().to_string());
             let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
+            state.metrics.rejected.with_label_values(&[rejection.code()]).inc();
             tracing::warn!(
                 event = "handoff.rejected",
                 reason = rejection.code(),
@@ -123,6 +124,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         exp: now.plus(state.config.grant_ttl.as_secs()),
         jti: verified.jti(),
     };
+    state.metrics.accepted.inc();
     tracing::info!(
         event = "handoff.accepted",
         jti = %verified.jti(),

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
-use ::handoff::web::{CookieAttrs, Hardening, Limits};
-use ::handoff::{ReplayStore, Verifier};
+use ::handoff::web::{CookieAttrs, Hardening, Limits, RequestMetrics};
+use ::handoff::{Rejection, ReplayStore, Verifier};
 use cookie::SameSite;
 use poem::http::{header, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, post, Endpoint, EndpointExt, Response, Route};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::{Config, CookieSecurity};
 use crate::keys::KeySource;
@@ -29,9 +30,75 @@ pub struct AppState {
     pub(crate) replay: Arc<dyn ReplayStore>,
     pub(crate) grants: GrantKey,
     pub(crate) approvals: Mutex<HashMap<String, Approval>>,
+    pub(crate) metrics: Metrics,
 }
 
 type State = Arc<AppState>;
+
+/// What `/metrics` reports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: RequestMetrics,
+    pub(crate) accepted: IntCounter,
+    pub(crate) rejected: IntCounterVec,
+    /// JWKS fetches by outcome (`ok`, `error`).
+    pub jwks_fetches: IntCounterVec,
+    replay_entries: IntGauge,
+    jwks_keys: IntGauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every SERVER2 metric, rejection reasons pre-registered at zero.
+    ///
+    /// # Errors
+    ///
+    /// Only on a programming error (a metric registered twice).
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let requests = RequestMetrics::new(&registry, route_of)?;
+        let accepted = IntCounter::new("handoff_accepted_total", "Handoff tokens accepted")?;
+        let rejected = IntCounterVec::new(
+            Opts::new("handoff_rejected_total", "Handoff tokens refused, by reason code"),
+            &["reason"],
+        )?;
+        for r in Rejection::ALL {
+            rejected.with_label_values(&[r.code()]);
+        }
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("jwks_fetches_total", "Fetches of the issuer's JWKS, by outcome"),
+            &["outcome"],
+        )?;
+        jwks_fetches.with_label_values(&["ok"]);
+        jwks_fetches.with_label_values(&["error"]);
+        let replay_entries =
+            IntGauge::new("replay_store_entries", "Token ids held by the replay store")?;
+        let jwks_keys = IntGauge::new("jwks_keys", "Issuer keys currently trusted")?;
+        registry.register(Box::new(accepted.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        registry.register(Box::new(replay_entries.clone()))?;
+        registry.register(Box::new(jwks_keys.clone()))?;
+        Ok(Self { registry, requests, accepted, rejected, jwks_fetches, replay_entries, jwks_keys })
+    }
+}
+
+/// The route a path belongs to: a fixed set, so the metric's labels stay bounded.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/handoff" => "/handoff",
+        "/handoff/start" => "/handoff/start",
+        "/handoff/switch" => "/handoff/switch",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/reports/") => "/reports/{id}",
+        p if p.starts_with("/invoices/") => "/invoices/{id}/approve",
+        p if p.starts_with("/static/") => "/static",
+        _ => "other",
+    }
+}
 
 /// SERVER2's cookies. All HttpOnly, `Path=/`; `Secure` with the `__Host-` prefix unless
 /// development mode says otherwise.
@@ -84,6 +151,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
+    let request_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(home))
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
@@ -93,14 +161,26 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .at("/invoices/:id/approve", get(operations::invoice).post(operations::approve_invoice))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
+        .at("/metrics", get(metrics_text))
         .at("/static/style.css", get(style))
         .data(state)
         .catch_all_error(|err: poem::Error| async move {
             // Routing and extractor errors get a fixed page: poem's error text may quote input.
             error_page(err.status())
         })
-        .around(move |ep, req| async move {
-            Ok(::handoff::web::serve_one(&ep, req, &Limits::FORMS, &hardening, error_page).await)
+        .around(move |ep, req| {
+            let metrics = request_metrics.clone();
+            async move {
+                Ok(::handoff::web::serve_one(
+                    &ep,
+                    req,
+                    &Limits::FORMS,
+                    &hardening,
+                    &metrics,
+                    error_page,
+                )
+                .await)
+            }
         })
 }
 
@@ -156,6 +236,15 @@ fn readyz(Data(state): Data<&State>) -> Response {
     } else {
         Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body("issuer keys not loaded")
     }
+}
+
+#[handler]
+fn metrics_text(Data(state): Data<&State>) -> Response {
+    let m = &state.metrics;
+    m.replay_entries
+        .set(state.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+    m.jwks_keys.set(state.keys.current().map_or(0, |k| i64::try_from(k.len()).unwrap_or(i64::MAX)));
+    ::handoff::web::render_metrics(&m.registry)
 }
 
 #[handler]
