@@ -80,6 +80,7 @@ pub async fn build_app(
         catalog: operations::catalog(),
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let started_at = config.clock.now();
     let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let keys = match &config.keys_from {
         KeysFrom::File(path) => KeySource::pinned(path)?,
@@ -113,6 +114,7 @@ pub async fn build_app(
         grants,
         approvals: Mutex::new(HashMap::new()),
         metrics,
+        started_at,
     });
     Ok(App { acceptor, local_addr, state, replay })
 }

@@ -85,6 +85,9 @@ pub enum Rejection {
     /// The token carries no browser binding and this party accepts only bound handoffs.
     #[error("unbound handoff refused")]
     UnboundRefused,
+    /// Issued before this verifier started: its replay store cannot know whether it was used.
+    #[error("issued before the verifier started")]
+    IssuedBeforeStart,
     /// The `jti` was seen before.
     #[error("replayed")]
     Replayed,
@@ -117,13 +120,14 @@ impl Rejection {
             Self::BadOperationArgument => "bad_operation_argument",
             Self::NonceMismatch => "nonce_mismatch",
             Self::UnboundRefused => "unbound_refused",
+            Self::IssuedBeforeStart => "issued_before_start",
             Self::Replayed => "replayed",
             Self::ReplayStoreUnavailable => "replay_store_unavailable",
         }
     }
 
     /// Every rejection, for documentation and metrics registration.
-    pub const ALL: [Rejection; 22] = [
+    pub const ALL: [Rejection; 23] = [
         Self::TooLarge,
         Self::Malformed,
         Self::BadHeader,
@@ -144,6 +148,7 @@ impl Rejection {
         Self::BadOperationArgument,
         Self::NonceMismatch,
         Self::UnboundRefused,
+        Self::IssuedBeforeStart,
         Self::Replayed,
         Self::ReplayStoreUnavailable,
     ];

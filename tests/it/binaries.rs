@@ -63,6 +63,22 @@ async fn real_processes_end_to_end() {
     add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
     assert!(add.wait_with_output().unwrap().status.success());
 
+    let _s1 = Running(server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap());
+    wait_until_up(&format!("http://127.0.0.1:{p1}/healthz")).await;
+    let _s2 = Running(
+        Command::new(binary("server2"))
+            .env_clear()
+            .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
+            .env("SERVER2_PUBLIC_URL", &server2_url)
+            .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
+
+    // Minted after SERVER2 started: it refuses tokens issued before its start (see docs/security.md).
     let minted = server1(dir.path(), p1)
         .args([
             "mint",
@@ -98,21 +114,6 @@ async fn real_processes_end_to_end() {
         .unwrap();
     assert!(!refused.status.success(), "carol lacks the billing role");
     assert!(refused.stdout.is_empty());
-
-    let _s1 = Running(server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap());
-    wait_until_up(&format!("http://127.0.0.1:{p1}/healthz")).await;
-    let _s2 = Running(
-        Command::new(binary("server2"))
-            .env_clear()
-            .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
-            .env("SERVER2_PUBLIC_URL", &server2_url)
-            .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
 
     let c = client();
     let resp =

@@ -497,3 +497,30 @@ async fn tokens_never_reach_the_logs() {
     }
     assert!(!logs.contains(PASSWORD), "a password reached the logs");
 }
+
+/// The in-memory replay store starts empty with the process, so a token issued before SERVER2
+/// started is refused: it may have been used with the previous process.
+#[tokio::test]
+async fn tokens_issued_before_a_restart_are_refused() {
+    let start = handoff::Clock::now(&handoff::SystemClock);
+    let clock = Arc::new(handoff::ManualClock::new(start));
+    let server_clock = clock.clone();
+    let s = spawn_with(move |c| c.clock = server_clock).await;
+    let minter = minter(&s, 60);
+    let op = report_op("42");
+    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let before = minter.mint(&req, start.minus(5)).unwrap();
+    let (status, body) = assert_refused(&s, before.as_str()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("restarted"), "{body}");
+    assert!(captured_logs().contains(&format!("jti=\"{}\"", before.jti())));
+    let after = minter.mint(&req, start).unwrap();
+    let ok = client()
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", after.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 303);
+}

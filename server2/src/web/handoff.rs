@@ -66,6 +66,12 @@ async fn verify_and_record(
     let key = set.get(inspected.kid().as_str()).ok_or((Rejection::UnknownKid, None))?;
     let now = state.config.clock.now();
     let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r, None))?;
+    // The in-memory replay store starts empty: a token issued before this process started may
+    // already have been used with the previous one, so it is refused (the person opens the link
+    // again; tokens live a minute). A shared replay store would not need this.
+    if verified.issued_at() < state.started_at {
+        return Err((Rejection::IssuedBeforeStart, Some(verified)));
+    }
     // Browser binding before the replay store: a token presented in the wrong browser is
     // refused without using it up.
     let binding = match verified.nonce() {
@@ -309,6 +315,12 @@ fn rejection_class(r: &Rejection) -> (StatusCode, &'static str, &'static str, &'
             "already-used",
             "This sign-in link was already used",
             "Each link works once. Go back to the portal and open it again.",
+        ),
+        Rejection::IssuedBeforeStart => (
+            StatusCode::UNAUTHORIZED,
+            "expired",
+            "This sign-in link has expired",
+            "Partner Analytics restarted since it was made. Go back to the portal and try again.",
         ),
         Rejection::NotYetValid | Rejection::IssuedInFuture => (
             StatusCode::UNAUTHORIZED,
