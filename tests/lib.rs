@@ -113,6 +113,7 @@ pub fn server2_config(server1: &str, server2: &str) -> server2::Config {
         ("public_url", server2),
         ("issuer", server1),
         ("jwks_refresh_secs", "1"),
+        ("jwks_timeout_secs", "1"),
     ])
     .unwrap()
 }
@@ -307,5 +308,87 @@ impl Recorder {
     /// Every request head received so far.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
+    }
+}
+
+/// How a [`FaultyJwks`] server answers.
+#[derive(Debug, Clone)]
+pub enum JwksFault {
+    /// Serves this document.
+    Serve(String),
+    /// Accepts the connection and never answers.
+    Hang,
+    /// Answers 500.
+    ServerError,
+    /// Answers 200 with bytes that are not a JWKS.
+    Garbage,
+    /// Answers 200 with a 10 MB body.
+    Huge,
+}
+
+/// A JWKS endpoint on loopback whose behaviour a test switches, counting the requests it gets.
+pub struct FaultyJwks {
+    /// The JWKS URL.
+    pub url: url::Url,
+    mode: Arc<Mutex<JwksFault>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultyJwks {
+    /// Starts serving `mode`.
+    pub async fn start(mode: JwksFault) -> FaultyJwks {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!(
+            "http://127.0.0.1:{}/jwks.json",
+            listener.local_addr().unwrap().port()
+        ))
+        .unwrap();
+        let mode = Arc::new(Mutex::new(mode));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, h) = (mode.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mode = m.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = match mode {
+                        JwksFault::Serve(doc) => ("200 OK", doc.into_bytes()),
+                        JwksFault::Hang => {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            return;
+                        }
+                        JwksFault::ServerError => ("500 Internal Server Error", b"oops".to_vec()),
+                        JwksFault::Garbage => ("200 OK", b"{\"keys\": \"not a list\"".to_vec()),
+                        JwksFault::Huge => ("200 OK", vec![b' '; 10 * 1024 * 1024]),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
+                });
+            }
+        });
+        FaultyJwks { url, mode, hits }
+    }
+
+    /// Switches how it answers from now on.
+    pub fn set(&self, mode: JwksFault) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

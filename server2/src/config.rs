@@ -49,6 +49,8 @@ pub struct Config {
     pub keys_from: KeysFrom,
     /// Shortest time between two JWKS fetches triggered by unknown `kid`s.
     pub jwks_refresh_interval: Duration,
+    /// Longest a JWKS fetch may take, connection included.
+    pub jwks_timeout: Duration,
     /// Clock-skew allowance.
     pub leeway: Leeway,
     /// Longest token lifetime accepted (`exp - iat`).
@@ -84,6 +86,7 @@ struct RawConfig {
     jwks_url: Option<String>,
     jwks_file: Option<String>,
     jwks_refresh_secs: Option<String>,
+    jwks_timeout_secs: Option<String>,
     leeway_secs: Option<String>,
     max_token_lifetime_secs: Option<String>,
     grant_ttl_secs: Option<String>,
@@ -188,6 +191,11 @@ impl Config {
             "1 to 3600 seconds",
             secs(raw.jwks_refresh_secs.as_deref(), 30).filter(|s| (1..=3600).contains(s))
         );
+        let jwks_timeout = check!(
+            "JWKS_TIMEOUT_SECS",
+            "1 to 60 seconds",
+            secs(raw.jwks_timeout_secs.as_deref(), 5).filter(|s| (1..=60).contains(s))
+        );
         let leeway = check!(
             "LEEWAY_SECS",
             "0 to 60 seconds",
@@ -277,6 +285,7 @@ impl Config {
             Some(unbound_handoffs),
             Some(issuer_target_id),
             Some(help_url),
+            Some(jwks_timeout),
         ) = (
             listen,
             public_url,
@@ -291,6 +300,7 @@ impl Config {
             unbound,
             target_id,
             help_url,
+            jwks_timeout,
         )
         else {
             return Err(ConfigError(errors));
@@ -304,6 +314,7 @@ impl Config {
             issuer,
             keys_from,
             jwks_refresh_interval: Duration::from_secs(refresh),
+            jwks_timeout: Duration::from_secs(jwks_timeout),
             leeway,
             max_token_lifetime,
             grant_ttl,

@@ -70,11 +70,12 @@ impl KeySource {
     pub fn remote(
         url: url::Url,
         min_interval: Duration,
+        timeout: Duration,
         fetches: Option<prometheus::IntCounterVec>,
     ) -> Result<Self, KeysError> {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .timeout(timeout)
             // A JWKS URL that redirects elsewhere is a misconfiguration or an attack.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("handoff-server2/", env!("CARGO_PKG_VERSION")))

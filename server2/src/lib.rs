@@ -86,7 +86,12 @@ pub async fn build_app(
         KeysFrom::File(path) => KeySource::pinned(path)?,
         KeysFrom::Url(url) => {
             let fetches = Some(metrics.jwks_fetches.clone());
-            let source = KeySource::remote(url.clone(), config.jwks_refresh_interval, fetches)?;
+            let source = KeySource::remote(
+                url.clone(),
+                config.jwks_refresh_interval,
+                config.jwks_timeout,
+                fetches,
+            )?;
             if let Err(e) = source.refresh().await {
                 tracing::error!(error = %e, "issuer keys not loaded yet; will keep trying");
             }

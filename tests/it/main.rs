@@ -5,5 +5,6 @@ mod attacks;
 mod binaries;
 mod browser;
 mod browser_binding;
+mod faults;
 mod flow;
 mod rejections;

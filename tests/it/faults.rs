@@ -1,0 +1,149 @@
+//! SERVER2 keeps working when the issuer's JWKS endpoint misbehaves: handoffs signed by keys it
+//! already has still pass, unknown keys are refused with a 4xx (never a 5xx), the last good key
+//! set stays, and the failure is logged once per refresh interval, not once per request.
+
+use std::time::Instant;
+
+use handoff::{Audience, Issuer, MintRequest, Minter, SigningKey, Subject, Ttl};
+use handoff_tests::*;
+use std::sync::Arc;
+
+async fn with_fault(fault: JwksFault) {
+    // SERVER2 loads the issuer's real keys from the faulty endpoint first...
+    let issuer_key = Arc::new(SigningKey::generate().unwrap());
+    let jwks =
+        serde_json::to_string(&handoff::Jwks { keys: vec![issuer_key.public_jwk()] }).unwrap();
+    let endpoint = FaultyJwks::start(JwksFault::Serve(jwks)).await;
+    let jwks_url = endpoint.url.clone();
+    let issuer = "https://portal.example";
+    let s = spawn_with(move |c| {
+        c.keys_from = server2::config::KeysFrom::Url(jwks_url);
+        c.issuer = Issuer::parse(issuer).unwrap();
+    })
+    .await;
+    assert_eq!(endpoint.hits(), 1);
+    // ...then the endpoint breaks, and the refresh interval (1 s in tests) passes, so the next
+    // unknown kid makes SERVER2 try it.
+    endpoint.set(fault);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", "42")])
+        .unwrap();
+    let aud = Audience::parse(&s.server2).unwrap();
+    let sub = Subject::parse("u_alice").unwrap();
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let now = || handoff::Clock::now(&handoff::SystemClock);
+    let known = Minter::new(
+        issuer_key.clone(),
+        Issuer::parse(issuer).unwrap(),
+        Ttl::from_secs(60).unwrap(),
+    );
+    let unknown_key = Arc::new(SigningKey::generate().unwrap());
+    let unknown =
+        Minter::new(unknown_key, Issuer::parse(issuer).unwrap(), Ttl::from_secs(60).unwrap());
+
+    let started = Instant::now();
+    let c = client();
+    for round in 0..6 {
+        // A token from a key SERVER2 has never seen: one refresh attempt (it fails), then 401.
+        let t = unknown.mint(&req, now()).unwrap();
+        let resp = c
+            .post(format!("{}/handoff", s.server2))
+            .form(&[("token", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "round {round}: an unknown key is a refusal, not an outage");
+        // A token from the known key still passes: the last good keys stayed.
+        let t = known.mint(&req, now()).unwrap();
+        let resp = client()
+            .post(format!("{}/handoff", s.server2))
+            .form(&[("token", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "round {round}: known keys keep working");
+    }
+    // The refresh interval is 1 s in tests: at most one fetch (and one logged failure) per
+    // started second, however many unknown kids arrived.
+    let allowed = 1 + started.elapsed().as_secs() as usize + 1;
+    let fetches = endpoint.hits() - 1;
+    assert!(fetches >= 1, "the broken endpoint was tried");
+    assert!(fetches <= allowed, "{fetches} fetches for 6 unknown kids (allowed {allowed})");
+    let failures = captured_logs()
+        .lines()
+        .filter(|l| l.contains("JWKS refresh failed") && l.contains(endpoint.url.as_str()))
+        .count();
+    assert!(failures >= 1 && failures <= allowed, "{failures} failure lines (allowed {allowed})");
+    let metrics =
+        c.get(format!("{}/metrics", s.server2)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("jwks_fetches_total{outcome=\"error\"} ")));
+    assert!(metrics.lines().any(|l| l == "jwks_keys 1"), "the good key set is still there");
+}
+
+#[tokio::test]
+async fn jwks_endpoint_returning_500() {
+    with_fault(JwksFault::ServerError).await;
+}
+
+#[tokio::test]
+async fn jwks_endpoint_returning_garbage() {
+    with_fault(JwksFault::Garbage).await;
+}
+
+#[tokio::test]
+async fn jwks_endpoint_returning_10_mb() {
+    with_fault(JwksFault::Huge).await;
+}
+
+#[tokio::test]
+async fn jwks_endpoint_that_hangs() {
+    with_fault(JwksFault::Hang).await;
+}
+
+#[tokio::test]
+async fn jwks_endpoint_down_at_start_up_means_not_ready() {
+    let endpoint = FaultyJwks::start(JwksFault::ServerError).await;
+    let jwks_url = endpoint.url.clone();
+    let s = spawn_with(move |c| c.keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
+    let c = client();
+    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 503);
+    assert_eq!(c.get(format!("{}/healthz", s.server2)).send().await.unwrap().status(), 200);
+    // Handoffs are refused as "unavailable" (503), not as invalid.
+    let minter = minter(&s, 60);
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", "1")])
+        .unwrap();
+    let aud = Audience::parse(&s.server2).unwrap();
+    let sub = Subject::parse("u_alice").unwrap();
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let t = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let resp = c
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", t.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    // When the issuer comes back, the background retry loads the keys and SERVER2 is ready.
+    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    endpoint.set(JwksFault::Serve(jwks));
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SERVER2 never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
