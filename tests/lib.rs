@@ -54,6 +54,24 @@ pub struct Servers {
     stop: Vec<oneshot::Sender<()>>,
 }
 
+impl Servers {
+    /// Stops SERVER1 (its listener closes; SERVER2 keeps running).
+    pub async fn stop_server1(&mut self) {
+        if !self.stop.is_empty() {
+            let _ = self.stop.remove(0).send(());
+        }
+        // Wait until its port refuses connections.
+        let addr = self.server1.trim_start_matches("http://").to_owned();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("SERVER1 did not stop");
+    }
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         for stop in self.stop.drain(..) {

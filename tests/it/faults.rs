@@ -147,3 +147,38 @@ async fn jwks_endpoint_down_at_start_up_means_not_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn server2_keeps_accepting_known_keys_while_server1_is_down() {
+    let mut s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=5").await;
+    s.stop_server1().await;
+    let landed =
+        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    assert_eq!(landed.status(), 303);
+    assert_eq!(c.get(format!("{}/reports/5", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 200);
+    // An unknown kid now cannot be looked up: a refusal (401), not an outage (5xx).
+    let other = Arc::new(SigningKey::generate().unwrap());
+    let minter =
+        Minter::new(other, Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", "6")])
+        .unwrap();
+    let aud = Audience::parse(&s.server2).unwrap();
+    let sub = Subject::parse("u_alice").unwrap();
+    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let t = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let resp = client()
+        .post(format!("{}/handoff", s.server2))
+        .form(&[("token", t.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
