@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod db;
+pub mod keyring;
 pub mod passwords;
 pub mod targets;
 pub mod throttle;
@@ -14,12 +15,10 @@ pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use handoff::keys::KeyError;
-use handoff::{Jwks, Minter, SigningKey};
 use poem::listener::TcpAcceptor;
 use poem::Server;
 
@@ -83,15 +82,11 @@ impl std::fmt::Debug for App {
 /// Any [`StartupError`]: nothing is served half-configured.
 pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App, StartupError> {
     handoff::crypto::install().map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let key = Arc::new(SigningKey::load(&config.signing_key_path())?);
+    let keys = web::Keys::load(&config)?;
     let targets = Targets::load(&config.targets_file)?;
     let db = Db::open(&config.database, db::OpenMode::Existing)?;
     let csrf = Csrf::new(&db.secret("csrf")?);
     let passwords = Passwords::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let jwks = Jwks { keys: vec![key.public_jwk()] };
-    let jwks_json =
-        serde_json::to_string(&jwks).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
     let cookies = Cookies::new(config.cookies);
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
@@ -99,8 +94,7 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
         config,
         db,
         targets,
-        minter,
-        jwks_json,
+        keys,
         passwords,
         csrf,
         cookies,
@@ -161,30 +155,12 @@ pub fn is_valid_role(role: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// `server1 keys generate`: creates the keys directory (0700) and a signing key (0600).
+/// `server1 keys generate`: creates the keys directory (0700) and the first signing key (0600),
+/// active at once.
 ///
 /// # Errors
 ///
-/// When a key exists already or the directory cannot be written.
-pub fn generate_key(config: &Config) -> Result<SigningKey, StartupError> {
-    let dir = &config.keys_dir;
-    create_private_dir(dir).map_err(|source| KeyError::Io {
-        action: "cannot create keys directory",
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let key = SigningKey::generate()?;
-    key.save(&config.signing_key_path())?;
-    Ok(key)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
+/// When keys exist already or the directory cannot be written.
+pub fn generate_key(config: &Config) -> Result<keyring::Entry, StartupError> {
+    Ok(keyring::generate(&config.keys_dir, config.clock.now())?)
 }

@@ -2,11 +2,10 @@
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
-use handoff::{MintRequest, Minter, SigningKey};
+use handoff::{MintRequest, Minter};
 use server1::db::{Db, OpenMode};
 use server1::passwords::Passwords;
 use server1::targets::Targets;
@@ -56,8 +55,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create the signing key (refuses to replace an existing one).
+    /// Create the first signing key, active at once (refuses when keys exist).
     Generate,
+    /// Add a new key: published at once, signing after the delay; the old one retires.
+    Rotate {
+        /// Seconds between publishing the new key and signing with it: at least as long as
+        /// verifiers cache the JWKS (SERVER1 tells them 300 s).
+        #[arg(long, default_value_t = server1::keyring::DEFAULT_ROTATION_DELAY_SECS)]
+        delay_secs: u64,
+    },
+    /// List the keys: id, created, state, and until when.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -92,14 +100,19 @@ fn run() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Keys { command: KeysCommand::Generate } => {
-            let key = server1::generate_key(&config)?;
+            let entry = server1::generate_key(&config)?;
+            eprintln!("generated signing key {} in {}", entry.kid, config.keys_dir.display());
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate { delay_secs } } => {
+            let entry = server1::keyring::rotate(&config.keys_dir, delay_secs, config.clock.now())?;
             eprintln!(
-                "generated signing key {} at {}",
-                key.kid(),
-                config.signing_key_path().display()
+                "added signing key {}: published now, signing from {} ({} s from now)",
+                entry.kid, entry.activates_at, delay_secs
             );
             Ok(())
         }
+        Command::Keys { command: KeysCommand::List } => list_keys(&config),
         Command::Users { command: UsersCommand::Add { name, password_stdin, roles } } => {
             add_user(&config, &name, password_stdin, &roles)
         }
@@ -125,6 +138,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("SERVER1 stopped");
         Ok(())
     })
+}
+
+fn list_keys(config: &Config) -> anyhow::Result<()> {
+    use server1::keyring::{KeyRing, KeyState};
+    let ring = KeyRing::load(&config.keys_dir)?;
+    let now = config.clock.now();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<44} {:>12} {:<9} until", "kid", "created", "state")?;
+    for (entry, state) in ring.states(now) {
+        let until = match state {
+            KeyState::Pending { until } | KeyState::Retiring { until } => until.to_string(),
+            KeyState::Active | KeyState::Retired => "-".into(),
+        };
+        writeln!(out, "{:<44} {:>12} {:<9} {until}", entry.kid, entry.created, state.name())?;
+    }
+    Ok(())
 }
 
 fn add_user(
@@ -183,8 +212,9 @@ fn mint(
         pairs.push((k, v));
     }
     let operation = offered.spec.build(pairs).map_err(|e| anyhow!("{e}"))?;
-    let key = Arc::new(SigningKey::load(&config.signing_key_path())?);
-    let minter = Minter::new(key, config.public_url.clone(), config.token_ttl);
+    let ring = server1::keyring::KeyRing::load(&config.keys_dir)?;
+    let now = config.clock.now();
+    let minter = Minter::new(ring.active(now).clone(), config.public_url.clone(), config.token_ttl);
     let request = MintRequest {
         audience: &target.audience,
         subject: &user.id,
@@ -192,7 +222,7 @@ fn mint(
         sid: None,
         nonce: None,
     };
-    let minted = minter.mint(&request, config.clock.now())?;
+    let minted = minter.mint(&request, now)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.as_str())?;
     Ok(())

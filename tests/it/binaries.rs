@@ -53,6 +53,12 @@ async fn real_processes_end_to_end() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let again = server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap();
     assert!(!again.status.success(), "never overwrites a key");
+    let rotated = server1(dir.path(), p1).args(["keys", "rotate", "--delay-secs", "3600"]).output().unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let listed = server1(dir.path(), p1).args(["keys", "list"]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().filter(|l| l.contains(" active ")).count(), 1, "{listed}");
+    assert_eq!(listed.lines().filter(|l| l.contains(" pending ")).count(), 1, "{listed}");
 
     let mut add = server1(dir.path(), p1)
         .args(["users", "add", "carol", "--password-stdin", "--role", "reports"])

@@ -8,3 +8,4 @@ mod browser_binding;
 mod faults;
 mod flow;
 mod rejections;
+mod rotation;

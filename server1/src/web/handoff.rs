@@ -87,7 +87,9 @@ pub(super) fn start(
         sid: sid.as_ref(),
         nonce: nonce.as_ref(),
     };
-    let minted = state.minter.mint(&request, now).map_err(|e| AppError::Internal(e.to_string()))?;
+    let keys = state.keys.current(now);
+    let minter = keys.minter(now);
+    let minted = minter.mint(&request, now).map_err(|e| AppError::Internal(e.to_string()))?;
     state.metrics.minted.with_label_values(&[target.id.as_str(), operation.kind().as_str()]).inc();
     tracing::info!(
         event = "handoff.minted",
@@ -95,7 +97,7 @@ pub(super) fn start(
         sub = %user.id,
         aud = %target.audience,
         operation = %operation.kind(),
-        kid = %state.minter.kid(),
+        kid = %minter.kid(),
         bound = nonce.is_some(),
         client = %req.remote_addr(),
         "handoff minted"
@@ -105,13 +107,8 @@ pub(super) fn start(
         location.query_pairs_mut().append_pair("token", minted.as_str());
         return Ok(redirect(location.as_str()));
     }
-    let page = pages::handoff_page(
-        target,
-        offered,
-        &shown_args,
-        minted.as_str(),
-        state.minter.ttl().as_secs(),
-    );
+    let page =
+        pages::handoff_page(target, offered, &shown_args, minted.as_str(), minter.ttl().as_secs());
     let mut resp = pages::html_response(StatusCode::OK, page);
     let csp = format!(
         "default-src 'none'; style-src 'self'; script-src 'self'; form-action {}; frame-ancestors 'none'; base-uri 'none'",

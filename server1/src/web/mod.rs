@@ -4,19 +4,20 @@
 mod auth;
 mod error;
 mod handoff;
+mod keys;
 pub mod pages;
 pub mod session;
 
 use std::sync::Arc;
 
 use ::handoff::web::{Hardening, Limits, RequestMetrics};
-use ::handoff::Minter;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, post, Endpoint, EndpointExt, Request, Response, Route};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 pub use error::AppError;
+pub use keys::Keys;
 
 use crate::config::Config;
 use crate::db::{Db, User};
@@ -31,8 +32,7 @@ pub struct AppState {
     pub(crate) config: Config,
     pub(crate) db: Db,
     pub(crate) targets: Targets,
-    pub(crate) minter: Minter,
-    pub(crate) jwks_json: String,
+    pub(crate) keys: Keys,
     pub(crate) passwords: Passwords,
     pub(crate) csrf: Csrf,
     pub(crate) cookies: Cookies,
@@ -169,21 +169,32 @@ fn current_user(state: &AppState, req: &Request) -> Result<Option<(User, [u8; 32
 }
 
 #[handler]
-fn jwks(Data(state): Data<&State>) -> Response {
-    Response::builder()
+fn jwks(Data(state): Data<&State>) -> Result<Response, AppError> {
+    let now = state.config.clock.now();
+    let jwks = state.keys.current(now).jwks(now);
+    let body = serde_json::to_string(&jwks).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/jwk-set+json")
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-        .body(state.jwks_json.clone())
+        .body(body))
 }
 
 #[handler]
 fn metrics_text(Data(state): Data<&State>) -> Response {
-    let age = std::fs::metadata(state.config.signing_key_path())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = state.config.clock.now();
+    let keys = state.keys.current(now);
+    let created = keys.ring().active_entry(now).created;
+    // Keys from before the manifest have no recorded birth: their file's age stands in.
+    let age = if created > 0 {
+        i64::try_from(now.as_secs().saturating_sub(created)).unwrap_or(i64::MAX)
+    } else {
+        std::fs::metadata(state.config.signing_key_path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    };
     state.metrics.key_age.set(age);
     ::handoff::web::render_metrics(&state.metrics.registry)
 }

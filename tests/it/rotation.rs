@@ -1,0 +1,84 @@
+//! Key rotation under continuous handoff traffic: two rotations, not one failed handoff.
+
+use std::time::{Duration, Instant};
+
+use handoff_tests::*;
+
+#[tokio::test]
+async fn two_rotations_under_traffic_fail_no_handoff() {
+    let s = spawn().await;
+    let keys_dir = s.dir.path().join("keys");
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+
+    // Continuous traffic: mint through the portal, hand over, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (c, s1, s2, stop) = (c.clone(), s.server1.clone(), s.server2.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut attempts, mut failures, mut kids) =
+                (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let id = attempts % 999 + 1;
+                let token =
+                    open_handoff(&c, &s1, &format!("/handoff/partner/report.view?report_id={id}"))
+                        .await;
+                let header = token.split('.').next().unwrap().to_owned();
+                kids.insert(header);
+                let resp = c
+                    .post(format!("{s2}/handoff"))
+                    .form(&[("token", &token)])
+                    .send()
+                    .await
+                    .unwrap();
+                attempts += 1;
+                if resp.status() != 303 {
+                    failures.push(resp.status().as_u16());
+                }
+            }
+            (attempts, failures, kids.len())
+        })
+    };
+
+    let list = || {
+        let ring = server1::keyring::KeyRing::load(&keys_dir).unwrap();
+        let now = handoff::Clock::now(&handoff::SystemClock);
+        ring.states(now).iter().map(|(e, st)| (e.kid.clone(), st.name())).collect::<Vec<_>>()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    for round in 1..=2 {
+        // Published now, signing two seconds later.
+        let now = handoff::Clock::now(&handoff::SystemClock);
+        let entry = server1::keyring::rotate(&keys_dir, 2, now).unwrap();
+        assert!(
+            list().iter().any(|(kid, st)| *kid == entry.kid && *st == "pending"),
+            "round {round}"
+        );
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(
+            list().iter().any(|(kid, st)| *kid == entry.kid && *st == "active"),
+            "round {round}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (attempts, failures, headers) = traffic.await.unwrap();
+    println!(
+        "rotation under traffic: {attempts} handoffs over {:.1} s, {} failed, signed with {headers} keys",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed handoffs: {failures:?}");
+    assert_eq!(headers, 3, "tokens were signed by the original key and both new ones");
+    assert!(attempts >= 20, "only {attempts} handoffs");
+    // Every key is still published: the replaced ones until their tokens have expired.
+    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 3);
+    let states: Vec<_> = list().into_iter().map(|(_, st)| st).collect();
+    assert_eq!(states, ["retiring", "retiring", "active"]);
+}
