@@ -53,7 +53,8 @@ async fn real_processes_end_to_end() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let again = server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap();
     assert!(!again.status.success(), "never overwrites a key");
-    let rotated = server1(dir.path(), p1).args(["keys", "rotate", "--delay-secs", "3600"]).output().unwrap();
+    let rotated =
+        server1(dir.path(), p1).args(["keys", "rotate", "--delay-secs", "3600"]).output().unwrap();
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
     let listed = server1(dir.path(), p1).args(["keys", "list"]).output().unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
