@@ -63,7 +63,7 @@ async fn two_rotations_under_traffic_fail_no_handoff() {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (attempts, failures, headers) = traffic.await.unwrap();
-    println!(
+    eprintln!(
         "rotation under traffic: {attempts} handoffs over {:.1} s, {} failed, signed with {headers} keys",
         started.elapsed().as_secs_f64(),
         failures.len()
