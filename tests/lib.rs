@@ -334,6 +334,8 @@ impl Recorder {
 pub enum JwksFault {
     /// Serves this document.
     Serve(String),
+    /// Serves this document with `Cache-Control: max-age=N`.
+    ServeFor(String, u64),
     /// Accepts the connection and never answers.
     Hang,
     /// Answers 500.
@@ -378,8 +380,13 @@ impl FaultyJwks {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
+                    let mut cache = String::new();
                     let (status, body) = match mode {
                         JwksFault::Serve(doc) => ("200 OK", doc.into_bytes()),
+                        JwksFault::ServeFor(doc, secs) => {
+                            cache = format!("cache-control: public, max-age={secs}\r\n");
+                            ("200 OK", doc.into_bytes())
+                        }
                         JwksFault::Hang => {
                             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                             return;
@@ -389,7 +396,7 @@ impl FaultyJwks {
                         JwksFault::Huge => ("200 OK", vec![b' '; 10 * 1024 * 1024]),
                     };
                     let head = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{cache}content-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes()).await;

@@ -51,6 +51,8 @@ pub struct Config {
     pub jwks_refresh_interval: Duration,
     /// Longest a JWKS fetch may take, connection included.
     pub jwks_timeout: Duration,
+    /// Bounds on how long the issuer's `Cache-Control: max-age` may keep a key set.
+    pub jwks_cache_bounds: (Duration, Duration),
     /// Clock-skew allowance.
     pub leeway: Leeway,
     /// Longest token lifetime accepted (`exp - iat`).
@@ -87,6 +89,8 @@ struct RawConfig {
     jwks_file: Option<String>,
     jwks_refresh_secs: Option<String>,
     jwks_timeout_secs: Option<String>,
+    jwks_min_cache_secs: Option<String>,
+    jwks_max_cache_secs: Option<String>,
     leeway_secs: Option<String>,
     max_token_lifetime_secs: Option<String>,
     grant_ttl_secs: Option<String>,
@@ -196,6 +200,17 @@ impl Config {
             "1 to 60 seconds",
             secs(raw.jwks_timeout_secs.as_deref(), 5).filter(|s| (1..=60).contains(s))
         );
+        let cache_low = check!(
+            "JWKS_MIN_CACHE_SECS",
+            "1 to 86400 seconds",
+            secs(raw.jwks_min_cache_secs.as_deref(), 60).filter(|s| (1..=86_400).contains(s))
+        );
+        let cache_high = check!(
+            "JWKS_MAX_CACHE_SECS",
+            "1 to 86400 seconds, not below SERVER2_JWKS_MIN_CACHE_SECS",
+            secs(raw.jwks_max_cache_secs.as_deref(), 3600)
+                .filter(|s| (1..=86_400).contains(s) && cache_low.is_none_or(|low| *s >= low))
+        );
         let leeway = check!(
             "LEEWAY_SECS",
             "0 to 60 seconds",
@@ -286,6 +301,8 @@ impl Config {
             Some(issuer_target_id),
             Some(help_url),
             Some(jwks_timeout),
+            Some(cache_low),
+            Some(cache_high),
         ) = (
             listen,
             public_url,
@@ -301,6 +318,8 @@ impl Config {
             target_id,
             help_url,
             jwks_timeout,
+            cache_low,
+            cache_high,
         )
         else {
             return Err(ConfigError(errors));
@@ -315,6 +334,7 @@ impl Config {
             keys_from,
             jwks_refresh_interval: Duration::from_secs(refresh),
             jwks_timeout: Duration::from_secs(jwks_timeout),
+            jwks_cache_bounds: (Duration::from_secs(cache_low), Duration::from_secs(cache_high)),
             leeway,
             max_token_lifetime,
             grant_ttl,

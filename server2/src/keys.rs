@@ -37,6 +37,10 @@ pub struct KeySource {
     current: RwLock<Option<Arc<KeySet>>>,
     remote: Option<Remote>,
     fetches: Option<prometheus::IntCounterVec>,
+    /// How long the last good key set may be kept before fetching again: the issuer's
+    /// `Cache-Control: max-age`, clamped to the configured bounds.
+    cache_for: std::sync::Mutex<Duration>,
+    cache_bounds: (Duration, Duration),
 }
 
 #[derive(Debug)]
@@ -59,7 +63,13 @@ impl KeySource {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| KeysError::File(shown.clone(), e))?;
         let set = parse(&bytes).map_err(|e| KeysError::Invalid(shown, e))?;
-        Ok(Self { current: RwLock::new(Some(Arc::new(set))), remote: None, fetches: None })
+        Ok(Self {
+            current: RwLock::new(Some(Arc::new(set))),
+            remote: None,
+            fetches: None,
+            cache_for: std::sync::Mutex::new(Duration::MAX),
+            cache_bounds: (Duration::MAX, Duration::MAX),
+        })
     }
 
     /// Keys from `url`, not fetched yet (call [`KeySource::refresh`]).
@@ -71,6 +81,7 @@ impl KeySource {
         url: url::Url,
         min_interval: Duration,
         timeout: Duration,
+        cache_bounds: (Duration, Duration),
         fetches: Option<prometheus::IntCounterVec>,
     ) -> Result<Self, KeysError> {
         let client = reqwest::Client::builder()
@@ -82,12 +93,26 @@ impl KeySource {
             .build()
             .map_err(|e| KeysError::Fetch(url.to_string(), e.to_string()))?;
         let remote = Remote { url, client, min_interval, last_attempt: Mutex::new(None) };
-        Ok(Self { current: RwLock::new(None), remote: Some(remote), fetches })
+        Ok(Self {
+            current: RwLock::new(None),
+            remote: Some(remote),
+            fetches,
+            cache_for: std::sync::Mutex::new(
+                cache_bounds.0.max(Duration::from_secs(300)).min(cache_bounds.1),
+            ),
+            cache_bounds,
+        })
     }
 
     /// The current key set, if any was ever loaded.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// How long to keep the current key set before fetching it again (`None` for a pinned file).
+    pub fn cache_for(&self) -> Option<Duration> {
+        self.remote.as_ref()?;
+        Some(*self.cache_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// True once keys are loaded.
@@ -156,6 +181,15 @@ impl KeySource {
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }
+        let max_age = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(',')
+                    .filter_map(|d| d.trim().strip_prefix("max-age="))
+                    .find_map(|secs| secs.parse::<u64>().ok())
+            });
         if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
             return Err(fail("document larger than 64 KiB".into()));
         }
@@ -170,6 +204,11 @@ impl KeySource {
         let count = set.len();
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Arc::new(set));
+        if let Some(secs) = max_age {
+            let (low, high) = self.cache_bounds;
+            *self.cache_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Duration::from_secs(secs).clamp(low, high);
+        }
         tracing::info!(keys = count, url = %shown, "JWKS loaded");
         Ok(count)
     }

@@ -24,7 +24,7 @@ use config::KeysFrom;
 use keys::KeySource;
 use web::AppState;
 
-/// How often the issuer's keys are fetched again when nothing else prompts it.
+/// How often the issuer's keys are fetched again when its JWKS gives no `max-age`.
 const KEY_REFRESH: Duration = Duration::from_secs(300);
 
 /// Why SERVER2 could not start.
@@ -90,6 +90,7 @@ pub async fn build_app(
                 url.clone(),
                 config.jwks_refresh_interval,
                 config.jwks_timeout,
+                config.jwks_cache_bounds,
                 fetches,
             )?;
             if let Err(e) = source.refresh().await {
@@ -148,11 +149,13 @@ impl App {
         let replay = Arc::clone(&self.replay);
         let background = tokio::spawn(async move {
             // Every 5 s: drop expired replay entries. Keys: retried with backoff (1 s to 30 s)
-            // while none are loaded, then refreshed every 5 minutes, so a key the issuer stops
-            // publishing stops being trusted here too.
+            // while none are loaded, then fetched again when the issuer's `max-age` (within the
+            // configured bounds) runs out, so a key the issuer stops publishing stops being
+            // trusted here too.
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             let mut backoff = Duration::from_secs(1);
-            let mut next_fetch = tokio::time::Instant::now() + KEY_REFRESH;
+            let mut next_fetch =
+                tokio::time::Instant::now() + state.keys.cache_for().unwrap_or(KEY_REFRESH);
             loop {
                 tick.tick().await;
                 replay.purge_expired(state.config.clock.now());
@@ -163,7 +166,7 @@ impl App {
                 match state.keys.refresh().await {
                     Ok(_) => {
                         backoff = Duration::from_secs(1);
-                        next_fetch = now + KEY_REFRESH;
+                        next_fetch = now + state.keys.cache_for().unwrap_or(KEY_REFRESH);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "issuer keys not refreshed; keeping the last good keys");

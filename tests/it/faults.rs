@@ -182,3 +182,27 @@ async fn server2_keeps_accepting_known_keys_while_server1_is_down() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// SERVER2 fetches the key set again when the issuer's `max-age` runs out (within its bounds):
+/// a key the issuer withdraws stops being trusted without a restart.
+#[tokio::test]
+async fn jwks_max_age_is_honoured() {
+    let key = SigningKey::generate().unwrap();
+    let jwks = serde_json::to_string(&handoff::Jwks { keys: vec![key.public_jwk()] }).unwrap();
+    let endpoint = FaultyJwks::start(JwksFault::ServeFor(jwks, 1)).await;
+    let jwks_url = endpoint.url.clone();
+    let s = spawn_with(move |c| {
+        c.keys_from = server2::config::KeysFrom::Url(jwks_url);
+        c.jwks_cache_bounds =
+            (std::time::Duration::from_secs(1), std::time::Duration::from_secs(3600));
+    })
+    .await;
+    assert_eq!(endpoint.hits(), 1);
+    // The background loop looks every 5 s; with max-age=1 it fetches at the next look.
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while endpoint.hits() < 2 {
+        assert!(Instant::now() < deadline, "no refetch after max-age");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(s);
+}

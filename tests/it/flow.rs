@@ -143,6 +143,7 @@ async fn jwks_health_and_sign_out() {
     assert_eq!(body["keys"][0]["kty"], "OKP");
     assert!(body["keys"][0].get("d").is_none(), "no private part");
     assert_eq!(c.get(format!("{}/healthz", s.server1)).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/readyz", s.server1)).send().await.unwrap().status(), 200);
     assert_eq!(c.get(format!("{}/healthz", s.server2)).send().await.unwrap().status(), 200);
     assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 200);
 

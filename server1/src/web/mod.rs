@@ -88,6 +88,7 @@ fn route_of(path: &str) -> &'static str {
         "/logout" => "/logout",
         "/.well-known/jwks.json" => "/.well-known/jwks.json",
         "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         p if p.starts_with("/handoff/") => "/handoff/{target}/{operation}",
         p if p.starts_with("/static/") => "/static",
@@ -109,6 +110,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .at("/handoff/:target/:operation", get(handoff::start))
         .at("/.well-known/jwks.json", get(jwks))
         .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
         .at("/metrics", get(metrics_text))
         .at("/static/style.css", get(style))
         .at("/static/handoff.js", get(script))
@@ -202,6 +204,16 @@ fn metrics_text(Data(state): Data<&State>) -> Response {
 #[handler]
 fn healthz() -> &'static str {
     "ok"
+}
+
+/// Ready when the database answers (the keys were loaded at start-up and stay loaded).
+#[handler]
+fn readyz(Data(state): Data<&State>) -> Response {
+    if state.db.ping() {
+        Response::builder().body("ready")
+    } else {
+        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body("database unavailable")
+    }
 }
 
 #[handler]
