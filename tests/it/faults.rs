@@ -206,3 +206,35 @@ async fn jwks_max_age_is_honoured() {
     }
     drop(s);
 }
+
+/// A database another process holds locked: SERVER1 answers "temporarily unavailable" (503)
+/// after its busy timeout, stores nothing half-way, and works again once the lock is gone.
+#[tokio::test]
+async fn locked_database_is_a_clear_503() {
+    let s = spawn().await;
+    let c = client();
+    let page = c.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
+    let csrf = form_value(&page, "csrf").unwrap();
+    let db = s.dir.path().join("server1.sqlite3");
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let resp = c
+        .post(format!("{}/login", s.server1))
+        .form(&[("username", "alice"), ("password", PASSWORD), ("csrf", &csrf), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("Temporarily unavailable") && !body.contains("database is locked"),
+        "{body}"
+    );
+    // Nothing was stored half-way: no session for alice exists yet.
+    let sessions: i64 =
+        locker.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    assert_eq!(sessions, 0);
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    sign_in(&c, &s.server1, "alice").await;
+}
