@@ -414,6 +414,21 @@ impl Verifier {
     }
 }
 
+/// How far in the future a token's `iat`/`nbf` lies at `now`, in seconds — for measuring clock
+/// skew after [`Rejection::NotYetValid`] or [`Rejection::IssuedInFuture`]. Those come only after
+/// the signature check, so the claims read here are the issuer's.
+pub fn issued_ahead_by(token: &str, now: UnixTime) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Times {
+        iat: u64,
+        nbf: u64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let times: Times = serde_json::from_slice(&json).ok()?;
+    Some(times.iat.max(times.nbf).saturating_sub(now.as_secs()))
+}
+
 fn algorithm_name(alg: Algorithm) -> &'static str {
     match alg {
         Algorithm::EdDSA => "EdDSA",

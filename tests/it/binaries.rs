@@ -270,3 +270,56 @@ async fn pinned_jwks_file_needs_no_network() {
         .unwrap();
     assert_eq!(resp.status(), 303);
 }
+
+/// SIGTERM: both servers stop accepting, finish what is in flight and exit 0.
+#[tokio::test]
+async fn sigterm_stops_both_servers_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    std::fs::write(dir.path().join("targets.toml"), targets_for(&format!("http://localhost:{p2}")))
+        .unwrap();
+    assert!(server1(dir.path(), p1).args(["keys", "generate"]).status().unwrap().success());
+    let mut add = server1(dir.path(), p1)
+        .args(["users", "add", "dave", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(add.wait().unwrap().success());
+    let s1 = server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_up(&format!("http://127.0.0.1:{p1}/readyz")).await;
+    let jwks = reqwest::get(format!("http://127.0.0.1:{p1}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+    let s2 = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
+        .env("SERVER2_PUBLIC_URL", format!("http://localhost:{p2}"))
+        .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
+        .env("SERVER2_JWKS_FILE", dir.path().join("jwks.json"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
+    for mut child in [s1, s2] {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "exit status {status}");
+    }
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{p1}/healthz")).await.is_err(),
+        "no longer listening"
+    );
+}

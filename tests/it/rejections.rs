@@ -149,6 +149,15 @@ async fn not_yet_valid_token_is_refused() {
     c["exp"] = json!(t + 150);
     let (_, body) = assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
     assert!(body.contains("not valid yet"));
+    // The skew is measured for operators.
+    let metrics =
+        client().get(format!("{}/metrics", s.server2)).send().await.unwrap().text().await.unwrap();
+    let ahead: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("issuer_clock_ahead_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!((118..=121).contains(&ahead), "{ahead}");
 }
 
 #[tokio::test]

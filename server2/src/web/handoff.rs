@@ -107,6 +107,17 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
             let sub = signed.as_ref().map(|v| v.subject().to_string());
             let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
             state.metrics.rejected.with_label_values(&[rejection.code()]).inc();
+            if matches!(rejection, Rejection::NotYetValid | Rejection::IssuedInFuture) {
+                let now = state.config.clock.now();
+                if let Some(ahead) = ::handoff::verify::issued_ahead_by(token, now) {
+                    state.metrics.issuer_clock_ahead.set(i64::try_from(ahead).unwrap_or(i64::MAX));
+                    tracing::warn!(
+                        event = "clock.skew",
+                        issuer_ahead_secs = ahead,
+                        "issuer clock ahead"
+                    );
+                }
+            }
             tracing::warn!(
                 event = "handoff.rejected",
                 reason = rejection.code(),

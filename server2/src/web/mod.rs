@@ -48,6 +48,9 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     replay_entries: IntGauge,
     jwks_keys: IntGauge,
+    /// How far ahead of this server's clock the issuer's was, seen on the last token refused as
+    /// not yet valid.
+    pub(crate) issuer_clock_ahead: IntGauge,
 }
 
 impl Metrics {
@@ -76,12 +79,26 @@ impl Metrics {
         let replay_entries =
             IntGauge::new("replay_store_entries", "Token ids held by the replay store")?;
         let jwks_keys = IntGauge::new("jwks_keys", "Issuer keys currently trusted")?;
+        let issuer_clock_ahead = IntGauge::new(
+            "issuer_clock_ahead_seconds",
+            "How far ahead the issuer's clock was on the last token refused as not yet valid",
+        )?;
+        registry.register(Box::new(issuer_clock_ahead.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
         registry.register(Box::new(replay_entries.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
-        Ok(Self { registry, requests, accepted, rejected, jwks_fetches, replay_entries, jwks_keys })
+        Ok(Self {
+            registry,
+            requests,
+            accepted,
+            rejected,
+            jwks_fetches,
+            replay_entries,
+            jwks_keys,
+            issuer_clock_ahead,
+        })
     }
 }
 
