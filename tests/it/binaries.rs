@@ -189,6 +189,25 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("targets file"), "{err}");
 
+    // A keys "directory" that is a file, and a database path that is a directory: clear
+    // errors, nothing created.
+    let dir3 = tempfile::tempdir().unwrap();
+    std::fs::write(dir3.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    std::fs::write(dir3.path().join("keys"), b"not a directory").unwrap();
+    let out = server1(dir3.path(), free_port()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("keys"), "{err}");
+    std::fs::remove_file(dir3.path().join("keys")).unwrap();
+    assert!(server1(dir3.path(), free_port())
+        .args(["keys", "generate"])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir(dir3.path().join("db.sqlite3")).unwrap();
+    let out = server1(dir3.path(), free_port()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot open database"), "{err}");
+
     // An operation-cookie key that is too short.
     let short = dir.path().join("cookie.key");
     std::fs::write(&short, [7u8; 16]).unwrap();

@@ -82,3 +82,54 @@ async fn two_rotations_under_traffic_fail_no_handoff() {
     let states: Vec<_> = list().into_iter().map(|(_, st)| st).collect();
     assert_eq!(states, ["retiring", "retiring", "active"]);
 }
+
+/// Two SERVER1s sharing the keys directory and database switch keys at the same moment: every
+/// state follows from the manifest and the clock.
+#[tokio::test]
+async fn replicas_sharing_the_keys_directory_agree_on_the_active_key() {
+    let s = spawn().await;
+    let (l, port) = listener();
+    let mut config = server1_config(s.dir.path(), port);
+    config.public_url = handoff::Issuer::parse(&s.server1).unwrap();
+    let replica = server1::build_app(config, l).unwrap();
+    tokio::spawn(replica.run(std::future::pending()));
+    let replica_url = format!("http://127.0.0.1:{port}");
+
+    let kid_of = |token: &str| {
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mint_on = |base: String| async move {
+        let c = client();
+        sign_in(&c, &base, "alice").await;
+        open_handoff(&c, &base, "/handoff/partner/report.view?report_id=1").await
+    };
+    let before =
+        (kid_of(&mint_on(s.server1.clone()).await), kid_of(&mint_on(replica_url.clone()).await));
+    assert_eq!(before.0, before.1);
+
+    let now = handoff::Clock::now(&handoff::SystemClock);
+    let entry = server1::keyring::rotate(&s.dir.path().join("keys"), 2, now).unwrap();
+    // Both publish the new key at once...
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for base in [&s.server1, &replica_url] {
+        let jwks = reqwest::get(format!("{base}/.well-known/jwks.json"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(jwks.contains(&entry.kid), "{base} publishes the pending key");
+    }
+    // ...and both sign with it once it is active.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let after =
+        (kid_of(&mint_on(s.server1.clone()).await), kid_of(&mint_on(replica_url.clone()).await));
+    assert_eq!(after, (entry.kid.clone(), entry.kid.clone()));
+}
