@@ -342,3 +342,65 @@ async fn sigterm_stops_both_servers_cleanly() {
         "no longer listening"
     );
 }
+
+/// Makes a path immutable (`chattr +i`, which binds root too) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[&std::path::Path]) -> Immutable {
+        for p in paths {
+            let ok = Command::new("chattr").arg("+i").arg(p).status().is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "chattr +i {} failed: this test needs an ext2/3/4 temporary directory",
+                p.display()
+            );
+        }
+        Immutable(paths.iter().map(|p| p.to_path_buf()).collect())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
+/// A database that cannot be written (immutable file and directory): SERVER1 refuses to start
+/// with a message naming the file and the fix, and writes nothing.
+#[test]
+fn read_only_database_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(dir.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    let port = free_port();
+    let with_db = |cmd: &mut Command| {
+        cmd.env("SERVER1_DATABASE_URL", format!("sqlite://{}", data.join("db.sqlite3").display()));
+    };
+    let mut cmd = server1(dir.path(), port);
+    with_db(&mut cmd);
+    assert!(cmd.args(["keys", "generate"]).status().unwrap().success());
+    let mut cmd = server1(dir.path(), port);
+    with_db(&mut cmd);
+    let mut add = cmd
+        .args(["users", "add", "erin", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(add.wait().unwrap().success());
+    let db = data.join("db.sqlite3");
+    let before = std::fs::read(&db).unwrap();
+    let _guard = Immutable::set(&[&db, &data]);
+    let mut cmd = server1(dir.path(), port);
+    with_db(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a read-only database");
+    assert!(err.contains("cannot open database") && err.contains("SERVER1_DATABASE_URL"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "nothing written");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1, "nothing created beside it");
+}
