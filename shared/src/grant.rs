@@ -187,6 +187,28 @@ fn grant_header() -> Header {
 }
 
 impl GrantKey {
+    /// A signed note of who holds a grant in this browser, until when: `sub.exp.tag`. It gives
+    /// no access to anything; it lets a cross-site POST (which carries no SameSite=Lax grant)
+    /// tell that the browser is signed in as someone else.
+    pub fn seal_holder(&self, grant: &Grant) -> String {
+        let body = format!("{}.{}", grant.sub, grant.exp.as_secs());
+        let tag = hmac::sign(&self.csrf, format!("holder\0{body}").as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The user a [`GrantKey::seal_holder`] note names, if it is genuine and unexpired at `now`.
+    pub fn open_holder(&self, note: &str, now: UnixTime) -> Option<Subject> {
+        let (body, tag) = note.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        hmac::verify(&self.csrf, format!("holder\0{body}").as_bytes(), &tag).ok()?;
+        let (sub, exp) = body.rsplit_once('.')?;
+        let exp = UnixTime::from_secs(exp.parse().ok()?);
+        if now >= exp {
+            return None;
+        }
+        Subject::parse(sub).ok()
+    }
+
     /// True when `a` and `b` are the same non-empty secret (a nonce cookie and a token's
     /// nonce), compared in constant time: both are MACed and the tags compared by ring.
     pub fn same_secret(&self, a: &str, b: &str) -> bool {
@@ -266,6 +288,19 @@ mod tests {
         )
         .expect("encode");
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn holder_notes() {
+        let key = GrantKey::generate().expect("key");
+        let now = UnixTime::from_secs(100);
+        let g = grant(now);
+        let note = key.seal_holder(&g);
+        assert_eq!(key.open_holder(&note, now), Some(g.sub.clone()));
+        assert_eq!(key.open_holder(&note, g.exp), None, "expired");
+        assert_eq!(GrantKey::generate().expect("key").open_holder(&note, now), None, "other key");
+        assert_eq!(key.open_holder(&note.replace("u_1", "u_2"), now), None, "tampered");
+        assert_eq!(key.open_holder("garbage", now), None);
     }
 
     #[test]

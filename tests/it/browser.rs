@@ -428,3 +428,28 @@ async fn without_javascript_the_handoff_still_completes() {
     b.wait_text("Report 42", |t| t.contains("Report 42")).await;
     b.close().await;
 }
+
+/// The session-swap defence in a real browser, where SERVER1's cross-site form POST carries no
+/// SameSite=Lax cookie: SERVER2 still notices the browser is signed in as someone else (the
+/// holder note is SameSite=None) and asks before switching.
+#[tokio::test]
+async fn a_posted_handoff_for_another_user_asks_before_switching() {
+    let s = spawn().await;
+    let b = Browser::start(true).await;
+    b.sign_in(&s, "alice").await;
+    b.click_link("View report 42").await;
+    b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
+    b.wait_text("alice's report", |t| t.contains("Report 42")).await;
+    // Someone else signs in on SERVER1 in this browser and opens a report on SERVER2.
+    b.goto(&format!("{}/", s.server1)).await;
+    b.click("header form button[type=submit]").await;
+    b.wait_url("the sign-in page", |u| u.ends_with("/login")).await;
+    b.sign_in(&s, "bob").await;
+    b.click_link("View report 42").await;
+    b.wait_text("the switch question", |t| t.contains("Switch user?")).await;
+    assert!(b.url().await.ends_with("/handoff"), "answered on the handoff POST itself");
+    b.click("button[value=stay]").await;
+    let home = format!("{}/", s.server2);
+    b.wait_url("SERVER2's home", |u| u == home).await;
+    b.close().await;
+}

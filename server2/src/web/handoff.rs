@@ -157,13 +157,20 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let Ok(sealed) = state.grants.seal(&grant) else {
         return internal_error();
     };
-    let current = read_cookie(req, state.cookie_name(Jar::Grant))
-        .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok());
-    let mut resp = match current {
+    // Who holds a grant in this browser now: from the grant itself (sent on same-site requests
+    // and top-level GETs) or from the holder note (sent on SERVER1's cross-site form POST too).
+    let current_holder = read_cookie(req, state.cookie_name(Jar::Grant))
+        .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok())
+        .map(|g| g.sub)
+        .or_else(|| {
+            read_cookie(req, state.cookie_name(Jar::Holder))
+                .and_then(|note| state.grants.open_holder(&note, now))
+        });
+    let mut resp = match current_holder {
         // Someone else is signed in here: ask before replacing their access.
-        Some(current) if current.sub != grant.sub => {
+        Some(holder) if holder != grant.sub => {
             let mut resp =
-                pages::html_response(StatusCode::OK, switch_page(state, &current, &grant));
+                pages::html_response(StatusCode::OK, switch_page(state, &holder, &grant));
             add_cookie(&mut resp, state.set_cookie(Jar::Pending, &sealed, Some(PENDING_TTL)));
             resp
         }
@@ -172,10 +179,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
                 return internal_error();
             };
             let mut resp = see_other(&landing);
-            add_cookie(
-                &mut resp,
-                state.set_cookie(Jar::Grant, &sealed, Some(state.config.grant_ttl.as_secs())),
-            );
+            set_grant(state, &mut resp, &grant, &sealed, state.config.grant_ttl.as_secs());
             resp
         }
     };
@@ -183,6 +187,12 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         add_cookie(&mut resp, state.set_cookie(Jar::Nonce, "", None));
     }
     resp
+}
+
+/// Sets the grant and the holder note that goes with it.
+fn set_grant(state: &AppState, resp: &mut Response, grant: &Grant, sealed: &str, ttl: u64) {
+    add_cookie(resp, state.set_cookie(Jar::Grant, sealed, Some(ttl)));
+    add_cookie(resp, state.set_cookie(Jar::Holder, &state.grants.seal_holder(grant), Some(ttl)));
 }
 
 fn add_cookie(resp: &mut Response, value: Option<poem::http::HeaderValue>) {
@@ -199,20 +209,20 @@ fn internal_error() -> Response {
     )
 }
 
-fn switch_page(state: &AppState, current: &Grant, new: &Grant) -> maud::Markup {
+fn switch_page(state: &AppState, current: &::handoff::Subject, new: &Grant) -> maud::Markup {
     let csrf = state.grants.csrf_token(new);
     pages::layout(
         "Switch user?",
         html! {
             div.card {
                 h1 { "Switch user?" }
-                p { "This browser is signed in here as " code { (current.sub) } "." }
+                p { "This browser is signed in here as " code { (current) } "." }
                 p { "The link you followed signs you in as " code { (new.sub) } " for " strong { (new.op) } "." }
                 form method="post" action="/handoff/switch" {
                     input type="hidden" name="csrf" value=(csrf);
                     button type="submit" name="choice" value="switch" { "Switch to " (new.sub) }
                     " "
-                    button.secondary type="submit" name="choice" value="stay" { "Stay as " (current.sub) }
+                    button.secondary type="submit" name="choice" value="stay" { "Stay as " (current) }
                 }
             }
         },
@@ -263,7 +273,7 @@ pub(super) fn switch(
     if keep {
         tracing::info!(event = "grant.switched", sub = %grant.sub, jti = %grant.jti, "user switched");
         let ttl = grant.exp.as_secs().saturating_sub(now.as_secs());
-        add_cookie(&mut resp, state.set_cookie(Jar::Grant, &sealed, Some(ttl)));
+        set_grant(state, &mut resp, &grant, &sealed, ttl);
     }
     add_cookie(&mut resp, state.set_cookie(Jar::Pending, "", None));
     resp

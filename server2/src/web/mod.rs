@@ -131,6 +131,10 @@ pub(crate) enum Jar {
     Nonce,
     /// A grant for another user, waiting for the person to confirm the switch.
     Pending,
+    /// A signed note of which user holds the grant (SameSite=None, no authority): SERVER1's
+    /// cross-site form POST does not carry the Lax grant, but must learn that the browser is
+    /// signed in as someone else, to ask before switching.
+    Holder,
 }
 
 impl AppState {
@@ -143,6 +147,8 @@ impl AppState {
             (Jar::Nonce, false) => "handoff_nonce",
             (Jar::Pending, true) => "__Host-handoff_pending",
             (Jar::Pending, false) => "handoff_pending",
+            (Jar::Holder, true) => "__Host-handoff_holder",
+            (Jar::Holder, false) => "handoff_holder",
         }
     }
 
@@ -157,7 +163,7 @@ impl AppState {
         // SameSite=None requires Secure; without it (development mode) the nonce falls back to
         // Lax, which binds only redirect-mode handoffs.
         let same_site = match jar {
-            Jar::Nonce if secure => SameSite::None,
+            Jar::Nonce | Jar::Holder if secure => SameSite::None,
             _ => SameSite::Lax,
         };
         CookieAttrs { secure, same_site }.header(self.cookie_name(jar), value, max_age)
