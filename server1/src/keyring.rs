@@ -207,13 +207,33 @@ impl KeyRing {
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), KeyError> {
+    use std::io::Write as _;
     let path = dir.join(MANIFEST);
-    let tmp = dir.join(format!("{MANIFEST}.tmp"));
+    let tmp = dir.join(format!("{MANIFEST}.{}.tmp", std::process::id()));
     let text =
         serde_json::to_vec_pretty(manifest).map_err(|e| KeyError::InvalidJwks(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| io_error("cannot write key manifest", &tmp, e))?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error("cannot write key manifest", &tmp, e));
+    }
     // A rename replaces the manifest in one step: readers see the old list or the new one.
     std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot replace key manifest", &path, e))
+}
+
+/// Holds the keys directory's lock file exclusively: `generate` and `rotate` read, change and
+/// write the manifest under it, so two at once (two operators, two replicas) cannot lose a key.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, KeyError> {
+    let path = dir.join("keys.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("cannot open the keys lock", &path, e))?;
+    file.lock().map_err(|e| io_error("cannot lock the keys directory", &path, e))?;
+    Ok(file)
 }
 
 fn read_manifest_or_legacy(dir: &Path) -> Result<Manifest, KeyError> {
@@ -264,6 +284,7 @@ fn new_key_file(dir: &Path, now: UnixTime) -> Result<(PathBuf, Entry), KeyError>
 /// When the directory already has keys or cannot be written.
 pub fn generate(dir: &Path, now: UnixTime) -> Result<Entry, KeyError> {
     create_private_dir(dir)?;
+    let _lock = lock_dir(dir)?;
     if !read_manifest_or_legacy(dir)?.keys.is_empty() {
         return Err(io_error(
             "refusing to generate over existing keys (use `server1 keys rotate`)",
@@ -282,6 +303,7 @@ pub fn generate(dir: &Path, now: UnixTime) -> Result<Entry, KeyError> {
 ///
 /// When there are no keys yet, or the directory cannot be written.
 pub fn rotate(dir: &Path, delay_secs: u64, now: UnixTime) -> Result<Entry, KeyError> {
+    let _lock = lock_dir(dir)?;
     let mut manifest = read_manifest_or_legacy(dir)?;
     if manifest.keys.is_empty() {
         return Err(io_error(
@@ -312,12 +334,18 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
     builder.create(dir).map_err(|e| io_error("cannot create keys directory", dir, e))
 }
 
-/// The modification time of the manifest (or legacy key), to notice rotations.
-pub fn stamp(dir: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(dir.join(MANIFEST))
+/// What identifies the manifest's current version (modification time, size and inode), to
+/// notice rotations: a rename that lands within the file system's timestamp granularity still
+/// changes the inode.
+pub fn stamp(dir: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    let meta = std::fs::metadata(dir.join(MANIFEST))
         .or_else(|_| std::fs::metadata(dir.join(LEGACY_KEY)))
-        .and_then(|m| m.modified())
-        .ok()
+        .ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, meta.len(), inode))
 }
 
 #[cfg(test)]
@@ -362,6 +390,26 @@ mod tests {
         assert_eq!(kid(ring.active(at)), third.kid);
         let names: Vec<_> = ring.states(at).iter().map(|(_, s)| s.name()).collect();
         assert_eq!(names, ["retired", "retiring", "active"]);
+    }
+
+    #[test]
+    fn concurrent_rotations_lose_no_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate(dir.path(), UnixTime::from_secs(1)).expect("generate");
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    rotate(&d, 10, UnixTime::from_secs(2 + i)).expect("rotate")
+                })
+            })
+            .collect();
+        let added: Vec<Entry> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+        let ring = KeyRing::load(dir.path()).expect("every listed key loads");
+        for entry in added {
+            assert!(ring.key(&entry.kid).is_some(), "{} was lost", entry.kid);
+        }
+        assert_eq!(ring.states(UnixTime::from_secs(100)).len(), 5);
     }
 
     #[test]

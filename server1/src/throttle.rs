@@ -27,8 +27,24 @@ const IDLE_SECS: u64 = 3600;
 pub enum Key {
     /// A submitted account name (normalised).
     Account(String),
-    /// A client address.
+    /// A client address (IPv6 addresses by their /64: one host usually has the whole /64).
     Client(IpAddr),
+}
+
+impl Key {
+    /// The key for a client address.
+    pub fn client(ip: IpAddr) -> Key {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                Key::Client(IpAddr::V6(prefix.into()))
+            }
+            IpAddr::V6(v6) => Key::Client(IpAddr::V4(
+                v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            )),
+            IpAddr::V4(v4) => Key::Client(IpAddr::V4(v4)),
+        }
+    }
 }
 
 impl Key {
@@ -86,9 +102,21 @@ impl Throttle {
         let mut entries = self.lock();
         let now = now.as_secs();
         if entries.len() + keys.len() > self.capacity {
+            // Make room, least valuable first: idle entries, then those that never reached a
+            // delay, then — only if a flood of fresh keys left nothing else — the longest idle.
+            // Entries that have earned a delay keep their count while active.
             entries.retain(|_, e| now.saturating_sub(e.last) < IDLE_SECS);
             if entries.len() + keys.len() > self.capacity {
-                entries.retain(|_, e| e.blocked_until > now);
+                entries.retain(|k, e| e.blocked_until > now || e.failures >= k.free());
+            }
+            if entries.len() + keys.len() > self.capacity {
+                let mut by_age: Vec<(u64, Key)> =
+                    entries.iter().map(|(k, e)| (e.last, k.clone())).collect();
+                by_age.sort_unstable_by_key(|(last, _)| *last);
+                let excess = entries.len() + keys.len() - self.capacity;
+                for (_, key) in by_age.into_iter().take(excess) {
+                    entries.remove(&key);
+                }
             }
         }
         for key in keys {
@@ -171,5 +199,16 @@ mod tests {
             t.check(std::slice::from_ref(&blocked), now).is_err(),
             "a spray does not lift a block"
         );
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_slash_64() {
+        let a: IpAddr = "2001:db8::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8::ffff:1234".parse().expect("ip");
+        let c: IpAddr = "2001:db8:0:1::1".parse().expect("ip");
+        assert_eq!(Key::client(a), Key::client(b));
+        assert_ne!(Key::client(a), Key::client(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(Key::client(mapped), Key::Client("192.0.2.7".parse().expect("ip")));
     }
 }

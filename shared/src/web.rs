@@ -82,10 +82,14 @@ impl Limits {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+        // A body must declare its length, so it can be refused before it is read: HTTP/1.1
+        // chunked bodies and HTTP/2 bodies without `content-length` are refused with 411.
+        let may_have_body =
+            !matches!(*req.method(), poem::http::Method::GET | poem::http::Method::HEAD);
         match declared {
             Some(Some(n)) if n > self.max_body => Some(StatusCode::PAYLOAD_TOO_LARGE),
             Some(None) => Some(StatusCode::BAD_REQUEST),
-            None if headers.contains_key(header::TRANSFER_ENCODING) => {
+            None if may_have_body || headers.contains_key(header::TRANSFER_ENCODING) => {
                 Some(StatusCode::LENGTH_REQUIRED)
             }
             _ => None,
@@ -273,6 +277,17 @@ mod tests {
         assert_eq!(l.check(&bad), Some(StatusCode::BAD_REQUEST));
         let chunked = Request::builder().header("transfer-encoding", "chunked").finish();
         assert_eq!(l.check(&chunked), Some(StatusCode::LENGTH_REQUIRED));
+        let undeclared = Request::builder().method(poem::http::Method::POST).finish();
+        assert_eq!(
+            l.check(&undeclared),
+            Some(StatusCode::LENGTH_REQUIRED),
+            "a body with no length"
+        );
+        let declared = Request::builder()
+            .method(poem::http::Method::POST)
+            .header("content-length", "5")
+            .finish();
+        assert_eq!(l.check(&declared), None);
         let mut big = Request::builder();
         for i in 0..40 {
             big = big.header(format!("x-h{i}"), "v".repeat(1000));

@@ -113,7 +113,7 @@ pub(super) async fn login(
     let now = state.config.clock.now();
     // Throttled by the submitted name whether or not it exists, and by the client address.
     let mut keys = vec![Key::Account(name.chars().take(64).collect())];
-    keys.extend(client_ip(req).map(Key::Client));
+    keys.extend(client_ip(req).map(Key::client));
     if let Err(wait) = state.throttle.check(&keys, now) {
         state.metrics.signins.with_label_values(&["throttled"]).inc();
         tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");

@@ -18,7 +18,7 @@ use crate::Config;
 pub struct Loaded {
     ring: KeyRing,
     minters: Vec<Minter>,
-    stamp: Option<SystemTime>,
+    stamp: Option<(SystemTime, u64, u64)>,
 }
 
 impl Loaded {
