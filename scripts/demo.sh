@@ -17,7 +17,7 @@ chmod 700 "$data"
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$data/targets.toml" ] || cp server1/targets.example.toml "$data/targets.toml"
-[ -f "$data/keys/signing.pk8" ] || "$bin/server1" keys generate
+[ -f "$data/keys/keys.json" ] || [ -f "$data/keys/signing.pk8" ] || "$bin/server1" keys generate
 
 if [ ! -f "$data/demo-password" ]; then
   password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
