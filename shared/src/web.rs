@@ -211,6 +211,43 @@ pub async fn serve_one<E: Endpoint>(
     resp
 }
 
+/// [`serve_one`] as poem middleware: `.with(Guard { … })` around a server's routes.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Request bounds.
+    pub limits: Limits,
+    /// Response headers.
+    pub hardening: Hardening,
+    /// Latency by route.
+    pub metrics: RequestMetrics,
+    /// The page for a request that breaks a limit.
+    pub refuse: fn(StatusCode) -> Response,
+}
+
+impl<E: Endpoint> poem::Middleware<E> for Guard {
+    type Output = Guarded<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        Guarded { inner: ep, guard: self.clone() }
+    }
+}
+
+/// An endpoint wrapped by [`Guard`].
+#[derive(Debug)]
+pub struct Guarded<E> {
+    inner: E,
+    guard: Guard,
+}
+
+impl<E: Endpoint> Endpoint for Guarded<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let g = &self.guard;
+        Ok(serve_one(&self.inner, req, &g.limits, &g.hardening, &g.metrics, g.refuse).await)
+    }
+}
+
 /// `/metrics`: everything in `registry`, in the Prometheus text format.
 pub fn render_metrics(registry: &Registry) -> Response {
     match TextEncoder::new().encode_to_string(&registry.gather()) {

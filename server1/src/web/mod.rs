@@ -10,7 +10,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use ::handoff::web::{Hardening, Limits, RequestMetrics};
+use ::handoff::web::{Guard, Hardening, Limits, RequestMetrics};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, post, Endpoint, EndpointExt, Request, Response, Route};
@@ -102,7 +102,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::DEFAULT_CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
-    let request_metrics = state.metrics.requests.clone();
+    let state_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(auth::dashboard))
         .at("/login", get(auth::login_page).post(auth::login))
@@ -122,19 +122,11 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
             // Extractor and routing errors: a fixed page, never poem's error text.
             error_page(err.status())
         })
-        .around(move |ep, req| {
-            let metrics = request_metrics.clone();
-            async move {
-                Ok(::handoff::web::serve_one(
-                    &ep,
-                    req,
-                    &Limits::FORMS,
-                    &hardening,
-                    &metrics,
-                    error_page,
-                )
-                .await)
-            }
+        .with(Guard {
+            limits: Limits::FORMS,
+            hardening,
+            metrics: state_metrics,
+            refuse: error_page,
         })
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
-use ::handoff::web::{CookieAttrs, Hardening, Limits, RequestMetrics};
+use ::handoff::web::{CookieAttrs, Guard, Hardening, Limits, RequestMetrics};
 use ::handoff::{Rejection, ReplayStore, Verifier};
 use cookie::SameSite;
 use poem::http::{header, StatusCode};
@@ -176,7 +176,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
-    let request_metrics = state.metrics.requests.clone();
+    let state_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(home))
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
@@ -193,19 +193,11 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
             // Routing and extractor errors get a fixed page: poem's error text may quote input.
             error_page(err.status())
         })
-        .around(move |ep, req| {
-            let metrics = request_metrics.clone();
-            async move {
-                Ok(::handoff::web::serve_one(
-                    &ep,
-                    req,
-                    &Limits::FORMS,
-                    &hardening,
-                    &metrics,
-                    error_page,
-                )
-                .await)
-            }
+        .with(Guard {
+            limits: Limits::FORMS,
+            hardening,
+            metrics: state_metrics,
+            refuse: error_page,
         })
 }
 
