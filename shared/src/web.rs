@@ -248,6 +248,31 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
     }
 }
 
+/// A complete HTML page.
+pub fn html(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(body)
+}
+
+/// A static asset compiled into the binary, cacheable for an hour.
+pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(body)
+}
+
+/// `/readyz`: 200 "ready", or 503 with the reason the server is not ready.
+pub fn readiness(ready: bool, why_not: &'static str) -> Response {
+    if ready {
+        Response::builder().body("ready")
+    } else {
+        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(why_not)
+    }
+}
+
 /// `/metrics`: everything in `registry`, in the Prometheus text format.
 pub fn render_metrics(registry: &Registry) -> Response {
     match TextEncoder::new().encode_to_string(&registry.gather()) {

@@ -56,14 +56,10 @@ fn load(dir: &std::path::Path, issuer: &Issuer, ttl: Ttl) -> Result<Loaded, KeyE
     let minters = ring
         .states(UnixTime::from_secs(0))
         .iter()
-        .filter_map(|(entry, _)| ring_key(&ring, &entry.kid))
+        .filter_map(|(entry, _)| ring.key(&entry.kid))
         .map(|key| Minter::new(key, issuer.clone(), ttl))
         .collect();
     Ok(Loaded { ring, minters, stamp })
-}
-
-fn ring_key(ring: &KeyRing, kid: &str) -> Option<Arc<handoff::SigningKey>> {
-    ring.key(kid)
 }
 
 impl Keys {

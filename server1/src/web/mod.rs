@@ -201,25 +201,15 @@ fn healthz() -> &'static str {
 /// Ready when the database answers (the keys were loaded at start-up and stay loaded).
 #[handler]
 fn readyz(Data(state): Data<&State>) -> Response {
-    if state.db.ping() {
-        Response::builder().body("ready")
-    } else {
-        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body("database unavailable")
-    }
+    ::handoff::web::readiness(state.db.ping(), "database unavailable")
 }
 
 #[handler]
 fn style() -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
-        .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(include_str!("../../static/style.css"))
+    ::handoff::web::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
 }
 
 #[handler]
 fn script() -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")
-        .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(include_str!("../../static/handoff.js"))
+    ::handoff::web::asset("text/javascript; charset=utf-8", include_str!("../../static/handoff.js"))
 }

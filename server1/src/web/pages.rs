@@ -1,7 +1,7 @@
 //! SERVER1's pages, rendered with maud (which escapes every interpolated value).
 
 use maud::{html, Markup, DOCTYPE};
-use poem::http::{header, StatusCode};
+use poem::http::StatusCode;
 use poem::Response;
 
 use crate::db::User;
@@ -14,10 +14,7 @@ pub const DEFAULT_CSP: &str =
 
 /// A complete HTML response.
 pub fn html_response(status: StatusCode, body: Markup) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(body.into_string())
+    handoff::web::html(status, body.into_string())
 }
 
 fn layout(title: &str, user: Option<(&User, &str)>, content: Markup) -> Markup {

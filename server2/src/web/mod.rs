@@ -248,11 +248,7 @@ fn healthz() -> &'static str {
 
 #[handler]
 fn readyz(Data(state): Data<&State>) -> Response {
-    if state.keys.is_ready() {
-        Response::builder().body("ready")
-    } else {
-        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body("issuer keys not loaded")
-    }
+    ::handoff::web::readiness(state.keys.is_ready(), "issuer keys not loaded")
 }
 
 #[handler]
@@ -266,8 +262,5 @@ fn metrics_text(Data(state): Data<&State>) -> Response {
 
 #[handler]
 fn style() -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/css; charset=utf-8")
-        .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(include_str!("../../static/style.css"))
+    ::handoff::web::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
 }

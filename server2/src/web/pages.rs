@@ -1,7 +1,7 @@
 //! SERVER2's pages, rendered with maud (every interpolated value is escaped).
 
 use maud::{html, Markup, DOCTYPE};
-use poem::http::{header, StatusCode};
+use poem::http::StatusCode;
 use poem::Response;
 
 /// The Content-Security-Policy of every page.
@@ -10,10 +10,7 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; for
 
 /// A complete HTML response.
 pub fn html_response(status: StatusCode, body: Markup) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(body.into_string())
+    handoff::web::html(status, body.into_string())
 }
 
 /// The page frame.
