@@ -417,3 +417,49 @@ impl FaultyJwks {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// A `report.view report_id=ID` token from `minter`, for `sub`, addressed to `audience` (a
+/// SERVER2 URL), issued at `at`.
+pub fn report_token(
+    minter: &handoff::Minter,
+    audience: &str,
+    sub: &str,
+    id: &str,
+    at: handoff::UnixTime,
+) -> handoff::MintedToken {
+    let op = server2::operations::catalog()
+        .get("report.view")
+        .unwrap()
+        .build([("report_id", id)])
+        .unwrap();
+    let audience = handoff::Audience::parse(audience).unwrap();
+    let subject = handoff::Subject::parse(sub).unwrap();
+    let request = handoff::MintRequest {
+        audience: &audience,
+        subject: &subject,
+        operation: &op,
+        sid: None,
+        nonce: None,
+    };
+    minter.mint(&request, at).unwrap()
+}
+
+/// The current time.
+pub fn now() -> handoff::UnixTime {
+    handoff::Clock::now(&handoff::SystemClock)
+}
+
+/// Submits a handoff token to SERVER2 as its form POST.
+pub async fn submit(c: &reqwest::Client, server2: &str, token: &str) -> reqwest::Response {
+    c.post(format!("{server2}/handoff")).form(&[("token", token)]).send().await.unwrap()
+}
+
+/// The status of a GET.
+pub async fn status_of(c: &reqwest::Client, url: &str) -> reqwest::StatusCode {
+    c.get(url).send().await.unwrap().status()
+}
+
+/// The body of a GET.
+pub async fn text_of(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}

@@ -126,7 +126,7 @@ async fn real_processes_end_to_end() {
     let resp =
         c.post(format!("{server2_url}/handoff")).form(&[("token", token)]).send().await.unwrap();
     assert_eq!(resp.status(), 303);
-    assert_eq!(c.get(format!("{server2_url}/reports/5")).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{server2_url}/reports/5")).await, 200);
 
     // And through the browser flow.
     let browser = client();
@@ -266,21 +266,7 @@ async fn pinned_jwks_file_needs_no_network() {
         handoff::Issuer::parse(issuer).unwrap(),
         handoff::Ttl::from_secs(60).unwrap(),
     );
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", "3")])
-        .unwrap();
-    let aud = handoff::Audience::parse(&url).unwrap();
-    let sub = handoff::Subject::parse("u_x").unwrap();
-    let req = handoff::MintRequest {
-        audience: &aud,
-        subject: &sub,
-        operation: &op,
-        sid: None,
-        nonce: None,
-    };
-    let token = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let token = report_token(&minter, &url, "u_x", "3", now());
     let resp = client()
         .post(format!("{url}/handoff"))
         .form(&[("token", token.as_str())])

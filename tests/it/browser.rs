@@ -341,24 +341,10 @@ async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
     let s = spawn().await;
     let b = Browser::start(true).await;
     let minter = minter(&s, 60);
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", "42")])
-        .unwrap();
-    let aud = handoff::Audience::parse(&s.server2).unwrap();
     let mint = |sub: &str, at: u64| {
-        let sub = handoff::Subject::parse(sub).unwrap();
-        let req = handoff::MintRequest {
-            audience: &aud,
-            subject: &sub,
-            operation: &op,
-            sid: None,
-            nonce: None,
-        };
-        minter.mint(&req, handoff::UnixTime::from_secs(at)).unwrap().into_string()
+        report_token(&minter, &s.server2, sub, "42", handoff::UnixTime::from_secs(at)).into_string()
     };
-    let now = handoff::Clock::now(&handoff::SystemClock).as_secs();
+    let now = now().as_secs();
 
     b.goto(&format!("{}/handoff?token={}", s.server2, mint("u_alice", now - 600))).await;
     assert_eq!(b.title().await, "This sign-in link has expired · Partner Analytics");

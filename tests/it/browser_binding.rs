@@ -49,8 +49,7 @@ async fn a_handoff_server2_starts_is_bound_to_its_browser() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = start_from_server2(&s, &c, "43").await;
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/reports/43");
     let cleared = landed
@@ -60,7 +59,7 @@ async fn a_handoff_server2_starts_is_bound_to_its_browser() {
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.starts_with("__Host-handoff_nonce=;") && v.contains("Max-Age=0"));
     assert!(cleared, "the nonce is used once");
-    assert_eq!(c.get(format!("{}/reports/43", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/43", s.server2)).await, 200);
 }
 
 #[tokio::test]
@@ -77,12 +76,7 @@ async fn a_bound_token_in_another_browser_is_refused() {
         .send()
         .await
         .unwrap();
-    let resp = victim
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let resp = submit(&victim, &s.server2, &token).await;
     assert_eq!(resp.status(), 401);
     assert!(resp
         .headers()
@@ -90,22 +84,12 @@ async fn a_bound_token_in_another_browser_is_refused() {
         .iter()
         .all(|v| !v.to_str().unwrap().contains("handoff_grant")));
     assert!(resp.text().await.unwrap().contains("belongs to another browser"));
-    assert_eq!(victim.get(format!("{}/reports/44", s.server2)).send().await.unwrap().status(), 403);
+    assert_eq!(status_of(&victim, &format!("{}/reports/44", s.server2)).await, 403);
     // A browser with no nonce cookie at all is refused too.
-    let bare = client()
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let bare = submit(&client(), &s.server2, &token).await;
     assert_eq!(bare.status(), 401);
     // The refusal did not use the token up: in the browser that started it, it still works.
-    let own = attacker
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let own = submit(&attacker, &s.server2, &token).await;
     assert_eq!(own.status(), 303);
     assert!(captured_logs().contains("reason=\"nonce_mismatch\""));
 }
@@ -116,32 +100,15 @@ async fn unbound_handoffs_can_be_refused() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let unbound = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=45").await;
-    let resp =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &unbound)]).send().await.unwrap();
+    let resp = submit(&c, &s.server2, &unbound).await;
     assert_eq!(resp.status(), 401);
     let bound = start_from_server2(&s, &c, "45").await;
-    let resp =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &bound)]).send().await.unwrap();
+    let resp = submit(&c, &s.server2, &bound).await;
     assert_eq!(resp.status(), 303);
 }
 
 async fn token_for(s: &Servers, sub: &str, id: &str) -> String {
-    let minter = minter(s, 60);
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", id)])
-        .unwrap();
-    let aud = handoff::Audience::parse(&s.server2).unwrap();
-    let sub = handoff::Subject::parse(sub).unwrap();
-    let req = handoff::MintRequest {
-        audience: &aud,
-        subject: &sub,
-        operation: &op,
-        sid: None,
-        nonce: None,
-    };
-    minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap().into_string()
+    report_token(&minter(s, 60), &s.server2, sub, id, now()).into_string()
 }
 
 #[tokio::test]
@@ -149,28 +116,19 @@ async fn switching_to_another_user_asks_first() {
     let s = spawn().await;
     let c = client();
     let alice = token_for(&s, "u_alice", "42").await;
-    assert_eq!(
-        c.post(format!("{}/handoff", s.server2))
-            .form(&[("token", &alice)])
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(submit(&c, &s.server2, &alice).await.status(), 303);
 
     // A link for another user: SERVER2 asks, and alice's access stays meanwhile.
     let bob = token_for(&s, "u_bob", "7").await;
-    let ask =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &bob)]).send().await.unwrap();
+    let ask = submit(&c, &s.server2, &bob).await;
     assert_eq!(ask.status(), 200);
     let page = ask.text().await.unwrap();
     assert!(
         page.contains("Switch user?") && page.contains("u_alice") && page.contains("u_bob"),
         "{page}"
     );
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 403);
 
     // Without the form's token nothing changes.
     let forged = c
@@ -180,7 +138,7 @@ async fn switching_to_another_user_asks_first() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
-    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 403);
 
     let csrf = form_value(&page, "csrf").unwrap();
     let switched = c
@@ -191,8 +149,8 @@ async fn switching_to_another_user_asks_first() {
         .unwrap();
     assert_eq!(switched.status(), 303);
     assert_eq!(switched.headers()["location"], "/reports/7");
-    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 403);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 403);
 }
 
 #[tokio::test]
@@ -200,25 +158,9 @@ async fn staying_keeps_the_current_user() {
     let s = spawn().await;
     let c = client();
     let alice = token_for(&s, "u_alice", "42").await;
-    assert_eq!(
-        c.post(format!("{}/handoff", s.server2))
-            .form(&[("token", &alice)])
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(submit(&c, &s.server2, &alice).await.status(), 303);
     let bob = token_for(&s, "u_bob", "7").await;
-    let page = c
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", &bob)])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = submit(&c, &s.server2, &bob).await.text().await.unwrap();
     let csrf = form_value(&page, "csrf").unwrap();
     let stay = c
         .post(format!("{}/handoff/switch", s.server2))
@@ -227,8 +169,8 @@ async fn staying_keeps_the_current_user() {
         .await
         .unwrap();
     assert_eq!(stay.status(), 303);
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 403);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 403);
     // The pending switch is gone: answering again does nothing.
     let again = c
         .post(format!("{}/handoff/switch", s.server2))

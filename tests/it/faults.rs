@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use handoff::{Audience, Issuer, MintRequest, Minter, SigningKey, Subject, Ttl};
+use handoff::{Issuer, Minter, SigningKey, Ttl};
 use handoff_tests::*;
 use std::sync::Arc;
 
@@ -27,15 +27,7 @@ async fn with_fault(fault: JwksFault) {
     endpoint.set(fault);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", "42")])
-        .unwrap();
-    let aud = Audience::parse(&s.server2).unwrap();
-    let sub = Subject::parse("u_alice").unwrap();
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let now = || handoff::Clock::now(&handoff::SystemClock);
+    let report_id = "42";
     let known = Minter::new(
         issuer_key.clone(),
         Issuer::parse(issuer).unwrap(),
@@ -49,22 +41,12 @@ async fn with_fault(fault: JwksFault) {
     let c = client();
     for round in 0..6 {
         // A token from a key SERVER2 has never seen: one refresh attempt (it fails), then 401.
-        let t = unknown.mint(&req, now()).unwrap();
-        let resp = c
-            .post(format!("{}/handoff", s.server2))
-            .form(&[("token", t.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let t = report_token(&unknown, &s.server2, "u_alice", report_id, now());
+        let resp = submit(&c, &s.server2, t.as_str()).await;
         assert_eq!(resp.status(), 401, "round {round}: an unknown key is a refusal, not an outage");
         // A token from the known key still passes: the last good keys stayed.
-        let t = known.mint(&req, now()).unwrap();
-        let resp = client()
-            .post(format!("{}/handoff", s.server2))
-            .form(&[("token", t.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let t = report_token(&known, &s.server2, "u_alice", report_id, now());
+        let resp = submit(&client(), &s.server2, t.as_str()).await;
         assert_eq!(resp.status(), 303, "round {round}: known keys keep working");
     }
     // The refresh interval is 1 s in tests: at most one fetch (and one logged failure) per
@@ -78,8 +60,7 @@ async fn with_fault(fault: JwksFault) {
         .filter(|l| l.contains("JWKS refresh failed") && l.contains(endpoint.url.as_str()))
         .count();
     assert!(failures >= 1 && failures <= allowed, "{failures} failure lines (allowed {allowed})");
-    let metrics =
-        c.get(format!("{}/metrics", s.server2)).send().await.unwrap().text().await.unwrap();
+    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
     assert!(metrics.lines().any(|l| l.starts_with("jwks_fetches_total{outcome=\"error\"} ")));
     assert!(metrics.lines().any(|l| l == "jwks_keys 1"), "the good key set is still there");
 }
@@ -110,25 +91,13 @@ async fn jwks_endpoint_down_at_start_up_means_not_ready() {
     let jwks_url = endpoint.url.clone();
     let s = spawn_with(move |c| c.keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
     let c = client();
-    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 503);
-    assert_eq!(c.get(format!("{}/healthz", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 503);
+    assert_eq!(status_of(&c, &format!("{}/healthz", s.server2)).await, 200);
     // Handoffs are refused as "unavailable" (503), not as invalid.
     let minter = minter(&s, 60);
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", "1")])
-        .unwrap();
-    let aud = Audience::parse(&s.server2).unwrap();
-    let sub = Subject::parse("u_alice").unwrap();
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let t = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
-    let resp = c
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", t.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let report_id = "1";
+    let t = report_token(&minter, &s.server2, "u_alice", report_id, now());
+    let resp = submit(&c, &s.server2, t.as_str()).await;
     assert_eq!(resp.status(), 503);
     // When the issuer comes back, the background retry loads the keys and SERVER2 is ready.
     let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
@@ -140,7 +109,7 @@ async fn jwks_endpoint_down_at_start_up_means_not_ready() {
     endpoint.set(JwksFault::Serve(jwks));
     let deadline = Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        if c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status() == 200 {
+        if status_of(&c, &format!("{}/readyz", s.server2)).await == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "SERVER2 never became ready");
@@ -155,31 +124,18 @@ async fn server2_keeps_accepting_known_keys_while_server1_is_down() {
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=5").await;
     s.stop_server1().await;
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
-    assert_eq!(c.get(format!("{}/reports/5", s.server2)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/5", s.server2)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
     // An unknown kid now cannot be looked up: a refusal (401), not an outage (5xx).
     let other = Arc::new(SigningKey::generate().unwrap());
     let minter =
         Minter::new(other, Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
-    let op = server2::operations::catalog()
-        .get("report.view")
-        .unwrap()
-        .build([("report_id", "6")])
-        .unwrap();
-    let aud = Audience::parse(&s.server2).unwrap();
-    let sub = Subject::parse("u_alice").unwrap();
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
+    let report_id = "6";
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let t = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
-    let resp = client()
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", t.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let t = report_token(&minter, &s.server2, "u_alice", report_id, now());
+    let resp = submit(&client(), &s.server2, t.as_str()).await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -213,7 +169,7 @@ async fn jwks_max_age_is_honoured() {
 async fn locked_database_is_a_clear_503() {
     let s = spawn().await;
     let c = client();
-    let page = c.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
+    let page = text_of(&c, &format!("{}/login", s.server1)).await;
     let csrf = form_value(&page, "csrf").unwrap();
     let db = s.dir.path().join("server1.sqlite3");
     let locker = rusqlite::Connection::open(&db).unwrap();

@@ -30,8 +30,7 @@ async fn sign_in_open_report_and_land_on_it() {
     assert!(html.contains(&format!("action=\"{}/handoff\"", s.server2)));
     let token = form_value(&html, "token").unwrap();
 
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/reports/42");
     let set_cookie = landed.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -70,7 +69,7 @@ async fn redirect_mode_and_clean_url() {
     assert_eq!(landed.headers()["location"], "/reports/7");
     assert_eq!(landed.headers()["referrer-policy"], "no-referrer");
     assert_eq!(landed.headers()["cache-control"], "no-store");
-    assert_eq!(c.get(format!("{}/reports/7", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 200);
 }
 
 #[tokio::test]
@@ -80,18 +79,10 @@ async fn invoice_approval_behind_a_confirm_form() {
     sign_in(&c, &s.server1, "alice").await;
     let token =
         open_handoff(&c, &s.server1, "/handoff/partner/invoice.approve?invoice_id=INV-7").await;
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.headers()["location"], "/invoices/INV-7/approve");
 
-    let page = c
-        .get(format!("{}/invoices/INV-7/approve", s.server2))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&c, &format!("{}/invoices/INV-7/approve", s.server2)).await;
     assert!(page.contains("Approve invoice"));
     let csrf = form_value(&page, "csrf").unwrap();
 
@@ -103,14 +94,7 @@ async fn invoice_approval_behind_a_confirm_form() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let still = c
-        .get(format!("{}/invoices/INV-7/approve", s.server2))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let still = text_of(&c, &format!("{}/invoices/INV-7/approve", s.server2)).await;
     assert!(!still.contains("Approved by"));
 
     let done = c
@@ -120,14 +104,7 @@ async fn invoice_approval_behind_a_confirm_form() {
         .await
         .unwrap();
     assert_eq!(done.status(), 303);
-    let after = c
-        .get(format!("{}/invoices/INV-7/approve", s.server2))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = text_of(&c, &format!("{}/invoices/INV-7/approve", s.server2)).await;
     assert!(after.contains("Approved by"));
 }
 
@@ -142,13 +119,13 @@ async fn jwks_health_and_sign_out() {
     assert_eq!(body["keys"][0]["kid"], s.key.kid().as_str());
     assert_eq!(body["keys"][0]["kty"], "OKP");
     assert!(body["keys"][0].get("d").is_none(), "no private part");
-    assert_eq!(c.get(format!("{}/healthz", s.server1)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/readyz", s.server1)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/healthz", s.server2)).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{}/readyz", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/healthz", s.server1)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server1)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/healthz", s.server2)).await, 200);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
 
     sign_in(&c, &s.server1, "bob").await;
-    let html = c.get(format!("{}/", s.server1)).send().await.unwrap().text().await.unwrap();
+    let html = text_of(&c, &format!("{}/", s.server1)).await;
     assert!(html.contains("View report"));
     assert!(!html.contains("Approve invoice"), "bob lacks the billing role");
     let csrf = form_value(&html, "csrf").unwrap();
@@ -224,12 +201,7 @@ async fn metrics_count_mints_accepts_and_rejections() {
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
     for _ in 0..2 {
-        let _ = c
-            .post(format!("{}/handoff", s.server2))
-            .form(&[("token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let _ = submit(&c, &s.server2, &token).await;
     }
     let m2 = c.get(format!("{}/metrics", s.server2)).send().await.unwrap();
     assert_eq!(m2.status(), 200);
@@ -250,7 +222,7 @@ async fn metrics_count_mints_accepts_and_rejections() {
     ] {
         assert!(m2.lines().any(|l| l == line), "missing `{line}` in:\n{m2}");
     }
-    let m1 = c.get(format!("{}/metrics", s.server1)).send().await.unwrap().text().await.unwrap();
+    let m1 = text_of(&c, &format!("{}/metrics", s.server1)).await;
     for line in [
         "handoff_minted_total{operation=\"report.view\",target=\"partner\"} 1",
         "signin_total{outcome=\"ok\"} 1",

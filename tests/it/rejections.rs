@@ -3,9 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use handoff::{
-    Audience, Issuer, MintRequest, Minter, Operation, SigningKey, Subject, Ttl, UnixTime,
-};
+use handoff::{Issuer, Minter, SigningKey, Ttl, UnixTime};
 use handoff_tests::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -13,10 +11,6 @@ use std::sync::Arc;
 
 fn now() -> u64 {
     handoff::Clock::now(&handoff::SystemClock).as_secs()
-}
-
-fn report_op(id: &str) -> Operation {
-    server2::operations::catalog().get("report.view").unwrap().build([("report_id", id)]).unwrap()
 }
 
 fn claims(s: &Servers) -> Value {
@@ -49,8 +43,7 @@ fn sign(s: &Servers, header: &Header, claims: &Value) -> String {
 /// Submits `token` with a fresh client; asserts a 4xx and that nothing was authorized.
 async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
     let c = client();
-    let resp =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", token)]).send().await.unwrap();
+    let resp = submit(&c, &s.server2, token).await;
     let status = resp.status().as_u16();
     assert!((400..500).contains(&status), "expected a 4xx, got {status}");
     assert!(resp.headers().get("set-cookie").is_none(), "a refused handoff sets no cookie");
@@ -71,10 +64,9 @@ async fn baseline_signed_token_is_accepted() {
     let s = spawn().await;
     let token = sign(&s, &profile_header(s.key.kid().as_str()), &claims(&s));
     let c = client();
-    let resp =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let resp = submit(&c, &s.server2, &token).await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
 }
 
 #[tokio::test]
@@ -85,10 +77,9 @@ async fn expired_operation_cookie_is_refused() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
     clock.advance(600);
     let later = c.get(format!("{}/reports/42", s.server2)).send().await.unwrap();
     assert_eq!(later.status(), 403);
@@ -101,12 +92,7 @@ async fn replayed_token_is_refused() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let first = client()
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let first = submit(&client(), &s.server2, &token).await;
     assert_eq!(first.status(), 303);
     let (_, body) = assert_refused(&s, &token).await;
     assert!(body.contains("already used"), "{body}");
@@ -116,10 +102,8 @@ async fn replayed_token_is_refused() {
 async fn expired_token_says_go_back_and_try_again() {
     let s = spawn().await;
     let minter = minter(&s, 60);
-    let op = report_op("42");
-    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let token = minter.mint(&req, UnixTime::from_secs(now() - 600)).unwrap();
+    let token =
+        report_token(&minter, &s.server2, "u_alice", "42", UnixTime::from_secs(now() - 600));
     let (status, body) = assert_refused(&s, token.as_str()).await;
     assert_eq!(status, 401);
     assert!(body.contains("expired"), "{body}");
@@ -150,8 +134,7 @@ async fn not_yet_valid_token_is_refused() {
     let (_, body) = assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
     assert!(body.contains("not valid yet"));
     // The skew is measured for operators.
-    let metrics =
-        client().get(format!("{}/metrics", s.server2)).send().await.unwrap().text().await.unwrap();
+    let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
     let ahead: i64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("issuer_clock_ahead_seconds "))
@@ -182,10 +165,7 @@ async fn token_from_another_key_is_refused() {
     let other = Arc::new(SigningKey::generate().unwrap());
     let minter =
         Minter::new(other.clone(), Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
-    let op = report_op("42");
-    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let own_kid = minter.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let own_kid = report_token(&minter, &s.server2, "u_alice", "42", handoff_tests::now());
     assert_refused(&s, own_kid.as_str()).await;
     // Another key claiming SERVER1's kid.
     let forged = jsonwebtoken::encode(
@@ -244,10 +224,7 @@ async fn lifetime_over_the_maximum_is_refused() {
     let s = spawn().await;
     // SERVER2 accepts at most 120 s between iat and exp.
     let long = minter(&s, 600);
-    let op = report_op("42");
-    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let token = long.mint(&req, handoff::Clock::now(&handoff::SystemClock)).unwrap();
+    let token = report_token(&long, &s.server2, "u_alice", "42", handoff_tests::now());
     assert_refused(&s, token.as_str()).await;
 }
 
@@ -293,10 +270,9 @@ async fn grant_for_one_operation_does_not_open_another() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let landed =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &token)]).send().await.unwrap();
+    let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
-    assert_eq!(c.get(format!("{}/reports/42", s.server2)).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
     let other = c.get(format!("{}/invoices/42/approve", s.server2)).send().await.unwrap();
     assert_eq!(other.status(), 403);
     let post = c
@@ -378,11 +354,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     let unknown = try_sign_in(&c, &s.server1, "mallory", "not the password", None).await;
     assert_eq!(unknown.status(), 401);
     assert!(unknown.text().await.unwrap().contains("Wrong user name or password."));
-    assert_eq!(
-        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
-        303,
-        "not signed in"
-    );
+    assert_eq!(status_of(&c, &format!("{}/", s.server1)).await, 303, "not signed in");
 }
 
 #[tokio::test]
@@ -398,11 +370,7 @@ async fn csrf_token_missing_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(
-        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
-        303,
-        "not signed in"
-    );
+    assert_eq!(status_of(&c, &format!("{}/", s.server1)).await, 303, "not signed in");
     // A token from another browser's login cookie does not work either.
     let other = client();
     let page =
@@ -419,11 +387,7 @@ async fn csrf_token_missing_is_refused() {
     sign_in(&c, &s.server1, "alice").await;
     let out = c.post(format!("{}/logout", s.server1)).form(&[("csrf", "")]).send().await.unwrap();
     assert_eq!(out.status(), 403);
-    assert_eq!(
-        c.get(format!("{}/", s.server1)).send().await.unwrap().status(),
-        200,
-        "still signed in"
-    );
+    assert_eq!(status_of(&c, &format!("{}/", s.server1)).await, 200, "still signed in");
 }
 
 #[tokio::test]
@@ -437,15 +401,11 @@ async fn oversized_and_garbage_tokens_are_4xx() {
     }
     // GET with no token, or two.
     let c = client();
-    assert_eq!(c.get(format!("{}/handoff", s.server2)).send().await.unwrap().status(), 400);
-    assert_eq!(
-        c.get(format!("{}/handoff?token=a&token=b", s.server2)).send().await.unwrap().status(),
-        400
-    );
+    assert_eq!(status_of(&c, &format!("{}/handoff", s.server2)).await, 400);
+    assert_eq!(status_of(&c, &format!("{}/handoff?token=a&token=b", s.server2)).await, 400);
     // A body over the limit.
     let huge = "t".repeat(64 * 1024);
-    let resp =
-        c.post(format!("{}/handoff", s.server2)).form(&[("token", &huge)]).send().await.unwrap();
+    let resp = submit(&c, &s.server2, &huge).await;
     assert!(resp.status().is_client_error());
 }
 
@@ -516,20 +476,12 @@ async fn tokens_issued_before_a_restart_are_refused() {
     let server_clock = clock.clone();
     let s = spawn_with(move |c| c.clock = server_clock).await;
     let minter = minter(&s, 60);
-    let op = report_op("42");
-    let (aud, sub) = (Audience::parse(&s.server2).unwrap(), Subject::parse("u_alice").unwrap());
-    let req = MintRequest { audience: &aud, subject: &sub, operation: &op, sid: None, nonce: None };
-    let before = minter.mint(&req, start.minus(5)).unwrap();
+    let before = report_token(&minter, &s.server2, "u_alice", "42", start.minus(5));
     let (status, body) = assert_refused(&s, before.as_str()).await;
     assert_eq!(status, 401);
     assert!(body.contains("restarted"), "{body}");
     assert!(captured_logs().contains(&format!("jti=\"{}\"", before.jti())));
-    let after = minter.mint(&req, start).unwrap();
-    let ok = client()
-        .post(format!("{}/handoff", s.server2))
-        .form(&[("token", after.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let after = report_token(&minter, &s.server2, "u_alice", "42", start);
+    let ok = submit(&client(), &s.server2, after.as_str()).await;
     assert_eq!(ok.status(), 303);
 }
