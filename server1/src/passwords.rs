@@ -136,4 +136,14 @@ mod tests {
         assert!(matches!(p.hash("short"), Err(PasswordError::Policy)));
         assert!(matches!(p.hash(&"x".repeat(1025)), Err(PasswordError::Policy)));
     }
+
+    #[test]
+    fn argon2_slots_are_bounded() {
+        let p = Passwords::new().expect("hasher");
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let held: Vec<_> = (0..2 * cpus).map(|_| p.slot().expect("a free slot")).collect();
+        assert!(matches!(p.slot(), Err(PasswordError::Busy)), "a flood gets `busy`, not memory");
+        drop(held);
+        assert!(p.slot().is_ok(), "slots come back");
+    }
 }

@@ -234,3 +234,50 @@ async fn metrics_count_mints_accepts_and_rejections() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!m1.contains(signature) && !m2.contains(signature));
 }
+
+/// Replicas of SERVER2 behind one address share `SERVER2_COOKIE_KEY_FILE`: an operation cookie
+/// set by one is honoured by the other; without the shared key it is not.
+#[tokio::test]
+async fn replicas_sharing_the_cookie_key_honour_each_others_grants() {
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), [42u8; 32]).unwrap();
+    let key_path = key_file.path().to_path_buf();
+    let s = spawn_with({
+        let key_path = key_path.clone();
+        move |c| c.cookie_key_file = Some(key_path)
+    })
+    .await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let landed = submit(&c, &s.server2, &token).await;
+    let grant = landed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-handoff_grant="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned();
+
+    // A second replica: same public URL and issuer, its own listener.
+    let replica = |shared: bool| {
+        let (l, port) = listener();
+        let mut config = server2_config(&s.server1, &s.server2);
+        config.cookie_key_file = shared.then(|| key_path.clone());
+        (l, port, config)
+    };
+    for (shared, expected) in [(true, 200), (false, 403)] {
+        let (l, port, config) = replica(shared);
+        let app = server2::build_app(config, l).await.unwrap();
+        tokio::spawn(app.run(std::future::pending()));
+        let resp = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/reports/42"))
+            .header("cookie", &grant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected, "shared key: {shared}");
+    }
+}
