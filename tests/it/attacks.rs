@@ -4,9 +4,6 @@
 //! asserts a 4xx, that nothing was authorized (no cookie, no redirect), that the token is echoed
 //! in no response, and that it reached no log line. The servers are shared by the whole suite.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use handoff_tests::*;
@@ -286,51 +283,19 @@ attack!(
     }
 );
 
-/// A listener that counts connections and would serve the attacker's JWKS.
-async fn trap_server(jwks: String) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let body = jwks.clone();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                // Read the request head first: closing with unread input would reset the
-                // connection and lose the reply.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (url, hits)
-}
-
 async fn key_url_header(member: &str) {
     let s = shared_servers();
     let other = handoff::SigningKey::generate().unwrap();
     let jwks = serde_json::to_string(&handoff::Jwks { keys: vec![other.public_jwk()] }).unwrap();
-    let (url, hits) = trap_server(jwks).await;
+    // A server the attacker runs, which would serve the attacker's key.
+    let trap = FaultyJwks::start(JwksFault::Serve(jwks)).await;
     let key = EncodingKey::from_ed_der(other.pkcs8_for_tests());
     for kid in [other.kid().as_str(), s.key.kid().as_str()] {
         let mut h = json!({"typ": "handoff+jwt", "alg": "EdDSA", "kid": kid});
-        h[member] = json!(format!("{url}/jwks.json"));
+        h[member] = json!(trap.url.as_str());
         refused(s, sign_raw(&h.to_string(), &claims(s).to_string(), Algorithm::EdDSA, &key)).await;
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "SERVER2 fetched the URL in `{member}`");
+    assert_eq!(trap.hits(), 0, "SERVER2 fetched the URL in `{member}`");
 }
 
 /// A `jku` header pointing at a server the attacker runs: refused, and never fetched.
@@ -642,10 +607,10 @@ async fn random_kid_flood_is_rate_limited() {
     // SERVER2's JWKS URL points at a counting server (serving some key set).
     let some_key = handoff::SigningKey::generate().unwrap();
     let jwks = serde_json::to_string(&handoff::Jwks { keys: vec![some_key.public_jwk()] }).unwrap();
-    let (url, hits) = trap_server(jwks).await;
-    let jwks_url = url::Url::parse(&format!("{url}/jwks.json")).unwrap();
+    let counter = FaultyJwks::start(JwksFault::Serve(jwks)).await;
+    let jwks_url = counter.url.clone();
     let s = spawn_with(|c| c.keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch at start-up");
+    assert_eq!(counter.hits(), 1, "one fetch at start-up");
     let started = std::time::Instant::now();
     let c = client();
     let flood = (0..200u8).map(|i| {
@@ -658,7 +623,7 @@ async fn random_kid_flood_is_rate_limited() {
     assert!(statuses.iter().all(|&st| st == 401), "{statuses:?}");
     // The refresh interval is 1 s here: at most one fetch per started second of the flood.
     let allowed = 1 + started.elapsed().as_secs() as usize + 1;
-    let fetched = hits.load(Ordering::SeqCst);
+    let fetched = counter.hits();
     assert!(fetched <= allowed, "{fetched} JWKS fetches for 200 unknown kids (allowed {allowed})");
 }
 
