@@ -4,7 +4,15 @@
 Builds release binaries, pre-mints tokens outside the timed window, pins the server to CPU 0 and
 the load generator (wrk, with scripts/bench.lua) to CPU 1, and reports requests/s, latency, the
 server's CPU-seconds, handoffs per server CPU-second, resident memory, and the ratio to ring's own
-Ed25519 verify (or sign) rate measured in the same run on the same core. Stops by itself.
+Ed25519 verify (or sign) rate.
+
+The yardstick runs *beside* the server: during each run, `handoff-bench ring` verifies (or signs)
+in a loop on CPU 0 too, and its rate per CPU-second of its own is compared with the server's
+handoffs per server CPU-second. The two share the core in millisecond slices, so they see the same
+machine — on a VM whose speed drifts by a factor of two within seconds, measuring the yardstick
+before or after the run does not. Latency at a constant offered load comes from `handoff-bench
+load`, an open-loop generator (see bench/src/load.rs), with the yardstick not running. Stops by
+itself.
 """
 import json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
@@ -63,13 +71,24 @@ def wrk(url, args, seconds=DURATION, connections=CONNECTIONS, headers=()):
             "p50": lat.get("50", "?"), "p99": lat.get("99", "?"), "socket_errors": errors.group(1) if errors else ""}
 
 
-def measure(pid, url, args, **kw):
+def measure(pid, url, args, yardstick=None, **kw):
+    """One wrk run against the server `pid`; with `yardstick` ("verify" or "sign"), ring's rate is
+    measured on the server's core at the same time."""
+    ring = None
+    if yardstick:
+        ring = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--only", yardstick,
+                                 "--seconds", str(kw.get("seconds", DURATION))],
+                                stdout=subprocess.PIPE, text=True)
     before = cpu_seconds(pid)
     result = wrk(url, args, **kw)
     cpu = cpu_seconds(pid) - before
     result["cpu"] = cpu
     result["per_cpu_s"] = result["total"] / cpu if cpu > 0 else float("inf")
     result["rss"] = rss_mib(pid)
+    if ring:
+        out, _ = ring.communicate(timeout=60)
+        result["ring"] = json.loads(out)[f"{yardstick}_per_cpu_sec"]
+        result["vs_ring"] = result["per_cpu_s"] / result["ring"]
     return result
 
 
@@ -80,17 +99,18 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "server1", "-p", "server2", "-p", "handoff-bench"],
                    cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="handoff-bench-")
-    rows, notes = [], []
+    rows, notes, failures = [], [], []
     try:
-        # Enough distinct tokens for three timed runs at well over any rate this machine reaches.
+        # Distinct tokens for every request: the peak run, the open-loop run and the runs beside
+        # the yardstick (which get about half the core), at well over any rate this machine reaches.
         per_run = 25_000 * DURATION
-        count = per_run * 3
+        count = per_run * 4
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
-        t0 = time.perf_counter()
-        run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
-             "--audience", server2_url, "--count", str(count)])
-        notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
-        ring_before = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
+        prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
+                   "--audience", server2_url, "--count", str(count)]
+        # The key and JWKS first: SERVER2 refuses tokens issued before it started, so the tokens
+        # are minted once it is up.
+        run(prepare + ["--keys-only"])
         env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_PUBLIC_URL=server2_url,
                    SERVER2_ISSUER="https://portal.bench.example", SERVER2_JWKS_FILE=os.path.join(work, "jwks.json"),
                    SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)))
@@ -101,38 +121,49 @@ def main():
             time.sleep(0.5)
             idle = rss_mib(server.pid)
             notes.append(f"SERVER2 start-up to ready (pinned JWKS): {startup * 1000:.0f} ms; idle resident memory {idle:.1f} MiB")
+            t0 = time.perf_counter()
+            run(prepare)
+            notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
             url = f"{server2_url}/handoff"
             valid = os.path.join(work, "valid.txt")
-            scenarios = [
-                ("accept, form POST", [valid, "post", 1, per_run, 0]),
-                ("accept, GET ?token=", [valid, "get", per_run + 1, 2 * per_run, 0]),
-            ]
-            for name, args in scenarios:
-                r = measure(server.pid, url, args)
-                if r["total"] > per_run:
-                    notes.append(f"{name}: {r['total']} requests exceeded the {per_run} distinct tokens; later ones were replays")
+            lines = iter(range(count))
+            def tokens(n):
+                first = next(lines) + 1
+                for _ in range(n - 1):
+                    next(lines)
+                return first, first + n - 1
+
+            # The peak, alone on the core: the base of the constant-load run.
+            first, last = tokens(per_run)
+            peak = measure(server.pid, url, [valid, "post", first, last, 0])
+            rows.append(("accept, form POST, alone (peak)", peak, None))
+            rate = max(1, int(peak["rps"] / 2))
+            first, _ = tokens(rate * DURATION)
+            load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{P2}",
+                                   "--tokens", valid, "--first", str(first), "--rate", str(rate),
+                                   "--seconds", str(DURATION), "--connections", "16"]))
+            for name, args in [("accept, form POST", "post"), ("accept, GET ?token=", "get")]:
+                first, last = tokens(per_run * 3 // 4)
+                r = measure(server.pid, url, [valid, args, first, last, 0], yardstick="verify")
                 rows.append((name, r, "verify"))
-            peak = rows[0][1]["rps"]
-            rate = max(1, int(peak / 2))
-            conns = 8
-            delay = conns * 1000.0 / rate
-            r = measure(server.pid, url, [valid, "post", 2 * per_run + 1, 3 * per_run, f"{delay:.3f}"], connections=conns)
-            rows.append((f"accept at half peak ({rate}/s offered)", r, "verify"))
+            accept = rows[1][1]["vs_ring"]
+            for name, r, _ in rows:
+                # Every token is distinct and valid: a refusal means a replay (too few tokens) or a bug.
+                if r["non_2xx_3xx"] or r["socket_errors"]:
+                    failures.append(f"{name}: {r['non_2xx_3xx']} refused, socket errors: {r['socket_errors'] or 'none'}")
+            if load["status_3xx"] != load["completed"]:
+                failures.append(f"constant load: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")
             for name, file in [("reject: bad signature", "bad_signature.txt"), ("reject: expired", "expired.txt"),
                                ("reject: replay", "replay.txt"), ("reject: malformed", "malformed.txt"),
                                ("reject: wrong typ", "wrong_typ.txt"), ("reject: unknown kid", "unknown_kid.txt"),
                                ("reject: oversize (9 KiB)", "oversize.txt")]:
-                r = measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0])
+                r = measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0], yardstick="verify")
+                r["vs_accept"] = r["vs_ring"] / accept
                 rows.append((name, r, "verify"))
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
         finally:
             server.terminate()
             server.wait(timeout=15)
-
-        # The yardstick again: this VM's speed drifts, so the faster of the two measurements is
-        # used, which makes every ratio below conservative.
-        ring_after = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--seconds", "3"]))
-        ring = {k: max(ring_before[k], ring_after[k]) for k in ring_before}
 
         # SERVER1 minting for a signed-in session.
         s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", os.path.join(work, "s1"),
@@ -146,8 +177,10 @@ def main():
         try:
             wait_ready(f"{server1_url}/healthz")
             r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
-                        headers=[f"Cookie: {s1['cookie']}"])
+                        yardstick="sign", headers=[f"Cookie: {s1['cookie']}"])
             rows.append(("SERVER1: mint (session look-up, page)", r, "sign"))
+            if r["non_2xx_3xx"]:
+                failures.append(f"SERVER1 mint: {r['non_2xx_3xx']} failed")
         finally:
             server.terminate()
             server.wait(timeout=15)
@@ -160,22 +193,32 @@ def main():
 
         cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
         print()
-        print(f"Machine: {os.cpu_count()} CPUs ({cpu}); server on CPU 0, wrk on CPU 1; {DURATION} s per run, "
+        print(f"Machine: {os.cpu_count()} CPUs ({cpu}); server on CPU 0, load generator on CPU 1; {DURATION} s per run, "
               f"{CONNECTIONS} connections; RUST_LOG={LOG}")
-        print(f"ring on CPU 0, one thread: {ring['verify_per_sec']:,.0f} Ed25519 verifies/s, "
-              f"{ring['sign_per_sec']:,.0f} signs/s (cached key pair); the faster of "
-              f"{ring_before['verify_per_sec']:,.0f} / {ring_after['verify_per_sec']:,.0f} verifies/s and "
-              f"{ring_before['sign_per_sec']:,.0f} / {ring_after['sign_per_sec']:,.0f} signs/s measured before and after")
+        print("Yardstick: ring's Ed25519 verify (sign for SERVER1) on one thread, running on CPU 0 beside the server "
+              "during each run, per CPU-second of its own")
         print()
-        print("| scenario | requests/s | p50 | p99 | server CPU-s | per server CPU-s | vs ring | non-2xx/3xx |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| scenario | requests/s | p50 | p99 | server CPU-s | per server CPU-s | ring per CPU-s | vs ring | vs accept |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, r, yard in rows:
-            ratio = r["per_cpu_s"] / ring[f"{yard}_per_sec"]
+            ring = f"{r['ring']:,.0f}" if "ring" in r else "—"
+            ratio = f"{r['vs_ring']:.0%} of {yard}" if "vs_ring" in r else "—"
+            faster = f"{r['vs_accept']:.1f}×" if "vs_accept" in r else "—"
             print(f"| {name} | {r['rps']:,.0f} | {r['p50']} | {r['p99']} | {r['cpu']:.2f} | "
-                  f"{r['per_cpu_s']:,.0f} | {ratio:.0%} of {yard} | {r['non_2xx_3xx']} |")
+                  f"{r['per_cpu_s']:,.0f} | {ring} | {ratio} | {faster} |")
+        print()
+        print(f"Constant offered load, open loop (`handoff-bench load`, 16 connections, latency from each request's due time): "
+              f"{load['offered_per_sec']:,.0f}/s offered (half the peak), {load['achieved_per_sec']:,.0f}/s answered; "
+              f"p50 {load['p50_us'] / 1000:.2f} ms, p90 {load['p90_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms, "
+              f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms")
         print()
         for n in notes:
             print(f"- {n}")
+        if failures:
+            print()
+            for f in failures:
+                print(f"FAILED: {f}")
+            sys.exit(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,8 @@
 // A command-line tool whose output is its result: printing to stdout is the point here.
 #![allow(clippy::print_stdout)]
 
+mod load;
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +39,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Key, JWKS and token files for loading SERVER2.
+    /// Key, JWKS and token files for loading SERVER2. The key in `dir` is reused if present, so
+    /// SERVER2 can start on the JWKS first: it refuses tokens issued before it started.
     PrepareServer2 {
         #[arg(long)]
         dir: PathBuf,
+        /// Only the key and the JWKS file, no tokens.
+        #[arg(long)]
+        keys_only: bool,
         #[arg(long)]
         issuer: String,
         #[arg(long)]
@@ -59,6 +65,32 @@ enum Command {
     Ring {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        #[arg(long, value_enum, default_value = "both")]
+        only: RingOp,
+    },
+    /// Open-loop load at a constant rate, each token once; prints latency percentiles.
+    Load {
+        /// The server, e.g. 127.0.0.1:38102.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/handoff")]
+        path: String,
+        /// One token per line.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// First line to use (1-based).
+        #[arg(long, default_value_t = 1)]
+        first: usize,
+        /// Form POST (`post`) or `GET ?token=` (`get`).
+        #[arg(long, default_value = "post")]
+        mode: String,
+        /// Requests per second offered.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
     },
     /// Resident memory of the replay store with `entries` live entries, and after expiry.
     ReplayMemory {
@@ -70,11 +102,14 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     handoff::crypto::install()?;
     match Cli::parse().command {
-        Command::PrepareServer2 { dir, issuer, audience, count } => {
-            prepare_server2(&dir, &issuer, &audience, count)
+        Command::PrepareServer2 { dir, keys_only, issuer, audience, count } => {
+            prepare_server2(&dir, keys_only, &issuer, &audience, count)
         }
         Command::PrepareServer1 { dir, audience } => prepare_server1(&dir, &audience),
-        Command::Ring { seconds } => ring_rates(Duration::from_secs_f64(seconds)),
+        Command::Ring { seconds, only } => ring_rates(Duration::from_secs_f64(seconds), only),
+        Command::Load { addr, path, tokens, first, mode, rate, seconds, connections } => {
+            offered_load(addr, &path, &tokens, first, &mode, rate, seconds, connections)
+        }
         Command::ReplayMemory { entries } => replay_memory(entries),
     }
 }
@@ -94,11 +129,29 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Resu
     Ok(())
 }
 
-fn prepare_server2(dir: &Path, issuer: &str, audience: &str, count: usize) -> anyhow::Result<()> {
+fn prepare_server2(
+    dir: &Path,
+    keys_only: bool,
+    issuer: &str,
+    audience: &str,
+    count: usize,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let key = Arc::new(SigningKey::generate()?);
+    let key_path = dir.join("signing.pk8");
+    let key = if key_path.exists() {
+        SigningKey::load(&key_path)?
+    } else {
+        let key = SigningKey::generate()?;
+        key.save(&key_path)?;
+        key
+    };
+    let key = Arc::new(key);
     let jwks = serde_json::to_string(&Jwks { keys: vec![key.public_jwk()] })?;
     std::fs::write(dir.join("jwks.json"), jwks)?;
+    if keys_only {
+        println!("{}", serde_json::json!({ "tokens": 0, "dir": dir }));
+        return Ok(());
+    }
     let issuer = Issuer::parse(issuer)?;
     let audience = Audience::parse(audience)?;
     let subject = Subject::parse("u_bench")?;
@@ -180,14 +233,39 @@ fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ring_rates(window: Duration) -> anyhow::Result<()> {
+/// Which of ring's operations to time.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RingOp {
+    Verify,
+    Sign,
+    Both,
+}
+
+/// This process's CPU time (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc/self/stat")?.parse::<f64>()?)
+    };
+    // utime and stime, fields 14 and 15 of the whole line; USER_HZ is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// ring's Ed25519 rates on one thread, over a message as long as a handoff token's signing
+/// input. Each rate is given per second of wall time and per second of this process's CPU
+/// time: run beside a server on the same core, the second is the yardstick that saw the same
+/// machine as the server did.
+fn ring_rates(window: Duration, op: RingOp) -> anyhow::Result<()> {
     let key = SigningKey::generate()?;
     let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
-    let message = b"eyJ0eXAiOiJoYW5kb2ZmK2p3dCIsImFsZyI6IkVkRFNBIn0.a-typical-handoff-claims-set-of-about-three-hundred-bytes-padded-to-a-realistic-length-for-the-signature-input-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-    let signature = key.sign(message);
+    let message = [b'e'; 440];
+    let signature = key.sign(&message);
     let verifier = UnparsedPublicKey::new(&ED25519, &public);
-    let rate = |f: &dyn Fn() -> bool| -> anyhow::Result<f64> {
+    let rate = |f: &dyn Fn() -> bool| -> anyhow::Result<(f64, f64)> {
         let started = Instant::now();
+        let cpu_before = cpu_seconds()?;
         let mut n = 0u64;
         while started.elapsed() < window {
             for _ in 0..64 {
@@ -197,11 +275,76 @@ fn ring_rates(window: Duration) -> anyhow::Result<()> {
             }
             n += 64;
         }
-        Ok(n as f64 / started.elapsed().as_secs_f64())
+        let cpu = cpu_seconds()? - cpu_before;
+        let per_cpu = if cpu > 0.0 { n as f64 / cpu } else { 0.0 };
+        Ok((n as f64 / started.elapsed().as_secs_f64(), per_cpu))
     };
-    let verify = rate(&|| verifier.verify(message, signature.as_ref()).is_ok())?;
-    let sign = rate(&|| key.sign(message).as_ref().len() == 64)?;
-    println!("{}", serde_json::json!({ "verify_per_sec": verify, "sign_per_sec": sign }));
+    let mut out = serde_json::Map::new();
+    if op != RingOp::Sign {
+        let (wall, cpu) = rate(&|| verifier.verify(&message, signature.as_ref()).is_ok())?;
+        out.insert("verify_per_sec".into(), wall.into());
+        out.insert("verify_per_cpu_sec".into(), cpu.into());
+    }
+    if op != RingOp::Verify {
+        let (wall, cpu) = rate(&|| key.sign(&message).as_ref().len() == 64)?;
+        out.insert("sign_per_sec".into(), wall.into());
+        out.insert("sign_per_cpu_sec".into(), cpu.into());
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn offered_load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    tokens: &Path,
+    first: usize,
+    mode: &str,
+    rate: f64,
+    seconds: f64,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let post = match mode {
+        "post" => true,
+        "get" => false,
+        other => bail!("unknown mode {other:?}: post or get"),
+    };
+    let count = (rate * seconds).ceil() as usize;
+    let text = std::fs::read_to_string(tokens).with_context(|| tokens.display().to_string())?;
+    let host = addr.to_string();
+    let requests: Vec<Vec<u8>> = text
+        .lines()
+        .skip(first.saturating_sub(1))
+        .take(count)
+        .map(|t| load::request(&host, path, t, post))
+        .collect();
+    if requests.len() < count {
+        bail!(
+            "{count} requests need as many tokens; {} has {} from line {first}",
+            tokens.display(),
+            requests.len()
+        );
+    }
+    let outcome = load::run(&load::Plan { addr, requests, rate, connections })?;
+    let l = &outcome.latencies_us;
+    println!(
+        "{}",
+        serde_json::json!({
+            "offered_per_sec": rate,
+            "completed": l.len(),
+            "achieved_per_sec": l.len() as f64 / outcome.elapsed.as_secs_f64(),
+            "p50_us": load::quantile(l, 0.50),
+            "p90_us": load::quantile(l, 0.90),
+            "p99_us": load::quantile(l, 0.99),
+            "p999_us": load::quantile(l, 0.999),
+            "max_us": l.last().copied().unwrap_or(0),
+            "status_2xx": outcome.by_class[2],
+            "status_3xx": outcome.by_class[3],
+            "status_4xx": outcome.by_class[4],
+            "status_5xx": outcome.by_class[5],
+        })
+    );
     Ok(())
 }
 

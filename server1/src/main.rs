@@ -94,10 +94,17 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    handoff::telemetry::init_stderr("info,poem=warn");
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    // The server batches its log lines; the one-shot commands write theirs at once, in order
+    // with what they print.
+    let _flush_logs = if matches!(command, Command::Serve) {
+        Some(handoff::telemetry::init_stderr_batched("info,poem=warn"))
+    } else {
+        handoff::telemetry::init_stderr("info,poem=warn");
+        None
+    };
     let config = Config::from_env()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(config),
         Command::Keys { command: KeysCommand::Generate } => {
             let entry = server1::generate_key(&config)?;

@@ -112,7 +112,9 @@ pub async fn build_app(
     };
     let replay = Arc::new(MemoryReplayStore::new(config.replay_capacity));
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
+    let refusals = web::Refusals::new(config.issuer.as_str());
     let state = Arc::new(AppState {
+        refusals,
         config,
         verifier,
         keys,

@@ -20,7 +20,7 @@ fn run() -> anyhow::Result<()> {
         eprintln!("server2: Handoff relying party (SERVER2). Configuration comes from SERVER2_* environment variables; see the README.");
         return Ok(());
     }
-    handoff::telemetry::init_stderr("info,poem=warn");
+    let _flush_logs = handoff::telemetry::init_stderr_batched("info,poem=warn");
     let config = Config::from_env()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -191,9 +191,16 @@ impl GrantKey {
     /// no access to anything; it lets a cross-site POST (which carries no SameSite=Lax grant)
     /// tell that the browser is signed in as someone else.
     pub fn seal_holder(&self, grant: &Grant) -> String {
-        let body = format!("{}.{}", grant.sub, grant.exp.as_secs());
-        let tag = hmac::sign(&self.csrf, format!("holder\0{body}").as_bytes());
-        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag))
+        use std::fmt::Write as _;
+        let mut note = String::with_capacity(grant.sub.as_str().len() + 64);
+        // Writing to a String cannot fail.
+        let _ = write!(note, "{}.{}", grant.sub, grant.exp.as_secs());
+        let mut mac = hmac::Context::with_key(&self.csrf);
+        mac.update(b"holder\0");
+        mac.update(note.as_bytes());
+        note.push('.');
+        URL_SAFE_NO_PAD.encode_string(mac.sign(), &mut note);
+        note
     }
 
     /// The user a [`GrantKey::seal_holder`] note names, if it is genuine and unexpired at `now`.

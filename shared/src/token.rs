@@ -44,9 +44,12 @@ pub(crate) struct ClaimsOut<'a> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClaimsIn {
-    pub iss: Issuer,
+    /// Compared byte for byte with the one configured issuer, which was validated when the
+    /// verifier was set up, so an exact match needs no URL parsing here.
+    pub iss: String,
     pub sub: Subject,
-    pub aud: Audience,
+    /// Compared byte for byte with this party's configured audience, like `iss`.
+    pub aud: String,
     pub iat: UnixTime,
     pub nbf: UnixTime,
     pub exp: UnixTime,

@@ -30,9 +30,16 @@ impl ValueError {
 macro_rules! checked_string {
     ($(#[$meta:meta])* $name:ident, $check:path) => {
         $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
+
+        // Written as the string it holds, without the copy `into = "String"` would make.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Checks and wraps a value.
@@ -205,8 +212,8 @@ impl Nonce {
 }
 
 /// A token's unique id: exactly 128 random bits, base64url (22 characters).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct Jti([u8; 16]);
 
 impl Jti {
@@ -258,9 +265,24 @@ impl From<Jti> for String {
     }
 }
 
+impl Jti {
+    /// The 22-character form, encoded on the stack.
+    fn encode<'b>(&self, buf: &'b mut [u8; 22]) -> &'b str {
+        // 16 bytes always encode to exactly 22 base64url characters.
+        let n = URL_SAFE_NO_PAD.encode_slice(self.0, buf).unwrap_or(0);
+        std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl serde::Serialize for Jti {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.encode(&mut [0; 22]))
+    }
+}
+
 impl fmt::Display for Jti {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        f.write_str(self.encode(&mut [0; 22]))
     }
 }
 

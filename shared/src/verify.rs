@@ -199,6 +199,9 @@ impl Inspected<'_> {
 #[derive(Clone)]
 pub struct VerifiedHandoff {
     claims: ClaimsIn,
+    // The configured issuer and audience, which the claims matched exactly.
+    iss: Issuer,
+    aud: Audience,
     kid: Kid,
     replay_until: UnixTime,
 }
@@ -206,7 +209,7 @@ pub struct VerifiedHandoff {
 impl VerifiedHandoff {
     /// The issuer.
     pub fn issuer(&self) -> &Issuer {
-        &self.claims.iss
+        &self.iss
     }
     /// The user.
     pub fn subject(&self) -> &Subject {
@@ -214,7 +217,7 @@ impl VerifiedHandoff {
     }
     /// The audience (this party).
     pub fn audience(&self) -> &Audience {
-        &self.claims.aud
+        &self.aud
     }
     /// The one authorized operation.
     pub fn operation(&self) -> &Operation {
@@ -254,7 +257,7 @@ impl VerifiedHandoff {
 impl fmt::Debug for VerifiedHandoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedHandoff")
-            .field("iss", &self.claims.iss)
+            .field("iss", &self.iss)
             .field("sub", &self.claims.sub)
             .field("operation", &self.claims.authorization_details)
             .field("jti", &self.claims.jti)
@@ -302,6 +305,15 @@ impl Verifier {
             return Err(Rejection::Malformed);
         }
         let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
+        let fast = if self.algorithm == Algorithm::EdDSA {
+            profile_header_kid(&header_json)
+        } else {
+            None
+        };
+        if let Some(kid) = fast {
+            let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
+            return Ok(Inspected { token, kid });
+        }
         // serde would also read a struct from a JSON array; a header is an object or nothing.
         if header_json.trim_ascii_start().first() != Some(&b'{') {
             return Err(Rejection::BadHeader);
@@ -363,10 +375,10 @@ impl Verifier {
         let claims: ClaimsIn =
             serde_json::from_slice(&json).map_err(|_| Rejection::MalformedClaims)?;
         let s = &self.settings;
-        if claims.iss != s.issuer {
+        if claims.iss != s.issuer.as_str() {
             return Err(Rejection::WrongIssuer);
         }
-        if claims.aud != s.audience {
+        if claims.aud != s.audience.as_str() {
             return Err(Rejection::WrongAudience);
         }
         let leeway = s.leeway.as_secs();
@@ -393,7 +405,13 @@ impl Verifier {
             }
         })?;
         let replay_until = claims.exp.plus(leeway);
-        Ok(VerifiedHandoff { claims, kid: inspected.kid, replay_until })
+        Ok(VerifiedHandoff {
+            claims,
+            iss: s.issuer.clone(),
+            aud: s.audience.clone(),
+            kid: inspected.kid,
+            replay_until,
+        })
     }
 
     /// [`Verifier::inspect`] then [`Verifier::verify`] with a key from `keys`: for callers with
@@ -412,6 +430,21 @@ impl Verifier {
         let key = keys.get(inspected.kid().as_str()).ok_or(Rejection::UnknownKid)?;
         self.verify(inspected, key, now)
     }
+}
+
+/// The `kid` of a header written exactly as our minter writes it —
+/// `{"typ":"handoff+jwt","alg":"EdDSA","kid":"…"}` with a base64url `kid` — or `None` for any
+/// other header, which then goes through the strict JSON reading. Such a header has the right
+/// `typ` and `alg`, no other member, no escapes and no duplicates, so reading it byte for byte
+/// gives what the JSON reading would, without a parser on every request.
+fn profile_header_kid(json: &[u8]) -> Option<&str> {
+    const OPEN: &[u8] = br#"{"typ":"handoff+jwt","alg":"EdDSA","kid":""#;
+    const CLOSE: &[u8] = br#""}"#;
+    let kid = json.strip_prefix(OPEN)?.strip_suffix(CLOSE)?;
+    if kid.is_empty() || !kid.iter().copied().all(is_base64url_byte) {
+        return None;
+    }
+    std::str::from_utf8(kid).ok()
 }
 
 /// How far in the future a token's `iat`/`nbf` lies at `now`, in seconds — for measuring clock
@@ -556,6 +589,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_minters_exact_header_skips_the_json_reading() {
+        let f = fixture();
+        let kid = f.key.kid().as_str();
+        let minted = serde_json::to_vec(&profile_header(f.key.kid())).expect("header");
+        assert_eq!(profile_header_kid(&minted), Some(kid));
+        let others = [
+            format!(r#"{{"alg":"EdDSA","typ":"handoff+jwt","kid":"{kid}"}}"#),
+            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{kid}","jku":"x"}}"#),
+            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{kid}","kid":"{kid}"}}"#),
+            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"\u0041{kid}"}}"#),
+            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{kid}"}} "#),
+            r#"{"typ":"handoff+jwt","alg":"EdDSA","kid":""}"#.to_owned(),
+            r#"{"typ":"handoff+jwt","alg":"EdDSA","kid":"a"b"}"#.to_owned(),
+            format!(r#"{{"typ":"JWT","alg":"EdDSA","kid":"{kid}"}}"#),
+        ];
+        for other in &others {
+            assert_eq!(profile_header_kid(other.as_bytes()), None, "{other}");
+        }
+        // The strict reading still decides those: reordered members and trailing whitespace are
+        // valid JSON for the same header; the rest are refused.
+        let token = f.mint_at(NOW);
+        let rest = token.split_once('.').expect("dot").1;
+        for (i, other) in others.iter().enumerate() {
+            let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(other));
+            assert_eq!(f.verifier.inspect(&forged).is_ok(), i == 0 || i == 4, "{other}");
+        }
+    }
+
+    #[test]
     fn minter_output_is_what_jsonwebtoken_encodes() {
         let f = fixture();
         let token = f.mint_at(NOW);
@@ -563,9 +625,9 @@ mod tests {
         let claims: ClaimsIn =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
         let out = crate::token::ClaimsOut {
-            iss: &claims.iss,
+            iss: &Issuer::parse(&claims.iss).expect("issuer"),
             sub: &claims.sub,
-            aud: &claims.aud,
+            aud: &Audience::parse(&claims.aud).expect("audience"),
             iat: claims.iat,
             nbf: claims.nbf,
             exp: claims.exp,

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use cookie::{Cookie, SameSite};
-use poem::http::{header, HeaderValue, StatusCode};
+use poem::http::{header, HeaderName, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 
@@ -109,23 +109,24 @@ pub struct Hardening {
 impl Hardening {
     /// Adds the security headers `resp` lacks.
     pub fn apply(&self, resp: &mut Response) {
-        let headers = resp.headers_mut();
-        let mut defaults = vec![
+        const FIXED: [(HeaderName, &str); 5] = [
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::CACHE_CONTROL, "no-store"),
-            (header::CONTENT_SECURITY_POLICY, self.csp),
-            (header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+            (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
         ];
-        if self.hsts {
-            defaults
-                .push((header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"));
+        let headers = resp.headers_mut();
+        for (name, value) in FIXED {
+            headers.entry(name).or_insert(HeaderValue::from_static(value));
         }
-        for (name, value) in defaults {
-            if !headers.contains_key(&name) {
-                headers.insert(name, HeaderValue::from_static(value));
-            }
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(HeaderValue::from_static(self.csp));
+        if self.hsts {
+            headers
+                .entry(header::STRICT_TRANSPORT_SECURITY)
+                .or_insert(HeaderValue::from_static("max-age=63072000; includeSubDomains"));
         }
     }
 }
@@ -176,7 +177,12 @@ pub async fn serve_one<E: Endpoint>(
 ) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let route = (metrics.route_of)(req.uri().path());
+    // The full path only when the per-request line will be written.
+    let path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let path = req.uri().path();
+        path.get(..256).unwrap_or(path).to_owned()
+    });
     let mut resp = match limits.check(&req) {
         Some(status) => refuse(status),
         None => match ep.call(req).await {
@@ -194,17 +200,13 @@ pub async fn serve_one<E: Endpoint>(
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics
-        .duration
-        .with_label_values(&[(metrics.route_of)(&path), class])
-        .observe(elapsed.as_secs_f64());
-    let path = path.get(..256).unwrap_or(&path);
+    metrics.duration.with_label_values(&[route, class]).observe(elapsed.as_secs_f64());
     let us = elapsed.as_micros() as u64;
     // Per-request lines at debug: the hot paths (mint, accept, reject) have their own audit
     // events, and a second line per request costs as much again — and would let a flood of
-    // garbage double the log volume. Server failures are logged at warn.
+    // garbage double the log volume. Server failures are logged at warn, with their route.
     if status.is_server_error() {
-        tracing::warn!(%method, path, status = status.as_u16(), us, "request failed");
+        tracing::warn!(%method, route, path, status = status.as_u16(), us, "request failed");
     } else {
         tracing::debug!(%method, path, status = status.as_u16(), us, "request");
     }

@@ -485,3 +485,49 @@ async fn tokens_issued_before_a_restart_are_refused() {
     let ok = submit(&client(), &s.server2, after.as_str()).await;
     assert_eq!(ok.status(), 303);
 }
+
+#[tokio::test]
+async fn posted_tokens_are_read_however_the_form_is_written() {
+    let s = spawn().await;
+    let m = minter(&s, 60);
+    let fresh =
+        |id: &str| report_token(&m, &s.server2, "alice", id, handoff_tests::now()).into_string();
+    let c = client();
+    let post = |body: String, content_type: Option<&'static str>| {
+        let mut req = c.post(format!("{}/handoff", s.server2)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    const FORM: &str = "application/x-www-form-urlencoded";
+    // Percent-encoded dots and another field before it: decoded like any form.
+    let encoded = fresh("11").replace('.', "%2E");
+    let resp = post(format!("lang=en&token={encoded}"), Some(FORM)).await.unwrap();
+    assert_eq!(resp.status(), 303, "percent-encoded token");
+    // A content type with parameters goes through the general form reader.
+    let resp = post(
+        format!("token={}", fresh("12")),
+        Some("application/x-www-form-urlencoded; charset=utf-8"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 303, "content type with a charset");
+    // Not a form at all, or no content type: 415, and the token is not used up.
+    let kept = fresh("13");
+    for ct in [Some("text/plain"), Some("application/json"), None] {
+        let resp = post(format!("token={kept}"), ct).await.unwrap();
+        assert_eq!(resp.status(), 415, "{ct:?}");
+    }
+    assert_eq!(
+        post(format!("token={kept}"), Some(FORM)).await.unwrap().status(),
+        303,
+        "still usable"
+    );
+    // Two tokens, an empty one, or none: refused as malformed.
+    let two = format!("token={}&token={}", fresh("14"), fresh("15"));
+    for body in [two, "token=".to_owned(), "other=1".to_owned()] {
+        let resp = post(body.clone(), Some(FORM)).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+}

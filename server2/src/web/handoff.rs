@@ -2,13 +2,15 @@
 //! turn it into an operation grant — or, when this browser already holds a grant for another
 //! user, ask before switching. Also the start of SERVER2-initiated handoffs.
 
+use std::borrow::Cow;
+
 use ::handoff::grant::Grant;
 use ::handoff::web::read_cookie;
 use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
 use maud::html;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
-use poem::{handler, Request, Response};
+use poem::{handler, FromRequest, Request, RequestBody, Response};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 
@@ -27,24 +29,56 @@ pub(super) struct TokenForm {
     token: String,
 }
 
+/// The `token` field of a posted form.
+///
+/// The common case — `Content-Type: application/x-www-form-urlencoded` and a body that is just
+/// `token=` and base64url — is read without a form decoder; anything else goes through poem's
+/// form reading (content type checks included) or [`token_field`]'s full decoding.
+pub(super) struct PostedToken(String);
+
+impl<'a> FromRequest<'a> for PostedToken {
+    async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let plain_form = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes().eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        });
+        if !plain_form {
+            let Form(form) = Form::<TokenForm>::from_request(req, body).await?;
+            return Ok(Self(form.token));
+        }
+        let bytes = body.take()?.into_bytes().await?;
+        Ok(Self(token_field(&bytes).into_owned()))
+    }
+}
+
+/// The one `token` field of a form body or query string; empty when it is missing or given
+/// more than once (which the verifier then refuses as malformed).
+fn token_field(form: &[u8]) -> Cow<'_, str> {
+    // A token is base64url and dots: nothing in it needs decoding.
+    if let Some(value) = form.strip_prefix(b"token=") {
+        if value.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Cow::Borrowed(std::str::from_utf8(value).unwrap_or_default());
+        }
+    }
+    let mut tokens =
+        url::form_urlencoded::parse(form).filter(|(k, _)| k == "token").map(|(_, v)| v);
+    match (tokens.next(), tokens.next()) {
+        (Some(t), None) => t,
+        _ => Cow::Borrowed(""),
+    }
+}
+
 #[handler]
 pub(super) async fn by_post(
     req: &Request,
     Data(state): Data<&State>,
-    Form(form): Form<TokenForm>,
+    PostedToken(token): PostedToken,
 ) -> Response {
-    accept(state, req, &form.token).await
+    accept(state, req, &token).await
 }
 
 #[handler]
 pub(super) async fn by_get(req: &Request, Data(state): Data<&State>) -> Response {
-    let query = req.uri().query().unwrap_or("");
-    let mut tokens =
-        url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "token").map(|(_, v)| v);
-    let token = match (tokens.next(), tokens.next()) {
-        (Some(t), None) => t,
-        _ => std::borrow::Cow::Borrowed(""),
-    };
+    let token = token_field(req.uri().query().unwrap_or("").as_bytes());
     accept(state, req, &token).await
 }
 
@@ -98,7 +132,6 @@ async fn verify_and_record(
 }
 
 async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
-    let client = req.remote_addr().to_string();
     let (verified, binding) = match verify_and_record(state, req, token).await {
         Ok(v) => v,
         Err((rejection, signed)) => {
@@ -125,7 +158,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
                 sub,
                 aud = %state.config.public_url,
                 operation,
-                client,
+                client = %req.remote_addr(),
                 "handoff rejected"
             );
             return rejection_response(state, req, &rejection);
@@ -151,7 +184,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         operation = %verified.operation().kind(),
         kid = %verified.kid(),
         bound = matches!(binding, Binding::Bound),
-        client,
+        client = %req.remote_addr(),
         "handoff accepted"
     );
     let Ok(sealed) = state.grants.seal(&grant) else {
@@ -387,20 +420,78 @@ fn wants_json(req: &Request) -> bool {
 }
 
 fn rejection_response(state: &AppState, req: &Request, rejection: &Rejection) -> Response {
-    let (status, class, title, text) = rejection_class(rejection);
-    let portal = state.config.issuer.as_str();
-    if wants_json(req) {
-        let body = serde_json::json!({
-            "type": format!("urn:handoff:problem:{class}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": text,
-            "retry_at": portal,
-        });
-        return Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/problem+json")
-            .body(body.to_string());
+    state.refusals.response(rejection, wants_json(req))
+}
+
+/// The refusal pages, HTML and problem+json, rendered once at start-up: they depend only on the
+/// reason and the portal's URL, and a flood of bad tokens should cost as little as possible.
+#[derive(Debug)]
+pub(crate) struct Refusals {
+    /// One entry per [`Rejection::ALL`], in that order.
+    pages: Vec<Refusal>,
+}
+
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    html: bytes::Bytes,
+    json: bytes::Bytes,
+}
+
+impl Refusals {
+    /// Renders every refusal, pointing people back to `portal`.
+    pub(crate) fn new(portal: &str) -> Self {
+        let pages = Rejection::ALL
+            .iter()
+            .map(|rejection| {
+                let (status, class, title, text) = rejection_class(rejection);
+                let json = serde_json::json!({
+                    "type": format!("urn:handoff:problem:{class}"),
+                    "title": title,
+                    "status": status.as_u16(),
+                    "detail": text,
+                    "retry_at": portal,
+                });
+                let html = pages::message(title, text, Some((portal, "Back to the portal")));
+                Refusal { status, html: html.into_string().into(), json: json.to_string().into() }
+            })
+            .collect();
+        Self { pages }
     }
-    pages::html_response(status, pages::message(title, text, Some((portal, "Back to the portal"))))
+
+    fn response(&self, rejection: &Rejection, json: bool) -> Response {
+        let Some(page) =
+            Rejection::ALL.iter().position(|r| r == rejection).and_then(|i| self.pages.get(i))
+        else {
+            return internal_error();
+        };
+        let (content_type, body) = if json {
+            ("application/problem+json", page.json.clone())
+        } else {
+            ("text/html; charset=utf-8", page.html.clone())
+        };
+        Response::builder()
+            .status(page.status)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_field;
+
+    #[test]
+    fn the_token_field_is_found_with_or_without_decoding() {
+        assert_eq!(token_field(b"token=a-b_c.d.e"), "a-b_c.d.e");
+        assert!(matches!(token_field(b"token=a.b.c"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(token_field(b"token=a%2Eb.c"), "a.b.c");
+        assert_eq!(token_field(b"x=1&token=a.b.c&y=2"), "a.b.c");
+        assert_eq!(token_field(b"token=a+b"), "a b");
+        for none in
+            [&b""[..], b"token=", b"tok=a.b.c", b"token=a&token=b", b"token=a.b.c&token=a.b.c"]
+        {
+            assert_eq!(token_field(none), "", "{:?}", String::from_utf8_lossy(none));
+        }
+    }
 }

@@ -19,6 +19,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::{Config, CookieSecurity};
 use crate::keys::KeySource;
+pub(crate) use handoff::Refusals;
 pub use operations::Approval;
 
 /// Everything handlers share.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub(crate) metrics: Metrics,
     /// When this process started: the in-memory replay store knows nothing used before it.
     pub(crate) started_at: ::handoff::UnixTime,
+    /// The refusal pages, rendered once.
+    pub(crate) refusals: handoff::Refusals,
 }
 
 type State = Arc<AppState>;

@@ -1,0 +1,174 @@
+//! An open-loop load generator for latency at a constant offered rate.
+//!
+//! wrk is closed-loop: each connection sends its next request only when the last one answered,
+//! so a slow server is offered less load and its stalls hide from the percentiles ("coordinated
+//! omission"). Here request `i` is due at `start + i / rate` whatever happened before, and its
+//! latency runs from that due time, not from when it was finally sent: a stall shows up in every
+//! request that had to wait for it. Connection `k` carries requests `k`, `k + C`, `k + 2C`, …,
+//! one at a time, over HTTP/1.1 keep-alive; every request carries a distinct token.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// What to send, how fast and for how long.
+pub struct Plan {
+    pub addr: SocketAddr,
+    /// One complete request per entry, in order.
+    pub requests: Vec<Vec<u8>>,
+    pub rate: f64,
+    pub connections: usize,
+}
+
+/// Longest wait for one response before the run is called failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Latency of each completed request from its due time, in microseconds.
+    pub latencies_us: Vec<u64>,
+    /// Completed requests by status class (index 1 for 1xx … 5 for 5xx).
+    pub by_class: [u64; 6],
+    /// Wall time from the first due time to the last response.
+    pub elapsed: Duration,
+}
+
+/// Builds a form POST or `GET ?token=` request for `token`.
+pub fn request(host: &str, path: &str, token: &str, post: bool) -> Vec<u8> {
+    if post {
+        let body = format!("token={token}");
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    } else {
+        format!("GET {path}?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+    }
+}
+
+/// Runs the plan to the end and returns what was measured.
+///
+/// # Errors
+///
+/// When a connection fails, a response is malformed or takes longer than 5 s.
+pub fn run(plan: &Plan) -> anyhow::Result<Outcome> {
+    if plan.rate <= 0.0 || plan.connections == 0 {
+        bail!("the rate and the number of connections must be positive");
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let interval = 1.0 / plan.rate;
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..plan.connections)
+            .map(|k| {
+                scope.spawn(move || -> anyhow::Result<Outcome> {
+                    let mut stream = TcpStream::connect(plan.addr).context("connect")?;
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+                    let mut out = Outcome::default();
+                    let mut buf = Vec::with_capacity(16 * 1024);
+                    for (i, req) in
+                        plan.requests.iter().enumerate().skip(k).step_by(plan.connections)
+                    {
+                        let due = start + Duration::from_secs_f64(i as f64 * interval);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        stream.write_all(req).context("send")?;
+                        let status = read_response(&mut stream, &mut buf)?;
+                        let latency = Instant::now().saturating_duration_since(due);
+                        out.latencies_us
+                            .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                        if let Some(slot) = out.by_class.get_mut(usize::from(status / 100)) {
+                            *slot += 1;
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked"))))
+            .collect::<Vec<_>>()
+    });
+    let mut total = Outcome { elapsed: start.elapsed(), ..Outcome::default() };
+    for result in results {
+        let part = result?;
+        total.latencies_us.extend(part.latencies_us);
+        for (sum, n) in total.by_class.iter_mut().zip(part.by_class) {
+            *sum += n;
+        }
+    }
+    total.latencies_us.sort_unstable();
+    Ok(total)
+}
+
+/// Reads one response (head and `Content-Length` body) and returns its status.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).context("receive")?;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = response.parse(buf)? else { continue };
+        let status = response.code.context("no status")?;
+        let length = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let want = head + length;
+        while buf.len() < want {
+            let n = stream.read(&mut chunk).context("receive body")?;
+            if n == 0 {
+                bail!("the server closed the connection mid-body");
+            }
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
+        return Ok(status);
+    }
+}
+
+/// The `q`-quantile (0 to 1) of sorted values.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_value_at_the_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), 50);
+        assert_eq!(quantile(&v, 0.99), 99);
+        assert_eq!(quantile(&v, 1.0), 100);
+        assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn requests_are_well_formed() {
+        let post = request("h:1", "/handoff", "a.b.c", true);
+        assert!(post.ends_with(b"\r\n\r\ntoken=a.b.c"));
+        assert!(std::str::from_utf8(&post).expect("utf8").contains("Content-Length: 11\r\n"));
+        assert_eq!(
+            request("h:1", "/handoff", "a.b.c", false),
+            b"GET /handoff?token=a.b.c HTTP/1.1\r\nHost: h:1\r\n\r\n"
+        );
+    }
+}
