@@ -71,6 +71,9 @@ pub struct Config {
     pub issuer_target_id: String,
     /// A help page linked from the operation pages (another site; no Referer is sent to it).
     pub help_url: Option<url::Url>,
+    /// Most log lines a second for refusals of tokens whose signature never held (garbage
+    /// anyone can send); the rest are counted in a summary line. Metrics count every refusal.
+    pub unsigned_refusal_logs_per_sec: u32,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -100,6 +103,7 @@ struct RawConfig {
     unbound_handoffs: Option<String>,
     issuer_target_id: Option<String>,
     help_url: Option<String>,
+    unsigned_refusal_logs_per_sec: Option<String>,
 }
 
 impl Config {
@@ -284,6 +288,13 @@ impl Config {
                     .map(Some)
             ),
         };
+        let unsigned_refusal_logs = check!(
+            "UNSIGNED_REFUSAL_LOGS_PER_SEC",
+            "0 to 1000000 log lines a second",
+            secs(raw.unsigned_refusal_logs_per_sec.as_deref(), 100)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n <= 1_000_000)
+        );
         let cookie_key_file = raw.cookie_key_file.filter(|s| !s.is_empty()).map(PathBuf::from);
 
         let (
@@ -303,6 +314,7 @@ impl Config {
             Some(jwks_timeout),
             Some(cache_low),
             Some(cache_high),
+            Some(unsigned_refusal_logs_per_sec),
         ) = (
             listen,
             public_url,
@@ -320,6 +332,7 @@ impl Config {
             jwks_timeout,
             cache_low,
             cache_high,
+            unsigned_refusal_logs,
         )
         else {
             return Err(ConfigError(errors));
@@ -344,6 +357,7 @@ impl Config {
             unbound_handoffs,
             issuer_target_id,
             help_url,
+            unsigned_refusal_logs_per_sec,
             clock: Arc::new(SystemClock),
         })
     }

@@ -113,8 +113,11 @@ pub async fn build_app(
     let replay = Arc::new(MemoryReplayStore::new(config.replay_capacity));
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let refusals = web::Refusals::new(config.issuer.as_str());
+    let unsigned_refusal_logs =
+        handoff::telemetry::LogBudget::new(config.unsigned_refusal_logs_per_sec);
     let state = Arc::new(AppState {
         refusals,
+        unsigned_refusal_logs,
         config,
         verifier,
         keys,

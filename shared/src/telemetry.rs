@@ -163,9 +163,72 @@ impl Drop for FlushOnDrop {
     }
 }
 
+/// At most `per_sec` log lines a second for one kind of event; the rest are counted and reported
+/// in one summary. For events anyone can cause at will — refusals of tokens whose signature never
+/// held — so that a flood of garbage cannot flood the log (or the disk) with it. Lock-free; at the
+/// turn of a second two threads may both start the new window, which at worst lets a few more
+/// lines through.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_sec: u32,
+    window: std::sync::atomic::AtomicU64,
+    used: std::sync::atomic::AtomicU32,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+/// What [`LogBudget::take`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Whether this line may be written.
+    pub log: bool,
+    /// Lines suppressed in the previous window(s), to report now (0: nothing to report).
+    pub suppressed_before: u64,
+}
+
+impl LogBudget {
+    /// A budget of `per_sec` lines a second (0: none).
+    pub const fn new(per_sec: u32) -> Self {
+        use std::sync::atomic::{AtomicU32, AtomicU64};
+        Self {
+            per_sec,
+            window: AtomicU64::new(0),
+            used: AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one line from the budget of second `now_secs`.
+    pub fn take(&self, now_secs: u64) -> Allowance {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut suppressed_before = 0;
+        if self.window.swap(now_secs, Relaxed) != now_secs {
+            self.used.store(0, Relaxed);
+            suppressed_before = self.suppressed.swap(0, Relaxed);
+        }
+        let log = self.used.fetch_add(1, Relaxed) < self.per_sec;
+        if !log {
+            self.suppressed.fetch_add(1, Relaxed);
+        }
+        Allowance { log, suppressed_before }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_budget_lets_through_its_rate_and_counts_the_rest() {
+        let budget = LogBudget::new(3);
+        let taken: Vec<bool> = (0..5).map(|_| budget.take(100).log).collect();
+        assert_eq!(taken, [true, true, true, false, false]);
+        // The next second starts afresh and reports the two suppressed lines once.
+        assert_eq!(budget.take(101), Allowance { log: true, suppressed_before: 2 });
+        assert_eq!(budget.take(101), Allowance { log: true, suppressed_before: 0 });
+        let none = LogBudget::new(0);
+        assert!(!none.take(5).log);
+        assert_eq!(none.take(6), Allowance { log: false, suppressed_before: 1 });
+    }
 
     /// A sink the test can read back, counting the writes that reach it.
     #[derive(Clone, Default)]

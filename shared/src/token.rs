@@ -22,6 +22,12 @@ pub const HANDOFF_TYP: &str = "handoff+jwt";
 /// Longest token accepted, in bytes; longer input is refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
+/// True when `bytes` could be a compact token: base64url characters and dots only, so it needs no
+/// percent-decoding in a form or query string. A cheap screen, not a check of the shape.
+pub fn is_token_text(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == b'.' || crate::keys::is_base64url_byte(b))
+}
+
 /// The claims as they are written by the minter (borrowing, so minting copies nothing).
 #[derive(Serialize)]
 pub(crate) struct ClaimsOut<'a> {

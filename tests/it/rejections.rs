@@ -531,3 +531,54 @@ async fn posted_tokens_are_read_however_the_form_is_written() {
         assert_eq!(resp.status(), 400, "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
+    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
+    let shared = clock.clone();
+    let s = spawn_with(move |c| {
+        c.clock = shared;
+        c.unsigned_refusal_logs_per_sec = 2;
+    })
+    .await;
+    let c = client();
+    let mine = format!("aud={}", s.server2);
+    let lines = |event: &str| {
+        captured_logs()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("event=\"{event}\"")) && l.split_whitespace().any(|f| f == mine)
+            })
+            .count()
+    };
+    for _ in 0..10 {
+        assert_eq!(submit(&c, &s.server2, "this-is-not-a-token").await.status(), 400);
+    }
+    // A token whose signature held is always logged, budget or not.
+    let token =
+        report_token(&minter(&s, 60), &s.server2, "alice", "5", handoff_tests::now()).into_string();
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 303);
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 401);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(lines("handoff.rejected"), 3, "two garbage lines and the replay");
+    assert_eq!(lines("handoff.rejected.suppressed"), 0);
+    // The next second: the suppressed eight are reported once.
+    clock.advance(1);
+    assert_eq!(submit(&c, &s.server2, "still-not-a-token").await.status(), 400);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(lines("handoff.rejected"), 4);
+    let logs = captured_logs();
+    let summary = logs
+        .lines()
+        .find(|l| {
+            l.contains("event=\"handoff.rejected.suppressed\"")
+                && l.split_whitespace().any(|f| f == mine)
+        })
+        .expect("a summary line");
+    assert!(summary.contains("count=8"), "{summary}");
+    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
+    assert!(
+        metrics.contains("handoff_rejected_total{reason=\"malformed\"} 11"),
+        "every refusal counted"
+    );
+}

@@ -32,9 +32,29 @@ pub(super) struct TokenForm {
 /// The `token` field of a posted form.
 ///
 /// The common case — `Content-Type: application/x-www-form-urlencoded` and a body that is just
-/// `token=` and base64url — is read without a form decoder; anything else goes through poem's
-/// form reading (content type checks included) or [`token_field`]'s full decoding.
-pub(super) struct PostedToken(String);
+/// `token=` and base64url — is read in place, without a form decoder or a copy; anything else
+/// goes through poem's form reading (content type checks included) or [`token_field`]'s full
+/// decoding.
+pub(super) enum PostedToken {
+    /// The body, `token=` and the token.
+    Plain(bytes::Bytes),
+    /// Decoded from a form written some other way.
+    Decoded(String),
+}
+
+impl PostedToken {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Plain(body) => body
+                .get(TOKEN_FIELD.len()..)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or(""),
+            Self::Decoded(token) => token,
+        }
+    }
+}
+
+const TOKEN_FIELD: &[u8] = b"token=";
 
 impl<'a> FromRequest<'a> for PostedToken {
     async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -43,10 +63,13 @@ impl<'a> FromRequest<'a> for PostedToken {
         });
         if !plain_form {
             let Form(form) = Form::<TokenForm>::from_request(req, body).await?;
-            return Ok(Self(form.token));
+            return Ok(Self::Decoded(form.token));
         }
         let bytes = body.take()?.into_bytes().await?;
-        Ok(Self(token_field(&bytes).into_owned()))
+        if bytes.strip_prefix(TOKEN_FIELD).is_some_and(::handoff::token::is_token_text) {
+            return Ok(Self::Plain(bytes));
+        }
+        Ok(Self::Decoded(token_field(&bytes).into_owned()))
     }
 }
 
@@ -54,8 +77,8 @@ impl<'a> FromRequest<'a> for PostedToken {
 /// more than once (which the verifier then refuses as malformed).
 fn token_field(form: &[u8]) -> Cow<'_, str> {
     // A token is base64url and dots: nothing in it needs decoding.
-    if let Some(value) = form.strip_prefix(b"token=") {
-        if value.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if let Some(value) = form.strip_prefix(TOKEN_FIELD) {
+        if ::handoff::token::is_token_text(value) {
             return Cow::Borrowed(std::str::from_utf8(value).unwrap_or_default());
         }
     }
@@ -71,9 +94,9 @@ fn token_field(form: &[u8]) -> Cow<'_, str> {
 pub(super) async fn by_post(
     req: &Request,
     Data(state): Data<&State>,
-    PostedToken(token): PostedToken,
+    token: PostedToken,
 ) -> Response {
-    accept(state, req, &token).await
+    accept(state, req, token.as_str()).await
 }
 
 #[handler]
@@ -151,16 +174,35 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
                     );
                 }
             }
-            tracing::warn!(
-                event = "handoff.rejected",
-                reason = rejection.code(),
-                jti,
-                sub,
-                aud = %state.config.public_url,
-                operation,
-                client = %req.remote_addr(),
-                "handoff rejected"
-            );
+            // Anyone can send garbage: refusals of tokens whose signature never held are logged
+            // within a budget (and all counted above); the rest are always logged.
+            let log = if signed.is_none() && !rejection.is_server_side() {
+                let allowance =
+                    state.unsigned_refusal_logs.take(state.config.clock.now().as_secs());
+                if allowance.suppressed_before > 0 {
+                    tracing::warn!(
+                        event = "handoff.rejected.suppressed",
+                        count = allowance.suppressed_before,
+                        aud = %state.config.public_url,
+                        "more unsigned tokens refused than SERVER2_UNSIGNED_REFUSAL_LOGS_PER_SEC allows; see handoff_rejected_total"
+                    );
+                }
+                allowance.log
+            } else {
+                true
+            };
+            if log {
+                tracing::warn!(
+                    event = "handoff.rejected",
+                    reason = rejection.code(),
+                    jti,
+                    sub,
+                    aud = %state.config.public_url,
+                    operation,
+                    client = %req.remote_addr(),
+                    "handoff rejected"
+                );
+            }
             return rejection_response(state, req, &rejection);
         }
     };

@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) started_at: ::handoff::UnixTime,
     /// The refusal pages, rendered once.
     pub(crate) refusals: handoff::Refusals,
+    /// Log lines for refusals of unsigned garbage.
+    pub(crate) unsigned_refusal_logs: ::handoff::telemetry::LogBudget,
 }
 
 type State = Arc<AppState>;
