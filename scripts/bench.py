@@ -137,6 +137,9 @@ def main():
             first, last = tokens(per_run)
             peak = measure(server.pid, url, [valid, "post", first, last, 0])
             rows.append(("accept, form POST, alone (peak)", peak, None))
+            # How steady the core is in 10 ms windows: on a shared VM a window can run at a tenth
+            # of the usual speed, which a latency tail at half load cannot hide.
+            steady = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "steadiness", "--seconds", "5"]))
             rate = max(1, int(peak["rps"] / 2))
             first, _ = tokens(rate * DURATION)
             load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{P2}",
@@ -211,6 +214,10 @@ def main():
               f"{load['offered_per_sec']:,.0f}/s offered (half the peak), {load['achieved_per_sec']:,.0f}/s answered; "
               f"p50 {load['p50_us'] / 1000:.2f} ms, p90 {load['p90_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms, "
               f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms")
+        print()
+        print(f"Steadiness of CPU 0 (one Ed25519 verify at a time, counted in {steady['windows']} windows of 10 ms): "
+              f"{steady['share_below_half_speed']:.1%} of windows ran below half the median speed; "
+              f"the slowest 1% at {steady['p1_vs_median']:.0%} of it, the slowest at {steady['min_vs_median']:.0%}")
         print()
         for n in notes:
             print(f"- {n}")

@@ -92,6 +92,12 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         connections: usize,
     },
+    /// How steady this core's speed is: a fixed piece of work (one Ed25519 verify) counted in
+    /// 10 ms windows; prints the windows' rates relative to the median.
+    Steadiness {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Resident memory of the replay store with `entries` live entries, and after expiry.
     ReplayMemory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -110,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load { addr, path, tokens, first, mode, rate, seconds, connections } => {
             offered_load(addr, &path, &tokens, first, &mode, rate, seconds, connections)
         }
+        Command::Steadiness { seconds } => steadiness(Duration::from_secs_f64(seconds)),
         Command::ReplayMemory { entries } => replay_memory(entries),
     }
 }
@@ -343,6 +350,44 @@ fn offered_load(
             "status_3xx": outcome.by_class[3],
             "status_4xx": outcome.by_class[4],
             "status_5xx": outcome.by_class[5],
+        })
+    );
+    Ok(())
+}
+
+fn steadiness(total: Duration) -> anyhow::Result<()> {
+    const WINDOW: Duration = Duration::from_millis(10);
+    let key = SigningKey::generate()?;
+    let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
+    let message = [b'e'; 440];
+    let signature = key.sign(&message);
+    let verifier = UnparsedPublicKey::new(&ED25519, &public);
+    let started = Instant::now();
+    let mut rates = Vec::new();
+    while started.elapsed() < total {
+        let window = Instant::now();
+        let mut n = 0u32;
+        while window.elapsed() < WINDOW {
+            if verifier.verify(&message, signature.as_ref()).is_err() {
+                bail!("the probe itself failed");
+            }
+            n += 1;
+        }
+        rates.push(f64::from(n) / window.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let at = |q: f64| rates.get(((rates.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+    let median = at(0.5).max(f64::MIN_POSITIVE);
+    let below_half = rates.iter().filter(|r| **r < median / 2.0).count();
+    println!(
+        "{}",
+        serde_json::json!({
+            "windows": rates.len(),
+            "median_per_sec": median,
+            "p1_vs_median": at(0.01) / median,
+            "p10_vs_median": at(0.10) / median,
+            "min_vs_median": at(0.0) / median,
+            "share_below_half_speed": below_half as f64 / rates.len().max(1) as f64,
         })
     );
     Ok(())
