@@ -244,7 +244,10 @@ async fn sign_in_is_throttled_per_account_without_telling_which_exist() {
 
 #[tokio::test]
 async fn sign_in_is_throttled_per_client_address() {
-    let s = spawn().await;
+    // A manual clock: the first block lasts one second, which a slow run could otherwise outlive.
+    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let server_clock = clock.clone();
+    let s = spawn_both(move |c| c.clock = server_clock, |_| {}).await;
     let c = client();
     for i in 0..20 {
         let resp = try_sign_in(&c, &s.server1, &format!("spray{i}"), "guess", None).await;
