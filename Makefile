@@ -45,5 +45,5 @@ screenshots: build
 
 ## bench: load benchmarks of SERVER2 and SERVER1 (needs wrk: apt-get install wrk); prints a table
 bench:
-	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
+	command -v wrk >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk valgrind)
 	python3 scripts/bench.py
