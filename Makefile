@@ -43,7 +43,7 @@ screenshots: build
 	$(CARGO) test -p handoff-tests --locked -- browser::
 	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/
 
-## bench: load benchmarks of SERVER2 and SERVER1 (needs wrk: apt-get install wrk); prints a table
+## bench: load, latency and instruction benchmarks of SERVER2 and SERVER1 (installs wrk and valgrind with apt if missing); prints a table
 bench:
 	command -v wrk >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk valgrind)
 	python3 scripts/bench.py
