@@ -105,6 +105,8 @@ def instruction_share(work, env, server2_url):
                               env=env, stderr=log, stdout=log)
     try:
         wait_ready(f"{server2_url}/readyz", timeout=60)
+        if server.poll() is not None:
+            raise SystemExit(f"SERVER2 under valgrind exited; see {work}/callgrind.log")
         # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted now that
         # this server has started.
         cg_dir = os.path.join(work, "cg")
