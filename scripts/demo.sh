@@ -6,18 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --bins --locked
+# DEMO_DIR: where the demo keeps its key, database and password (default .demo). DEMO_NO_BUILD=1
+# skips the build (the tests run this script with binaries they built).
+[ -n "${DEMO_NO_BUILD:-}" ] || cargo build --bins --locked
 bin=target/debug
-data=.demo
+data="${DEMO_DIR:-.demo}"
 mkdir -p "$data"
 chmod 700 "$data"
+export SERVER1_DATABASE_URL="${SERVER1_DATABASE_URL:-sqlite://$data/server1.sqlite3}"
+export SERVER1_KEYS_DIR="${SERVER1_KEYS_DIR:-$data/keys}"
+export SERVER1_TARGETS_FILE="${SERVER1_TARGETS_FILE:-$data/targets.toml}"
 
 # Cookies stay Secure with the __Host- prefix even over plain HTTP here: browsers treat
 # http://localhost and http://127.0.0.1 as secure contexts.
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
-[ -f "$data/targets.toml" ] || cp server1/targets.example.toml "$data/targets.toml"
-[ -f "$data/keys/keys.json" ] || [ -f "$data/keys/signing.pk8" ] || "$bin/server1" keys generate
+[ -f "$SERVER1_TARGETS_FILE" ] || cp server1/targets.example.toml "$SERVER1_TARGETS_FILE"
+[ -f "$SERVER1_KEYS_DIR/keys.json" ] || [ -f "$SERVER1_KEYS_DIR/signing.pk8" ] || "$bin/server1" keys generate
 
 if [ ! -f "$data/demo-password" ]; then
   password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')

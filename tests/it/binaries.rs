@@ -390,3 +390,110 @@ fn read_only_database_stops_start_up() {
     assert_eq!(std::fs::read(&db).unwrap(), before, "nothing written");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1, "nothing created beside it");
 }
+
+/// Kills a whole process group when dropped (a failed test leaves no demo running).
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+    }
+}
+
+/// Starts scripts/demo.sh on `data`; returns it and the password its banner shows.
+fn start_demo(root: &std::path::Path, data: &std::path::Path) -> (Child, Group, String) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("bash")
+        .arg("scripts/demo.sh")
+        .current_dir(root)
+        .env("DEMO_DIR", data)
+        .env("DEMO_NO_BUILD", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = Group(child.id());
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let password = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo prints its banner with the password");
+        if let Some(p) = line.trim().strip_prefix("with the password") {
+            break p.trim().to_owned();
+        }
+    };
+    (child, group, password)
+}
+
+/// Ctrl-C as a terminal sends it (SIGINT to the whole process group); the script and both
+/// servers must be gone within seconds.
+fn ctrl_c(mut child: Child, group: Group) {
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", group.0)])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for port in [8001, 8002] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "a server still listens on {port} after Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    drop(group);
+}
+
+/// `make demo`, end to end: scripts/demo.sh with a fresh data directory starts both servers and
+/// prints the demo user's password; signing in with it and opening "View report 42" lands on the
+/// report at SERVER2; Ctrl-C stops everything. A second run on the same directory serves again
+/// with the same password (it once tried to make a second key over the first).
+#[tokio::test]
+async fn the_demo_script_runs_the_product_and_stops_on_ctrl_c() {
+    for port in [8001, 8002] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken: stop `make demo` before running the tests"
+        );
+    }
+    // The script runs target/debug's binaries, the ones this test run built.
+    let (server1, _) = (binary("server1"), binary("server2"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    assert!(server1.starts_with(root.join("target")), "{}", server1.display());
+    let data = tempfile::tempdir().unwrap();
+    let (s1, s2) = ("http://127.0.0.1:8001", "http://localhost:8002");
+
+    let (child, group, password) = start_demo(root, data.path());
+    assert!(password.len() >= 20, "a generated password");
+    let c = client();
+    let resp = try_sign_in(&c, s1, "demo", &password, None).await;
+    assert_eq!(resp.status(), 303, "the printed password signs in");
+    let token = open_handoff(&c, s1, "/handoff/partner/report.view?report_id=42").await;
+    let resp = submit(&c, s2, &token).await;
+    assert_eq!(resp.status(), 303);
+    let landing = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(landing, "/reports/42");
+    let page = text_of(&c, &format!("{s2}{landing}")).await;
+    assert!(page.contains("Report 42"), "{page}");
+    ctrl_c(child, group);
+
+    let (child, group, again) = start_demo(root, data.path());
+    assert_eq!(again, password, "the second run keeps the first run's user");
+    let c = client();
+    assert_eq!(try_sign_in(&c, s1, "demo", &password, None).await.status(), 303);
+    ctrl_c(child, group);
+}
