@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use handoff::{ArgName, ArgRule, ArgSpec, Audience, OperationSpec, OperationType};
+use poem::http::HeaderValue;
 use serde::Deserialize;
 
 /// Query parameters of `/handoff/{target}/{operation}` that are not operation arguments.
@@ -29,6 +30,9 @@ pub struct Target {
     pub handoff_url: url::Url,
     /// The operations users may open there.
     pub operations: Vec<TargetOperation>,
+    /// The Content-Security-Policy of this target's handoff page (its form may post only to the
+    /// handoff URL's origin), built once.
+    pub handoff_csp: HeaderValue,
 }
 
 impl Target {
@@ -36,11 +40,15 @@ impl Target {
     pub fn operation(&self, kind: &str) -> Option<&TargetOperation> {
         self.operations.iter().find(|o| o.spec.kind().as_str() == kind)
     }
+}
 
-    /// The origin of the handoff URL (for `form-action`).
-    pub fn origin(&self) -> String {
-        self.handoff_url.origin().ascii_serialization()
-    }
+/// The handoff page's policy: nothing but our own style and script, and a form that may post to
+/// `origin` only.
+fn handoff_csp(origin: &str) -> Option<HeaderValue> {
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    HeaderValue::from_str(&csp).ok()
 }
 
 /// An operation offered on a target.
@@ -210,7 +218,11 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         }
         operations.push(op);
     }
-    Ok(Target { id: t.id, name: t.name, audience, handoff_url, operations })
+    let handoff_csp =
+        handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
+            format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
+        })?;
+    Ok(Target { id: t.id, name: t.name, audience, handoff_url, operations, handoff_csp })
 }
 
 fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {

@@ -9,7 +9,7 @@
 use ::handoff::{MintRequest, Nonce, SessionRef};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use poem::http::{header, HeaderValue, StatusCode};
+use poem::http::{header, StatusCode};
 use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
@@ -110,12 +110,6 @@ pub(super) fn start(
     let page =
         pages::handoff_page(target, offered, &shown_args, minted.as_str(), minter.ttl().as_secs());
     let mut resp = pages::html_response(StatusCode::OK, page);
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {}; frame-ancestors 'none'; base-uri 'none'",
-        target.origin()
-    );
-    let csp = HeaderValue::from_str(&csp)
-        .map_err(|_| AppError::Internal("unrepresentable CSP".into()))?;
-    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, target.handoff_csp.clone());
     Ok(resp)
 }
