@@ -153,7 +153,8 @@ impl App {
         let state = Arc::clone(&self.state);
         let replay = Arc::clone(&self.replay);
         let background = tokio::spawn(async move {
-            // Every 5 s: drop expired replay entries. Keys: retried with backoff (1 s to 30 s)
+            // Every 5 s: drop expired replay entries, and sum up unsigned refusals the log
+            // budget held back if no later one did. Keys: retried with backoff (1 s to 30 s)
             // while none are loaded, then fetched again when the issuer's `max-age` (within the
             // configured bounds) runs out, so a key the issuer stops publishing stops being
             // trusted here too.
@@ -163,7 +164,12 @@ impl App {
                 tokio::time::Instant::now() + state.keys.cache_for().unwrap_or(KEY_REFRESH);
             loop {
                 tick.tick().await;
-                replay.purge_expired(state.config.clock.now());
+                let now_secs = state.config.clock.now();
+                replay.purge_expired(now_secs);
+                web::log_suppressed(
+                    &state,
+                    state.unsigned_refusal_logs.overdue(now_secs.as_secs()),
+                );
                 let now = tokio::time::Instant::now();
                 if state.keys.is_ready() && now < next_fetch {
                     continue;

@@ -211,6 +211,17 @@ impl LogBudget {
         }
         Allowance { log, suppressed_before }
     }
+
+    /// Lines suppressed in seconds before `now_secs` that no later [`LogBudget::take`] has
+    /// reported yet — for a periodic task, so a flood that stops is still summed up.
+    pub fn overdue(&self, now_secs: u64) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.window.load(Relaxed) < now_secs {
+            self.suppressed.swap(0, Relaxed)
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +239,11 @@ mod tests {
         let none = LogBudget::new(0);
         assert!(!none.take(5).log);
         assert_eq!(none.take(6), Allowance { log: false, suppressed_before: 1 });
+        // A flood that stops: its last second is collected by the periodic check, once, and
+        // not while that second is still running.
+        assert_eq!(none.overdue(6), 0);
+        assert_eq!(none.overdue(7), 1);
+        assert_eq!(none.overdue(8), 0);
     }
 
     /// A sink the test can read back, counting the writes that reach it.

@@ -157,6 +157,23 @@ impl Rejection {
     pub const fn is_server_side(&self) -> bool {
         matches!(self, Self::KeysUnavailable | Self::ReplayStoreUnavailable)
     }
+
+    /// True when the refusal came before the signature held: anyone can cause it at will, with
+    /// no key (the shape, the header, an unknown key, a wrong signature). Every other refusal is
+    /// about a token the issuer really signed.
+    pub const fn is_unsigned(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge
+                | Self::Malformed
+                | Self::BadHeader
+                | Self::WrongType
+                | Self::WrongAlgorithm
+                | Self::MissingKid
+                | Self::UnknownKid
+                | Self::BadSignature
+        )
+    }
 }
 
 /// What the verifier is configured to accept.
@@ -586,6 +603,42 @@ mod tests {
         assert_eq!(ok.operation(), &f.op);
         assert_eq!(ok.kid(), f.key.kid());
         assert_eq!(ok.replay_until(), NOW.plus(65));
+    }
+
+    #[test]
+    fn refusals_before_the_signature_are_the_unsigned_ones() {
+        let f = fixture();
+        // Every refusal `verify` gives after the signature held is a signed one.
+        let header = profile_header(f.key.kid());
+        let mut claims = f.claims();
+        claims["exp"] = json!(NOW.as_secs() - 100);
+        claims["iat"] = json!(NOW.as_secs() - 200);
+        claims["nbf"] = json!(NOW.as_secs() - 200);
+        let expired = f.check(&f.sign(&header, &claims)).map(|_| ()).unwrap_err();
+        assert_eq!(expired, Rejection::Expired);
+        assert!(!expired.is_unsigned());
+        let token = f.mint_at(NOW);
+        let mut forged = token.clone().into_bytes();
+        let i = forged.len() - 10;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        let bad = f.check(&forged).map(|_| ()).unwrap_err();
+        assert!(bad.is_unsigned(), "{bad:?}");
+        let unsigned: Vec<_> =
+            Rejection::ALL.iter().filter(|r| r.is_unsigned()).map(Rejection::code).collect();
+        assert_eq!(
+            unsigned,
+            [
+                "token_too_large",
+                "malformed",
+                "bad_header",
+                "wrong_type",
+                "wrong_algorithm",
+                "missing_kid",
+                "unknown_kid",
+                "bad_signature"
+            ]
+        );
     }
 
     #[test]

@@ -105,6 +105,18 @@ pub(super) async fn by_get(req: &Request, Data(state): Data<&State>) -> Response
     accept(state, req, &token).await
 }
 
+/// Sums up unsigned refusals that were over the log budget, if there were any.
+pub(crate) fn log_suppressed(state: &AppState, count: u64) {
+    if count > 0 {
+        tracing::warn!(
+            event = "handoff.rejected.suppressed",
+            count,
+            aud = %state.config.public_url,
+            "more unsigned tokens refused than SERVER2_UNSIGNED_REFUSAL_LOGS_PER_SEC allows; see handoff_rejected_total"
+        );
+    }
+}
+
 /// Whether the token was bound to this browser.
 #[derive(Debug, Clone, Copy)]
 enum Binding {
@@ -176,17 +188,10 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
             }
             // Anyone can send garbage: refusals of tokens whose signature never held are logged
             // within a budget (and all counted above); the rest are always logged.
-            let log = if signed.is_none() && !rejection.is_server_side() {
+            let log = if rejection.is_unsigned() {
                 let allowance =
                     state.unsigned_refusal_logs.take(state.config.clock.now().as_secs());
-                if allowance.suppressed_before > 0 {
-                    tracing::warn!(
-                        event = "handoff.rejected.suppressed",
-                        count = allowance.suppressed_before,
-                        aud = %state.config.public_url,
-                        "more unsigned tokens refused than SERVER2_UNSIGNED_REFUSAL_LOGS_PER_SEC allows; see handoff_rejected_total"
-                    );
-                }
+                log_suppressed(state, allowance.suppressed_before);
                 allowance.log
             } else {
                 true

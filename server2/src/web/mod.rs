@@ -19,7 +19,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::{Config, CookieSecurity};
 use crate::keys::KeySource;
-pub(crate) use handoff::Refusals;
+pub(crate) use handoff::{log_suppressed, Refusals};
 pub use operations::Approval;
 
 /// Everything handlers share.
