@@ -207,11 +207,18 @@ def main():
                     failures.append(f"{name}: {r['non_2xx_3xx']} refused, socket errors: {r['socket_errors'] or 'none'}")
             if load["status_3xx"] != load["completed"]:
                 failures.append(f"constant load: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")
-            for name, file in [("reject: bad signature", "bad_signature.txt"), ("reject: expired", "expired.txt"),
-                               ("reject: replay", "replay.txt"), ("reject: malformed", "malformed.txt"),
-                               ("reject: wrong typ", "wrong_typ.txt"), ("reject: unknown kid", "unknown_kid.txt"),
-                               ("reject: oversize (9 KiB)", "oversize.txt")]:
-                r = measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0], yardstick="verify")
+            # Refusals that cost a signature check: as many rounds as the accepts, for a fair
+            # comparison with them; the garbage ones, far from any threshold, once.
+            for name, file, n in [("reject: bad signature", "bad_signature.txt", ROUNDS),
+                                  ("reject: expired", "expired.txt", ROUNDS), ("reject: replay", "replay.txt", ROUNDS),
+                                  ("reject: malformed", "malformed.txt", 1), ("reject: wrong typ", "wrong_typ.txt", 1),
+                                  ("reject: unknown kid", "unknown_kid.txt", 1),
+                                  ("reject: oversize (9 KiB)", "oversize.txt", 1)]:
+                ranked = sorted((measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0], yardstick="verify")
+                                 for _ in range(n)), key=lambda r: r["vs_ring"])
+                r = ranked[len(ranked) // 2]
+                if n > 1:
+                    r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
                 r["vs_accept"] = r["vs_ring"] / accept
                 rows.append((name, r, "verify"))
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")

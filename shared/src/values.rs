@@ -241,7 +241,7 @@ impl Jti {
         let mut bytes = [0u8; 16];
         match URL_SAFE_NO_PAD.decode_slice(value.as_bytes(), &mut bytes) {
             // Re-encoding must give the input back: rejects non-canonical trailing bits.
-            Ok(16) if URL_SAFE_NO_PAD.encode(bytes) == value => Ok(Self(bytes)),
+            Ok(16) if Self(bytes).encode(&mut [0; 22]) == value => Ok(Self(bytes)),
             _ => Err(ERR),
         }
     }
