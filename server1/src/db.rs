@@ -259,18 +259,30 @@ impl Db {
     /// [`DbError::Unavailable`].
     pub fn session_user(&self, id_hash: &[u8], now: UnixTime) -> Result<Option<User>, DbError> {
         let conn = self.conn();
-        // Every signed-in request runs this: the statement is compiled once and cached.
-        let row: Option<(String, String)> = conn
+        // Every signed-in request runs this: one statement, compiled once and cached, brings
+        // the user and their roles (space-separated; a role is lower-case letters, digits, `-`
+        // and `_`).
+        let row: Option<(String, String, Option<String>)> = conn
             .prepare_cached(
-                "SELECT u.id, u.name FROM sessions s JOIN users u ON u.id = s.user_id
+                "SELECT u.id, u.name,
+                        (SELECT group_concat(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
+                 FROM sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.id_hash = ?1 AND s.expires_at > ?2",
             )?
-            .query_row(params![id_hash, now.as_secs() as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![id_hash, now.as_secs() as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
-        match row {
-            Some((id, name)) => load_user(&conn, &id, &name),
-            None => Ok(None),
-        }
+        let Some((id, name, roles)) = row else { return Ok(None) };
+        let mut roles: Vec<String> = roles
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        roles.sort();
+        // As in `load_user`: an id that fails the check means a tampered database.
+        Ok(Subject::parse(&id).ok().map(|id| User { id, name, roles }))
     }
 
     /// Ends a session.
@@ -358,6 +370,18 @@ mod tests {
         assert_eq!(db.session_user(b"h2", now).expect("q"), None);
         db.delete_session(b"h1").expect("delete");
         assert_eq!(db.session_user(b"h1", now).expect("q"), None);
+        // A user without roles, and one with several, come back from a session as they went in.
+        let carol = db.add_user("carol", "hash", &[], now).expect("add");
+        db.create_session(b"h3", &carol.id, now, now.plus(60)).expect("session");
+        assert_eq!(
+            db.session_user(b"h3", now).expect("q").expect("carol").roles,
+            Vec::<String>::new()
+        );
+        let dave = db
+            .add_user("dave", "hash", &["reports".into(), "billing".into(), "a-b_c".into()], now)
+            .expect("add");
+        db.create_session(b"h4", &dave.id, now, now.plus(60)).expect("session");
+        assert_eq!(db.session_user(b"h4", now).expect("q"), Some(dave));
 
         let s1 = db.secret("csrf").expect("secret");
         assert_eq!(s1.len(), 32);
