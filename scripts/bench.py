@@ -96,38 +96,32 @@ def measure(pid, url, args, yardstick=None, **kw):
     return result
 
 
-def instruction_share(work, env, server2_url):
-    """SERVER2 under callgrind for a few thousand accepts: the share of all its user-space
-    instructions that ring's Ed25519 verify takes, and the instructions per handoff. Unlike CPU
-    time, instruction counts do not drift with the VM, so this figure is repeatable."""
-    if not shutil.which("valgrind"):
-        return None
-    out = os.path.join(work, "callgrind.out")
-    log = open(os.path.join(work, "callgrind.log"), "w")
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"{BIN}/server2"],
+RING_VERIFY = r"EdDSAParameters as ring::signature::VerificationAlgorithm>::verify \["
+RING_SIGN = r"Ed25519KeyPair::sign \["
+
+
+def callgrind(work, name, cmd, env, ready_url, load, ring_symbol):
+    """A server under callgrind while `load()` drives it (returning wrk's result): the share of all
+    its user-space instructions spent in `ring_symbol`, and the instructions per request. Unlike
+    CPU time, instruction counts do not drift with the VM, so these figures are repeatable."""
+    out = os.path.join(work, f"callgrind.{name}.out")
+    log = open(os.path.join(work, f"callgrind.{name}.log"), "w")
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
                               env=env, stderr=log, stdout=log)
     try:
-        wait_ready(f"{server2_url}/readyz", timeout=60)
+        wait_ready(ready_url, timeout=60)
         if server.poll() is not None:
-            raise SystemExit(f"SERVER2 under valgrind exited; see {work}/callgrind.log")
-        # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted now that
-        # this server has started.
-        cg_dir = os.path.join(work, "cg")
-        os.makedirs(cg_dir, exist_ok=True)
-        shutil.copy(os.path.join(work, "signing.pk8"), cg_dir)
-        run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", cg_dir, "--issuer", "https://portal.bench.example",
-             "--audience", server2_url, "--count", "8000"])
-        r = wrk(f"{server2_url}/handoff", [os.path.join(cg_dir, "valid.txt"), "post", 1, 8000, 0], seconds=8, connections=2)
+            raise SystemExit(f"{name} under valgrind exited; see {work}/callgrind.{name}.log")
+        r = load()
     finally:
         server.terminate()
         server.wait(timeout=60)
     text = run(["callgrind_annotate", "--inclusive=yes", out])
     total = int(re.search(r"([\d,]+) \(100\.0+%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
-    ring = int(re.search(r"^\s*([\d,]+) \([\d. ]+%\)\s+\S*EdDSAParameters as ring::signature::VerificationAlgorithm>::verify \[",
-                         text, re.M).group(1).replace(",", ""))
-    accepted = r["total"] - r["non_2xx_3xx"]
-    return {"share": ring / total, "per_handoff": total / max(1, accepted), "ring_per_handoff": ring / max(1, accepted),
-            "accepted": accepted, "refused": r["non_2xx_3xx"]}
+    ring = int(re.search(r"^\s*([\d,]+) \([\d. ]+%\)\s+\S*" + ring_symbol, text, re.M).group(1).replace(",", ""))
+    done = r["total"] - r["non_2xx_3xx"]
+    return {"share": ring / total, "per_request": total / max(1, done), "ring_per_request": ring / max(1, done),
+            "requests": done, "refused": r["non_2xx_3xx"]}
 
 
 def main():
@@ -226,7 +220,20 @@ def main():
             server.terminate()
             server.wait(timeout=15)
 
-        instructions = instruction_share(work, env, server2_url)
+        instructions = {}
+        if shutil.which("valgrind"):
+            def accepts():
+                # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted
+                # once this server has started.
+                cg_dir = os.path.join(work, "cg")
+                os.makedirs(cg_dir, exist_ok=True)
+                shutil.copy(os.path.join(work, "signing.pk8"), cg_dir)
+                run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", cg_dir, "--issuer",
+                     "https://portal.bench.example", "--audience", server2_url, "--count", "8000"])
+                return wrk(f"{server2_url}/handoff", [os.path.join(cg_dir, "valid.txt"), "post", 1, 8000, 0],
+                           seconds=8, connections=2)
+            instructions["SERVER2 accept"] = callgrind(work, "server2", [f"{BIN}/server2"], env,
+                                                       f"{server2_url}/readyz", accepts, RING_VERIFY)
 
         # SERVER1 minting for a signed-in session.
         s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", os.path.join(work, "s1"),
@@ -247,6 +254,11 @@ def main():
         finally:
             server.terminate()
             server.wait(timeout=15)
+        if shutil.which("valgrind"):
+            mint_url = f"{server1_url}/handoff/partner/report.view?report_id=42"
+            instructions["SERVER1 mint"] = callgrind(
+                work, "server1", [f"{BIN}/server1", "serve"], env1, f"{server1_url}/healthz",
+                lambda: wrk(mint_url, None, seconds=8, connections=2, headers=[f"Cookie: {s1['cookie']}"]), RING_SIGN)
 
         memory = json.loads(run([f"{BIN}/handoff-bench", "replay-memory", "--entries", "1000000"]))
         notes.append(
@@ -278,14 +290,16 @@ def main():
               f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms")
         print()
         if instructions:
-            i = instructions
-            print(f"Instructions (callgrind, user space, SERVER2 under valgrind for {i['accepted']:,} accepts, start-up "
-                  f"included): ring's Ed25519 verify is {i['share']:.1%} of all; {i['per_handoff'] / 1000:,.0f}k instructions "
-                  f"per handoff, {i['ring_per_handoff'] / 1000:,.0f}k of them in ring's verify")
-            if i["refused"]:
-                failures.append(f"callgrind run: {i['refused']} refused")
+            for name, i in instructions.items():
+                what = "sign" if "SERVER1" in name else "verify"
+                print(f"Instructions (callgrind, user space, {name} under valgrind for {i['requests']:,} requests, "
+                      f"start-up included): ring's Ed25519 {what} is {i['share']:.1%} of all; "
+                      f"{i['per_request'] / 1000:,.0f}k instructions per request, {i['ring_per_request'] / 1000:,.0f}k "
+                      f"of them in ring's {what}")
+                if i["refused"]:
+                    failures.append(f"callgrind run of {name}: {i['refused']} refused")
         else:
-            print("Instructions: valgrind is not installed (apt-get install valgrind), so the callgrind share is skipped")
+            print("Instructions: valgrind is not installed (apt-get install valgrind), so the callgrind shares are skipped")
         print()
         print(f"Steadiness of CPU 0 (one Ed25519 verify at a time, counted in {steady['windows']} windows of 10 ms): "
               f"{steady['share_below_half_speed']:.1%} of windows ran below half the median speed; "
