@@ -139,13 +139,13 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u1
     }
 }
 
-/// The `q`-quantile (0 to 1) of sorted values.
-pub fn quantile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
+/// The `q`-quantile (0 to 1) of sorted values, by nearest rank; the default for none.
+pub fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     let rank = ((sorted.len() as f64) * q).ceil() as usize;
-    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied().unwrap_or(0)
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -158,7 +158,8 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), 50);
         assert_eq!(quantile(&v, 0.99), 99);
         assert_eq!(quantile(&v, 1.0), 100);
-        assert_eq!(quantile(&[], 0.5), 0);
+        assert_eq!(quantile::<u64>(&[], 0.5), 0);
+        assert_eq!(quantile(&[0.5, 1.5], 0.0), 0.5);
     }
 
     #[test]

@@ -69,29 +69,7 @@ enum Command {
         only: RingOp,
     },
     /// Open-loop load at a constant rate, each token once; prints latency percentiles.
-    Load {
-        /// The server, e.g. 127.0.0.1:38102.
-        #[arg(long)]
-        addr: std::net::SocketAddr,
-        #[arg(long, default_value = "/handoff")]
-        path: String,
-        /// One token per line.
-        #[arg(long)]
-        tokens: PathBuf,
-        /// First line to use (1-based).
-        #[arg(long, default_value_t = 1)]
-        first: usize,
-        /// Form POST (`post`) or `GET ?token=` (`get`).
-        #[arg(long, default_value = "post")]
-        mode: String,
-        /// Requests per second offered.
-        #[arg(long)]
-        rate: f64,
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 16)]
-        connections: usize,
-    },
+    Load(LoadArgs),
     /// How steady this core's speed is: a fixed piece of work (one Ed25519 verify) counted in
     /// 10 ms windows; prints the windows' rates relative to the median.
     Steadiness {
@@ -105,6 +83,31 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The server, e.g. 127.0.0.1:38102.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    #[arg(long, default_value = "/handoff")]
+    path: String,
+    /// One token per line.
+    #[arg(long)]
+    tokens: PathBuf,
+    /// First line to use (1-based).
+    #[arg(long, default_value_t = 1)]
+    first: usize,
+    /// Form POST (`post`) or `GET ?token=` (`get`).
+    #[arg(long, default_value = "post")]
+    mode: String,
+    /// Requests per second offered.
+    #[arg(long)]
+    rate: f64,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+}
+
 fn main() -> anyhow::Result<()> {
     handoff::crypto::install()?;
     match Cli::parse().command {
@@ -113,9 +116,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::PrepareServer1 { dir, audience } => prepare_server1(&dir, &audience),
         Command::Ring { seconds, only } => ring_rates(Duration::from_secs_f64(seconds), only),
-        Command::Load { addr, path, tokens, first, mode, rate, seconds, connections } => {
-            offered_load(addr, &path, &tokens, first, &mode, rate, seconds, connections)
-        }
+        Command::Load(args) => offered_load(&args),
         Command::Steadiness { seconds } => steadiness(Duration::from_secs_f64(seconds)),
         Command::ReplayMemory { entries } => replay_memory(entries),
     }
@@ -264,12 +265,36 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 /// input. Each rate is given per second of wall time and per second of this process's CPU
 /// time: run beside a server on the same core, the second is the yardstick that saw the same
 /// machine as the server did.
+/// The unit of work the yardstick and the steadiness probe count: one Ed25519 verify (or sign)
+/// with ring, over a message as long as a handoff token's signing input.
+struct Probe {
+    key: SigningKey,
+    public: Vec<u8>,
+    message: [u8; 440],
+    signature: ring::signature::Signature,
+}
+
+impl Probe {
+    fn new() -> anyhow::Result<Self> {
+        let key = SigningKey::generate()?;
+        let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
+        let message = [b'e'; 440];
+        let signature = key.sign(&message);
+        Ok(Self { key, public, message, signature })
+    }
+
+    fn verify(&self) -> bool {
+        let key = UnparsedPublicKey::new(&ED25519, &self.public);
+        key.verify(&self.message, self.signature.as_ref()).is_ok()
+    }
+
+    fn sign(&self) -> bool {
+        self.key.sign(&self.message).as_ref().len() == 64
+    }
+}
+
 fn ring_rates(window: Duration, op: RingOp) -> anyhow::Result<()> {
-    let key = SigningKey::generate()?;
-    let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
-    let message = [b'e'; 440];
-    let signature = key.sign(&message);
-    let verifier = UnparsedPublicKey::new(&ED25519, &public);
+    let probe = Probe::new()?;
     let rate = |f: &dyn Fn() -> bool| -> anyhow::Result<(f64, f64)> {
         let started = Instant::now();
         let cpu_before = cpu_seconds()?;
@@ -288,12 +313,12 @@ fn ring_rates(window: Duration, op: RingOp) -> anyhow::Result<()> {
     };
     let mut out = serde_json::Map::new();
     if op != RingOp::Sign {
-        let (wall, cpu) = rate(&|| verifier.verify(&message, signature.as_ref()).is_ok())?;
+        let (wall, cpu) = rate(&|| probe.verify())?;
         out.insert("verify_per_sec".into(), wall.into());
         out.insert("verify_per_cpu_sec".into(), cpu.into());
     }
     if op != RingOp::Verify {
-        let (wall, cpu) = rate(&|| key.sign(&message).as_ref().len() == 64)?;
+        let (wall, cpu) = rate(&|| probe.sign())?;
         out.insert("sign_per_sec".into(), wall.into());
         out.insert("sign_per_cpu_sec".into(), cpu.into());
     }
@@ -301,18 +326,10 @@ fn ring_rates(window: Duration, op: RingOp) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn offered_load(
-    addr: std::net::SocketAddr,
-    path: &str,
-    tokens: &Path,
-    first: usize,
-    mode: &str,
-    rate: f64,
-    seconds: f64,
-    connections: usize,
-) -> anyhow::Result<()> {
-    let post = match mode {
+fn offered_load(args: &LoadArgs) -> anyhow::Result<()> {
+    let LoadArgs { addr, path, tokens, first, mode, rate, seconds, connections } = args;
+    let (addr, first, rate, seconds, connections) = (*addr, *first, *rate, *seconds, *connections);
+    let post = match mode.as_str() {
         "post" => true,
         "get" => false,
         other => bail!("unknown mode {other:?}: post or get"),
@@ -357,18 +374,14 @@ fn offered_load(
 
 fn steadiness(total: Duration) -> anyhow::Result<()> {
     const WINDOW: Duration = Duration::from_millis(10);
-    let key = SigningKey::generate()?;
-    let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
-    let message = [b'e'; 440];
-    let signature = key.sign(&message);
-    let verifier = UnparsedPublicKey::new(&ED25519, &public);
+    let probe = Probe::new()?;
     let started = Instant::now();
     let mut rates = Vec::new();
     while started.elapsed() < total {
         let window = Instant::now();
         let mut n = 0u32;
         while window.elapsed() < WINDOW {
-            if verifier.verify(&message, signature.as_ref()).is_err() {
+            if !probe.verify() {
                 bail!("the probe itself failed");
             }
             n += 1;
@@ -376,7 +389,7 @@ fn steadiness(total: Duration) -> anyhow::Result<()> {
         rates.push(f64::from(n) / window.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
-    let at = |q: f64| rates.get(((rates.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+    let at = |q: f64| load::quantile(&rates, q);
     let median = at(0.5).max(f64::MIN_POSITIVE);
     let below_half = rates.iter().filter(|r| **r < median / 2.0).count();
     println!(
