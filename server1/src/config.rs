@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use handoff::web::is_loopback;
 use handoff::{Clock, Issuer, SystemClock, Ttl};
 use serde::Deserialize;
 
@@ -135,8 +136,13 @@ impl Config {
             }
         };
 
-        if let (Ok(url), Ok(CookieSecurity::InsecureDevelopment)) = (&public_url, &cookies) {
-            if !is_loopback_url(url.as_str()) {
+        let loopback = public_url
+            .as_ref()
+            .ok()
+            .and_then(|u| url::Url::parse(u.as_str()).ok())
+            .is_some_and(|u| is_loopback(&u));
+        if let (Ok(_), Ok(CookieSecurity::InsecureDevelopment)) = (&public_url, &cookies) {
+            if !loopback {
                 fail(
                     "INSECURE_COOKIES",
                     "false when SERVER1_PUBLIC_URL is not a loopback address (insecure cookies are for local development only)",
@@ -144,7 +150,7 @@ impl Config {
             }
         }
         if let Ok(url) = &public_url {
-            if url.as_str().starts_with("http://") && !is_loopback_url(url.as_str()) {
+            if url.as_str().starts_with("http://") && !loopback {
                 fail(
                     "PUBLIC_URL",
                     "an https:// URL (plain http is allowed only on loopback addresses)",
@@ -207,15 +213,6 @@ fn non_empty_path(value: &str) -> Result<PathBuf, ()> {
 }
 
 /// True for URLs whose host is `localhost` or a loopback IP.
-pub fn is_loopback_url(value: &str) -> bool {
-    match url::Url::parse(value).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

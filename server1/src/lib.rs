@@ -149,10 +149,7 @@ pub fn is_valid_user_name(name: &str) -> bool {
 
 /// True for a valid role name: 1 to 32 characters of a-z 0-9 - _, starting with a letter or digit.
 pub fn is_valid_role(role: &str) -> bool {
-    let mut bytes = role.bytes();
-    role.len() <= 32
-        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    handoff::values::is_short_id(role, 32)
 }
 
 /// `server1 keys generate`: creates the keys directory (0700) and the first signing key (0600),

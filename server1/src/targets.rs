@@ -174,15 +174,8 @@ impl Targets {
     }
 }
 
-fn is_short_id(value: &str, max: usize) -> bool {
-    let mut bytes = value.bytes();
-    value.len() <= max
-        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn convert_target(t: RawTarget) -> Result<Target, String> {
-    if !is_short_id(&t.id, 32) {
+    if !handoff::values::is_short_id(&t.id, 32) {
         return Err(format!("target id {:?}: use 1 to 32 characters of a-z 0-9 - _", t.id));
     }
     let at = format!("target {:?}", t.id);
@@ -202,7 +195,7 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
     if handoff_url.query().is_some() || handoff_url.fragment().is_some() {
         return Err(format!("{at}: handoff_url must have no query or fragment"));
     }
-    if handoff_url.scheme() == "http" && !crate::config::is_loopback_url(handoff_url.as_str()) {
+    if handoff_url.scheme() == "http" && !handoff::web::is_loopback(&handoff_url) {
         return Err(format!(
             "{at}: handoff_url must be https:// (http is allowed only on loopback)"
         ));
@@ -232,7 +225,7 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
     if op.title.trim().is_empty() || op.title.len() > 80 {
         return Err(format!("{at}: title must be 1 to 80 characters"));
     }
-    if !is_short_id(&op.role, 32) {
+    if !handoff::values::is_short_id(&op.role, 32) {
         return Err(format!("{at}: role must be 1 to 32 characters of a-z 0-9 - _"));
     }
     let mut args = Vec::new();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use handoff::web::is_loopback;
 use handoff::{Audience, Clock, Issuer, Leeway, SystemClock, Ttl};
 use serde::Deserialize;
 
@@ -269,13 +270,9 @@ impl Config {
         );
         let target_id = check!(
             "ISSUER_TARGET_ID",
-            "this server's target id in the issuer's targets file (a-z 0-9 - _, up to 32)",
-            Some(raw.issuer_target_id.unwrap_or_else(|| "partner".into())).filter(|id| {
-                (1..=32).contains(&id.len())
-                    && id.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                    })
-            })
+            "this server's target id in the issuer's targets file (a-z 0-9 - _, up to 32, starting with a letter or digit)",
+            Some(raw.issuer_target_id.unwrap_or_else(|| "partner".into()))
+                .filter(|id| handoff::values::is_short_id(id, 32))
         );
         let help_url = match raw.help_url.as_deref().filter(|s| !s.is_empty()) {
             None => Some(None),
@@ -363,15 +360,6 @@ impl Config {
     }
 }
 
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,5 +418,14 @@ mod tests {
             Config::from_pairs([("jwks_file", "a"), ("jwks_url", "https://x.example/j")]).is_err()
         );
         assert!(Config::from_pairs([("jwks_url", "http://portal.example/jwks.json")]).is_err());
+        // The same rule as SERVER1's target ids: a leading `-` could never name a target there.
+        let base =
+            [("issuer", "https://portal.example"), ("public_url", "https://partner.example")];
+        assert!(
+            Config::from_pairs(base.into_iter().chain([("issuer_target_id", "-partner")])).is_err()
+        );
+        assert!(
+            Config::from_pairs(base.into_iter().chain([("issuer_target_id", "partner-2")])).is_ok()
+        );
     }
 }

@@ -94,6 +94,15 @@ macro_rules! checked_string {
 }
 pub(crate) use checked_string;
 
+/// True for a short identifier (a target id, a role): 1 to `max` characters of a-z 0-9 - _,
+/// starting with a letter or digit.
+pub fn is_short_id(value: &str, max: usize) -> bool {
+    let mut bytes = value.bytes();
+    value.len() <= max
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 const MAX_URL_LEN: usize = 256;
 
 /// A party's identifying URL: `http` or `https`, a host, an optional port and path, nothing
@@ -346,6 +355,16 @@ impl Leeway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids() {
+        for ok in ["partner", "a", "r2-d2_x", &"a".repeat(32)] {
+            assert!(is_short_id(ok, 32), "{ok}");
+        }
+        for bad in ["", "-x", "_x", "Partner", "a b", "a.b", &"a".repeat(33)] {
+            assert!(!is_short_id(bad, 32), "{bad}");
+        }
+    }
 
     #[test]
     fn party_urls() {

@@ -71,7 +71,7 @@ impl Limits {
 
     /// The status to refuse `req` with, if it breaks a limit.
     pub fn check(&self, req: &Request) -> Option<StatusCode> {
-        if req.uri().to_string().len() > self.max_uri {
+        if displayed_len(req.uri()) > self.max_uri {
             return Some(StatusCode::URI_TOO_LONG);
         }
         let headers = req.headers();
@@ -95,6 +95,37 @@ impl Limits {
             _ => None,
         }
     }
+}
+
+/// A 303 See Other to `location`.
+pub fn see_other(location: &str) -> Response {
+    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
+}
+
+/// True when `url`'s host is `localhost` or a loopback address: where plain http and
+/// development settings are allowed.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The length of `value` as displayed, counted without building the string.
+fn displayed_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting cannot fail.
+    let _ = std::fmt::write(&mut count, format_args!("{value}"));
+    count.0
 }
 
 /// Response headers every page gets unless its handler set them first.
@@ -335,6 +366,11 @@ mod tests {
         assert_eq!(l.check(&ok), None);
         let long = Request::builder().uri_str(format!("/x?t={}", "a".repeat(17 * 1024))).finish();
         assert_eq!(l.check(&long), Some(StatusCode::URI_TOO_LONG));
+        // The bound is exact: the whole target, counted without being built.
+        let at =
+            |n: usize| Request::builder().uri_str(format!("/x?t={}", "a".repeat(n - 5))).finish();
+        assert_eq!(l.check(&at(l.max_uri)), None);
+        assert_eq!(l.check(&at(l.max_uri + 1)), Some(StatusCode::URI_TOO_LONG));
         let body = Request::builder().header("content-length", "99999").finish();
         assert_eq!(l.check(&body), Some(StatusCode::PAYLOAD_TOO_LARGE));
         let bad = Request::builder().header("content-length", "x").finish();

@@ -9,8 +9,9 @@ use poem::{handler, Request, Response};
 use serde::Deserialize;
 
 use super::session::{random_token, read_cookie, session_hash};
-use super::{add_cookie, current_user, pages, redirect, AppError, AppState, State};
+use super::{add_cookie, current_user, pages, AppError, AppState, State};
 use crate::throttle::Key;
+use ::handoff::web::see_other;
 
 /// A local path to return to after sign-in; anything else becomes `/`.
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -31,7 +32,7 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
 #[handler]
 pub(super) fn dashboard(req: &Request, Data(state): Data<&State>) -> Result<Response, AppError> {
     let Some((user, hash)) = current_user(state, req)? else {
-        return Ok(redirect("/login"));
+        return Ok(see_other("/login"));
     };
     let offers: Vec<_> = state
         .targets
@@ -49,7 +50,7 @@ pub(super) fn login_page(req: &Request, Data(state): Data<&State>) -> Result<Res
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v);
     let next = safe_next(next.as_deref());
     if current_user(state, req)?.is_some() {
-        return Ok(redirect(&next));
+        return Ok(see_other(&next));
     }
     render_login(state, &next, None, StatusCode::OK)
 }
@@ -158,7 +159,7 @@ pub(super) async fn login(
     let ttl = state.config.session_ttl_secs;
     state.db.create_session(&session_hash(&id), &user.id, now, now.plus(ttl))?;
     tracing::info!(event = "signin", sub = %user.id, "signed in");
-    let mut resp = redirect(&next);
+    let mut resp = see_other(&next);
     add_cookie(&mut resp, state.cookies.set(state.cookies.session_name(), &id, Some(ttl)))?;
     add_cookie(&mut resp, state.cookies.set(state.cookies.login_name(), "", None))?;
     Ok(resp)
@@ -177,14 +178,14 @@ pub(super) fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
     let Some((user, hash)) = current_user(state, req)? else {
-        return Ok(redirect("/login"));
+        return Ok(see_other("/login"));
     };
     if !state.csrf.check("session", &hash, &form.csrf) {
         return Err(AppError::Csrf);
     }
     state.db.delete_session(&hash)?;
     tracing::info!(event = "signout", sub = %user.id, "signed out");
-    let mut resp = redirect("/login");
+    let mut resp = see_other("/login");
     add_cookie(&mut resp, state.cookies.set(state.cookies.session_name(), "", None))?;
     Ok(resp)
 }

@@ -13,7 +13,8 @@ use poem::http::{header, StatusCode};
 use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
-use super::{current_user, pages, redirect, AppError, State};
+use super::{current_user, pages, AppError, State};
+use ::handoff::web::see_other;
 
 #[handler]
 pub(super) fn start(
@@ -24,7 +25,7 @@ pub(super) fn start(
     let Some((user, hash)) = current_user(state, req)? else {
         let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
-        return Ok(redirect(&format!("/login?next={next}")));
+        return Ok(see_other(&format!("/login?next={next}")));
     };
     let target = state.targets.get(&target_id).ok_or(AppError::NotFound)?;
     let offered = target.operation(&operation).ok_or(AppError::NotFound)?;
@@ -105,7 +106,7 @@ pub(super) fn start(
     if redirect_mode {
         let mut location = target.handoff_url.clone();
         location.query_pairs_mut().append_pair("token", minted.as_str());
-        return Ok(redirect(location.as_str()));
+        return Ok(see_other(location.as_str()));
     }
     let page =
         pages::handoff_page(target, offered, &shown_args, minted.as_str(), minter.ttl().as_secs());

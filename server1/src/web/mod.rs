@@ -142,10 +142,6 @@ fn error_page(status: StatusCode) -> Response {
     poem::error::ResponseError::as_response(&error)
 }
 
-fn redirect(location: &str) -> Response {
-    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
-}
-
 fn add_cookie(resp: &mut Response, value: Option<HeaderValue>) -> Result<(), AppError> {
     let value = value.ok_or_else(|| AppError::Internal("unrepresentable cookie".into()))?;
     resp.headers_mut().append(header::SET_COOKIE, value);

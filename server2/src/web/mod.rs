@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
-use ::handoff::web::{CookieAttrs, Guard, Hardening, Limits, RequestMetrics};
+use ::handoff::web::{see_other, CookieAttrs, Guard, Hardening, Limits, RequestMetrics};
 use ::handoff::{Rejection, ReplayStore, Verifier};
 use cookie::SameSite;
-use poem::http::{header, StatusCode};
+use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{get, handler, post, Endpoint, EndpointExt, Response, Route};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -227,10 +227,6 @@ fn error_page(status: StatusCode) -> Response {
         StatusCode::BAD_REQUEST
     };
     pages::html_response(status, pages::message(title, text, None))
-}
-
-fn see_other(location: &str) -> Response {
-    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
 }
 
 #[handler]
