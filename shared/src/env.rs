@@ -8,7 +8,7 @@
 /// # Errors
 ///
 /// The name of a `PREFIX*` variable whose value is not UTF-8, in a message.
-pub fn vars_with_prefix(prefix: &str) -> Result<Vec<(String, String)>, String> {
+fn vars_with_prefix(prefix: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str().filter(|n| n.starts_with(prefix)) else { continue };

@@ -14,7 +14,6 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::is_base64url_byte;
 use crate::operation::Operation;
 use crate::time::UnixTime;
 use crate::values::{Audience, Issuer, Jti, Subject};
@@ -146,7 +145,7 @@ impl GrantKey {
         now: UnixTime,
     ) -> Result<Grant, GrantError> {
         if sealed.len() > MAX_GRANT_LEN
-            || !sealed.bytes().all(|b| is_base64url_byte(b) || b == b'.')
+            || !crate::token::is_token_text(sealed.as_bytes())
         {
             return Err(GrantError::Invalid);
         }

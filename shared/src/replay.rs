@@ -54,8 +54,9 @@ const SHARDS: usize = 16;
 
 /// An in-memory replay store: sharded maps of `jti` → expiry, bounded in size.
 ///
-/// Expired entries are swept from a shard at most once a second, and whenever the shard is full.
-/// At the bound with every entry still live, it answers [`ReplayStoreError::Full`] rather than
+/// Expired entries are swept from a shard at most once a second, when it is next written to, so
+/// a shard that is full has been swept within the last second. At the bound with every entry
+/// still live, it answers [`ReplayStoreError::Full`] rather than
 /// evict a live entry: evicting would let that token be replayed.
 #[derive(Debug)]
 pub struct MemoryReplayStore {
@@ -67,7 +68,6 @@ pub struct MemoryReplayStore {
 struct Shard {
     entries: HashMap<u128, u64>,
     next_sweep: u64,
-    swept_at: u64,
 }
 
 impl Shard {
@@ -78,7 +78,6 @@ impl Shard {
             self.entries.shrink_to(self.entries.len() * 2);
         }
         self.next_sweep = now + 1;
-        self.swept_at = now;
     }
 }
 
@@ -118,15 +117,10 @@ impl MemoryReplayStore {
             Some(&expiry) if expiry > now => return Ok(Freshness::Replayed),
             _ => {}
         }
+        // Swept above within this second: a flood against a full store cannot turn every
+        // request into a full scan of the shard.
         if shard.entries.len() >= self.per_shard {
-            // Sweeping a full shard is O(n) under its lock: at most once a second, so a flood
-            // against a full store cannot turn every request into a full scan.
-            if shard.swept_at != now {
-                shard.sweep(now);
-            }
-            if shard.entries.len() >= self.per_shard {
-                return Err(ReplayStoreError::Full);
-            }
+            return Err(ReplayStoreError::Full);
         }
         shard.entries.insert(key, until.as_secs());
         Ok(Freshness::Fresh)

@@ -201,7 +201,8 @@ impl LogBudget {
     pub fn take(&self, now_secs: u64) -> Allowance {
         use std::sync::atomic::Ordering::Relaxed;
         let mut suppressed_before = 0;
-        if self.window.swap(now_secs, Relaxed) != now_secs {
+        // Read first: in a flood, only the first line of each second writes the window.
+        if self.window.load(Relaxed) != now_secs && self.window.swap(now_secs, Relaxed) != now_secs {
             self.used.store(0, Relaxed);
             suppressed_before = self.suppressed.swap(0, Relaxed);
         }

@@ -153,6 +153,11 @@ impl Rejection {
         Self::ReplayStoreUnavailable,
     ];
 
+    /// This reason's place in [`Rejection::ALL`], for tables built once per reason.
+    pub fn index(&self) -> usize {
+        Self::ALL.iter().position(|r| r == self).unwrap_or(0)
+    }
+
     /// True when the fault is on this side (keys or replay store unavailable), not the token's.
     pub const fn is_server_side(&self) -> bool {
         matches!(self, Self::KeysUnavailable | Self::ReplayStoreUnavailable)

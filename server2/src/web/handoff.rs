@@ -29,32 +29,10 @@ pub(super) struct TokenForm {
     token: String,
 }
 
-/// The `token` field of a posted form.
-///
-/// The common case — `Content-Type: application/x-www-form-urlencoded` and a body that is just
-/// `token=` and base64url — is read in place, without a form decoder or a copy; anything else
-/// goes through poem's form reading (content type checks included) or [`token_field`]'s full
-/// decoding.
-pub(super) enum PostedToken {
-    /// The body, `token=` and the token.
-    Plain(bytes::Bytes),
-    /// Decoded from a form written some other way.
-    Decoded(String),
-}
-
-impl PostedToken {
-    fn as_str(&self) -> &str {
-        match self {
-            Self::Plain(body) => body
-                .get(TOKEN_FIELD.len()..)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .unwrap_or(""),
-            Self::Decoded(token) => token,
-        }
-    }
-}
-
-const TOKEN_FIELD: &[u8] = b"token=";
+/// The `token` field of a posted form: read from the body directly when it is a plain form
+/// (`token_field` then needs no decoding for a token); any other content type goes through
+/// poem's form reading, content type checks included.
+pub(super) struct PostedToken(String);
 
 impl<'a> FromRequest<'a> for PostedToken {
     async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -63,15 +41,14 @@ impl<'a> FromRequest<'a> for PostedToken {
         });
         if !plain_form {
             let Form(form) = Form::<TokenForm>::from_request(req, body).await?;
-            return Ok(Self::Decoded(form.token));
+            return Ok(Self(form.token));
         }
         let bytes = body.take()?.into_bytes().await?;
-        if bytes.strip_prefix(TOKEN_FIELD).is_some_and(::handoff::token::is_token_text) {
-            return Ok(Self::Plain(bytes));
-        }
-        Ok(Self::Decoded(token_field(&bytes).into_owned()))
+        Ok(Self(token_field(&bytes).into_owned()))
     }
 }
+
+const TOKEN_FIELD: &[u8] = b"token=";
 
 /// The one `token` field of a form body or query string; empty when it is missing or given
 /// more than once (which the verifier then refuses as malformed).
@@ -94,9 +71,9 @@ fn token_field(form: &[u8]) -> Cow<'_, str> {
 pub(super) async fn by_post(
     req: &Request,
     Data(state): Data<&State>,
-    token: PostedToken,
+    PostedToken(token): PostedToken,
 ) -> Response {
-    accept(state, req, token.as_str()).await
+    accept(state, req, &token).await
 }
 
 #[handler]
@@ -174,7 +151,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
             let jti = signed.as_ref().map(|v| v.jti().to_string());
             let sub = signed.as_ref().map(|v| v.subject().to_string());
             let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
-            state.metrics.rejected.with_label_values(&[rejection.code()]).inc();
+            state.metrics.rejected(&rejection);
             if matches!(rejection, Rejection::NotYetValid | Rejection::IssuedInFuture) {
                 let now = state.config.clock.now();
                 if let Some(ahead) = ::handoff::verify::issued_ahead_by(token, now) {
@@ -507,9 +484,7 @@ impl Refusals {
     }
 
     fn response(&self, rejection: &Rejection, json: bool) -> Response {
-        let Some(page) =
-            Rejection::ALL.iter().position(|r| r == rejection).and_then(|i| self.pages.get(i))
-        else {
+        let Some(page) = self.pages.get(rejection.index()) else {
             return internal_error();
         };
         let (content_type, body) = if json {

@@ -48,7 +48,8 @@ pub struct Metrics {
     registry: Registry,
     requests: RequestMetrics,
     pub(crate) accepted: IntCounter,
-    pub(crate) rejected: IntCounterVec,
+    /// `handoff_rejected_total`, one counter per [`Rejection::ALL`] entry, in that order.
+    rejected_by_reason: Vec<IntCounter>,
     /// JWKS fetches by outcome (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
     replay_entries: IntGauge,
@@ -59,6 +60,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one refusal for `reason`.
+    pub(crate) fn rejected(&self, reason: &Rejection) {
+        if let Some(counter) = self.rejected_by_reason.get(reason.index()) {
+            counter.inc();
+        }
+    }
+
     /// A fresh registry with every SERVER2 metric, rejection reasons pre-registered at zero.
     ///
     /// # Errors
@@ -72,9 +80,9 @@ impl Metrics {
             Opts::new("handoff_rejected_total", "Handoff tokens refused, by reason code"),
             &["reason"],
         )?;
-        for r in Rejection::ALL {
-            rejected.with_label_values(&[r.code()]);
-        }
+        // One counter per reason, resolved once: a flood of refusals needs no label lookups.
+        let rejected_by_reason =
+            Rejection::ALL.iter().map(|r| rejected.with_label_values(&[r.code()])).collect();
         let jwks_fetches = IntCounterVec::new(
             Opts::new("jwks_fetches_total", "Fetches of the issuer's JWKS, by outcome"),
             &["outcome"],
@@ -98,7 +106,7 @@ impl Metrics {
             registry,
             requests,
             accepted,
-            rejected,
+            rejected_by_reason,
             jwks_fetches,
             replay_entries,
             jwks_keys,
