@@ -147,8 +147,13 @@ impl KeyRing {
 
     /// The index of the key that signs at `now`: the newest already activated, or — if every
     /// key is still pending — the first.
-    fn active_index(&self, now: UnixTime) -> usize {
+    pub(crate) fn active_index(&self, now: UnixTime) -> usize {
         self.keys.iter().rposition(|(e, _)| e.activates_at <= now.as_secs()).unwrap_or(0)
+    }
+
+    /// Every key, in manifest order (the order of [`KeyRing::active_index`]).
+    pub(crate) fn signing_keys(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
+        self.keys.iter().map(|(_, key)| key)
     }
 
     /// The key that signs at `now`.
@@ -182,11 +187,6 @@ impl KeyRing {
                 (entry, state)
             })
             .collect()
-    }
-
-    /// The key with this id.
-    pub fn key(&self, kid: &str) -> Option<Arc<SigningKey>> {
-        self.keys.iter().find(|(e, _)| e.kid == kid).map(|(_, k)| k.clone())
     }
 
     /// The manifest entry of the key that signs at `now`.
@@ -407,7 +407,11 @@ mod tests {
         let added: Vec<Entry> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
         let ring = KeyRing::load(dir.path()).expect("every listed key loads");
         for entry in added {
-            assert!(ring.key(&entry.kid).is_some(), "{} was lost", entry.kid);
+            assert!(
+                ring.signing_keys().any(|k| k.kid().as_str() == entry.kid),
+                "{} was lost",
+                entry.kid
+            );
         }
         assert_eq!(ring.states(UnixTime::from_secs(100)).len(), 5);
     }

@@ -144,9 +144,7 @@ impl GrantKey {
         audience: &Audience,
         now: UnixTime,
     ) -> Result<Grant, GrantError> {
-        if sealed.len() > MAX_GRANT_LEN
-            || !crate::token::is_token_text(sealed.as_bytes())
-        {
+        if sealed.len() > MAX_GRANT_LEN || !crate::token::is_token_text(sealed.as_bytes()) {
             return Err(GrantError::Invalid);
         }
         let header = jsonwebtoken::decode_header(sealed).map_err(|_| GrantError::Invalid)?;

@@ -202,7 +202,8 @@ impl LogBudget {
         use std::sync::atomic::Ordering::Relaxed;
         let mut suppressed_before = 0;
         // Read first: in a flood, only the first line of each second writes the window.
-        if self.window.load(Relaxed) != now_secs && self.window.swap(now_secs, Relaxed) != now_secs {
+        if self.window.load(Relaxed) != now_secs && self.window.swap(now_secs, Relaxed) != now_secs
+        {
             self.used.store(0, Relaxed);
             suppressed_before = self.suppressed.swap(0, Relaxed);
         }
