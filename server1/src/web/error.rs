@@ -48,12 +48,20 @@ impl ResponseError for AppError {
     }
 
     fn as_response(&self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
+        if self.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::warn!(error = %self, "request refused");
         }
+        self.page()
+    }
+}
+
+impl AppError {
+    /// The page for this error, without logging it: for refusals the request guard already
+    /// counts (routing, size limits), which anyone can cause at will.
+    pub(crate) fn page(&self) -> Response {
+        let status = self.status();
         let (title, message): (&str, String) = match self {
             Self::NotFound => ("Not found", "There is nothing here. Check the link, or go back to your dashboard.".into()),
             Self::MissingRole(role) => (

@@ -139,7 +139,9 @@ fn error_page(status: StatusCode) -> Response {
         s if s.is_server_error() => AppError::Internal(format!("status {s}")),
         _ => AppError::BadRequest("The request could not be understood".into()),
     };
-    poem::error::ResponseError::as_response(&error)
+    // Not logged here: the request guard records every response (a flood of junk requests must
+    // not fill the log); handlers' own errors still log through `as_response`.
+    error.page()
 }
 
 fn add_cookie(resp: &mut Response, value: Option<HeaderValue>) -> Result<(), AppError> {
