@@ -99,6 +99,24 @@ async fn refused(s: &Servers, token: impl AsRef<[u8]>) {
     }
 }
 
+/// The control for every test below: the helpers, unedited, make tokens SERVER2 accepts, by form
+/// POST and by GET (their header goes through the strict JSON reading: serde_json writes its
+/// members sorted, not in the minter's order). So each refusal below is the edit's doing.
+#[tokio::test]
+async fn the_unedited_attack_tokens_are_accepted() {
+    let s = spawn().await;
+    let c = client();
+    let resp = submit(&c, &s.server2, &signed(&s, &header(&s), &claims(&s))).await;
+    assert_eq!(resp.status(), 303, "form POST");
+    let resp = c
+        .get(format!("{}/handoff?token={}", s.server2, with_claims(&s, |_| {})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "GET");
+    assert_eq!(submit(&c, &s.server2, &with_header(&s, |_| {})).await.status(), 303);
+}
+
 /// The status of a GET written by hand on a fresh connection.
 async fn raw_get(base: &str, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -71,11 +71,17 @@ async fn a_bound_token_in_another_browser_is_refused() {
     let token = start_from_server2(&s, &attacker, "44").await;
     // ...and gets the victim's browser to submit it (login CSRF). Refused, nothing set.
     let victim = client();
-    let _ = victim
+    let started = victim
         .get(format!("{}/handoff/start?type=report.view&report_id=44", s.server2))
         .send()
         .await
         .unwrap();
+    assert_eq!(started.status(), 303, "the victim's browser holds a nonce of its own");
+    assert!(started
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().contains("handoff_nonce=")));
     let resp = submit(&victim, &s.server2, &token).await;
     assert_eq!(resp.status(), 401);
     assert!(resp
