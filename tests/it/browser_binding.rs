@@ -168,6 +168,15 @@ async fn staying_keeps_the_current_user() {
     let bob = token_for(&s, "u_bob", "7").await;
     let page = submit(&c, &s.server2, &bob).await.text().await.unwrap();
     let csrf = form_value(&page, "csrf").unwrap();
+    // An answer that is neither: refused, and the question stays open.
+    let neither = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "both"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(neither.status(), 400);
+    assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 403);
     let stay = c
         .post(format!("{}/handoff/switch", s.server2))
         .form(&[("choice", "stay"), ("csrf", &csrf)])
@@ -303,4 +312,45 @@ async fn every_response_carries_the_security_headers() {
             .unwrap();
         assert_eq!(resp.status(), 431, "{base}");
     }
+}
+
+/// `/handoff/start` for something that is not one operation of the catalog: 400, with no nonce
+/// set and nowhere to go.
+#[tokio::test]
+async fn starting_a_handoff_for_no_real_operation_is_refused() {
+    let s = spawn().await;
+    let c = client();
+    for query in [
+        "",
+        "type=admin.everything",
+        "type=report.view",
+        "type=report.view&report_id=abc",
+        "type=report.view&type=report.view&report_id=4",
+    ] {
+        let resp = c.get(format!("{}/handoff/start?{query}", s.server2)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        assert!(resp.headers().get("location").is_none(), "{query}");
+        assert!(resp.headers().get("set-cookie").is_none(), "{query}");
+    }
+}
+
+/// SERVER1 refuses a nonce that cannot be one, or two of them, and mints nothing.
+#[tokio::test]
+async fn server1_refuses_a_malformed_or_repeated_nonce() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let good = "A".repeat(22);
+    for nonce in [
+        "nonce=x".to_owned(),
+        format!("nonce={good}&nonce={good}"),
+        "nonce=".to_owned() + &"%".repeat(3),
+    ] {
+        let url = format!("{}/handoff/partner/report.view?report_id=42&{nonce}", s.server1);
+        let resp = c.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{nonce}");
+        assert!(!resp.text().await.unwrap().contains("name=\"token\""), "{nonce}");
+    }
+    let url = format!("{}/handoff/partner/report.view?report_id=42&nonce={good}", s.server1);
+    assert_eq!(status_of(&c, &url).await, 200, "a well-formed nonce is minted into the token");
 }

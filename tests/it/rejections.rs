@@ -593,3 +593,37 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
         "every refusal counted"
     );
 }
+
+/// A full replay store refuses new handoffs (503) rather than forget a live one: every token it
+/// did take stays refused as a replay, and the refusal is counted.
+#[tokio::test]
+async fn a_full_replay_store_refuses_instead_of_forgetting() {
+    // 16 shards of one entry each.
+    let s = spawn_with(|c| c.replay_capacity = 16).await;
+    let m = minter(&s, 60);
+    let c = client();
+    let (mut taken, mut refused) = (Vec::new(), 0);
+    for i in 0..40 {
+        let token =
+            report_token(&m, &s.server2, "alice", &(100 + i).to_string(), handoff_tests::now())
+                .into_string();
+        // A browser each, so no handoff meets another user's grant.
+        let resp = submit(&client(), &s.server2, &token).await;
+        match resp.status().as_u16() {
+            303 => taken.push(token),
+            503 => {
+                refused += 1;
+                let body = resp.text().await.unwrap();
+                assert!(body.contains("temporarily unavailable"), "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0 && taken.len() <= 16, "{} taken, {refused} refused", taken.len());
+    for token in &taken {
+        assert_eq!(submit(&c, &s.server2, token).await.status(), 401, "still remembered");
+    }
+    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
+    let line = format!("handoff_rejected_total{{reason=\"replay_store_unavailable\"}} {refused}");
+    assert!(metrics.lines().any(|l| l == line), "{line}");
+}

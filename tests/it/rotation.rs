@@ -133,3 +133,20 @@ async fn replicas_sharing_the_keys_directory_agree_on_the_active_key() {
         (kid_of(&mint_on(s.server1.clone()).await), kid_of(&mint_on(replica_url.clone()).await));
     assert_eq!(after, (entry.kid.clone(), entry.kid.clone()));
 }
+
+/// A key manifest that turns to garbage under a running SERVER1 is not taken: it keeps signing
+/// with the keys it has, says so in its log, and handoffs go on working.
+#[tokio::test]
+async fn a_broken_manifest_leaves_the_running_keys_in_place() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    std::fs::write(s.dir.path().join("keys").join("keys.json"), "{ not a manifest").unwrap();
+    // The manifest is looked at once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 303);
+    assert!(captured_logs().contains("cannot reload signing keys"));
+    let jwks = text_of(&c, &format!("{}/.well-known/jwks.json", s.server1)).await;
+    assert!(jwks.contains(s.key.kid().as_str()), "the key is still published");
+}
