@@ -403,6 +403,14 @@ mod tests {
         let garbage = dir.path().join("garbage.sqlite3");
         std::fs::write(&garbage, vec![b'x'; 4096]).expect("write");
         assert!(matches!(Db::open(&garbage, OpenMode::Existing), Err(DbError::Open { .. })));
+        // A database from a newer server is refused, not migrated backwards or written to.
+        let newer = dir.path().join("newer.sqlite3");
+        drop(Db::open(&newer, OpenMode::CreateIfMissing).expect("create"));
+        rusqlite::Connection::open(&newer)
+            .and_then(|c| c.pragma_update(None, "user_version", 999))
+            .expect("bump");
+        let err = Db::open(&newer, OpenMode::Existing).unwrap_err().to_string();
+        assert!(err.contains("newer than this server"), "{err}");
         // Read-only: migrating or writing fails with a clear error, not a panic.
         #[cfg(unix)]
         {

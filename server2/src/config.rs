@@ -418,6 +418,38 @@ mod tests {
             Config::from_pairs([("jwks_file", "a"), ("jwks_url", "https://x.example/j")]).is_err()
         );
         assert!(Config::from_pairs([("jwks_url", "http://portal.example/jwks.json")]).is_err());
+        // Bounds and their relations, each refused with its own variable.
+        for (var, value) in [
+            ("jwks_timeout_secs", "0"),
+            ("jwks_timeout_secs", "61"),
+            ("jwks_min_cache_secs", "0"),
+            ("grant_ttl_secs", "601"),
+            ("unsigned_refusal_logs_per_sec", "1000001"),
+            ("unsigned_refusal_logs_per_sec", "-1"),
+        ] {
+            let err = Config::from_pairs([(var, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("SERVER2_{}", var.to_uppercase())),
+                "{var}={value}: {err}"
+            );
+        }
+        let err =
+            Config::from_pairs([("jwks_min_cache_secs", "600"), ("jwks_max_cache_secs", "60")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("SERVER2_JWKS_MAX_CACHE_SECS"), "{err}");
+        // Insecure cookies only for a public URL on loopback.
+        let err = Config::from_pairs([
+            ("public_url", "https://partner.example"),
+            ("insecure_cookies", "true"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SERVER2_INSECURE_COOKIES"), "{err}");
+        assert!(
+            Config::from_pairs([("insecure_cookies", "true")]).is_ok(),
+            "the default is loopback"
+        );
         // The same rule as SERVER1's target ids: a leading `-` could never name a target there.
         let base =
             [("issuer", "https://portal.example"), ("public_url", "https://partner.example")];

@@ -302,6 +302,32 @@ mod tests {
         assert_eq!(sink.0.lock().expect("sink").0.len(), FLUSH_AT);
     }
 
+    /// A sink that fails its first write, then works.
+    struct FailsOnce(Sink, bool);
+
+    impl Write for FailsOnce {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.1, false) {
+                return Err(io::Error::other("disk full"));
+            }
+            self.0.write(bytes)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_reported_and_later_lines_still_arrive() {
+        let sink = Sink::default();
+        let b = Batched::new(FailsOnce(sink.clone(), true), Duration::from_secs(3600));
+        line(&b, "lost\n");
+        assert!(b.flush().is_err(), "the failure reaches the caller");
+        line(&b, "kept\n");
+        b.flush().expect("flush");
+        assert_eq!(sink.0.lock().expect("sink").0, b"kept\n");
+    }
+
     #[test]
     fn dropping_the_guard_flushes() {
         let sink = Sink::default();

@@ -238,6 +238,21 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SERVER2_JWKS_FILE"));
+
+    // A pinned JWKS that is no JWKS, or holds no usable key: it does not start either.
+    for (name, text) in [("garbage.json", "{ not json"), ("empty.json", r#"{"keys": []}"#)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(binary("server2"))
+            .env_clear()
+            .env("SERVER2_JWKS_FILE", &file)
+            .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("SERVER2_JWKS_FILE") && !err.contains("panicked"), "{name}: {err}");
+    }
 }
 
 #[tokio::test]
