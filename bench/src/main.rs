@@ -277,7 +277,7 @@ struct Probe {
 impl Probe {
     fn new() -> anyhow::Result<Self> {
         let key = SigningKey::generate()?;
-        let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x)?;
+        let public = key.public_key_bytes().to_vec();
         let message = [b'e'; 440];
         let signature = key.sign(&message);
         Ok(Self { key, public, message, signature })

@@ -53,7 +53,7 @@ fn benches(c: &mut Criterion) {
     let token = minter.mint(&request, NOW).unwrap().into_string();
     let (input, sig) = token.rsplit_once('.').unwrap();
     let signature = URL_SAFE_NO_PAD.decode(sig).unwrap();
-    let public = URL_SAFE_NO_PAD.decode(key.public_jwk().x).unwrap();
+    let public = key.public_key_bytes().to_vec();
     let raw = UnparsedPublicKey::new(&ED25519, &public);
 
     let mut g = c.benchmark_group("handoff");

@@ -229,12 +229,17 @@ impl SigningKey {
         &self.kid
     }
 
+    /// The raw 32-byte Ed25519 public key.
+    pub fn public_key_bytes(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
     /// The public half as a JWK.
     pub fn public_jwk(&self) -> PublicJwk {
         PublicJwk {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
-            x: URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
+            x: URL_SAFE_NO_PAD.encode(self.public_key_bytes()),
             kid: Some(self.kid.to_string()),
             alg: Some("EdDSA".into()),
             key_use: Some("sig".into()),

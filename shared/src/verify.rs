@@ -9,6 +9,7 @@
 //! 4. The caller records the `jti` in its [`crate::replay::ReplayStore`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -199,9 +200,13 @@ pub struct VerifierSettings {
 /// Verifies handoff tokens for one issuer and one audience.
 #[derive(Debug)]
 pub struct Verifier {
-    settings: VerifierSettings,
-    algorithm: Algorithm,
+    settings: Arc<VerifierSettings>,
 }
+
+/// The one algorithm handoff tokens are verified with, whatever a token says.
+const ALGORITHM: Algorithm = Algorithm::EdDSA;
+/// Its name in a JOSE header.
+const ALGORITHM_NAME: &str = "EdDSA";
 
 /// A token that passed [`Verifier::inspect`]: shape and header are right, signature unchecked.
 #[derive(Debug)]
@@ -221,9 +226,8 @@ impl Inspected<'_> {
 #[derive(Clone)]
 pub struct VerifiedHandoff {
     claims: ClaimsIn,
-    // The configured issuer and audience, which the claims matched exactly.
-    iss: Issuer,
-    aud: Audience,
+    // The verifier's settings, whose issuer and audience the claims matched exactly.
+    settings: Arc<VerifierSettings>,
     kid: Kid,
     replay_until: UnixTime,
 }
@@ -231,7 +235,7 @@ pub struct VerifiedHandoff {
 impl VerifiedHandoff {
     /// The issuer.
     pub fn issuer(&self) -> &Issuer {
-        &self.iss
+        &self.settings.issuer
     }
     /// The user.
     pub fn subject(&self) -> &Subject {
@@ -239,7 +243,7 @@ impl VerifiedHandoff {
     }
     /// The audience (this party).
     pub fn audience(&self) -> &Audience {
-        &self.aud
+        &self.settings.audience
     }
     /// The one authorized operation.
     pub fn operation(&self) -> &Operation {
@@ -279,7 +283,7 @@ impl VerifiedHandoff {
 impl fmt::Debug for VerifiedHandoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedHandoff")
-            .field("iss", &self.iss)
+            .field("iss", &self.settings.issuer)
             .field("sub", &self.claims.sub)
             .field("operation", &self.claims.authorization_details)
             .field("jti", &self.claims.jti)
@@ -296,8 +300,7 @@ impl Verifier {
     /// When a crypto provider other than ring's is installed in the process.
     pub fn new(settings: VerifierSettings) -> Result<Self, crate::crypto::ForeignProvider> {
         crate::crypto::install()?;
-        let algorithm = Algorithm::EdDSA;
-        Ok(Self { settings, algorithm })
+        Ok(Self { settings: Arc::new(settings) })
     }
 
     /// The settings.
@@ -327,11 +330,7 @@ impl Verifier {
             return Err(Rejection::Malformed);
         }
         let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
-        let fast = if self.algorithm == Algorithm::EdDSA {
-            profile_header_kid(&header_json)
-        } else {
-            None
-        };
+        let fast = profile_header_kid(&header_json);
         if let Some(kid) = fast {
             let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
             return Ok(Inspected { token, kid });
@@ -345,7 +344,7 @@ impl Verifier {
         if header.typ.as_deref() != Some(HANDOFF_TYP) {
             return Err(Rejection::WrongType);
         }
-        if header.alg != algorithm_name(self.algorithm) {
+        if header.alg != ALGORITHM_NAME {
             return Err(Rejection::WrongAlgorithm);
         }
         let kid = header.kid.ok_or(Rejection::MissingKid)?;
@@ -373,18 +372,14 @@ impl Verifier {
         // strict types (jsonwebtoken's `decode` would parse the header twice and the claims
         // twice, and check times against the wall clock).
         let (message, signature) = inspected.token.rsplit_once('.').ok_or(Rejection::Malformed)?;
-        let genuine = jsonwebtoken::crypto::verify(
-            signature,
-            message.as_bytes(),
-            key.decoding(),
-            self.algorithm,
-        )
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithm
-            | ErrorKind::MissingAlgorithm
-            | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
-            _ => Rejection::Malformed,
-        })?;
+        let genuine =
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key.decoding(), ALGORITHM)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidAlgorithm
+                    | ErrorKind::MissingAlgorithm
+                    | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
+                    _ => Rejection::Malformed,
+                })?;
         if !genuine {
             return Err(Rejection::BadSignature);
         }
@@ -429,8 +424,7 @@ impl Verifier {
         let replay_until = claims.exp.plus(leeway);
         Ok(VerifiedHandoff {
             claims,
-            iss: s.issuer.clone(),
-            aud: s.audience.clone(),
+            settings: Arc::clone(&self.settings),
             kid: inspected.kid,
             replay_until,
         })
@@ -482,23 +476,6 @@ pub fn issued_ahead_by(token: &str, now: UnixTime) -> Option<u64> {
     let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let times: Times = serde_json::from_slice(&json).ok()?;
     Some(times.iat.max(times.nbf).saturating_sub(now.as_secs()))
-}
-
-fn algorithm_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::EdDSA => "EdDSA",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-    }
 }
 
 #[cfg(test)]
@@ -957,7 +934,7 @@ mod tests {
         .expect("encode");
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::UnknownKid);
         // HS256 keyed with the public key (algorithm confusion).
-        let public = URL_SAFE_NO_PAD.decode(f.key.public_jwk().x).expect("x");
+        let public = f.key.public_key_bytes().to_vec();
         let mut hs = Header::new(Algorithm::HS256);
         hs.typ = Some(HANDOFF_TYP.into());
         hs.kid = Some(f.key.kid().to_string());

@@ -251,7 +251,7 @@ fn hmac_with(s: &Servers, secret: &[u8]) -> Vec<String> {
 }
 
 fn public_raw(s: &Servers) -> Vec<u8> {
-    URL_SAFE_NO_PAD.decode(s.key.public_jwk().x).unwrap()
+    s.key.public_key_bytes().to_vec()
 }
 
 attack!(
