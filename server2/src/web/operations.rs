@@ -97,10 +97,6 @@ fn grant_details(state: &AppState, grant: &Grant) -> maud::Markup {
     }
 }
 
-fn path_segment(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
 #[handler]
 pub(super) fn report(req: &Request, Path(id): Path<String>, Data(state): Data<&State>) -> Response {
     let grant = match grant_for(state, req, REPORT_VIEW, "report_id", &id) {
@@ -145,6 +141,8 @@ pub(super) fn invoice(
     let approved =
         state.approvals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
     let csrf = state.grants.csrf_token(&grant);
+    // The grant is for exactly this invoice: its page is where the form posts.
+    let action = crate::operations::landing_path(&grant.op).unwrap_or_default();
     pages::html_response(
         StatusCode::OK,
         pages::layout(
@@ -156,7 +154,7 @@ pub(super) fn invoice(
                         p.ok { "Approved by " code { (a.by) } " at " (when(a.at)) "." }
                     } @else {
                         p { "Approve invoice " strong { (id) } "? This cannot be undone." }
-                        form method="post" action=(format!("/invoices/{}/approve", path_segment(&id))) {
+                        form method="post" action=(action) {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Approve invoice " (id) }
                         }
@@ -199,5 +197,5 @@ pub(super) fn approve_invoice(
         tracing::info!(event = "invoice.approved", sub = %grant.sub, jti = %grant.jti, "invoice approved");
     }
     drop(approvals);
-    see_other(&format!("/invoices/{}/approve", path_segment(&id)))
+    see_other(&crate::operations::landing_path(&grant.op).unwrap_or_default())
 }
