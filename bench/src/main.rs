@@ -419,7 +419,7 @@ fn rss_kib() -> u64 {
 }
 
 fn replay_memory(entries: usize) -> anyhow::Result<()> {
-    let store = MemoryReplayStore::new(entries + entries / 8);
+    let store = MemoryReplayStore::new(entries + entries / 8, UnixTime::from_secs(0));
     let rng = SystemRandom::new();
     // Make the ids first, so only the store's growth is measured.
     let ids: Vec<Jti> = (0..entries).map(|_| Jti::generate(&rng)).collect::<Result<_, _>>()?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
-use handoff::{MemoryReplayStore, Verifier, VerifierSettings};
+use handoff::{MemoryReplayStore, ReplayStore, Verifier, VerifierSettings};
 use poem::listener::TcpAcceptor;
 use poem::Server;
 
@@ -52,7 +52,6 @@ pub struct App {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
     state: Arc<AppState>,
-    replay: Arc<MemoryReplayStore>,
 }
 
 impl std::fmt::Debug for App {
@@ -80,7 +79,6 @@ pub async fn build_app(
         catalog: operations::catalog(),
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let started_at = config.clock.now();
     let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let keys = match &config.keys_from {
         KeysFrom::File(path) => KeySource::pinned(path)?,
@@ -110,7 +108,9 @@ pub async fn build_app(
         }
         None => GrantKey::generate().map_err(|e| StartupError::Crypto(e.to_string()))?,
     };
-    let replay = Arc::new(MemoryReplayStore::new(config.replay_capacity));
+    // Made now, it remembers nothing from before this process: see `remembers_since`.
+    let replay: Arc<dyn ReplayStore> =
+        Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()));
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let refusals = web::Refusals::new(config.issuer.as_str());
     let unsigned_refusal_logs =
@@ -121,13 +121,12 @@ pub async fn build_app(
         config,
         verifier,
         keys,
-        replay: replay.clone(),
+        replay,
         grants,
         approvals: Mutex::new(HashMap::new()),
         metrics,
-        started_at,
     });
-    Ok(App { acceptor, local_addr, state, replay })
+    Ok(App { acceptor, local_addr, state })
 }
 
 impl App {
@@ -151,7 +150,6 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
-        let replay = Arc::clone(&self.replay);
         let background = tokio::spawn(async move {
             // Every 5 s: drop expired replay entries, and sum up unsigned refusals the log
             // budget held back if no later one did. Keys: retried with backoff (1 s to 30 s)
@@ -165,7 +163,7 @@ impl App {
             loop {
                 tick.tick().await;
                 let now_secs = state.config.clock.now();
-                replay.purge_expired(now_secs);
+                state.replay.purge_expired(now_secs);
                 web::log_suppressed(
                     &state,
                     state.unsigned_refusal_logs.overdue(now_secs.as_secs()),

@@ -48,6 +48,20 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
     fn entries(&self) -> Option<usize> {
         None
     }
+
+    /// The earliest issue time this store can vouch for. A store that starts empty with the
+    /// process cannot know whether a token issued before then was used with the process before,
+    /// so such tokens must be refused. `None`: the store remembers every live token (it is
+    /// shared and outlives processes).
+    fn remembers_since(&self) -> Option<UnixTime> {
+        None
+    }
+
+    /// Drops every expired entry now, for a periodic task; stores that expire entries on their
+    /// own need not do anything.
+    fn purge_expired(&self, now: UnixTime) {
+        let _ = now;
+    }
 }
 
 const SHARDS: usize = 16;
@@ -62,6 +76,7 @@ const SHARDS: usize = 16;
 pub struct MemoryReplayStore {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    created: UnixTime,
 }
 
 #[derive(Debug, Default)]
@@ -82,11 +97,12 @@ impl Shard {
 }
 
 impl MemoryReplayStore {
-    /// A store holding at most `capacity` live entries (rounded up to a multiple of 16).
-    pub fn new(capacity: usize) -> Self {
+    /// An empty store, made at `now`, holding at most `capacity` live entries (rounded up to a
+    /// multiple of 16).
+    pub fn new(capacity: usize, now: UnixTime) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
-        Self { shards, per_shard }
+        Self { shards, per_shard, created: now }
     }
 
     /// The bound on live entries.
@@ -126,16 +142,6 @@ impl MemoryReplayStore {
         Ok(Freshness::Fresh)
     }
 
-    /// Drops every expired entry now (the store also does this lazily, shard by shard).
-    pub fn purge_expired(&self, now: UnixTime) {
-        for shard in self.shards.iter() {
-            match shard.lock() {
-                Ok(mut guard) => guard.sweep(now.as_secs()),
-                Err(poisoned) => poisoned.into_inner().sweep(now.as_secs()),
-            }
-        }
-    }
-
     fn live_entries(&self) -> usize {
         self.shards
             .iter()
@@ -156,6 +162,21 @@ impl ReplayStore for MemoryReplayStore {
     fn entries(&self) -> Option<usize> {
         Some(self.live_entries())
     }
+
+    /// Made empty with this process: it knows nothing used before.
+    fn remembers_since(&self) -> Option<UnixTime> {
+        Some(self.created)
+    }
+
+    /// Sweeps every shard (the store also does this lazily, shard by shard).
+    fn purge_expired(&self, now: UnixTime) {
+        for shard in self.shards.iter() {
+            match shard.lock() {
+                Ok(mut guard) => guard.sweep(now.as_secs()),
+                Err(poisoned) => poisoned.into_inner().sweep(now.as_secs()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -173,9 +194,27 @@ mod tests {
         }
     }
 
+    /// A store that is not the in-memory one: the trait's defaults.
+    #[derive(Debug)]
+    struct Shared;
+
+    impl ReplayStore for Shared {
+        fn check_and_set(&self, _: Jti, _: UnixTime, _: UnixTime) -> ReplayFuture<'_> {
+            Box::pin(std::future::ready(Ok(Freshness::Fresh)))
+        }
+    }
+
+    #[test]
+    fn only_a_store_made_with_the_process_limits_what_it_vouches_for() {
+        let made = UnixTime::from_secs(5_000);
+        assert_eq!(MemoryReplayStore::new(16, made).remembers_since(), Some(made));
+        assert_eq!(Shared.remembers_since(), None);
+        Shared.purge_expired(made);
+    }
+
     #[test]
     fn second_use_is_replayed_until_expiry() {
-        let store = MemoryReplayStore::new(100);
+        let store = MemoryReplayStore::new(100, UnixTime::from_secs(0));
         let jti = Jti::generate(&SystemRandom::new()).expect("rng");
         let t = UnixTime::from_secs(1000);
         assert_eq!(block(store.check_and_set(jti, t.plus(60), t)), Ok(Freshness::Fresh));
@@ -189,7 +228,7 @@ mod tests {
 
     #[test]
     fn full_store_refuses_instead_of_evicting() {
-        let store = MemoryReplayStore::new(SHARDS);
+        let store = MemoryReplayStore::new(SHARDS, UnixTime::from_secs(0));
         let rng = SystemRandom::new();
         let t = UnixTime::from_secs(1000);
         let mut fresh = 0;
@@ -222,7 +261,7 @@ mod tests {
 
     #[test]
     fn concurrent_uses_have_one_winner() {
-        let store = std::sync::Arc::new(MemoryReplayStore::new(1000));
+        let store = std::sync::Arc::new(MemoryReplayStore::new(1000, UnixTime::from_secs(0)));
         let jti = Jti::generate(&SystemRandom::new()).expect("rng");
         let t = UnixTime::from_secs(5);
         let handles: Vec<_> = (0..8)

@@ -112,10 +112,10 @@ async fn verify_and_record(
     let key = set.get(inspected.kid().as_str()).ok_or((Rejection::UnknownKid, None))?;
     let now = state.config.clock.now();
     let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r, None))?;
-    // The in-memory replay store starts empty: a token issued before this process started may
-    // already have been used with the previous one, so it is refused (the person opens the link
-    // again; tokens live a minute). A shared replay store would not need this.
-    if verified.issued_at() < state.started_at {
+    // A store that started empty with this process (the in-memory one) cannot know whether a
+    // token issued before it was used with the previous one: refused (the person opens the link
+    // again; tokens live a minute). A shared store vouches for everything live.
+    if state.replay.remembers_since().is_some_and(|since| verified.issued_at() < since) {
         return Err((Rejection::IssuedBeforeStart, Some(verified)));
     }
     // Browser binding before the replay store: a token presented in the wrong browser is

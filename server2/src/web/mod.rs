@@ -32,8 +32,6 @@ pub struct AppState {
     pub(crate) grants: GrantKey,
     pub(crate) approvals: Mutex<HashMap<String, Approval>>,
     pub(crate) metrics: Metrics,
-    /// When this process started: the in-memory replay store knows nothing used before it.
-    pub(crate) started_at: ::handoff::UnixTime,
     /// The refusal pages, rendered once.
     pub(crate) refusals: handoff::Refusals,
     /// Log lines for refusals of unsigned garbage.
