@@ -14,6 +14,8 @@ use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
 use super::{current_user, pages, AppError, State};
+use std::fmt::Write as _;
+
 use ::handoff::web::see_other;
 
 #[handler]
@@ -53,22 +55,26 @@ pub(super) fn start(
                     return Err(AppError::BadRequest("This link is not valid".into()));
                 }
             }
-            "confirm" => confirm = Some(v.into_owned()),
-            _ => args.push((k.into_owned(), v.into_owned())),
+            "confirm" => confirm = Some(v),
+            _ => args.push((k, v)),
         }
     }
     let operation = offered
         .spec
-        .build(args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .build(args.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
         .map_err(|e| AppError::BadRequest(format!("This link is not valid: {e}")))?;
-    let shown_args: Vec<String> = operation.args().map(|(k, v)| format!("{k} {v}")).collect();
-    let shown_args = shown_args.join(", ");
+    let mut shown_args = String::new();
+    for (i, (k, v)) in operation.args().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        // Writing to a String cannot fail.
+        let _ = write!(shown_args, "{sep}{k} {v}");
+    }
 
     // Another site sent this browser here and the target did not start it: a page elsewhere
     // must not be able to hand the user over without them knowing. Ask first.
     let cross_site = req.headers().get("sec-fetch-site").is_some_and(|v| v == "cross-site");
-    let confirmed = confirm.is_some_and(|c| state.csrf.check("handoff-confirm", &hash, &c));
-    if cross_site && nonce.is_none() && !confirmed {
+    let confirmed = || confirm.is_some_and(|c| state.csrf.check("handoff-confirm", &hash, &c));
+    if cross_site && nonce.is_none() && !confirmed() {
         let token = state.csrf.token("handoff-confirm", &hash);
         let path = req.uri().path();
         let continue_href = format!("{path}?{query}&confirm={token}");
@@ -79,7 +85,7 @@ pub(super) fn start(
         ));
     }
 
-    let sid = SessionRef::parse(&URL_SAFE_NO_PAD.encode(&hash[..16])).ok();
+    let sid = SessionRef::try_from(URL_SAFE_NO_PAD.encode(&hash[..16])).ok();
     let now = state.config.clock.now();
     let request = MintRequest {
         audience: &target.audience,
