@@ -342,8 +342,19 @@ pub enum JwksFault {
     ServerError,
     /// Answers 200 with bytes that are not a JWKS.
     Garbage,
-    /// Answers 200 with a 10 MB body.
-    Huge,
+    /// Answers 200 with this document padded with spaces (still valid JSON) to 10 MB.
+    Huge(String),
+    /// As `Huge`, with no length: the body ends when the connection closes.
+    HugeUnframed(String),
+    /// Answers 302 to this URL.
+    Redirect(String),
+}
+
+/// `doc` followed by spaces up to 10 MB: the same JSON document, far too large.
+fn padded(doc: String) -> Vec<u8> {
+    let mut body = doc.into_bytes();
+    body.resize(10 * 1024 * 1024, b' ');
+    body
 }
 
 /// A JWKS endpoint on loopback whose behaviour a test switches, counting the requests it gets.
@@ -381,6 +392,7 @@ impl FaultyJwks {
                         }
                     }
                     let mut cache = String::new();
+                    let mut framed = true;
                     let (status, body) = match mode {
                         JwksFault::Serve(doc) => ("200 OK", doc.into_bytes()),
                         JwksFault::ServeFor(doc, secs) => {
@@ -393,11 +405,23 @@ impl FaultyJwks {
                         }
                         JwksFault::ServerError => ("500 Internal Server Error", b"oops".to_vec()),
                         JwksFault::Garbage => ("200 OK", b"{\"keys\": \"not a list\"".to_vec()),
-                        JwksFault::Huge => ("200 OK", vec![b' '; 10 * 1024 * 1024]),
+                        JwksFault::Huge(doc) => ("200 OK", padded(doc)),
+                        JwksFault::HugeUnframed(doc) => {
+                            framed = false;
+                            ("200 OK", padded(doc))
+                        }
+                        JwksFault::Redirect(to) => {
+                            cache = format!("location: {to}\r\n");
+                            ("302 Found", Vec::new())
+                        }
+                    };
+                    let length = if framed {
+                        format!("content-length: {}\r\n", body.len())
+                    } else {
+                        String::new()
                     };
                     let head = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{cache}content-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{cache}{length}connection: close\r\n\r\n"
                     );
                     let _ = stream.write_all(head.as_bytes()).await;
                     let _ = stream.write_all(&body).await;

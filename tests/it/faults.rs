@@ -8,11 +8,18 @@ use handoff::{Issuer, Minter, SigningKey, Ttl};
 use handoff_tests::*;
 use std::sync::Arc;
 
-async fn with_fault(fault: JwksFault) {
-    // SERVER2 loads the issuer's real keys from the faulty endpoint first...
+/// SERVER2 loads its issuer's keys from an endpoint that then breaks as `fault` makes it. The
+/// fault is given a JWKS that also holds a new key: were the fault not noticed, tokens of that
+/// key would pass, so each refusal below shows the fault was caught.
+async fn with_fault(fault: impl FnOnce(String) -> JwksFault) {
     let issuer_key = Arc::new(SigningKey::generate().unwrap());
+    let unknown_key = Arc::new(SigningKey::generate().unwrap());
     let jwks =
         serde_json::to_string(&handoff::Jwks { keys: vec![issuer_key.public_jwk()] }).unwrap();
+    let both = serde_json::to_string(&handoff::Jwks {
+        keys: vec![issuer_key.public_jwk(), unknown_key.public_jwk()],
+    })
+    .unwrap();
     let endpoint = FaultyJwks::start(JwksFault::Serve(jwks)).await;
     let jwks_url = endpoint.url.clone();
     let issuer = "https://portal.example";
@@ -24,7 +31,7 @@ async fn with_fault(fault: JwksFault) {
     assert_eq!(endpoint.hits(), 1);
     // ...then the endpoint breaks, and the refresh interval (1 s in tests) passes, so the next
     // unknown kid makes SERVER2 try it.
-    endpoint.set(fault);
+    endpoint.set(fault(both));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     let report_id = "42";
@@ -33,7 +40,6 @@ async fn with_fault(fault: JwksFault) {
         Issuer::parse(issuer).unwrap(),
         Ttl::from_secs(60).unwrap(),
     );
-    let unknown_key = Arc::new(SigningKey::generate().unwrap());
     let unknown =
         Minter::new(unknown_key, Issuer::parse(issuer).unwrap(), Ttl::from_secs(60).unwrap());
 
@@ -75,12 +81,12 @@ async fn with_fault(fault: JwksFault) {
 
 #[tokio::test]
 async fn jwks_endpoint_returning_500() {
-    with_fault(JwksFault::ServerError).await;
+    with_fault(|_| JwksFault::ServerError).await;
 }
 
 #[tokio::test]
 async fn jwks_endpoint_returning_garbage() {
-    with_fault(JwksFault::Garbage).await;
+    with_fault(|_| JwksFault::Garbage).await;
 }
 
 #[tokio::test]
@@ -88,9 +94,29 @@ async fn jwks_endpoint_returning_10_mb() {
     with_fault(JwksFault::Huge).await;
 }
 
+/// The same without a `Content-Length`: the 64 KiB bound holds while the body streams in.
+#[tokio::test]
+async fn jwks_endpoint_streaming_10_mb() {
+    with_fault(JwksFault::HugeUnframed).await;
+}
+
+/// A JWKS URL that redirects is not followed: the keys come from the configured URL or not at
+/// all.
+#[tokio::test]
+async fn jwks_endpoint_redirecting_elsewhere() {
+    // Where the redirect points serves the JWKS with the new key, which must not be taken.
+    let trap = FaultyJwks::start(JwksFault::Garbage).await;
+    with_fault(|doc| {
+        trap.set(JwksFault::Serve(doc));
+        JwksFault::Redirect(trap.url.to_string())
+    })
+    .await;
+    assert_eq!(trap.hits(), 0, "the redirect was followed");
+}
+
 #[tokio::test]
 async fn jwks_endpoint_that_hangs() {
-    with_fault(JwksFault::Hang).await;
+    with_fault(|_| JwksFault::Hang).await;
 }
 
 #[tokio::test]
