@@ -9,14 +9,7 @@ use handoff::web::is_loopback;
 use handoff::{Clock, Issuer, SystemClock, Ttl};
 use serde::Deserialize;
 
-/// Whether cookies carry the `Secure` attribute (and the `__Host-` prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieSecurity {
-    /// `Secure` and `__Host-`: the only choice for anything reachable over a network.
-    Secure,
-    /// Plain-HTTP development on one machine (`SERVER1_INSECURE_COOKIES=true`).
-    InsecureDevelopment,
-}
+pub use handoff::web::CookieSecurity;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -127,14 +120,10 @@ impl Config {
             .ok_or_else(|| {
                 fail("SESSION_TTL_SECS", "a whole number of seconds from 60 to 2592000")
             });
-        let cookies = match raw.insecure_cookies.as_deref().unwrap_or("false") {
-            "false" | "0" | "" => Ok(CookieSecurity::Secure),
-            "true" | "1" => Ok(CookieSecurity::InsecureDevelopment),
-            _ => {
+        let cookies =
+            CookieSecurity::from_setting(raw.insecure_cookies.as_deref()).ok_or_else(|| {
                 fail("INSECURE_COOKIES", "true or false");
-                Err(())
-            }
-        };
+            });
 
         let loopback = public_url
             .as_ref()

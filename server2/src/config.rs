@@ -28,14 +28,7 @@ pub enum UnboundHandoffs {
     Refuse,
 }
 
-/// Whether cookies carry `Secure` (and the `__Host-` prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieSecurity {
-    /// `Secure` and `__Host-`.
-    Secure,
-    /// Plain-HTTP development on one machine.
-    InsecureDevelopment,
-}
+pub use handoff::web::CookieSecurity;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -241,11 +234,7 @@ impl Config {
         let cookies = check!(
             "INSECURE_COOKIES",
             "true or false",
-            match raw.insecure_cookies.as_deref().unwrap_or("false") {
-                "false" | "0" | "" => Some(CookieSecurity::Secure),
-                "true" | "1" => Some(CookieSecurity::InsecureDevelopment),
-                _ => None,
-            }
+            CookieSecurity::from_setting(raw.insecure_cookies.as_deref())
         );
         if let Some(url) = &public_url {
             let parsed = url::Url::parse(url.as_str()).ok();

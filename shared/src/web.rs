@@ -97,6 +97,27 @@ impl Limits {
     }
 }
 
+/// Whether cookies carry the `Secure` attribute (and the `__Host-` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecurity {
+    /// `Secure` and `__Host-`: the only choice for anything reachable over a network.
+    Secure,
+    /// Plain-HTTP development on one machine (`SERVERn_INSECURE_COOKIES=true`).
+    InsecureDevelopment,
+}
+
+impl CookieSecurity {
+    /// Reads an `…_INSECURE_COOKIES` setting: unset, empty, `false` or `0` is secure; `true`
+    /// or `1` is development; anything else is no answer.
+    pub fn from_setting(value: Option<&str>) -> Option<Self> {
+        match value.unwrap_or("false") {
+            "false" | "0" | "" => Some(Self::Secure),
+            "true" | "1" => Some(Self::InsecureDevelopment),
+            _ => None,
+        }
+    }
+}
+
 /// A 303 See Other to `location`.
 pub fn see_other(location: &str) -> Response {
     Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
@@ -358,6 +379,23 @@ impl CookieAttrs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_security_settings() {
+        use CookieSecurity::{InsecureDevelopment, Secure};
+        for (value, expected) in [
+            (None, Some(Secure)),
+            (Some(""), Some(Secure)),
+            (Some("false"), Some(Secure)),
+            (Some("0"), Some(Secure)),
+            (Some("true"), Some(InsecureDevelopment)),
+            (Some("1"), Some(InsecureDevelopment)),
+            (Some("yes"), None),
+            (Some("TRUE"), None),
+        ] {
+            assert_eq!(CookieSecurity::from_setting(value), expected, "{value:?}");
+        }
+    }
 
     #[test]
     fn limits() {
