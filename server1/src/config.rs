@@ -180,11 +180,6 @@ impl Config {
             _ => Err(ConfigError(errors)),
         }
     }
-
-    /// The signing key file inside the keys directory.
-    pub fn signing_key_path(&self) -> PathBuf {
-        self.keys_dir.join("signing.pk8")
-    }
 }
 
 fn parse_database_url(value: &str) -> Result<PathBuf, ()> {

@@ -151,13 +151,3 @@ pub fn is_valid_user_name(name: &str) -> bool {
 pub fn is_valid_role(role: &str) -> bool {
     handoff::values::is_short_id(role, 32)
 }
-
-/// `server1 keys generate`: creates the keys directory (0700) and the first signing key (0600),
-/// active at once.
-///
-/// # Errors
-///
-/// When keys exist already or the directory cannot be written.
-pub fn generate_key(config: &Config) -> Result<keyring::Entry, StartupError> {
-    Ok(keyring::generate(&config.keys_dir, config.clock.now())?)
-}

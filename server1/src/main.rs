@@ -107,7 +107,7 @@ fn run() -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config),
         Command::Keys { command: KeysCommand::Generate } => {
-            let entry = server1::generate_key(&config)?;
+            let entry = server1::keyring::generate(&config.keys_dir, config.clock.now())?;
             eprintln!("generated signing key {} in {}", entry.kid, config.keys_dir.display());
             Ok(())
         }

@@ -176,12 +176,12 @@ fn jwks(Data(state): Data<&State>) -> Result<Response, AppError> {
 fn metrics_text(Data(state): Data<&State>) -> Response {
     let now = state.config.clock.now();
     let keys = state.keys.current(now);
-    let created = keys.ring().active_entry(now).created;
+    let active = keys.ring().active_entry(now);
     // Keys from before the manifest have no recorded birth: their file's age stands in.
-    let age = if created > 0 {
-        i64::try_from(now.as_secs().saturating_sub(created)).unwrap_or(i64::MAX)
+    let age = if active.created > 0 {
+        i64::try_from(now.as_secs().saturating_sub(active.created)).unwrap_or(i64::MAX)
     } else {
-        std::fs::metadata(state.config.signing_key_path())
+        std::fs::metadata(state.config.keys_dir.join(&active.file))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
