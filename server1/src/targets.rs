@@ -42,12 +42,10 @@ impl Target {
     }
 }
 
-/// The handoff page's policy: nothing but our own style and script, and a form that may post to
-/// `origin` only.
+/// The handoff page's policy: the portal's own, except that its form posts to `origin` only.
 fn handoff_csp(origin: &str) -> Option<HeaderValue> {
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
-    );
+    let csp = crate::web::pages::DEFAULT_CSP
+        .replace("form-action 'self'", &format!("form-action {origin}"));
     HeaderValue::from_str(&csp).ok()
 }
 
@@ -278,6 +276,14 @@ mod tests {
             Some(&[("report_id".to_owned(), "42".to_owned())][..])
         );
         assert!(partner.operations.len() >= 2);
+        // The handoff page's policy is the portal's own with the form pointed at the partner.
+        let csp = partner.handoff_csp.to_str().expect("ascii");
+        assert_eq!(
+            csp,
+            crate::web::pages::DEFAULT_CSP
+                .replace("form-action 'self'", "form-action http://localhost:8002")
+        );
+        assert!(!csp.contains("form-action 'self'"));
     }
 
     fn with(edit: &str, replacement: &str) -> Result<Targets, String> {
