@@ -179,6 +179,11 @@ def main():
             load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{P2}",
                                    "--tokens", valid, "--first", str(first), "--rate", str(rate),
                                    "--seconds", str(DURATION), "--connections", "16"]))
+            # The same schedule with the server replaced by its own CPU time per request spent
+            # in a plain loop on CPU 0, no network: no server that costs that much per request
+            # can have a shorter tail on this machine.
+            floor = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "floor", "--rate", str(rate),
+                                    "--work-us", f"{1e6 / peak['per_cpu_s']:.1f}", "--seconds", str(DURATION)]))
             # Three rounds of each, alternating, and the median round: the VM's speed still
             # wanders within a run, and the yardstick cannot follow it perfectly.
             rounds = {"post": [], "get": []}
@@ -215,6 +220,14 @@ def main():
                     r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
                 r["vs_accept"] = r["vs_ring"] / accept
                 rows.append((name, r, "verify"))
+            # The HTTP floor: a request that does no work at all, through the same stack.
+            ranked = sorted((measure(server.pid, f"{server2_url}/healthz", None, yardstick="verify")
+                             for _ in range(ROUNDS)), key=lambda r: r["vs_ring"])
+            r = ranked[len(ranked) // 2]
+            r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
+            r["vs_accept"] = r["vs_ring"] / accept
+            rows.append(("floor: GET /healthz (no work)", r, "verify"))
+            empty = r
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
         finally:
             server.terminate()
@@ -288,6 +301,17 @@ def main():
               f"{load['offered_per_sec']:,.0f}/s offered (half the peak), {load['achieved_per_sec']:,.0f}/s answered; "
               f"p50 {load['p50_us'] / 1000:.2f} ms, p90 {load['p90_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms, "
               f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms")
+        print(f"The machine's own floor at that load (`handoff-bench floor`: the same schedule on CPU 0 with each request "
+              f"replaced by {floor['work_us']:.0f} µs of plain computation, the server's CPU time per accept; no server, "
+              f"no network): p50 {floor['p50_us'] / 1000:.2f} ms, p90 {floor['p90_us'] / 1000:.2f} ms, "
+              f"p99 {floor['p99_us'] / 1000:.2f} ms, p99.9 {floor['p999_us'] / 1000:.2f} ms, max {floor['max_us'] / 1000:.2f} ms")
+        print()
+        # An accept cannot cost less than the empty request plus one verify, and a refusal cannot
+        # cost less than the empty request.
+        ceiling = 1 / (1 + 1 / empty["vs_ring"])
+        print(f"Floors of the HTTP stack: an empty GET /healthz costs {1e6 / empty['per_cpu_s']:.1f} µs of server CPU, "
+              f"{empty['vs_accept']:.1f}× less than an accept, so no refusal can be faster than that; "
+              f"ring's verify plus that empty request would be {ceiling:.0%} of verify")
         print()
         if instructions:
             for name, i in instructions.items():

@@ -4,10 +4,13 @@
 //!   distinct, and each kind of invalid), so minting happens outside the timed window;
 //! - `prepare-server1`: key, targets, database, a user and a live session, for the minting load;
 //! - `ring`: ring's own Ed25519 verify and sign rates on one thread, the yardsticks;
+//! - `load`: open-loop load at a constant rate, for latency;
+//! - `steadiness` and `floor`: how steady this core is, and the latency a server with no
+//!   overhead at all would see on it;
 //! - `replay-memory`: resident memory of the in-memory replay store over a million live entries,
 //!   and after they expire.
 //!
-//! Output that `scripts/bench.sh` reads is one JSON object on standard output.
+//! Output that `scripts/bench.py` reads is one JSON object on standard output.
 #![forbid(unsafe_code)]
 // A command-line tool whose output is its result: printing to stdout is the point here.
 #![allow(clippy::print_stdout)]
@@ -76,6 +79,17 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// The latency floor of this core: `load`'s open-loop schedule with the server replaced by
+    /// `work_us` of pure computation per request on one thread, no network; prints the same
+    /// percentiles. No server doing that much work per request can beat it here.
+    Floor {
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        work_us: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Resident memory of the replay store with `entries` live entries, and after expiry.
     ReplayMemory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -118,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ring { seconds, only } => ring_rates(Duration::from_secs_f64(seconds), only),
         Command::Load(args) => offered_load(&args),
         Command::Steadiness { seconds } => steadiness(Duration::from_secs_f64(seconds)),
+        Command::Floor { rate, work_us, seconds } => latency_floor(rate, work_us, seconds),
         Command::ReplayMemory { entries } => replay_memory(entries),
     }
 }
@@ -261,10 +276,6 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// ring's Ed25519 rates on one thread, over a message as long as a handoff token's signing
-/// input. Each rate is given per second of wall time and per second of this process's CPU
-/// time: run beside a server on the same core, the second is the yardstick that saw the same
-/// machine as the server did.
 /// The unit of work the yardstick and the steadiness probe count: one Ed25519 verify (or sign)
 /// with ring, over a message as long as a handoff token's signing input.
 struct Probe {
@@ -293,6 +304,10 @@ impl Probe {
     }
 }
 
+/// ring's Ed25519 rates on one thread, over a message as long as a handoff token's signing
+/// input. Each rate is given per second of wall time and per second of this process's CPU
+/// time: run beside a server on the same core, the second is the yardstick that saw the same
+/// machine as the server did.
 fn ring_rates(window: Duration, op: RingOp) -> anyhow::Result<()> {
     let probe = Probe::new()?;
     let rate = |f: &dyn Fn() -> bool| -> anyhow::Result<(f64, f64)> {
@@ -401,6 +416,66 @@ fn steadiness(total: Duration) -> anyhow::Result<()> {
             "p10_vs_median": at(0.10) / median,
             "min_vs_median": at(0.0) / median,
             "share_below_half_speed": below_half as f64 / rates.len().max(1) as f64,
+        })
+    );
+    Ok(())
+}
+
+/// A fixed amount of pure computation: `rounds` steps of a multiply-xorshift mix.
+fn spin(rounds: u64) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..std::hint::black_box(rounds) {
+        x = (x.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(i)) ^ (x >> 29);
+    }
+    std::hint::black_box(x)
+}
+
+fn latency_floor(rate: f64, work_us: f64, seconds: f64) -> anyhow::Result<()> {
+    if !(rate > 0.0 && work_us > 0.0 && seconds > 0.0) || work_us * rate >= 1e6 {
+        bail!("the rate, the work and the time must be positive, and the work must fit the rate");
+    }
+    // Rounds per microsecond: the median of twenty 10 ms windows, so one slow window does not
+    // set the size of the work.
+    let window = 4096_u64;
+    let mut speeds: Vec<f64> = (0..20)
+        .map(|_| {
+            let started = Instant::now();
+            let mut rounds = 0_u64;
+            while started.elapsed() < Duration::from_millis(10) {
+                spin(window);
+                rounds += window;
+            }
+            rounds as f64 / started.elapsed().as_secs_f64() / 1e6
+        })
+        .collect();
+    speeds.sort_by(f64::total_cmp);
+    let rounds = (load::quantile(&speeds, 0.5) * work_us).max(1.0) as u64;
+    let count = (rate * seconds).ceil() as usize;
+    let interval = 1.0 / rate;
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut latencies_us = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 * interval);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        spin(rounds);
+        let latency = Instant::now().saturating_duration_since(due);
+        latencies_us.push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+    latencies_us.sort_unstable();
+    let l = &latencies_us;
+    println!(
+        "{}",
+        serde_json::json!({
+            "offered_per_sec": rate,
+            "work_us": work_us,
+            "completed": l.len(),
+            "p50_us": load::quantile(l, 0.50),
+            "p90_us": load::quantile(l, 0.90),
+            "p99_us": load::quantile(l, 0.99),
+            "p999_us": load::quantile(l, 0.999),
+            "max_us": l.last().copied().unwrap_or(0),
         })
     );
     Ok(())
