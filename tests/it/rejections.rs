@@ -594,6 +594,48 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
     );
 }
 
+/// A flood that stops is still summed up: with no later refusal to carry the count, SERVER2's
+/// 5-second background task writes the summary line.
+#[tokio::test]
+async fn held_back_refusals_are_summed_up_by_the_background_task_when_the_flood_stops() {
+    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
+    let shared = clock.clone();
+    let s = spawn_with(move |c| {
+        c.clock = shared;
+        c.unsigned_refusal_logs_per_sec = 1;
+    })
+    .await;
+    let c = client();
+    let mine = format!("aud={}", s.server2);
+    let summaries = || {
+        captured_logs()
+            .lines()
+            .filter(|l| {
+                l.contains("event=\"handoff.rejected.suppressed\"")
+                    && l.split_whitespace().any(|f| f == mine)
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..5 {
+        assert_eq!(submit(&c, &s.server2, "this-is-not-a-token").await.status(), 400);
+    }
+    // Same second: nothing to report yet, and no request follows to report it.
+    clock.advance(1);
+    let waited = std::time::Instant::now();
+    let summary = loop {
+        if let Some(line) = summaries().into_iter().next() {
+            break line;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(12),
+            "no summary line from the background task"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(summary.contains("count=4"), "{summary}");
+}
+
 /// A full replay store refuses new handoffs (503) rather than forget a live one: every token it
 /// did take stays refused as a replay, and the refusal is counted.
 #[tokio::test]
