@@ -1,11 +1,19 @@
 -- wrk script for `make bench`: sends each pre-minted token once.
--- Arguments: FILE MODE FIRST LAST DELAY_MS
+-- Arguments: FILE MODE FIRST LAST DELAY_MS [THREADS]
 --   FILE      one token per line
 --   MODE      post (form POST /handoff) or get (GET /handoff?token=)
 --   FIRST     first line to use (1-based), LAST last line (0: to the end)
 --   DELAY_MS  pause before each request on a connection (0: as fast as possible); with C
 --             connections, C * 1000 / rate gives a constant offered rate
+--   THREADS   wrk's -t (default 1): thread k of T takes every T-th token from the k-th on, so
+--             no token is sent twice
 local tokens, i, mode, delay_ms = {}, 0, "post", 0
+local started = 0
+
+function setup(thread)
+  thread:set("id", started)
+  started = started + 1
+end
 
 function init(args)
   local file = args[1]
@@ -13,10 +21,12 @@ function init(args)
   local first = tonumber(args[3] or "1")
   local last = tonumber(args[4] or "0")
   delay_ms = tonumber(args[5] or "0")
+  local threads = tonumber(args[6] or "1")
+  local mine = id or 0
   local n = 0
   for line in io.lines(file) do
     n = n + 1
-    if n >= first and (last == 0 or n <= last) then
+    if n >= first and (last == 0 or n <= last) and (n - first) % threads == mine then
       tokens[#tokens + 1] = line
     end
   end
