@@ -46,5 +46,5 @@ screenshots: build
 ## bench: load, latency and instruction benchmarks of SERVER2 and SERVER1 (installs wrk and valgrind with apt if missing); prints a table
 bench:
 	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
-	command -v valgrind >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q valgrind) || echo "no valgrind: the instruction count is skipped"
+	(command -v valgrind && command -v perl) >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q valgrind perl) || echo "no valgrind: the instruction count is skipped"
 	python3 scripts/bench.py

@@ -237,7 +237,9 @@ def main():
             server.wait(timeout=15)
 
         instructions = {}
-        if shutil.which("valgrind"):
+        # callgrind_control and callgrind_annotate are Perl scripts.
+        callgrind_tools = all(shutil.which(t) for t in ("valgrind", "callgrind_control", "callgrind_annotate", "perl"))
+        if callgrind_tools:
             def accepts():
                 # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted
                 # once this server has started.
@@ -270,7 +272,7 @@ def main():
         finally:
             server.terminate()
             server.wait(timeout=15)
-        if shutil.which("valgrind"):
+        if callgrind_tools:
             mint_url = f"{server1_url}/handoff/partner/report.view?report_id=42"
             instructions["SERVER1 mint"] = callgrind(
                 work, "server1", [f"{BIN}/server1", "serve"], env1, f"{server1_url}/healthz",
@@ -326,7 +328,7 @@ def main():
                 if i["refused"]:
                     failures.append(f"callgrind run of {name}: {i['refused']} refused")
         else:
-            print("Instructions: valgrind is not installed (apt-get install valgrind), so the callgrind shares are skipped")
+            print("Instructions: valgrind or Perl is not installed (apt-get install valgrind perl), so the callgrind shares are skipped")
         print()
         print(f"Steadiness of CPU 0 (one Ed25519 verify at a time, counted in {steady['windows']} windows of 10 ms): "
               f"{steady['share_below_half_speed']:.1%} of windows ran below half the median speed; "
