@@ -95,7 +95,7 @@ pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
     let db =
         server1::db::Db::open(&dir.join("server1.sqlite3"), server1::db::OpenMode::CreateIfMissing)
             .unwrap();
-    let passwords = server1::passwords::Passwords::new().unwrap();
+    let passwords = server1::passwords::Passwords::new(1).unwrap();
     let hash = passwords.hash(PASSWORD).unwrap();
     let now = handoff::Clock::now(&handoff::SystemClock);
     db.add_user("alice", &hash, &["reports".into(), "billing".into()], now).unwrap();

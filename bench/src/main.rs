@@ -247,7 +247,7 @@ fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
         .replace("http://localhost:8002", audience);
     std::fs::write(dir.join("targets.toml"), targets)?;
     let db = Db::open(&dir.join("server1.sqlite3"), OpenMode::CreateIfMissing)?;
-    let hash = server1::passwords::Passwords::new()?.hash("bench password, not secret")?;
+    let hash = server1::passwords::Passwords::new(1)?.hash("bench password, not secret")?;
     let now = SystemClock.now();
     let user = db.add_user("bench", &hash, &["reports".into()], now)?;
     let session = server1::web::session::random_token().context("randomness")?;

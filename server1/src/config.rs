@@ -30,6 +30,9 @@ pub struct Config {
     pub session_ttl_secs: u64,
     /// Cookie attributes.
     pub cookies: CookieSecurity,
+    /// How many argon2 password checks may run at once (each holds 19 MiB); sign-ins beyond
+    /// that are answered 503.
+    pub password_slots: usize,
     /// The clock (tests pass a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -49,6 +52,15 @@ struct RawConfig {
     token_ttl_secs: Option<String>,
     session_ttl_secs: Option<String>,
     insecure_cookies: Option<String>,
+    password_slots: Option<String>,
+}
+
+/// The most argon2 runs at once that `SERVER1_PASSWORD_SLOTS` allows (19 GiB of memory).
+pub const MAX_PASSWORD_SLOTS: usize = 1024;
+
+/// Two argon2 runs at once per CPU: enough to keep the CPUs busy while one waits on memory.
+pub fn default_password_slots() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Default public URL and listen address: what `make demo` serves.
@@ -124,6 +136,19 @@ impl Config {
             CookieSecurity::from_setting(raw.insecure_cookies.as_deref()).ok_or_else(|| {
                 fail("INSECURE_COOKIES", "true or false");
             });
+        let password_slots = match raw.password_slots.as_deref() {
+            None => Ok(default_password_slots()),
+            Some(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PASSWORD_SLOTS).contains(n))
+                .ok_or_else(|| {
+                    fail(
+                        "PASSWORD_SLOTS",
+                        "a whole number from 1 to 1024: password checks at once, 19 MiB each",
+                    );
+                }),
+        };
 
         let loopback = public_url
             .as_ref()
@@ -156,6 +181,7 @@ impl Config {
             token_ttl,
             session_ttl_secs,
             cookies,
+            password_slots,
         ) {
             (
                 Ok(listen),
@@ -166,6 +192,7 @@ impl Config {
                 Ok(token_ttl),
                 Ok(session_ttl_secs),
                 Ok(cookies),
+                Ok(password_slots),
             ) if errors.is_empty() => Ok(Self {
                 listen,
                 public_url,
@@ -175,6 +202,7 @@ impl Config {
                 token_ttl,
                 session_ttl_secs,
                 cookies,
+                password_slots,
                 clock: Arc::new(SystemClock),
             }),
             _ => Err(ConfigError(errors)),
@@ -196,7 +224,6 @@ fn non_empty_path(value: &str) -> Result<PathBuf, ()> {
     }
 }
 
-/// True for URLs whose host is `localhost` or a loopback IP.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +236,7 @@ mod tests {
         assert_eq!(config.database, PathBuf::from(".demo/server1.sqlite3"));
         assert_eq!(config.token_ttl.as_secs(), 60);
         assert_eq!(config.cookies, CookieSecurity::InsecureDevelopment);
+        assert_eq!(config.password_slots, default_password_slots());
         assert_eq!(Config::from_pairs([]).expect("secure default").cookies, CookieSecurity::Secure);
     }
 
@@ -221,6 +249,7 @@ mod tests {
             ("token_ttl_secs", "0"),
             ("session_ttl_secs", "abc"),
             ("insecure_cookies", "maybe"),
+            ("password_slots", "0"),
         ])
         .unwrap_err();
         let text = err.to_string();
@@ -231,8 +260,20 @@ mod tests {
             "TOKEN_TTL_SECS",
             "SESSION_TTL_SECS",
             "INSECURE_COOKIES",
+            "PASSWORD_SLOTS",
         ] {
             assert!(text.contains(&format!("SERVER1_{var}")), "{var} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn password_slots_are_bounded() {
+        let slots = |v: &str| Config::from_pairs([("password_slots", v)]).map(|c| c.password_slots);
+        assert_eq!(slots("1").expect("one"), 1);
+        assert_eq!(slots("1024").expect("the most"), MAX_PASSWORD_SLOTS);
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let err = slots(bad).unwrap_err().to_string();
+            assert!(err.contains("SERVER1_PASSWORD_SLOTS"), "{bad:?}: {err}");
         }
     }
 

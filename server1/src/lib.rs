@@ -86,7 +86,8 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
     let targets = Targets::load(&config.targets_file)?;
     let db = Db::open(&config.database, db::OpenMode::Existing)?;
     let csrf = Csrf::new(&db.secret("csrf")?);
-    let passwords = Passwords::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let passwords =
+        Passwords::new(config.password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
     let cookies = Cookies::new(config.cookies);
     let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
     let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;

@@ -185,7 +185,7 @@ fn add_user(
         .read_line(&mut password)
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
-    let hash = Passwords::new()?.hash(password)?;
+    let hash = Passwords::new(1)?.hash(password)?;
     let db = Db::open(&config.database, OpenMode::CreateIfMissing)?;
     let user = db.add_user(&name, &hash, roles, config.clock.now())?;
     eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, user.roles.join(", "));

@@ -33,8 +33,8 @@ pub enum PasswordError {
 /// Hashes and checks passwords.
 ///
 /// Each argon2 run holds 19 MiB for tens of milliseconds, so concurrent runs are bounded by a
-/// semaphore (two per CPU): a flood of sign-in attempts gets "busy" answers, not the server's
-/// memory.
+/// semaphore (`SERVER1_PASSWORD_SLOTS`, two per CPU by default): a flood of sign-in attempts gets
+/// "busy" answers, not the server's memory.
 #[derive(Debug)]
 pub struct Passwords {
     argon: Argon2<'static>,
@@ -44,15 +44,15 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    /// A hasher with the default argon2id parameters.
+    /// A hasher with the default argon2id parameters, running at most `slots` checks at once
+    /// (at least one).
     ///
     /// # Errors
     ///
     /// When the dummy hash cannot be made (randomness failing).
-    pub fn new() -> Result<Self, PasswordError> {
+    pub fn new(slots: usize) -> Result<Self, PasswordError> {
         let argon = Argon2::default();
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        let slots = Semaphore::new(2 * cpus);
+        let slots = Semaphore::new(slots.max(1));
         let mut this = Self { argon, dummy_hash: String::new(), slots, runs: AtomicU64::new(0) };
         this.dummy_hash = this.hash("dummy password for unknown users")?;
         Ok(this)
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn hash_and_verify() {
-        let p = Passwords::new().expect("hasher");
+        let p = Passwords::new(4).expect("hasher");
         let hash = p.hash("correct horse").expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert!(p.verify("correct horse", Some(&hash)));
@@ -139,11 +139,12 @@ mod tests {
 
     #[test]
     fn argon2_slots_are_bounded() {
-        let p = Passwords::new().expect("hasher");
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        let held: Vec<_> = (0..2 * cpus).map(|_| p.slot().expect("a free slot")).collect();
+        let p = Passwords::new(3).expect("hasher");
+        let held: Vec<_> = (0..3).map(|_| p.slot().expect("a free slot")).collect();
         assert!(matches!(p.slot(), Err(PasswordError::Busy)), "a flood gets `busy`, not memory");
         drop(held);
         assert!(p.slot().is_ok(), "slots come back");
+        let none = Passwords::new(0).expect("hasher");
+        assert!(none.slot().is_ok(), "never fewer than one slot");
     }
 }

@@ -272,6 +272,50 @@ async fn sign_in_is_throttled_per_client_address() {
     assert_eq!(resp.status(), 429, "one address spraying many names is slowed down");
 }
 
+/// With every argon2 slot taken, a sign-in is answered 503 "busy" at once instead of queueing
+/// (each check holds 19 MiB), the refusal is counted, and sign-in works again afterwards.
+#[tokio::test]
+async fn sign_ins_beyond_the_password_slots_are_answered_busy() {
+    let s = spawn_both(|c| c.password_slots = 1, |_| {}).await;
+    // Each browser loads the form first, so the eight posts can go out together.
+    let mut browsers = Vec::new();
+    for _ in 0..8 {
+        let c = client();
+        let page =
+            c.get(format!("{}/login", s.server1)).send().await.unwrap().text().await.unwrap();
+        let csrf = form_value(&page, "csrf").expect("a csrf field");
+        browsers.push((c, csrf));
+    }
+    let posts: Vec<_> = browsers
+        .into_iter()
+        .map(|(c, csrf)| {
+            let url = format!("{}/login", s.server1);
+            tokio::spawn(async move {
+                let form = [("username", "alice"), ("password", PASSWORD), ("csrf", &csrf)];
+                c.post(url).form(&form).send().await.unwrap()
+            })
+        })
+        .collect();
+    let (mut signed_in, mut busy) = (0, 0);
+    for post in posts {
+        let resp = post.await.unwrap();
+        match resp.status().as_u16() {
+            303 => signed_in += 1,
+            503 => {
+                busy += 1;
+                let page = resp.text().await.unwrap();
+                assert!(page.contains("Too many sign-ins are in progress"), "{page}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(signed_in >= 1 && busy >= 1, "{signed_in} signed in, {busy} busy");
+    let metrics = text_of(&client(), &format!("{}/metrics", s.server1)).await;
+    let line = format!("signin_total{{outcome=\"busy\"}} {busy}");
+    assert!(metrics.lines().any(|l| l == line), "missing `{line}` in:\n{metrics}");
+    sign_in(&client(), &s.server1, "alice").await;
+}
+
 #[tokio::test]
 async fn every_response_carries_the_security_headers() {
     let s = spawn().await;

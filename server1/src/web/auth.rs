@@ -127,7 +127,10 @@ pub(super) async fn login(
     // argon2 runs off the async threads, a bounded number at a time; an unknown name costs the
     // same as a wrong password.
     let ok = {
-        let _slot = state.passwords.slot().map_err(|_| AppError::Busy)?;
+        let _slot = state.passwords.slot().map_err(|_| {
+            state.metrics.signins.with_label_values(&["busy"]).inc();
+            AppError::Busy
+        })?;
         let state2 = Arc::clone(state);
         let stored = found.as_ref().map(|(_, h)| h.clone());
         let password = form.password;

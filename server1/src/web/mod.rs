@@ -69,7 +69,7 @@ impl Metrics {
             Opts::new("signin_total", "Sign-in attempts, by outcome"),
             &["outcome"],
         )?;
-        for outcome in ["ok", "failed", "throttled"] {
+        for outcome in ["ok", "failed", "throttled", "busy"] {
             signins.with_label_values(&[outcome]);
         }
         let key_age = IntGauge::new("signing_key_age_seconds", "Age of the signing key file")?;
