@@ -45,16 +45,24 @@ def rss_mib(pid):
     return 0.0
 
 
-def wait_ready(url, timeout=10.0):
+def wait_ready(url, log, timeout=10.0):
+    """Seconds until `url` answers 200; on a timeout, exits with the end of the server's `log`
+    (the work directory and its logs are removed on the way out)."""
     started = time.perf_counter()
+    last = "no answer"
     while time.perf_counter() - started < timeout:
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return time.perf_counter() - started
-        except Exception:
+                last = f"status {r.status}"
+        except Exception as e:
+            last = str(e)
             time.sleep(0.002)
-    raise SystemExit(f"{url} did not become ready")
+    log.flush()
+    with open(log.name) as f:
+        tail = "".join(f.readlines()[-20:])
+    raise SystemExit(f"{url} did not become ready in {timeout:.0f} s ({last}); the server's log ends:\n{tail}")
 
 
 def wrk(url, args, seconds=DURATION, connections=CONNECTIONS, headers=()):
@@ -111,7 +119,7 @@ def callgrind(work, name, cmd, env, ready_url, load, ring_symbol):
     server = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
                               + cmd, env=env, stderr=log, stdout=log)
     try:
-        wait_ready(ready_url, timeout=60)
+        wait_ready(ready_url, log, timeout=60)
         if server.poll() is not None:
             raise SystemExit(f"{name} under valgrind exited; see {work}/callgrind.{name}.log")
         run(["callgrind_control", "--instr=on", str(server.pid)])
@@ -152,7 +160,7 @@ def main():
         log = open(os.path.join(work, "server2.log"), "w")
         server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
         try:
-            startup = wait_ready(f"{server2_url}/readyz")
+            startup = wait_ready(f"{server2_url}/readyz", log)
             time.sleep(0.5)
             idle = rss_mib(server.pid)
             notes.append(f"SERVER2 start-up to ready (pinned JWKS): {startup * 1000:.0f} ms; idle resident memory {idle:.1f} MiB")
@@ -263,7 +271,7 @@ def main():
         log1 = open(os.path.join(work, "server1.log"), "w")
         server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server1", "serve"], env=env1, stderr=log1, stdout=log1)
         try:
-            wait_ready(f"{server1_url}/healthz")
+            wait_ready(f"{server1_url}/healthz", log1)
             r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
                         yardstick="sign", headers=[f"Cookie: {s1['cookie']}"])
             rows.append(("SERVER1: mint (session look-up, page)", r, "sign"))
