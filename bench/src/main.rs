@@ -102,7 +102,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// The server, e.g. 127.0.0.1:38102.
+    /// The server, e.g. 127.0.0.1:18102.
     #[arg(long)]
     addr: std::net::SocketAddr,
     #[arg(long, default_value = "/handoff")]
