@@ -543,15 +543,21 @@ async fn posted_tokens_are_read_however_the_form_is_written() {
     }
 }
 
-#[tokio::test]
-async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
+/// Servers whose SERVER2 logs `per_sec` unsigned refusals a second, on a manual clock.
+async fn with_log_budget(per_sec: u32) -> (Arc<handoff::ManualClock>, Servers) {
     let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
     let shared = clock.clone();
     let s = spawn_with(move |c| {
         c.clock = shared;
-        c.unsigned_refusal_logs_per_sec = 2;
+        c.unsigned_refusal_logs_per_sec = per_sec;
     })
     .await;
+    (clock, s)
+}
+
+#[tokio::test]
+async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
+    let (clock, s) = with_log_budget(2).await;
     let c = client();
     let mine = format!("aud={}", s.server2);
     let lines = |event: &str| {
@@ -598,13 +604,7 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
 /// 5-second background task writes the summary line.
 #[tokio::test]
 async fn held_back_refusals_are_summed_up_by_the_background_task_when_the_flood_stops() {
-    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
-    let shared = clock.clone();
-    let s = spawn_with(move |c| {
-        c.clock = shared;
-        c.unsigned_refusal_logs_per_sec = 1;
-    })
-    .await;
+    let (clock, s) = with_log_budget(1).await;
     let c = client();
     let mine = format!("aud={}", s.server2);
     let summaries = || {
