@@ -58,7 +58,7 @@ struct RawConfig {
 /// The most argon2 runs at once that `SERVER1_PASSWORD_SLOTS` allows (19 GiB of memory).
 pub const MAX_PASSWORD_SLOTS: usize = 1024;
 
-/// Two argon2 runs at once per CPU: enough to keep the CPUs busy while one waits on memory.
+/// The default for `SERVER1_PASSWORD_SLOTS`: two argon2 runs at once per CPU.
 pub fn default_password_slots() -> usize {
     2 * std::thread::available_parallelism().map_or(1, usize::from)
 }
