@@ -198,6 +198,24 @@ pub fn form_value(html: &str, name: &str) -> Option<String> {
     Some(rest[value..value + end].replace("&amp;", "&").replace("&quot;", "\""))
 }
 
+/// The whole `Set-Cookie` header of a response whose value starts with `prefix` (a cookie's
+/// `name=`), attributes included.
+pub fn set_cookie_header(resp: &reqwest::Response, prefix: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(prefix))
+        .map(str::to_owned)
+}
+
+/// The `name=value` of the cookie starting with `prefix` that a response sets; panics if it
+/// sets none.
+pub fn set_cookie(resp: &reqwest::Response, prefix: &str) -> String {
+    let header = set_cookie_header(resp, prefix).expect("the response sets the cookie");
+    header.split(';').next().unwrap_or_default().to_owned()
+}
+
 /// Signs in to SERVER1 as `user`; panics unless it works.
 pub async fn sign_in(client: &reqwest::Client, server1: &str, user: &str) {
     let resp = try_sign_in(client, server1, user, PASSWORD, None).await;

@@ -18,14 +18,8 @@ async fn start_from_server2(s: &Servers, c: &reqwest::Client, id: &str) -> Strin
     let started =
         c.get(format!("{}{}", s.server2, start.replace("&amp;", "&"))).send().await.unwrap();
     assert_eq!(started.status(), 303);
-    let nonce_cookie = started
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("__Host-handoff_nonce="))
-        .expect("a nonce cookie")
-        .to_owned();
+    let nonce_cookie =
+        set_cookie_header(&started, "__Host-handoff_nonce=").expect("a nonce cookie");
     for attribute in ["HttpOnly", "Secure", "SameSite=None", "Path=/", "Max-Age=300"] {
         assert!(nonce_cookie.contains(attribute), "{attribute}: {nonce_cookie}");
     }
@@ -52,12 +46,8 @@ async fn a_handoff_server2_starts_is_bound_to_its_browser() {
     let landed = submit(&c, &s.server2, &token).await;
     assert_eq!(landed.status(), 303);
     assert_eq!(landed.headers()["location"], "/reports/43");
-    let cleared = landed
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.starts_with("__Host-handoff_nonce=;") && v.contains("Max-Age=0"));
+    let cleared = set_cookie_header(&landed, "__Host-handoff_nonce=;")
+        .is_some_and(|v| v.contains("Max-Age=0"));
     assert!(cleared, "the nonce is used once");
     assert_eq!(status_of(&c, &format!("{}/reports/43", s.server2)).await, 200);
 }

@@ -182,18 +182,6 @@ async fn session_id_is_renewed_at_sign_in() {
     assert_eq!(get_home(second).await.unwrap().status(), 200);
 }
 
-/// The `name=value` of the cookie starting with `prefix` that a response sets.
-fn set_cookie(resp: &reqwest::Response, prefix: &str) -> String {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(prefix))
-        .and_then(|v| v.split(';').next())
-        .expect("the response sets the cookie")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn metrics_count_mints_accepts_and_rejections() {
     let s = spawn().await;
@@ -251,15 +239,7 @@ async fn replicas_sharing_the_cookie_key_honour_each_others_grants() {
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
     let landed = submit(&c, &s.server2, &token).await;
-    let grant = landed
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("__Host-handoff_grant="))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_owned();
+    let grant = set_cookie(&landed, "__Host-handoff_grant=");
 
     // A second replica: same public URL and issuer, its own listener.
     let replica = |shared: bool| {
