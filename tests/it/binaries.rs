@@ -211,48 +211,40 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     // An operation-cookie key that is too short.
     let short = dir.path().join("cookie.key");
     std::fs::write(&short, [7u8; 16]).unwrap();
-    let out = Command::new(binary("server2"))
-        .env_clear()
-        .env("SERVER2_COOKIE_KEY_FILE", &short)
-        .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("SERVER2_COOKIE_KEY_FILE"), "{err}");
+    let err = server2_refusing(&[("SERVER2_COOKIE_KEY_FILE", path_str(&short))]);
+    assert!(err.contains("SERVER2_COOKIE_KEY_FILE"), "{err}");
 
-    let out = Command::new(binary("server2"))
-        .env_clear()
-        .env("SERVER2_ISSUER", "not a url")
-        .env("SERVER2_LEEWAY_SECS", "-3")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = server2_refusing(&[("SERVER2_ISSUER", "not a url"), ("SERVER2_LEEWAY_SECS", "-3")]);
     assert!(err.contains("SERVER2_ISSUER") && err.contains("SERVER2_LEEWAY_SECS"), "{err}");
 
-    let out = Command::new(binary("server2"))
-        .env_clear()
-        .env("SERVER2_JWKS_FILE", dir.path().join("missing.json"))
-        .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SERVER2_JWKS_FILE"));
+    let missing = dir.path().join("missing.json");
+    let err = server2_refusing(&[("SERVER2_JWKS_FILE", path_str(&missing))]);
+    assert!(err.contains("SERVER2_JWKS_FILE"), "{err}");
 
     // A pinned JWKS that is no JWKS, or holds no usable key: it does not start either.
     for (name, text) in [("garbage.json", "{ not json"), ("empty.json", r#"{"keys": []}"#)] {
         let file = dir.path().join(name);
         std::fs::write(&file, text).unwrap();
-        let out = Command::new(binary("server2"))
-            .env_clear()
-            .env("SERVER2_JWKS_FILE", &file)
-            .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{name}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = server2_refusing(&[("SERVER2_JWKS_FILE", path_str(&file))]);
         assert!(err.contains("SERVER2_JWKS_FILE") && !err.contains("panicked"), "{name}: {err}");
     }
+}
+
+/// Runs SERVER2 with only `vars` set (and a free port to listen on), asserts that it refuses to
+/// start, and returns what it wrote to standard error.
+fn server2_refusing(vars: &[(&str, &str)]) -> String {
+    let out = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "SERVER2 started with {vars:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
 }
 
 #[tokio::test]
