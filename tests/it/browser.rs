@@ -163,6 +163,12 @@ impl Browser {
         self.wait_url("the dashboard", |u| u == dashboard).await;
     }
 
+    /// Clicks the dashboard's report link and waits to land on report 42; returns that URL.
+    async fn open_report_42(&self) -> String {
+        self.click_link("View report 42").await;
+        self.wait_url("report 42", |u| u.ends_with("/reports/42")).await
+    }
+
     /// Saves a screenshot as `target/screenshots/{name}.png`.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
@@ -201,8 +207,7 @@ async fn walkthrough_sign_in_open_and_act() {
     assert!(dashboard.contains("Welcome, alice") && dashboard.contains("Partner Analytics"));
     b.screenshot("02-dashboard").await;
 
-    b.click_link("View report 42").await;
-    let landed = b.wait_url("report 42 on SERVER2", |u| u.ends_with("/reports/42")).await;
+    let landed = b.open_report_42().await;
     assert!(landed.starts_with(&s.server2), "{landed}");
     let report = b.text().await;
     assert!(
@@ -240,8 +245,7 @@ async fn cookies_are_http_only_secure_lax_and_survive_the_cross_site_post() {
     assert_eq!(session.same_site(), Some(cookie::SameSite::Lax));
     assert_eq!(session.path(), Some("/"));
 
-    b.click_link("View report 42").await;
-    b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
+    b.open_report_42().await;
     // The grant was set on the 303 answering a cross-site POST and sent on the navigation that
     // followed: the page rendered, so it arrived (SameSite=Strict would have dropped it).
     b.wait_text("Report 42", |t| t.contains("Report 42")).await;
@@ -266,8 +270,7 @@ async fn the_token_is_in_no_url_history_storage_or_referer() {
     let start_len = b.js("return history.length").await;
 
     // Form-post delivery.
-    b.click_link("View report 42").await;
-    let landed = b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
+    let landed = b.open_report_42().await;
     assert!(!landed.contains("token"), "{landed}");
     for storage in ["localStorage", "sessionStorage"] {
         assert_eq!(b.js(&format!("return window.{storage}.length")).await, json!(0), "{storage}");
@@ -315,8 +318,7 @@ async fn back_after_a_handoff_shows_a_clear_page() {
     let s = spawn().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
-    b.click_link("View report 42").await;
-    b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
+    b.open_report_42().await;
     b.client.back().await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let title = b.title().await;
@@ -423,8 +425,7 @@ async fn a_posted_handoff_for_another_user_asks_before_switching() {
     let s = spawn().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
-    b.click_link("View report 42").await;
-    b.wait_url("report 42", |u| u.ends_with("/reports/42")).await;
+    b.open_report_42().await;
     b.wait_text("alice's report", |t| t.contains("Report 42")).await;
     // Someone else signs in on SERVER1 in this browser and opens a report on SERVER2.
     b.goto(&format!("{}/", s.server1)).await;
