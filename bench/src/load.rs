@@ -59,8 +59,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Outcome> {
     if plan.rate <= 0.0 || plan.connections == 0 {
         bail!("the rate and the number of connections must be positive");
     }
-    let start = Instant::now() + Duration::from_millis(50);
-    let interval = 1.0 / plan.rate;
+    let schedule = Schedule::new(plan.rate);
     let results = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..plan.connections)
             .map(|k| {
@@ -73,15 +72,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<Outcome> {
                     for (i, req) in
                         plan.requests.iter().enumerate().skip(k).step_by(plan.connections)
                     {
-                        let due = start + Duration::from_secs_f64(i as f64 * interval);
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
+                        let due = schedule.wait_for(i);
                         stream.write_all(req).context("send")?;
                         let status = read_response(&mut stream, &mut buf)?;
-                        let latency = Instant::now().saturating_duration_since(due);
-                        out.latencies_us
-                            .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                        out.latencies_us.push(late_us(due));
                         if let Some(slot) = out.by_class.get_mut(usize::from(status / 100)) {
                             *slot += 1;
                         }
@@ -95,7 +89,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Outcome> {
             .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked"))))
             .collect::<Vec<_>>()
     });
-    let mut total = Outcome { elapsed: start.elapsed(), ..Outcome::default() };
+    let mut total = Outcome { elapsed: schedule.start.elapsed(), ..Outcome::default() };
     for result in results {
         let part = result?;
         total.latencies_us.extend(part.latencies_us);
@@ -105,6 +99,45 @@ pub fn run(plan: &Plan) -> anyhow::Result<Outcome> {
     }
     total.latencies_us.sort_unstable();
     Ok(total)
+}
+
+/// An open-loop schedule: request `i` is due at `start + i / rate`, whatever happened before.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    start: Instant,
+    interval: f64,
+}
+
+impl Schedule {
+    /// `rate` requests a second, starting 50 ms from now so that every thread is ready.
+    pub fn new(rate: f64) -> Self {
+        Self { start: Instant::now() + Duration::from_millis(50), interval: 1.0 / rate }
+    }
+
+    /// Sleeps until request `i` is due (not at all when it is late) and returns its due time.
+    pub fn wait_for(&self, i: usize) -> Instant {
+        let due = self.start + Duration::from_secs_f64(i as f64 * self.interval);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        due
+    }
+}
+
+/// Microseconds from `due` until now: a request's latency on an open-loop schedule.
+pub fn late_us(due: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(due).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The latency fields both open-loop commands print, from sorted microseconds.
+pub fn percentiles(sorted_us: &[u64]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("completed".into(), sorted_us.len().into());
+    for (name, q) in [("p50_us", 0.50), ("p90_us", 0.90), ("p99_us", 0.99), ("p999_us", 0.999)] {
+        out.insert(name.into(), quantile(sorted_us, q).into());
+    }
+    out.insert("max_us".into(), sorted_us.last().copied().unwrap_or(0).into());
+    out
 }
 
 /// Reads one response (head and `Content-Length` body) and returns its status.
@@ -160,6 +193,16 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), 100);
         assert_eq!(quantile::<u64>(&[], 0.5), 0);
         assert_eq!(quantile(&[0.5, 1.5], 0.0), 0.5);
+    }
+
+    #[test]
+    fn percentiles_name_every_field() {
+        let v: Vec<u64> = (1..=1000).collect();
+        let p = percentiles(&v);
+        assert_eq!(p["completed"], 1000);
+        assert_eq!((p["p50_us"].as_u64(), p["p99_us"].as_u64()), (Some(500), Some(990)));
+        assert_eq!((p["p999_us"].as_u64(), p["max_us"].as_u64()), (Some(999), Some(1000)));
+        assert_eq!(percentiles(&[])["max_us"], 0);
     }
 
     #[test]

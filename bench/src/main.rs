@@ -395,23 +395,13 @@ fn offered_load(args: &LoadArgs) -> anyhow::Result<()> {
     }
     let outcome = load::run(&load::Plan { addr, requests, rate, connections })?;
     let l = &outcome.latencies_us;
-    println!(
-        "{}",
-        serde_json::json!({
-            "offered_per_sec": rate,
-            "completed": l.len(),
-            "achieved_per_sec": l.len() as f64 / outcome.elapsed.as_secs_f64(),
-            "p50_us": load::quantile(l, 0.50),
-            "p90_us": load::quantile(l, 0.90),
-            "p99_us": load::quantile(l, 0.99),
-            "p999_us": load::quantile(l, 0.999),
-            "max_us": l.last().copied().unwrap_or(0),
-            "status_2xx": outcome.by_class[2],
-            "status_3xx": outcome.by_class[3],
-            "status_4xx": outcome.by_class[4],
-            "status_5xx": outcome.by_class[5],
-        })
-    );
+    let mut out = load::percentiles(l);
+    out.insert("offered_per_sec".into(), rate.into());
+    out.insert("achieved_per_sec".into(), (l.len() as f64 / outcome.elapsed.as_secs_f64()).into());
+    for class in 2..=5 {
+        out.insert(format!("status_{class}xx"), outcome.by_class[class].into());
+    }
+    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }
 
@@ -479,33 +469,19 @@ fn latency_floor(rate: f64, work_us: f64, seconds: f64) -> anyhow::Result<()> {
     speeds.sort_by(f64::total_cmp);
     let rounds = (load::quantile(&speeds, 0.5) * work_us).max(1.0) as u64;
     let count = (rate * seconds).ceil() as usize;
-    let interval = 1.0 / rate;
-    let start = Instant::now() + Duration::from_millis(20);
-    let mut latencies_us = Vec::with_capacity(count);
-    for i in 0..count {
-        let due = start + Duration::from_secs_f64(i as f64 * interval);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        spin(rounds);
-        let latency = Instant::now().saturating_duration_since(due);
-        latencies_us.push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-    }
-    latencies_us.sort_unstable();
-    let l = &latencies_us;
-    println!(
-        "{}",
-        serde_json::json!({
-            "offered_per_sec": rate,
-            "work_us": work_us,
-            "completed": l.len(),
-            "p50_us": load::quantile(l, 0.50),
-            "p90_us": load::quantile(l, 0.90),
-            "p99_us": load::quantile(l, 0.99),
-            "p999_us": load::quantile(l, 0.999),
-            "max_us": l.last().copied().unwrap_or(0),
+    let schedule = load::Schedule::new(rate);
+    let mut latencies_us: Vec<u64> = (0..count)
+        .map(|i| {
+            let due = schedule.wait_for(i);
+            spin(rounds);
+            load::late_us(due)
         })
-    );
+        .collect();
+    latencies_us.sort_unstable();
+    let mut out = load::percentiles(&latencies_us);
+    out.insert("offered_per_sec".into(), rate.into());
+    out.insert("work_us".into(), work_us.into());
+    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }
 
