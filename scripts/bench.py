@@ -105,6 +105,24 @@ def measure(pid, url, args, yardstick=None, **kw):
     return result
 
 
+def median_round(results):
+    """The median of runs by their ratio to ring's rate, with the spread when there are several:
+    the VM's speed wanders within a run, and the yardstick cannot follow it perfectly."""
+    ranked = sorted(results, key=lambda r: r["vs_ring"])
+    r = ranked[len(ranked) // 2]
+    if len(ranked) > 1:
+        r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
+    return r
+
+
+def unaccepted(name, r):
+    """Why a run of distinct valid tokens failed, if it did: a refusal means a replay (too few
+    tokens) or a bug."""
+    if r["non_2xx_3xx"] or r["socket_errors"]:
+        return f"{name}: {r['non_2xx_3xx']} refused, socket errors: {r['socket_errors'] or 'none'}"
+    return None
+
+
 RING_VERIFY = r"EdDSAParameters as ring::signature::VerificationAlgorithm>::verify \["
 RING_SIGN = r"Ed25519KeyPair::sign \["
 
@@ -196,26 +214,17 @@ def main():
             # can have a shorter tail on this machine.
             floor = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "floor", "--rate", str(rate),
                                     "--work-us", f"{1e6 / peak['per_cpu_s']:.1f}", "--seconds", str(DURATION)]))
-            # Three rounds of each, alternating, and the median round: the VM's speed still
-            # wanders within a run, and the yardstick cannot follow it perfectly.
+            # Three rounds of each, alternating, and the median round.
             rounds = {"post": [], "get": []}
             for _ in range(ROUNDS):
                 for mode in ("post", "get"):
                     first, last = tokens(per_run // 2)
                     rounds[mode].append(measure(server.pid, url, [valid, mode, first, last, 0], yardstick="verify"))
             for name, mode in [("accept, form POST", "post"), ("accept, GET ?token=", "get")]:
-                ranked = sorted(rounds[mode], key=lambda r: r["vs_ring"])
-                r = ranked[len(ranked) // 2]
-                r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
-                rows.append((name, r, "verify"))
-                for other in ranked:
-                    if other["non_2xx_3xx"] or other["socket_errors"]:
-                        failures.append(f"{name}: {other['non_2xx_3xx']} refused, socket errors: {other['socket_errors'] or 'none'}")
+                rows.append((name, median_round(rounds[mode]), "verify"))
+                failures += filter(None, (unaccepted(name, r) for r in rounds[mode]))
             accept = rows[1][1]["vs_ring"]
-            for name, r, _ in rows[:1]:
-                # Every token is distinct and valid: a refusal means a replay (too few tokens) or a bug.
-                if r["non_2xx_3xx"] or r["socket_errors"]:
-                    failures.append(f"{name}: {r['non_2xx_3xx']} refused, socket errors: {r['socket_errors'] or 'none'}")
+            failures += filter(None, [unaccepted(rows[0][0], peak)])
             if load["status_3xx"] != load["completed"]:
                 failures.append(f"constant load: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")
             # Refusals that cost a signature check: as many rounds as the accepts, for a fair
@@ -225,18 +234,13 @@ def main():
                                   ("reject: malformed", "malformed.txt", 1), ("reject: wrong typ", "wrong_typ.txt", 1),
                                   ("reject: unknown kid", "unknown_kid.txt", 1),
                                   ("reject: oversize (9 KiB)", "oversize.txt", 1)]:
-                ranked = sorted((measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0], yardstick="verify")
-                                 for _ in range(n)), key=lambda r: r["vs_ring"])
-                r = ranked[len(ranked) // 2]
-                if n > 1:
-                    r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
+                r = median_round([measure(server.pid, url, [os.path.join(work, file), "post", 1, 0, 0], yardstick="verify")
+                                  for _ in range(n)])
                 r["vs_accept"] = r["vs_ring"] / accept
                 rows.append((name, r, "verify"))
             # The HTTP floor: a request that does no work at all, through the same stack.
-            ranked = sorted((measure(server.pid, f"{server2_url}/healthz", None, yardstick="verify")
-                             for _ in range(ROUNDS)), key=lambda r: r["vs_ring"])
-            r = ranked[len(ranked) // 2]
-            r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
+            r = median_round([measure(server.pid, f"{server2_url}/healthz", None, yardstick="verify")
+                              for _ in range(ROUNDS)])
             r["vs_accept"] = r["vs_ring"] / accept
             rows.append(("floor: GET /healthz (no work)", r, "verify"))
             empty = r
