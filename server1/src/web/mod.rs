@@ -102,7 +102,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::DEFAULT_CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
-    let state_metrics = state.metrics.requests.clone();
+    let request_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(auth::dashboard))
         .at("/login", get(auth::login_page).post(auth::login))
@@ -125,7 +125,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .with(Guard {
             limits: Limits::FORMS,
             hardening,
-            metrics: state_metrics,
+            metrics: request_metrics,
             refuse: error_page,
         })
 }

@@ -187,7 +187,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         csp: pages::CSP,
         hsts: state.config.public_url.as_str().starts_with("https://"),
     };
-    let state_metrics = state.metrics.requests.clone();
+    let request_metrics = state.metrics.requests.clone();
     Route::new()
         .at("/", get(home))
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
@@ -207,7 +207,7 @@ pub fn routes(state: State) -> impl Endpoint<Output = Response> {
         .with(Guard {
             limits: Limits::FORMS,
             hardening,
-            metrics: state_metrics,
+            metrics: request_metrics,
             refuse: error_page,
         })
 }
