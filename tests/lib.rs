@@ -97,7 +97,7 @@ pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
             .unwrap();
     let passwords = server1::passwords::Passwords::new(1).unwrap();
     let hash = passwords.hash(PASSWORD).unwrap();
-    let now = handoff::Clock::now(&handoff::SystemClock);
+    let now = now();
     db.add_user("alice", &hash, &["reports".into(), "billing".into()], now).unwrap();
     db.add_user("bob", &hash, &["reports".into()], now).unwrap();
     Arc::new(key)
@@ -409,12 +409,12 @@ impl FaultyJwks {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let mut cache = String::new();
+                    let mut extra_headers = String::new();
                     let mut framed = true;
                     let (status, body) = match mode {
                         JwksFault::Serve(doc) => ("200 OK", doc.into_bytes()),
                         JwksFault::ServeFor(doc, secs) => {
-                            cache = format!("cache-control: public, max-age={secs}\r\n");
+                            extra_headers = format!("cache-control: public, max-age={secs}\r\n");
                             ("200 OK", doc.into_bytes())
                         }
                         JwksFault::Hang => {
@@ -429,7 +429,7 @@ impl FaultyJwks {
                             ("200 OK", padded(doc))
                         }
                         JwksFault::Redirect(to) => {
-                            cache = format!("location: {to}\r\n");
+                            extra_headers = format!("location: {to}\r\n");
                             ("302 Found", Vec::new())
                         }
                     };
@@ -439,7 +439,7 @@ impl FaultyJwks {
                         String::new()
                     };
                     let head = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{cache}{length}connection: close\r\n\r\n"
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra_headers}{length}connection: close\r\n\r\n"
                     );
                     let _ = stream.write_all(head.as_bytes()).await;
                     let _ = stream.write_all(&body).await;

@@ -17,7 +17,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn now() -> u64 {
-    handoff::Clock::now(&handoff::SystemClock).as_secs()
+    handoff_tests::now().as_secs()
 }
 
 fn jti() -> String {

@@ -227,7 +227,7 @@ async fn a_handoff_another_site_triggers_needs_confirmation() {
 
 #[tokio::test]
 async fn sign_in_is_throttled_per_account_without_telling_which_exist() {
-    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
     let server_clock = clock.clone();
     let s = spawn_both(move |c| c.clock = server_clock, |_| {}).await;
     let c = client();
@@ -250,7 +250,7 @@ async fn sign_in_is_throttled_per_account_without_telling_which_exist() {
 #[tokio::test]
 async fn sign_in_is_throttled_per_client_address() {
     // A manual clock: the first block lasts one second, which a slow run could otherwise outlive.
-    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
     let server_clock = clock.clone();
     let s = spawn_both(move |c| c.clock = server_clock, |_| {}).await;
     let c = client();

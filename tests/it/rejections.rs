@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn now() -> u64 {
-    handoff::Clock::now(&handoff::SystemClock).as_secs()
+    handoff_tests::now().as_secs()
 }
 
 fn claims(s: &Servers) -> Value {
@@ -71,7 +71,7 @@ async fn baseline_signed_token_is_accepted() {
 
 #[tokio::test]
 async fn expired_operation_cookie_is_refused() {
-    let clock = Arc::new(handoff::ManualClock::new(handoff::Clock::now(&handoff::SystemClock)));
+    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
     let server_clock = clock.clone();
     let s = spawn_with(move |c| c.clock = server_clock).await;
     let c = client();
@@ -482,7 +482,7 @@ async fn tokens_never_reach_the_logs() {
 /// started is refused: it may have been used with the previous process.
 #[tokio::test]
 async fn tokens_issued_before_a_restart_are_refused() {
-    let start = handoff::Clock::now(&handoff::SystemClock);
+    let start = handoff_tests::now();
     let clock = Arc::new(handoff::ManualClock::new(start));
     let server_clock = clock.clone();
     let s = spawn_with(move |c| c.clock = server_clock).await;

@@ -42,14 +42,14 @@ async fn two_rotations_under_traffic_fail_no_handoff() {
 
     let list = || {
         let ring = server1::keyring::KeyRing::load(&keys_dir).unwrap();
-        let now = handoff::Clock::now(&handoff::SystemClock);
+        let now = handoff_tests::now();
         ring.states(now).iter().map(|(e, st)| (e.kid.clone(), st.name())).collect::<Vec<_>>()
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
     for round in 1..=2 {
         // Published now, signing two seconds later.
-        let now = handoff::Clock::now(&handoff::SystemClock);
+        let now = handoff_tests::now();
         let entry = server1::keyring::rotate(&keys_dir, 2, now).unwrap();
         assert!(
             list().iter().any(|(kid, st)| *kid == entry.kid && *st == "pending"),
@@ -114,7 +114,7 @@ async fn replicas_sharing_the_keys_directory_agree_on_the_active_key() {
         (kid_of(&mint_on(s.server1.clone()).await), kid_of(&mint_on(replica_url.clone()).await));
     assert_eq!(before.0, before.1);
 
-    let now = handoff::Clock::now(&handoff::SystemClock);
+    let now = handoff_tests::now();
     let entry = server1::keyring::rotate(&s.dir.path().join("keys"), 2, now).unwrap();
     // Both publish the new key at once...
     tokio::time::sleep(Duration::from_millis(1100)).await;
