@@ -101,19 +101,29 @@ impl Throttle {
     pub fn failure(&self, keys: &[Key], now: UnixTime) {
         let mut entries = self.lock();
         let now = now.as_secs();
-        if entries.len() + keys.len() > self.capacity {
+        // Room is needed only for keys not remembered yet, and the keys being counted are never
+        // the ones making room: otherwise, in a full table, a key would be forgotten and start
+        // again from one failure each time it failed, and never reach its delay.
+        let incoming = keys.iter().filter(|k| !entries.contains_key(*k)).count();
+        let full = |entries: &HashMap<Key, Entry>| entries.len() + incoming > self.capacity;
+        if full(&entries) {
             // Make room, least valuable first: idle entries, then those that never reached a
             // delay, then — only if a flood of fresh keys left nothing else — the longest idle.
             // Entries that have earned a delay keep their count while active.
-            entries.retain(|_, e| now.saturating_sub(e.last) < IDLE_SECS);
-            if entries.len() + keys.len() > self.capacity {
-                entries.retain(|k, e| e.blocked_until > now || e.failures >= k.free());
+            entries.retain(|k, e| keys.contains(k) || now.saturating_sub(e.last) < IDLE_SECS);
+            if full(&entries) {
+                entries.retain(|k, e| {
+                    keys.contains(k) || e.blocked_until > now || e.failures >= k.free()
+                });
             }
-            if entries.len() + keys.len() > self.capacity {
-                let mut by_age: Vec<(u64, Key)> =
-                    entries.iter().map(|(k, e)| (e.last, k.clone())).collect();
+            if full(&entries) {
+                let mut by_age: Vec<(u64, Key)> = entries
+                    .iter()
+                    .filter(|(k, _)| !keys.contains(k))
+                    .map(|(k, e)| (e.last, k.clone()))
+                    .collect();
                 by_age.sort_unstable_by_key(|(last, _)| *last);
-                let excess = entries.len() + keys.len() - self.capacity;
+                let excess = (entries.len() + incoming).saturating_sub(self.capacity);
                 for (_, key) in by_age.into_iter().take(excess) {
                     entries.remove(&key);
                 }
@@ -199,6 +209,42 @@ mod tests {
             t.check(std::slice::from_ref(&blocked), now).is_err(),
             "a spray does not lift a block"
         );
+    }
+
+    /// One address spraying more names than the table holds is still slowed down: its own
+    /// count is never what makes room for the next name.
+    #[test]
+    fn a_spray_that_fills_the_table_still_blocks_its_address() {
+        let t = Throttle::new(10);
+        let now = UnixTime::from_secs(50);
+        let client = Key::client("192.0.2.9".parse().expect("ip"));
+        for i in 0..CLIENT_FREE {
+            t.failure(&[Key::Account(format!("spray{i}")), client.clone()], now);
+        }
+        assert!(t.lock().len() <= 10);
+        assert!(t.check(std::slice::from_ref(&client), now).is_err(), "the address is blocked");
+    }
+
+    /// When every remembered key has earned a delay, the one idle longest makes room.
+    #[test]
+    fn full_of_earned_delays_the_longest_idle_goes() {
+        let t = Throttle::new(3);
+        let keys: Vec<Key> = (0..3).map(|i| Key::Account(format!("user{i}"))).collect();
+        // Each blocked for about 17 minutes (capped at 15), a second apart.
+        for (i, key) in keys.iter().enumerate() {
+            for _ in 0..ACCOUNT_FREE + 10 {
+                t.failure(std::slice::from_ref(key), UnixTime::from_secs(100 + i as u64));
+            }
+        }
+        // The table filled up at the third key: its later failures still counted.
+        assert_eq!(t.lock()[&keys[2]].failures, ACCOUNT_FREE + 10);
+        let now = UnixTime::from_secs(104);
+        t.failure(&[Key::Account("newcomer".into())], now);
+        assert!(t.lock().len() <= 3);
+        assert_eq!(t.check(&keys[..1], now), Ok(()), "the longest idle was forgotten");
+        for key in &keys[1..] {
+            assert!(t.check(std::slice::from_ref(key), now).is_err(), "{key:?} keeps its delay");
+        }
     }
 
     #[test]
