@@ -555,19 +555,22 @@ async fn with_log_budget(per_sec: u32) -> (Arc<handoff::ManualClock>, Servers) {
     (clock, s)
 }
 
+/// The captured log lines of `event` written by this test's SERVER2 (tests share one log).
+fn log_lines(s: &Servers, event: &str) -> Vec<String> {
+    let event = format!("event=\"{event}\"");
+    let mine = format!("aud={}", s.server2);
+    captured_logs()
+        .lines()
+        .filter(|l| l.contains(&event) && l.split_whitespace().any(|f| f == mine))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
     let (clock, s) = with_log_budget(2).await;
     let c = client();
-    let mine = format!("aud={}", s.server2);
-    let lines = |event: &str| {
-        captured_logs()
-            .lines()
-            .filter(|l| {
-                l.contains(&format!("event=\"{event}\"")) && l.split_whitespace().any(|f| f == mine)
-            })
-            .count()
-    };
+    let lines = |event: &str| log_lines(&s, event).len();
     for _ in 0..10 {
         assert_eq!(submit(&c, &s.server2, "this-is-not-a-token").await.status(), 400);
     }
@@ -584,14 +587,8 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
     assert_eq!(submit(&c, &s.server2, "still-not-a-token").await.status(), 400);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(lines("handoff.rejected"), 4);
-    let logs = captured_logs();
-    let summary = logs
-        .lines()
-        .find(|l| {
-            l.contains("event=\"handoff.rejected.suppressed\"")
-                && l.split_whitespace().any(|f| f == mine)
-        })
-        .expect("a summary line");
+    let summary =
+        log_lines(&s, "handoff.rejected.suppressed").into_iter().next().expect("a summary line");
     assert!(summary.contains("count=8"), "{summary}");
     let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
     assert!(
@@ -606,17 +603,7 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
 async fn held_back_refusals_are_summed_up_by_the_background_task_when_the_flood_stops() {
     let (clock, s) = with_log_budget(1).await;
     let c = client();
-    let mine = format!("aud={}", s.server2);
-    let summaries = || {
-        captured_logs()
-            .lines()
-            .filter(|l| {
-                l.contains("event=\"handoff.rejected.suppressed\"")
-                    && l.split_whitespace().any(|f| f == mine)
-            })
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
+    let summaries = || log_lines(&s, "handoff.rejected.suppressed");
     for _ in 0..5 {
         assert_eq!(submit(&c, &s.server2, "this-is-not-a-token").await.status(), 400);
     }
