@@ -249,10 +249,11 @@ fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
     let db = Db::open(&dir.join("server1.sqlite3"), OpenMode::CreateIfMissing)?;
     let hash = server1::passwords::Passwords::new(1)?.hash("bench password, not secret")?;
     let now = SystemClock.now();
-    let user = db.add_user("bench", &hash, &["reports".into()], now)?;
-    let session = server1::web::session::random_token().context("randomness")?;
+    let name = server1::names::UserName::parse("bench")?;
+    let user = db.add_user(&name, &hash, &[server1::names::Role::parse("reports")?], now)?;
+    let session = server1::accounts::random_token().context("randomness")?;
     db.create_session(
-        &server1::web::session::session_hash(&session),
+        server1::accounts::SessionHash::of(&session).as_bytes(),
         &user.id,
         now,
         now.plus(3600),

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use handoff::web::is_loopback;
 use handoff::{Clock, Issuer, SystemClock, Ttl};
+use handoff_web::config::public_url_problems;
 use serde::Deserialize;
 
-pub use handoff::web::CookieSecurity;
+pub use handoff_web::CookieSecurity;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
         let raw: RawConfig =
-            handoff::env::read_prefixed("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
+            handoff_web::env::read_prefixed("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 
@@ -87,7 +87,8 @@ impl Config {
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = handoff::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
+        let raw: RawConfig =
+            handoff_web::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 
@@ -150,26 +151,12 @@ impl Config {
                 }),
         };
 
-        let loopback = public_url
-            .as_ref()
-            .ok()
-            .and_then(|u| url::Url::parse(u.as_str()).ok())
-            .is_some_and(|u| is_loopback(&u));
-        if let (Ok(_), Ok(CookieSecurity::InsecureDevelopment)) = (&public_url, &cookies) {
-            if !loopback {
-                fail(
-                    "INSECURE_COOKIES",
-                    "false when SERVER1_PUBLIC_URL is not a loopback address (insecure cookies are for local development only)",
-                );
-            }
-        }
         if let Ok(url) = &public_url {
-            if url.as_str().starts_with("http://") && !loopback {
-                fail(
-                    "PUBLIC_URL",
-                    "an https:// URL (plain http is allowed only on loopback addresses)",
-                );
-            }
+            errors.extend(public_url_problems(
+                "SERVER1_",
+                url.as_str(),
+                cookies.as_ref().ok().copied(),
+            ));
         }
 
         match (

@@ -13,6 +13,8 @@ use handoff::{Subject, UnixTime};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
+use crate::names::{Role, UserName};
+
 /// A database failure. Messages name the file and the fix; never a password or session id.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -71,15 +73,15 @@ pub struct User {
     /// Stable opaque id: the `sub` of their tokens.
     pub id: Subject,
     /// Sign-in name.
-    pub name: String,
+    pub name: UserName,
     /// Roles, sorted.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
 }
 
 impl User {
     /// True when the user has `role`.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+    pub fn has_role(&self, role: &Role) -> bool {
+        self.roles.contains(role)
     }
 }
 
@@ -179,9 +181,9 @@ impl Db {
     /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
     pub fn add_user(
         &self,
-        name: &str,
+        name: &UserName,
         password_hash: &str,
-        roles: &[String],
+        roles: &[Role],
         now: UnixTime,
     ) -> Result<User, DbError> {
         let mut raw = [0u8; 16];
@@ -192,7 +194,7 @@ impl Db {
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT INTO users (id, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id.as_str(), name, password_hash, now.as_secs() as i64],
+            params![id.as_str(), name.as_str(), password_hash, now.as_secs() as i64],
         );
         match inserted {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -208,11 +210,11 @@ impl Db {
         for role in &roles {
             tx.execute(
                 "INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)",
-                params![id.as_str(), role],
+                params![id.as_str(), role.as_str()],
             )?;
         }
         tx.commit()?;
-        Ok(User { id, name: name.to_owned(), roles })
+        Ok(User { id, name: name.clone(), roles })
     }
 
     /// The user called `name` and their password hash.
@@ -220,12 +222,14 @@ impl Db {
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, DbError> {
+    pub fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
         let conn = self.conn();
         let row: Option<(String, String)> = conn
-            .query_row("SELECT id, password_hash FROM users WHERE name = ?1", [name], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT id, password_hash FROM users WHERE name = ?1",
+                [name.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         let Some((id, hash)) = row else { return Ok(None) };
         let user = load_user(&conn, &id, name)?;
@@ -274,15 +278,14 @@ impl Db {
             })
             .optional()?;
         let Some((id, name, roles)) = row else { return Ok(None) };
-        let mut roles: Vec<String> = roles
+        let mut roles: Vec<Role> = roles
             .unwrap_or_default()
             .split(' ')
             .filter(|r| !r.is_empty())
-            .map(str::to_owned)
+            .filter_map(|r| Role::parse(r).ok())
             .collect();
         roles.sort();
-        // As in `load_user`: an id that fails the check means a tampered database.
-        Ok(Subject::parse(&id).ok().map(|id| User { id, name, roles }))
+        Ok(user(&id, &name, roles))
     }
 
     /// Ends a session.
@@ -307,13 +310,18 @@ impl Db {
     }
 }
 
-fn load_user(conn: &Connection, id: &str, name: &str) -> Result<Option<User>, DbError> {
+fn load_user(conn: &Connection, id: &str, name: &UserName) -> Result<Option<User>, DbError> {
     let mut stmt =
         conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
     let roles = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    // Ids are written only by `add_user`; one that fails the check means a tampered database,
-    // and that user simply does not exist.
-    Ok(Subject::parse(id).ok().map(|id| User { id, name: name.to_owned(), roles }))
+    Ok(user(id, name.as_str(), roles.iter().filter_map(|r| Role::parse(r).ok()).collect()))
+}
+
+/// A user from stored text. Ids, names and roles are written only by `add_user`, checked; one
+/// that fails the check now means a tampered database, and that user simply does not exist (a
+/// role that fails it is not held).
+fn user(id: &str, name: &str, roles: Vec<Role>) -> Option<User> {
+    Some(User { id: Subject::parse(id).ok()?, name: UserName::parse(name).ok()?, roles })
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -342,6 +350,14 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    fn name(n: &str) -> UserName {
+        UserName::parse(n).expect("name")
+    }
+
+    fn roles(names: &[&str]) -> Vec<Role> {
+        names.iter().map(|r| Role::parse(r).expect("role")).collect()
+    }
+
     #[test]
     fn users_sessions_and_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -355,14 +371,13 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "the database is private");
         }
         let now = UnixTime::from_secs(1000);
-        let user =
-            db.add_user("alice", "hash", &["b".into(), "a".into(), "a".into()], now).expect("add");
+        let user = db.add_user(&name("alice"), "hash", &roles(&["b", "a", "a"]), now).expect("add");
         assert_eq!(user.roles, vec!["a", "b"]);
-        assert!(matches!(db.add_user("alice", "h", &[], now), Err(DbError::Conflict)));
-        let (found, hash) = db.user_by_name("alice").expect("query").expect("found");
+        assert!(matches!(db.add_user(&name("alice"), "h", &[], now), Err(DbError::Conflict)));
+        let (found, hash) = db.user_by_name(&name("alice")).expect("query").expect("found");
         assert_eq!(found, user);
         assert_eq!(hash, "hash");
-        assert!(db.user_by_name("bob").expect("query").is_none());
+        assert!(db.user_by_name(&name("bob")).expect("query").is_none());
 
         db.create_session(b"h1", &user.id, now, now.plus(60)).expect("session");
         assert_eq!(db.session_user(b"h1", now).expect("q"), Some(user.clone()));
@@ -371,14 +386,14 @@ mod tests {
         db.delete_session(b"h1").expect("delete");
         assert_eq!(db.session_user(b"h1", now).expect("q"), None);
         // A user without roles, and one with several, come back from a session as they went in.
-        let carol = db.add_user("carol", "hash", &[], now).expect("add");
+        let carol = db.add_user(&name("carol"), "hash", &[], now).expect("add");
         db.create_session(b"h3", &carol.id, now, now.plus(60)).expect("session");
         assert_eq!(
             db.session_user(b"h3", now).expect("q").expect("carol").roles,
             Vec::<String>::new()
         );
         let dave = db
-            .add_user("dave", "hash", &["reports".into(), "billing".into(), "a-b_c".into()], now)
+            .add_user(&name("dave"), "hash", &roles(&["reports", "billing", "a-b_c"]), now)
             .expect("add");
         db.create_session(b"h4", &dave.id, now, now.plus(60)).expect("session");
         assert_eq!(db.session_user(b"h4", now).expect("q"), Some(dave));
@@ -389,7 +404,7 @@ mod tests {
         drop(db);
         // Re-opening keeps data and does not re-run migrations.
         let db = Db::open(&path, OpenMode::Existing).expect("reopen");
-        assert!(db.user_by_name("alice").expect("q").is_some());
+        assert!(db.user_by_name(&name("alice")).expect("q").is_some());
     }
 
     #[test]

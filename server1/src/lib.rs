@@ -5,28 +5,34 @@
 //! the command line, reads the configuration and runs it.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod config;
 pub mod db;
+pub mod handoffs;
 pub mod keyring;
+pub mod names;
 pub mod passwords;
+pub mod signing;
 pub mod targets;
 pub mod throttle;
 pub mod web;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use handoff::keys::KeyError;
-use poem::listener::TcpAcceptor;
-use poem::Server;
+use handoff_web::{Csrf, Hardening, Jar, Limits, Settings};
+use prometheus::Registry;
 
+use accounts::Accounts;
 pub use config::Config;
 use db::Db;
+pub use handoff_web::App;
+use handoffs::Handoffs;
 use passwords::Passwords;
+use signing::Keys;
 use targets::Targets;
-use web::session::{Cookies, Csrf};
+use web::session::Cookies;
 use web::AppState;
 
 /// Why SERVER1 could not start. Each message says what to do.
@@ -44,9 +50,9 @@ pub enum StartupError {
     /// The database cannot be used.
     #[error(transparent)]
     Db(#[from] db::DbError),
-    /// The listener cannot be used.
-    #[error("cannot listen: {0}")]
-    Listen(std::io::Error),
+    /// The listener or the metrics cannot be set up.
+    #[error(transparent)]
+    Build(#[from] handoff_web::BuildError),
     /// Crypto set-up failed.
     #[error("crypto set-up failed: {0}")]
     Crypto(String),
@@ -61,19 +67,6 @@ fn key_hint(e: &KeyError) -> &'static str {
     }
 }
 
-/// A built SERVER1, bound to its listener, ready to run.
-pub struct App {
-    acceptor: TcpAcceptor,
-    local_addr: SocketAddr,
-    state: Arc<AppState>,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("local_addr", &self.local_addr).finish_non_exhaustive()
-    }
-}
-
 /// Loads keys, targets and the database and binds the app to `listener`. Must be called
 /// inside a Tokio runtime.
 ///
@@ -82,73 +75,41 @@ impl std::fmt::Debug for App {
 /// Any [`StartupError`]: nothing is served half-configured.
 pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App, StartupError> {
     handoff::crypto::install().map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let keys = web::Keys::load(&config)?;
+    let keys = Keys::load(&config)?;
     let targets = Targets::load(&config.targets_file)?;
-    let db = Db::open(&config.database, db::OpenMode::Existing)?;
+    let db = Arc::new(Db::open(&config.database, db::OpenMode::Existing)?);
     let csrf = Csrf::new(&db.secret("csrf")?);
     let passwords =
         Passwords::new(config.password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let cookies = Cookies::new(config.cookies);
-    let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
-    let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let accounts =
+        Accounts::new(Arc::clone(&db), passwords, config.session_ttl_secs, config.clock.clone());
+    let registry = Registry::new();
+    let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let hardening = Hardening {
+        csp: web::pages::DEFAULT_CSP,
+        hsts: config.public_url.as_str().starts_with("https://"),
+    };
     let state = Arc::new(AppState {
+        cookies: Cookies::new(Jar::new(config.cookies)),
         config,
         db,
-        targets,
-        keys,
-        passwords,
+        accounts,
+        handoffs: Handoffs::new(targets, keys),
         csrf,
-        cookies,
-        throttle: throttle::Throttle::new(100_000),
         metrics,
     });
-    Ok(App { acceptor, local_addr, state })
+    let settings = Settings { registry, hardening, limits: Limits::FORMS };
+    let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
+    Ok(app.with_background(sweep_sessions(state)))
 }
 
-impl App {
-    /// The address the app listens on (the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+/// Every ten minutes, forgets expired sessions.
+async fn sweep_sessions(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.accounts.purge_sessions() {
+            tracing::warn!(error = %e, "could not purge expired sessions");
+        }
     }
-
-    /// Serves until `shutdown` completes, then finishes in-flight requests (up to 10 s).
-    ///
-    /// # Errors
-    ///
-    /// When the listener fails.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let state = Arc::clone(&self.state);
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
-            loop {
-                tick.tick().await;
-                let now = state.config.clock.now();
-                if let Err(e) = state.db.purge_sessions(now) {
-                    tracing::warn!(error = %e, "could not purge expired sessions");
-                }
-            }
-        });
-        let app = web::routes(self.state);
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
-            .await;
-        sweeper.abort();
-        served
-    }
-}
-
-/// True for a valid sign-in name: 1 to 64 characters of a-z 0-9 . _ - (stored lower-case).
-pub fn is_valid_user_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
-}
-
-/// True for a valid role name: 1 to 32 characters of a-z 0-9 - _, starting with a letter or digit.
-pub fn is_valid_role(role: &str) -> bool {
-    handoff::values::is_short_id(role, 32)
 }

@@ -3,11 +3,17 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
-use handoff::{MintRequest, Minter};
+use handoff_web::main_support;
+use server1::accounts::Accounts;
 use server1::db::{Db, OpenMode};
+use server1::handoffs::{HandoffError, Handoffs};
+use server1::names::{Role, UserName};
 use server1::passwords::Passwords;
+use server1::signing::Keys;
 use server1::targets::Targets;
 use server1::Config;
 
@@ -84,13 +90,7 @@ enum UsersCommand {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server1: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    main_support::exit_code("server1", run())
 }
 
 fn run() -> anyhow::Result<()> {
@@ -98,9 +98,9 @@ fn run() -> anyhow::Result<()> {
     // The server batches its log lines; the one-shot commands write theirs at once, in order
     // with what they print.
     let _flush_logs = if matches!(command, Command::Serve) {
-        Some(handoff::telemetry::init_stderr_batched("info,poem=warn"))
+        Some(handoff_web::telemetry::init_stderr_batched("info,poem=warn"))
     } else {
-        handoff::telemetry::init_stderr("info,poem=warn");
+        handoff_web::telemetry::init_stderr("info,poem=warn");
         None
     };
     let config = Config::from_env()?;
@@ -130,20 +130,10 @@ fn run() -> anyhow::Result<()> {
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listen = config.listen;
-        if config.cookies == server1::config::CookieSecurity::InsecureDevelopment {
-            tracing::warn!(
-                "SERVER1_INSECURE_COOKIES is set: cookies lack Secure; for local development only"
-            );
-        }
-        let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen on {listen} (SERVER1_LISTEN)"))?;
-        let public_url = config.public_url.clone();
+        let listener = main_support::bind(config.listen, "SERVER1_LISTEN", config.cookies)?;
+        let public_url = config.public_url.to_string();
         let app = server1::build_app(config, listener)?;
-        tracing::info!(addr = %app.local_addr(), %public_url, "SERVER1 listening");
-        app.run(handoff::web::shutdown_signal()).await.context("server failed")?;
-        tracing::info!("SERVER1 stopped");
-        Ok(())
+        main_support::serve("SERVER1", app, &public_url).await.context("server failed")
     })
 }
 
@@ -163,6 +153,12 @@ fn list_keys(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The accounts service for a one-shot command (one argon2 run at a time).
+fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
+    let db = Arc::new(Db::open(&config.database, mode)?);
+    Ok(Accounts::new(db, Passwords::new(1)?, config.session_ttl_secs, config.clock.clone()))
+}
+
 fn add_user(
     config: &Config,
     name: &str,
@@ -172,23 +168,24 @@ fn add_user(
     if !password_stdin {
         bail!("pass --password-stdin and write the password to standard input");
     }
-    let name = name.to_ascii_lowercase();
-    if !server1::is_valid_user_name(&name) {
-        bail!("a user name is 1 to 64 characters of a-z 0-9 . _ -");
-    }
-    if let Some(bad) = roles.iter().find(|r| !server1::is_valid_role(r)) {
-        bail!("role {bad:?}: a role is 1 to 32 characters of a-z 0-9 - _");
-    }
+    let name = UserName::normalize(name)
+        .map_err(|_| anyhow!("a user name is 1 to 64 characters of a-z 0-9 . _ -"))?;
+    let roles = roles
+        .iter()
+        .map(|r| {
+            Role::parse(r)
+                .map_err(|_| anyhow!("role {r:?}: a role is 1 to 32 characters of a-z 0-9 - _"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut password = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut password)
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
-    let hash = Passwords::new(1)?.hash(password)?;
-    let db = Db::open(&config.database, OpenMode::CreateIfMissing)?;
-    let user = db.add_user(&name, &hash, roles, config.clock.now())?;
-    eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, user.roles.join(", "));
+    let user = accounts(config, OpenMode::CreateIfMissing)?.add_user(&name, password, &roles)?;
+    let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
+    eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, roles.join(", "));
     Ok(())
 }
 
@@ -201,36 +198,27 @@ fn mint(
 ) -> anyhow::Result<()> {
     handoff::crypto::install()?;
     let targets = Targets::load(&config.targets_file)?;
-    let target = targets
-        .get(target)
-        .ok_or_else(|| anyhow!("no target {target:?} in {}", config.targets_file.display()))?;
-    let offered = target
-        .operation(op)
-        .ok_or_else(|| anyhow!("target {:?} has no operation {op:?}", target.id))?;
-    let db = Db::open(&config.database, OpenMode::Existing)?;
-    let (user, _) =
-        db.user_by_name(&user.to_ascii_lowercase())?.ok_or_else(|| anyhow!("no user {user:?}"))?;
-    if !user.has_role(&offered.role) {
-        bail!("user {} lacks the role {:?} that {op} needs", user.name, offered.role);
-    }
+    let handoffs = Handoffs::new(targets, Keys::load(config)?);
+    let name = UserName::normalize(user).map_err(|_| anyhow!("no user {user:?}"))?;
+    let user = accounts(config, OpenMode::Existing)?
+        .user(&name)?
+        .ok_or_else(|| anyhow!("no user {user:?}"))?;
     let mut pairs = Vec::new();
     for arg in args {
         let (k, v) = arg.split_once('=').ok_or_else(|| anyhow!("--arg takes KEY=VALUE"))?;
         pairs.push((k, v));
     }
-    let operation = offered.spec.build(pairs).map_err(|e| anyhow!("{e}"))?;
-    let ring = server1::keyring::KeyRing::load(&config.keys_dir)?;
-    let now = config.clock.now();
-    let minter = Minter::new(ring.active(now).clone(), config.public_url.clone(), config.token_ttl);
-    let request = MintRequest {
-        audience: &target.audience,
-        subject: &user.id,
-        operation: &operation,
-        sid: None,
-        nonce: None,
-    };
-    let minted = minter.mint(&request, now)?;
+    let authorized = handoffs.authorize(&user, target, op, pairs).map_err(|e| match e {
+        HandoffError::NoSuchTarget(_) => {
+            anyhow!("no target {target:?} in {}", config.targets_file.display())
+        }
+        HandoffError::MissingRole(role) => {
+            anyhow!("user {} lacks the role {:?} that {op} needs", user.name, role.as_str())
+        }
+        other => anyhow!("{other}"),
+    })?;
+    let minted = handoffs.mint(&user, &authorized, None, None, config.clock.now())?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", minted.as_str())?;
+    writeln!(out, "{}", minted.token.as_str())?;
     Ok(())
 }

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use handoff::protocol::start_param;
 use handoff::{ArgName, ArgRule, ArgSpec, Audience, OperationSpec, OperationType};
 use poem::http::HeaderValue;
 use serde::Deserialize;
 
-/// Query parameters of `/handoff/{target}/{operation}` that are not operation arguments.
-const RESERVED_ARGS: [&str; 3] = ["mode", "nonce", "confirm"];
+use crate::names::{Role, TargetId};
 
 /// Largest targets file read.
 const MAX_FILE_LEN: u64 = 1024 * 1024;
@@ -21,7 +21,7 @@ const MAX_FILE_LEN: u64 = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Short id used in URLs (`/handoff/{id}/...`).
-    pub id: String,
+    pub id: TargetId,
     /// Display name.
     pub name: String,
     /// The partner's audience (its public URL).
@@ -57,7 +57,7 @@ pub struct TargetOperation {
     /// Human title, e.g. "View report".
     pub title: String,
     /// The role a user needs.
-    pub role: String,
+    pub role: Role,
     /// Example arguments for the dashboard's quick link, if every argument has one.
     pub example: Option<Vec<(String, String)>>,
 }
@@ -154,7 +154,7 @@ impl Targets {
         for t in raw.target {
             let target = convert_target(t)?;
             if targets.iter().any(|other| other.id == target.id) {
-                return Err(format!("target {:?} is declared twice", target.id));
+                return Err(format!("target {:?} is declared twice", target.id.as_str()));
             }
             targets.push(target);
         }
@@ -173,9 +173,9 @@ impl Targets {
 }
 
 fn convert_target(t: RawTarget) -> Result<Target, String> {
-    if !handoff::values::is_short_id(&t.id, 32) {
+    let Ok(id) = TargetId::parse(&t.id) else {
         return Err(format!("target id {:?}: use 1 to 32 characters of a-z 0-9 - _", t.id));
-    }
+    };
     let at = format!("target {:?}", t.id);
     if t.name.trim().is_empty() || t.name.len() > 80 {
         return Err(format!("{at}: name must be 1 to 80 characters"));
@@ -193,7 +193,7 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
     if handoff_url.query().is_some() || handoff_url.fragment().is_some() {
         return Err(format!("{at}: handoff_url must have no query or fragment"));
     }
-    if handoff_url.scheme() == "http" && !handoff::web::is_loopback(&handoff_url) {
+    if handoff_url.scheme() == "http" && !handoff_web::config::is_loopback(&handoff_url) {
         return Err(format!(
             "{at}: handoff_url must be https:// (http is allowed only on loopback)"
         ));
@@ -213,7 +213,7 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
             format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
         })?;
-    Ok(Target { id: t.id, name: t.name, audience, handoff_url, operations, handoff_csp })
+    Ok(Target { id, name: t.name, audience, handoff_url, operations, handoff_csp })
 }
 
 fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
@@ -223,14 +223,14 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
     if op.title.trim().is_empty() || op.title.len() > 80 {
         return Err(format!("{at}: title must be 1 to 80 characters"));
     }
-    if !handoff::values::is_short_id(&op.role, 32) {
+    let Ok(role) = Role::parse(&op.role) else {
         return Err(format!("{at}: role must be 1 to 32 characters of a-z 0-9 - _"));
-    }
+    };
     let mut args = Vec::new();
     let mut example = Some(Vec::new());
     for (name, raw) in op.args {
         let arg = ArgName::parse(&name).map_err(|e| format!("{at}: argument {name:?}: {e}"))?;
-        if RESERVED_ARGS.contains(&name.as_str()) {
+        if start_param::ALL.contains(&name.as_str()) {
             return Err(format!(
                 "{at}: argument {name:?} is reserved (mode, nonce and confirm are)"
             ));
@@ -255,7 +255,7 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
         args.push(ArgSpec { name: arg, rule });
     }
     let spec = OperationSpec::new(kind, args).map_err(|e| format!("{at}: {e}"))?;
-    Ok(TargetOperation { spec, title: op.title, role: op.role, example })
+    Ok(TargetOperation { spec, title: op.title, role, example })
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use handoff::web::is_loopback;
+use handoff::protocol::JWKS_PATH;
 use handoff::{Audience, Clock, Issuer, Leeway, SystemClock, Ttl};
+use handoff_web::config::{is_https_or_loopback, public_url_problems};
 use serde::Deserialize;
 
 /// Where the issuer's public keys come from.
@@ -28,7 +29,7 @@ pub enum UnboundHandoffs {
     Refuse,
 }
 
-pub use handoff::web::CookieSecurity;
+pub use handoff_web::CookieSecurity;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -109,7 +110,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
         let raw: RawConfig =
-            handoff::env::read_prefixed("SERVER2_").map_err(|e| ConfigError(vec![e]))?;
+            handoff_web::env::read_prefixed("SERVER2_").map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 
@@ -121,7 +122,8 @@ impl Config {
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = handoff::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
+        let raw: RawConfig =
+            handoff_web::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
         Self::from_raw(raw)
     }
 
@@ -175,11 +177,10 @@ impl Config {
             (None, url) => {
                 let url = match (url, &issuer) {
                     (Some(u), _) => url::Url::parse(u).ok(),
-                    (None, Some(iss)) => url::Url::parse(&iss.join("/.well-known/jwks.json")).ok(),
+                    (None, Some(iss)) => url::Url::parse(&iss.join(JWKS_PATH)).ok(),
                     (None, None) => None,
                 };
-                let url = url
-                    .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)));
+                let url = url.filter(is_https_or_loopback);
                 check!(
                     "JWKS_URL",
                     "an https:// URL of the issuer's JWKS (http only on loopback)",
@@ -237,16 +238,7 @@ impl Config {
             CookieSecurity::from_setting(raw.insecure_cookies.as_deref())
         );
         if let Some(url) = &public_url {
-            let parsed = url::Url::parse(url.as_str()).ok();
-            let loopback = parsed.as_ref().is_some_and(is_loopback);
-            if url.as_str().starts_with("http://") && !loopback {
-                errors.push(
-                    "SERVER2_PUBLIC_URL: expected an https:// URL (http only on loopback)".into(),
-                );
-            }
-            if cookies == Some(CookieSecurity::InsecureDevelopment) && !loopback {
-                errors.push("SERVER2_INSECURE_COOKIES: expected false when SERVER2_PUBLIC_URL is not on loopback".into());
-            }
+            errors.extend(public_url_problems("SERVER2_", url.as_str(), cookies));
         }
         let unbound = check!(
             "UNBOUND_HANDOFFS",
@@ -268,10 +260,7 @@ impl Config {
             Some(u) => check!(
                 "HELP_URL",
                 "an absolute https:// URL (http only on loopback)",
-                url::Url::parse(u)
-                    .ok()
-                    .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
-                    .map(Some)
+                url::Url::parse(u).ok().filter(is_https_or_loopback).map(Some)
             ),
         };
         let unsigned_refusal_logs = check!(

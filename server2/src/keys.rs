@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use handoff::protocol::JWKS_MAX_AGE_SECS;
+
 use handoff::{Jwks, KeySet, Rejection};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -98,7 +100,7 @@ impl KeySource {
             remote: Some(remote),
             fetches,
             cache_for: std::sync::Mutex::new(
-                cache_bounds.0.max(Duration::from_secs(300)).min(cache_bounds.1),
+                cache_bounds.0.max(Duration::from_secs(JWKS_MAX_AGE_SECS)).min(cache_bounds.1),
             ),
             cache_bounds,
         })

@@ -6,26 +6,28 @@
 pub mod config;
 pub mod keys;
 pub mod operations;
+pub mod refusal;
 pub mod web;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
+use handoff::protocol::JWKS_MAX_AGE_SECS;
 use handoff::{MemoryReplayStore, ReplayStore, Verifier, VerifierSettings};
-use poem::listener::TcpAcceptor;
-use poem::Server;
+use handoff_web::{Csrf, Hardening, Jar, Limits, Settings};
+use prometheus::Registry;
+use ring::rand::{SecureRandom, SystemRandom};
 
 pub use config::Config;
 use config::KeysFrom;
+pub use handoff_web::App;
 use keys::KeySource;
 use web::AppState;
 
 /// How often the issuer's keys are fetched again when its JWKS gives no `max-age`.
-const KEY_REFRESH: Duration = Duration::from_secs(300);
+const KEY_REFRESH: Duration = Duration::from_secs(JWKS_MAX_AGE_SECS);
 
 /// Why SERVER2 could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,25 +41,12 @@ pub enum StartupError {
     /// The operation-cookie key file is unusable.
     #[error("cannot use SERVER2_COOKIE_KEY_FILE {0}: {1}")]
     CookieKey(String, String),
-    /// The listener cannot be used.
-    #[error("cannot listen: {0}")]
-    Listen(std::io::Error),
+    /// The listener or the metrics cannot be set up.
+    #[error(transparent)]
+    Build(#[from] handoff_web::BuildError),
     /// Crypto set-up failed.
     #[error("crypto set-up failed: {0}")]
     Crypto(String),
-}
-
-/// A built SERVER2, bound to its listener.
-pub struct App {
-    acceptor: TcpAcceptor,
-    local_addr: SocketAddr,
-    state: Arc<AppState>,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("local_addr", &self.local_addr).finish_non_exhaustive()
-    }
 }
 
 /// Builds SERVER2 on `listener`: loads (or starts fetching) the issuer's keys. Must run inside
@@ -79,8 +68,52 @@ pub async fn build_app(
         catalog: operations::catalog(),
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let metrics = web::Metrics::new().map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let keys = match &config.keys_from {
+    let registry = Registry::new();
+    let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let keys = load_keys(&config, &metrics).await?;
+    let secret = cookie_secret(&config)?;
+    let grants = GrantKey::from_bytes(&secret).map_err(|_| {
+        StartupError::CookieKey("(generated)".into(), format!("needs {MIN_GRANT_KEY_LEN} bytes"))
+    })?;
+    // Forms get their own key, derived from the cookie secret under another label.
+    let csrf = Csrf::new(
+        ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            b"handoff server2 forms v1",
+        )
+        .as_ref(),
+    );
+    // Made now, it remembers nothing from before this process: see `remembers_since`.
+    let replay: Arc<dyn ReplayStore> =
+        Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()));
+    let hardening = Hardening {
+        csp: web::pages::CSP,
+        hsts: config.public_url.as_str().starts_with("https://"),
+    };
+    let state = Arc::new(AppState {
+        refusals: web::Refusals::new(config.issuer.as_str()),
+        unsigned_refusal_logs: handoff_web::telemetry::LogBudget::new(
+            config.unsigned_refusal_logs_per_sec,
+        ),
+        jar: Jar::new(config.cookies),
+        csrf,
+        config,
+        verifier,
+        keys,
+        replay,
+        grants,
+        approvals: Mutex::new(HashMap::new()),
+        metrics,
+    });
+    let settings = Settings { registry, hardening, limits: Limits::FORMS };
+    let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
+    Ok(app.with_background(background(state)))
+}
+
+/// The issuer's keys: the pinned file, or a first fetch (which may fail: the background task
+/// keeps trying).
+async fn load_keys(config: &Config, metrics: &web::Metrics) -> Result<KeySource, StartupError> {
+    Ok(match &config.keys_from {
         KeysFrom::File(path) => KeySource::pinned(path)?,
         KeysFrom::Url(url) => {
             let fetches = Some(metrics.jwks_fetches.clone());
@@ -96,100 +129,62 @@ pub async fn build_app(
             }
             source
         }
-    };
-    let grants = match &config.cookie_key_file {
+    })
+}
+
+/// The secret behind operation cookies and forms: `SERVER2_COOKIE_KEY_FILE`, or random.
+fn cookie_secret(config: &Config) -> Result<Vec<u8>, StartupError> {
+    match &config.cookie_key_file {
         Some(path) => {
             let shown = path.display().to_string();
             let bytes = std::fs::read(path)
                 .map_err(|e| StartupError::CookieKey(shown.clone(), e.to_string()))?;
-            GrantKey::from_bytes(&bytes).map_err(|_| {
-                StartupError::CookieKey(shown, format!("needs at least {MIN_GRANT_KEY_LEN} bytes"))
-            })?
+            if bytes.len() < MIN_GRANT_KEY_LEN {
+                return Err(StartupError::CookieKey(
+                    shown,
+                    format!("needs at least {MIN_GRANT_KEY_LEN} bytes"),
+                ));
+            }
+            Ok(bytes)
         }
-        None => GrantKey::generate().map_err(|e| StartupError::Crypto(e.to_string()))?,
-    };
-    // Made now, it remembers nothing from before this process: see `remembers_since`.
-    let replay: Arc<dyn ReplayStore> =
-        Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()));
-    let (acceptor, local_addr) = handoff::web::acceptor(listener).map_err(StartupError::Listen)?;
-    let refusals = web::Refusals::new(config.issuer.as_str());
-    let unsigned_refusal_logs =
-        handoff::telemetry::LogBudget::new(config.unsigned_refusal_logs_per_sec);
-    let state = Arc::new(AppState {
-        refusals,
-        unsigned_refusal_logs,
-        config,
-        verifier,
-        keys,
-        replay,
-        grants,
-        approvals: Mutex::new(HashMap::new()),
-        metrics,
-    });
-    Ok(App { acceptor, local_addr, state })
+        None => {
+            let mut bytes = vec![0u8; 32];
+            SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|e| StartupError::Crypto(e.to_string()))?;
+            Ok(bytes)
+        }
+    }
 }
 
-impl App {
-    /// The address the app listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// True once the issuer's keys are loaded.
-    pub fn is_ready(&self) -> bool {
-        self.state.keys.is_ready()
-    }
-
-    /// Serves until `shutdown` completes, then finishes in-flight requests (up to 10 s).
-    ///
-    /// # Errors
-    ///
-    /// When the listener fails.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let state = Arc::clone(&self.state);
-        let background = tokio::spawn(async move {
-            // Every 5 s: drop expired replay entries, and sum up unsigned refusals the log
-            // budget held back if no later one did. Keys: retried with backoff (1 s to 30 s)
-            // while none are loaded, then fetched again when the issuer's `max-age` (within the
-            // configured bounds) runs out, so a key the issuer stops publishing stops being
-            // trusted here too.
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            let mut backoff = Duration::from_secs(1);
-            let mut next_fetch =
-                tokio::time::Instant::now() + state.keys.cache_for().unwrap_or(KEY_REFRESH);
-            loop {
-                tick.tick().await;
-                let now_secs = state.config.clock.now();
-                state.replay.purge_expired(now_secs);
-                web::log_suppressed(
-                    &state,
-                    state.unsigned_refusal_logs.overdue(now_secs.as_secs()),
-                );
-                let now = tokio::time::Instant::now();
-                if state.keys.is_ready() && now < next_fetch {
-                    continue;
-                }
-                match state.keys.refresh().await {
-                    Ok(_) => {
-                        backoff = Duration::from_secs(1);
-                        next_fetch = now + state.keys.cache_for().unwrap_or(KEY_REFRESH);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "issuer keys not refreshed; keeping the last good keys");
-                        next_fetch = now + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
+/// Every 5 s: drop expired replay entries, and sum up unsigned refusals the log budget held
+/// back if no later one did. Keys: retried with backoff (1 s to 30 s) while none are loaded,
+/// then fetched again when the issuer's `max-age` (within the configured bounds) runs out, so a
+/// key the issuer stops publishing stops being trusted here too.
+async fn background(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut backoff = Duration::from_secs(1);
+    let mut next_fetch =
+        tokio::time::Instant::now() + state.keys.cache_for().unwrap_or(KEY_REFRESH);
+    loop {
+        tick.tick().await;
+        let now_secs = state.config.clock.now();
+        state.replay.purge_expired(now_secs);
+        web::log_suppressed(&state, state.unsigned_refusal_logs.overdue(now_secs.as_secs()));
+        let now = tokio::time::Instant::now();
+        if state.keys.is_ready() && now < next_fetch {
+            continue;
+        }
+        match state.keys.refresh().await {
+            Ok(_) => {
+                backoff = Duration::from_secs(1);
+                next_fetch = now + state.keys.cache_for().unwrap_or(KEY_REFRESH);
             }
-        });
-        let app = web::routes(self.state);
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
-            .await;
-        background.abort();
-        served
+            Err(e) => {
+                tracing::warn!(error = %e, "issuer keys not refreshed; keeping the last good keys");
+                next_fetch = now + backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
     }
 }

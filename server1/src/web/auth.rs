@@ -1,17 +1,15 @@
 //! Signing in and out, and the dashboard.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
+use handoff_web::cookies::add_cookie;
+use handoff_web::see_other;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
 use poem::{handler, Request, Response};
 use serde::Deserialize;
 
-use super::session::{random_token, read_cookie, session_hash};
-use super::{add_cookie, current_user, pages, AppError, AppState, State};
-use crate::throttle::Key;
-use ::handoff::web::see_other;
+use super::session::{LOGIN, SESSION};
+use super::{current_user, pages, AppError, AppState, State};
+use crate::accounts::{random_token, SessionHash, SignInError};
 
 /// A local path to return to after sign-in; anything else becomes `/`.
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -34,12 +32,8 @@ pub(super) fn dashboard(req: &Request, Data(state): Data<&State>) -> Result<Resp
     let Some((user, hash)) = current_user(state, req)? else {
         return Ok(see_other("/login"));
     };
-    let offers: Vec<_> = state
-        .targets
-        .iter()
-        .map(|t| (t, t.operations.iter().filter(|op| user.has_role(&op.role)).collect::<Vec<_>>()))
-        .collect();
-    let csrf = state.csrf.token("session", &hash);
+    let offers = state.handoffs.offers(&user);
+    let csrf = state.csrf.token("session", hash.as_bytes());
     Ok(pages::html_response(StatusCode::OK, pages::dashboard(&user, &csrf, &offers)))
 }
 
@@ -65,7 +59,7 @@ fn render_login(
     let nonce = random_token().ok_or_else(|| AppError::Internal("randomness failed".into()))?;
     let csrf = state.csrf.token("login", nonce.as_bytes());
     let mut resp = pages::html_response(status, pages::login_page(&csrf, next, error));
-    add_cookie(&mut resp, state.cookies.set(state.cookies.login_name(), &nonce, Some(3600)))?;
+    add_cookie(&mut resp, state.cookies.set(LOGIN, &nonce, Some(3600)))?;
     Ok(resp)
 }
 
@@ -87,10 +81,6 @@ impl std::fmt::Debug for LoginForm {
     }
 }
 
-fn client_ip(req: &Request) -> Option<IpAddr> {
-    req.remote_addr().as_socket_addr().map(|a| a.ip())
-}
-
 fn wait_text(secs: u64) -> String {
     if secs < 60 {
         format!("Too many failed sign-ins. Wait {secs} seconds, then try again.")
@@ -105,45 +95,28 @@ pub(super) async fn login(
     Data(state): Data<&State>,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
-    let login_cookie = read_cookie(req, state.cookies.login_name()).unwrap_or_default();
+    let login_cookie = state.cookies.read(req, LOGIN).unwrap_or_default();
     if login_cookie.is_empty() || !state.csrf.check("login", login_cookie.as_bytes(), &form.csrf) {
         return Err(AppError::Csrf);
     }
     let next = safe_next(Some(&form.next));
-    let name = form.username.trim().to_ascii_lowercase();
-    let now = state.config.clock.now();
-    // Throttled by the submitted name whether or not it exists, and by the client address.
-    let mut keys = vec![Key::Account(name.chars().take(64).collect())];
-    keys.extend(client_ip(req).map(Key::client));
-    if let Err(wait) = state.throttle.check(&keys, now) {
-        state.metrics.signins.with_label_values(&["throttled"]).inc();
-        tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
-        let mut resp =
-            render_login(state, &next, Some(&wait_text(wait)), StatusCode::TOO_MANY_REQUESTS)?;
-        resp.headers_mut().insert(header::RETRY_AFTER, wait.into());
-        return Ok(resp);
-    }
-    let found = if crate::is_valid_user_name(&name) { state.db.user_by_name(&name)? } else { None };
-    // argon2 runs off the async threads, a bounded number at a time; an unknown name costs the
-    // same as a wrong password.
-    let ok = {
-        let _slot = state.passwords.slot().map_err(|_| {
-            state.metrics.signins.with_label_values(&["busy"]).inc();
-            AppError::Busy
-        })?;
-        let state2 = Arc::clone(state);
-        let stored = found.as_ref().map(|(_, h)| h.clone());
-        let password = form.password;
-        tokio::task::spawn_blocking(move || state2.passwords.verify(&password, stored.as_deref()))
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?
-    };
-    let user = match (ok, found) {
-        (true, Some((user, _))) => user,
-        _ => {
-            state.throttle.failure(&keys, now);
+    let client = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let previous = state.cookies.read(req, SESSION).map(|id| SessionHash::of(&id));
+    let signed_in = match state
+        .accounts
+        .sign_in(&form.username, form.password, client, previous)
+        .await
+    {
+        Ok(signed_in) => signed_in,
+        Err(SignInError::Throttled { wait }) => {
+            state.metrics.signins.with_label_values(&["throttled"]).inc();
+            let mut resp =
+                render_login(state, &next, Some(&wait_text(wait)), StatusCode::TOO_MANY_REQUESTS)?;
+            resp.headers_mut().insert(header::RETRY_AFTER, wait.into());
+            return Ok(resp);
+        }
+        Err(SignInError::WrongCredentials) => {
             state.metrics.signins.with_label_values(&["failed"]).inc();
-            tracing::warn!(event = "signin.failed", "sign-in failed");
             return render_login(
                 state,
                 &next,
@@ -151,20 +124,18 @@ pub(super) async fn login(
                 StatusCode::UNAUTHORIZED,
             );
         }
+        Err(e) => {
+            if matches!(e, SignInError::Busy) {
+                state.metrics.signins.with_label_values(&["busy"]).inc();
+            }
+            return Err(AppError::from_sign_in(e));
+        }
     };
-    state.throttle.success(&keys[0]);
     state.metrics.signins.with_label_values(&["ok"]).inc();
-    // A new session id at every sign-in (no fixation); the old session, if any, ends.
-    if let Some(old) = read_cookie(req, state.cookies.session_name()) {
-        state.db.delete_session(&session_hash(&old))?;
-    }
-    let id = random_token().ok_or_else(|| AppError::Internal("randomness failed".into()))?;
-    let ttl = state.config.session_ttl_secs;
-    state.db.create_session(&session_hash(&id), &user.id, now, now.plus(ttl))?;
-    tracing::info!(event = "signin", sub = %user.id, "signed in");
+    let ttl = state.accounts.session_ttl_secs();
     let mut resp = see_other(&next);
-    add_cookie(&mut resp, state.cookies.set(state.cookies.session_name(), &id, Some(ttl)))?;
-    add_cookie(&mut resp, state.cookies.set(state.cookies.login_name(), "", None))?;
+    add_cookie(&mut resp, state.cookies.set(SESSION, &signed_in.session_id, Some(ttl)))?;
+    add_cookie(&mut resp, state.cookies.set(LOGIN, "", None))?;
     Ok(resp)
 }
 
@@ -183,13 +154,12 @@ pub(super) fn logout(
     let Some((user, hash)) = current_user(state, req)? else {
         return Ok(see_other("/login"));
     };
-    if !state.csrf.check("session", &hash, &form.csrf) {
+    if !state.csrf.check("session", hash.as_bytes(), &form.csrf) {
         return Err(AppError::Csrf);
     }
-    state.db.delete_session(&hash)?;
-    tracing::info!(event = "signout", sub = %user.id, "signed out");
+    state.accounts.sign_out(&user, hash)?;
     let mut resp = see_other("/login");
-    add_cookie(&mut resp, state.cookies.set(state.cookies.session_name(), "", None))?;
+    add_cookie(&mut resp, state.cookies.set(SESSION, "", None))?;
     Ok(resp)
 }
 

@@ -1,10 +1,14 @@
 //! What a handler can fail with, and the one place where that becomes an HTTP response.
 
+use handoff_web::StatusClass;
 use poem::error::ResponseError;
 use poem::http::StatusCode;
 use poem::Response;
 
 use super::pages;
+use crate::accounts::SignInError;
+use crate::handoffs::HandoffError;
+use crate::names::Role;
 
 /// A handler failure. The page shown names what the person can do; details go to the log.
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +18,7 @@ pub enum AppError {
     NotFound,
     /// The user lacks the role the operation needs.
     #[error("missing role {0}")]
-    MissingRole(String),
+    MissingRole(Role),
     /// A request field is invalid; the message is safe to show (it never echoes the input).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -33,6 +37,38 @@ pub enum AppError {
     /// Something that should not happen.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<StatusClass> for AppError {
+    fn from(class: StatusClass) -> Self {
+        match class {
+            StatusClass::NotFound => Self::NotFound,
+            StatusClass::TooLarge(status) => Self::TooLarge(status),
+            StatusClass::ServerError(status) => Self::Internal(format!("status {status}")),
+            StatusClass::BadRequest => {
+                Self::BadRequest("The request could not be understood".into())
+            }
+        }
+    }
+}
+
+impl From<HandoffError> for AppError {
+    fn from(e: HandoffError) -> Self {
+        match e {
+            HandoffError::NoSuchTarget(_) | HandoffError::NoSuchOperation { .. } => Self::NotFound,
+            HandoffError::MissingRole(role) => Self::MissingRole(role),
+            HandoffError::BadArguments(why) => {
+                Self::BadRequest(format!("This link is not valid: {why}"))
+            }
+            HandoffError::Mint(why) => Self::Internal(why),
+        }
+    }
+}
+
+impl From<handoff_web::cookies::UnrepresentableCookie> for AppError {
+    fn from(e: handoff_web::cookies::UnrepresentableCookie) -> Self {
+        Self::Internal(e.to_string())
+    }
 }
 
 impl ResponseError for AppError {
@@ -58,6 +94,16 @@ impl ResponseError for AppError {
 }
 
 impl AppError {
+    /// The error for a sign-in failure that is not a page of its own (throttled and wrong
+    /// credentials show the sign-in form again).
+    pub(crate) fn from_sign_in(e: SignInError) -> Self {
+        match e {
+            SignInError::Busy => Self::Busy,
+            SignInError::Db(e) => Self::Db(e),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+
     /// The page for this error, without logging it: for refusals the request guard already
     /// counts (routing, size limits), which anyone can cause at will.
     pub(crate) fn page(&self) -> Response {
@@ -83,6 +129,6 @@ impl AppError {
                 "Something went wrong on our side. Please try again in a moment.".into(),
             ),
         };
-        pages::html_response(status, pages::message_page(title, &message, None))
+        pages::html_response(status, pages::message_page(title, &message))
     }
 }

@@ -6,17 +6,51 @@
 //! (the token then carries it and only the browser holding the matching cookie can use it), and
 //! `confirm`, the person's consent when another site sent their browser here.
 
-use ::handoff::{MintRequest, Nonce, SessionRef};
+use ::handoff::protocol::start_param;
+use ::handoff::{Nonce, SessionRef};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use handoff_web::see_other;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
 use super::{current_user, pages, AppError, State};
-use std::fmt::Write as _;
 
-use ::handoff::web::see_other;
+/// What the reserved parameters of a start URL asked for.
+#[derive(Debug, Default)]
+struct Reserved {
+    redirect_mode: bool,
+    nonce: Option<Nonce>,
+    confirm: Option<String>,
+}
+
+/// Splits a start URL's query into the reserved parameters and the operation's arguments.
+fn parse_query(query: &str) -> Result<(Reserved, Vec<(String, String)>), AppError> {
+    let mut reserved = Reserved::default();
+    let mut args = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            start_param::MODE => {
+                reserved.redirect_mode = match v.as_ref() {
+                    "redirect" => true,
+                    "form" => false,
+                    _ => return Err(AppError::BadRequest("`mode` is `form` or `redirect`".into())),
+                }
+            }
+            start_param::NONCE => {
+                let parsed = Nonce::parse(&v)
+                    .map_err(|_| AppError::BadRequest("This link is not valid".into()))?;
+                if reserved.nonce.replace(parsed).is_some() {
+                    return Err(AppError::BadRequest("This link is not valid".into()));
+                }
+            }
+            start_param::CONFIRM => reserved.confirm = Some(v.into_owned()),
+            _ => args.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    Ok((reserved, args))
+}
 
 #[handler]
 pub(super) fn start(
@@ -29,55 +63,29 @@ pub(super) fn start(
         let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
         return Ok(see_other(&format!("/login?next={next}")));
     };
-    let target = state.targets.get(&target_id).ok_or(AppError::NotFound)?;
-    let offered = target.operation(&operation).ok_or(AppError::NotFound)?;
-    if !user.has_role(&offered.role) {
-        return Err(AppError::MissingRole(offered.role.clone()));
-    }
+    // Target, operation and role first: a link to something that does not exist, or that this
+    // user may not open, says so whatever its arguments.
+    state.handoffs.permit(&user, &target_id, &operation)?;
     let query = req.uri().query().unwrap_or("");
-    let mut redirect_mode = false;
-    let mut nonce = None;
-    let mut confirm = None;
-    let mut args = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "mode" => {
-                redirect_mode = match v.as_ref() {
-                    "redirect" => true,
-                    "form" => false,
-                    _ => return Err(AppError::BadRequest("`mode` is `form` or `redirect`".into())),
-                }
-            }
-            "nonce" => {
-                let parsed = Nonce::parse(&v)
-                    .map_err(|_| AppError::BadRequest("This link is not valid".into()))?;
-                if nonce.replace(parsed).is_some() {
-                    return Err(AppError::BadRequest("This link is not valid".into()));
-                }
-            }
-            "confirm" => confirm = Some(v),
-            _ => args.push((k, v)),
-        }
-    }
-    let operation = offered
-        .spec
-        .build(args.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
-        .map_err(|e| AppError::BadRequest(format!("This link is not valid: {e}")))?;
-    let mut shown_args = String::new();
-    for (i, (k, v)) in operation.args().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        // Writing to a String cannot fail.
-        let _ = write!(shown_args, "{sep}{k} {v}");
-    }
+    let (reserved, args) = parse_query(query)?;
+    let args = args.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let authorized = state.handoffs.authorize(&user, &target_id, &operation, args)?;
+    let shown_args = authorized.shown_args();
+    let (target, offered) = (authorized.target, authorized.offered);
 
     // Another site sent this browser here and the target did not start it: a page elsewhere
     // must not be able to hand the user over without them knowing. Ask first.
     let cross_site = req.headers().get("sec-fetch-site").is_some_and(|v| v == "cross-site");
-    let confirmed = || confirm.is_some_and(|c| state.csrf.check("handoff-confirm", &hash, &c));
-    if cross_site && nonce.is_none() && !confirmed() {
-        let token = state.csrf.token("handoff-confirm", &hash);
+    let confirmed = || {
+        reserved
+            .confirm
+            .as_ref()
+            .is_some_and(|c| state.csrf.check("handoff-confirm", hash.as_bytes(), c))
+    };
+    if cross_site && reserved.nonce.is_none() && !confirmed() {
+        let token = state.csrf.token("handoff-confirm", hash.as_bytes());
         let path = req.uri().path();
-        let continue_href = format!("{path}?{query}&confirm={token}");
+        let continue_href = format!("{path}?{query}&{}={token}", start_param::CONFIRM);
         tracing::info!(event = "handoff.confirm_asked", sub = %user.id, "cross-site handoff needs confirmation");
         return Ok(pages::html_response(
             StatusCode::OK,
@@ -85,37 +93,32 @@ pub(super) fn start(
         ));
     }
 
-    let sid = SessionRef::try_from(URL_SAFE_NO_PAD.encode(&hash[..16])).ok();
+    let sid = SessionRef::try_from(URL_SAFE_NO_PAD.encode(&hash.as_bytes()[..16])).ok();
     let now = state.config.clock.now();
-    let request = MintRequest {
-        audience: &target.audience,
-        subject: &user.id,
-        operation: &operation,
-        sid: sid.as_ref(),
-        nonce: nonce.as_ref(),
-    };
-    let keys = state.keys.current(now);
-    let minter = keys.minter(now);
-    let minted = minter.mint(&request, now).map_err(|e| AppError::Internal(e.to_string()))?;
-    state.metrics.minted.with_label_values(&[target.id.as_str(), operation.kind().as_str()]).inc();
+    let minted =
+        state.handoffs.mint(&user, &authorized, sid.as_ref(), reserved.nonce.as_ref(), now)?;
+    let kind = authorized.operation.kind();
+    state.metrics.minted.with_label_values(&[target.id.as_str(), kind.as_str()]).inc();
     tracing::info!(
         event = "handoff.minted",
-        jti = %minted.jti(),
+        jti = %minted.token.jti(),
         sub = %user.id,
         aud = %target.audience,
-        operation = %operation.kind(),
-        kid = %minter.kid(),
-        bound = nonce.is_some(),
+        operation = %kind,
+        kid = %minted.kid,
+        bound = reserved.nonce.is_some(),
         client = %req.remote_addr(),
         "handoff minted"
     );
-    if redirect_mode {
+    if reserved.redirect_mode {
         let mut location = target.handoff_url.clone();
-        location.query_pairs_mut().append_pair("token", minted.as_str());
+        location
+            .query_pairs_mut()
+            .append_pair(::handoff::protocol::TOKEN_FIELD, minted.token.as_str());
         return Ok(see_other(location.as_str()));
     }
-    let page =
-        pages::handoff_page(target, offered, &shown_args, minted.as_str(), minter.ttl().as_secs());
+    let ttl = minted.ttl.as_secs();
+    let page = pages::handoff_page(target, offered, &shown_args, minted.token.as_str(), ttl);
     let mut resp = pages::html_response(StatusCode::OK, page);
     resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, target.handoff_csp.clone());
     Ok(resp)

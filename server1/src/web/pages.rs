@@ -1,8 +1,8 @@
 //! SERVER1's pages, rendered with maud (which escapes every interpolated value).
 
+use handoff::protocol::start_path;
+use handoff_web::Brand;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use poem::http::StatusCode;
-use poem::Response;
 
 use crate::db::User;
 use crate::targets::{Target, TargetOperation};
@@ -12,55 +12,27 @@ pub const DEFAULT_CSP: &str =
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// A complete HTML response.
-pub fn html_response(status: StatusCode, body: Markup) -> Response {
-    handoff::web::html(status, body.into_string())
-}
+pub use handoff_web::pages::html_response;
+
+/// The site's name on every page.
+pub const BRAND: Brand = Brand { name: "Handoff Portal" };
 
 fn layout(title: &str, user: Option<(&User, &str)>, content: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Handoff Portal" }
-                link rel="stylesheet" href="/static/style.css";
-            }
-            body {
-                header.bar {
-                    span.brand { "Handoff Portal" }
-                    @if let Some((user, csrf)) = user {
-                        form.inline method="post" action="/logout" {
-                            span.muted { "Signed in as " strong { (user.name) } " " }
-                            input type="hidden" name="csrf" value=(csrf);
-                            button.secondary type="submit" { "Sign out" }
-                        }
-                    }
-                }
-                main { (content) }
+    let sign_out = user.map(|(user, csrf)| {
+        html! {
+            form.inline method="post" action="/logout" {
+                span.muted { "Signed in as " strong { (user.name) } " " }
+                input type="hidden" name="csrf" value=(csrf);
+                button.secondary type="submit" { "Sign out" }
             }
         }
-    }
+    });
+    BRAND.layout(title, sign_out, content)
 }
 
-/// A page with a heading, a message and an optional link onward.
-pub fn message_page(title: &str, message: &str, link: Option<(&str, &str)>) -> Markup {
-    layout(
-        title,
-        None,
-        html! {
-            div.card {
-                h1 { (title) }
-                p { (message) }
-                @if let Some((href, text)) = link {
-                    p { a href=(href) { (text) } }
-                } @else {
-                    p { a href="/" { "Back to the portal" } }
-                }
-            }
-        },
-    )
+/// A page with a heading, a message and the way back to the portal.
+pub fn message_page(title: &str, message: &str) -> Markup {
+    BRAND.message(title, message, Some(("/", "Back to the portal")))
 }
 
 /// The sign-in form.
@@ -95,7 +67,7 @@ pub fn example_href(target: &Target, op: &TargetOperation, args: &[(String, Stri
         query.append_pair(k, v);
     }
     let query = query.finish();
-    let path = format!("/handoff/{}/{}", target.id, op.spec.kind());
+    let path = start_path(target.id.as_str(), op.spec.kind().as_str());
     if query.is_empty() {
         path
     } else {
@@ -112,7 +84,9 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
             h1 { "Welcome, " (user.name) }
             p.muted {
                 "Your roles: "
-                @if user.roles.is_empty() { "none" } @else { (user.roles.join(", ")) }
+                @if user.roles.is_empty() { "none" } @else {
+                    (user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                }
             }
             @if offers.iter().all(|(_, ops)| ops.is_empty()) {
                 div.card { p { "There is nothing you can open on a partner yet." } }
@@ -131,7 +105,7 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
                                             @for (_, value) in example { " " (value) }
                                         }
                                     }
-                                    form.args method="get" action=(format!("/handoff/{}/{}", target.id, op.spec.kind())) {
+                                    form.args method="get" action=(start_path(target.id.as_str(), op.spec.kind().as_str())) {
                                         @for arg in op.spec.args() {
                                             div {
                                                 label for=(format!("{}-{}-{}", target.id, op.spec.kind(), arg.name)) { (label_for(arg.name.as_str())) }
@@ -248,8 +222,11 @@ mod tests {
         let target = targets.get("partner").expect("partner");
         let user = User {
             id: handoff::Subject::parse("u_1").expect("sub"),
-            name: "alice".into(),
-            roles: vec!["reports".into(), "billing".into()],
+            name: crate::names::UserName::parse("alice").expect("name"),
+            roles: ["reports", "billing"]
+                .iter()
+                .map(|r| crate::names::Role::parse(r).expect("role"))
+                .collect(),
         };
         let offers = vec![(target, target.operations.iter().collect::<Vec<_>>())];
         let html = dashboard(&user, "csrf\"><x", &offers).into_string();

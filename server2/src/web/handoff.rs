@@ -5,8 +5,9 @@
 use std::borrow::Cow;
 
 use ::handoff::grant::Grant;
-use ::handoff::web::read_cookie;
+use ::handoff::protocol::{start_param, start_path, TOKEN_FIELD};
 use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
+use handoff_web::see_other;
 use maud::html;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
@@ -14,9 +15,11 @@ use poem::{handler, FromRequest, Request, RequestBody, Response};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 
-use super::{pages, see_other, AppState, Jar, State};
+use super::pages::{html_response, BRAND};
+use super::{check_grant_csrf, grant_csrf, AppError, AppState, Cookie, State};
 use crate::config::UnboundHandoffs;
 use crate::operations;
+use crate::refusal::{Policy, Refusal};
 
 /// How long a started handoff may take to come back, in seconds.
 const NONCE_TTL: u64 = 300;
@@ -48,19 +51,19 @@ impl<'a> FromRequest<'a> for PostedToken {
     }
 }
 
-const TOKEN_FIELD: &[u8] = b"token=";
-
 /// The one `token` field of a form body or query string; empty when it is missing or given
 /// more than once (which the verifier then refuses as malformed).
 fn token_field(form: &[u8]) -> Cow<'_, str> {
     // A token is base64url and dots: nothing in it needs decoding.
-    if let Some(value) = form.strip_prefix(TOKEN_FIELD) {
+    if let Some(value) =
+        form.strip_prefix(TOKEN_FIELD.as_bytes()).and_then(|f| f.strip_prefix(b"="))
+    {
         if ::handoff::token::is_token_text(value) {
             return Cow::Borrowed(std::str::from_utf8(value).unwrap_or_default());
         }
     }
     let mut tokens =
-        url::form_urlencoded::parse(form).filter(|(k, _)| k == "token").map(|(_, v)| v);
+        url::form_urlencoded::parse(form).filter(|(k, _)| k == TOKEN_FIELD).map(|(_, v)| v);
     match (tokens.next(), tokens.next()) {
         (Some(t), None) => t,
         _ => Cow::Borrowed(""),
@@ -106,39 +109,40 @@ async fn verify_and_record(
     state: &AppState,
     req: &Request,
     token: &str,
-) -> Result<(VerifiedHandoff, Binding), (Rejection, Option<VerifiedHandoff>)> {
-    let inspected = state.verifier.inspect(token).map_err(|r| (r, None))?;
-    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(|r| (r, None))?;
-    let key = set.get(inspected.kid().as_str()).ok_or((Rejection::UnknownKid, None))?;
+) -> Result<(VerifiedHandoff, Binding), (Refusal, Option<VerifiedHandoff>)> {
+    let unsigned = |r: Rejection| (Refusal::Token(r), None);
+    let inspected = state.verifier.inspect(token).map_err(unsigned)?;
+    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(unsigned)?;
+    let key = set.get(inspected.kid().as_str()).ok_or(unsigned(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
-    let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r, None))?;
+    let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
     // A store that started empty with this process (the in-memory one) cannot know whether a
     // token issued before it was used with the previous one: refused (the person opens the link
     // again; tokens live a minute). A shared store vouches for everything live.
     if state.replay.remembers_since().is_some_and(|since| verified.issued_at() < since) {
-        return Err((Rejection::IssuedBeforeStart, Some(verified)));
+        return Err((Policy::IssuedBeforeStart.into(), Some(verified)));
     }
     // Browser binding before the replay store: a token presented in the wrong browser is
     // refused without using it up.
     let binding = match verified.nonce() {
         Some(nonce) => {
-            let cookie = read_cookie(req, state.cookie_name(Jar::Nonce)).unwrap_or_default();
+            let cookie = state.read_cookie(req, Cookie::Nonce).unwrap_or_default();
             if !state.grants.same_secret(&cookie, nonce.as_str()) {
-                return Err((Rejection::NonceMismatch, Some(verified)));
+                return Err((Policy::NonceMismatch.into(), Some(verified)));
             }
             Binding::Bound
         }
         None if state.config.unbound_handoffs == UnboundHandoffs::Refuse => {
-            return Err((Rejection::UnboundRefused, Some(verified)));
+            return Err((Policy::UnboundRefused.into(), Some(verified)));
         }
         None => Binding::Unbound,
     };
     match state.replay.check_and_set(verified.jti(), verified.replay_until(), now).await {
         Ok(Freshness::Fresh) => Ok((verified, binding)),
-        Ok(Freshness::Replayed) => Err((Rejection::Replayed, Some(verified))),
+        Ok(Freshness::Replayed) => Err((Policy::Replayed.into(), Some(verified))),
         Err(e) => {
             tracing::error!(error = %e, "replay store cannot record; refusing handoffs");
-            Err((Rejection::ReplayStoreUnavailable, Some(verified)))
+            Err((Policy::ReplayStoreUnavailable.into(), Some(verified)))
         }
     }
 }
@@ -151,8 +155,11 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
             let jti = signed.as_ref().map(|v| v.jti().to_string());
             let sub = signed.as_ref().map(|v| v.subject().to_string());
             let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
-            state.metrics.rejected(&rejection);
-            if matches!(rejection, Rejection::NotYetValid | Rejection::IssuedInFuture) {
+            state.metrics.rejected(rejection);
+            if matches!(
+                rejection,
+                Refusal::Token(Rejection::NotYetValid | Rejection::IssuedInFuture)
+            ) {
                 let now = state.config.clock.now();
                 if let Some(ahead) = ::handoff::verify::issued_ahead_by(token, now) {
                     state.metrics.issuer_clock_ahead.set(i64::try_from(ahead).unwrap_or(i64::MAX));
@@ -185,7 +192,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
                     "handoff rejected"
                 );
             }
-            return rejection_response(state, req, &rejection);
+            return state.refusals.response(rejection, wants_json(req));
         }
     };
     let now = state.config.clock.now();
@@ -216,19 +223,20 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     };
     // Who holds a grant in this browser now: from the grant itself (sent on same-site requests
     // and top-level GETs) or from the holder note (sent on SERVER1's cross-site form POST too).
-    let current_holder = read_cookie(req, state.cookie_name(Jar::Grant))
+    let current_holder = state
+        .read_cookie(req, Cookie::Grant)
         .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok())
         .map(|g| g.sub)
         .or_else(|| {
-            read_cookie(req, state.cookie_name(Jar::Holder))
+            state
+                .read_cookie(req, Cookie::Holder)
                 .and_then(|note| state.grants.open_holder(&note, now))
         });
     let mut resp = match current_holder {
         // Someone else is signed in here: ask before replacing their access.
         Some(holder) if holder != grant.sub => {
-            let mut resp =
-                pages::html_response(StatusCode::OK, switch_page(state, &holder, &grant));
-            add_cookie(&mut resp, state.set_cookie(Jar::Pending, &sealed, Some(PENDING_TTL)));
+            let mut resp = html_response(StatusCode::OK, switch_page(state, &holder, &grant));
+            add_cookie(&mut resp, state.set_cookie(Cookie::Pending, &sealed, Some(PENDING_TTL)));
             resp
         }
         _ => {
@@ -241,15 +249,15 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         }
     };
     if matches!(binding, Binding::Bound) {
-        add_cookie(&mut resp, state.set_cookie(Jar::Nonce, "", None));
+        add_cookie(&mut resp, state.set_cookie(Cookie::Nonce, "", None));
     }
     resp
 }
 
 /// Sets the grant and the holder note that goes with it.
 fn set_grant(state: &AppState, resp: &mut Response, grant: &Grant, sealed: &str, ttl: u64) {
-    add_cookie(resp, state.set_cookie(Jar::Grant, sealed, Some(ttl)));
-    add_cookie(resp, state.set_cookie(Jar::Holder, &state.grants.seal_holder(grant), Some(ttl)));
+    add_cookie(resp, state.set_cookie(Cookie::Grant, sealed, Some(ttl)));
+    add_cookie(resp, state.set_cookie(Cookie::Holder, &state.grants.seal_holder(grant), Some(ttl)));
 }
 
 fn add_cookie(resp: &mut Response, value: Option<poem::http::HeaderValue>) {
@@ -260,16 +268,14 @@ fn add_cookie(resp: &mut Response, value: Option<poem::http::HeaderValue>) {
 
 fn internal_error() -> Response {
     tracing::error!(event = "handoff.failed", "cannot complete an accepted handoff");
-    pages::html_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        pages::message("Unavailable", "Something went wrong on our side. Please try again.", None),
-    )
+    AppError::Internal("cannot complete an accepted handoff".into()).page()
 }
 
 fn switch_page(state: &AppState, current: &::handoff::Subject, new: &Grant) -> maud::Markup {
-    let csrf = state.grants.csrf_token(new);
-    pages::layout(
+    let csrf = grant_csrf(state, new);
+    BRAND.layout(
         "Switch user?",
+        None,
         html! {
             div.card {
                 h1 { "Switch user?" }
@@ -299,41 +305,32 @@ pub(super) fn switch(
     req: &Request,
     Data(state): Data<&State>,
     Form(form): Form<SwitchForm>,
-) -> Response {
+) -> Result<Response, AppError> {
     let now = state.config.clock.now();
-    let pending = read_cookie(req, state.cookie_name(Jar::Pending))
+    let pending = state
+        .read_cookie(req, Cookie::Pending)
         .and_then(|p| state.grants.open(&p, &state.config.public_url, now).ok().map(|g| (p, g)));
     let Some((sealed, grant)) = pending else {
-        return pages::html_response(
-            StatusCode::FORBIDDEN,
-            pages::message(
-                "Nothing to switch",
-                "This question has expired. Open the link again from the portal.",
-                Some((state.config.issuer.as_str(), "Back to the portal")),
-            ),
-        );
+        return Err(AppError::NothingToSwitch { portal: state.config.issuer.as_str().to_owned() });
     };
-    if !state.grants.check_csrf(&grant, &form.csrf) {
-        return pages::html_response(
-            StatusCode::FORBIDDEN,
-            pages::message("This form has expired", "Open the link again from the portal.", None),
-        );
+    if !check_grant_csrf(state, &grant, &form.csrf) {
+        return Err(AppError::FormExpired("Open the link again from the portal."));
     }
     let (mut resp, keep) = match form.choice.as_str() {
         "switch" => match operations::landing_path(&grant.op) {
             Some(landing) => (see_other(&landing), true),
-            None => return internal_error(),
+            None => return Ok(internal_error()),
         },
         "stay" => (see_other("/"), false),
-        _ => return super::error_page(StatusCode::BAD_REQUEST),
+        _ => return Err(AppError::BadRequest),
     };
     if keep {
         tracing::info!(event = "grant.switched", sub = %grant.sub, jti = %grant.jti, "user switched");
         let ttl = grant.exp.as_secs().saturating_sub(now.as_secs());
         set_grant(state, &mut resp, &grant, &sealed, ttl);
     }
-    add_cookie(&mut resp, state.set_cookie(Jar::Pending, "", None));
-    resp
+    add_cookie(&mut resp, state.set_cookie(Cookie::Pending, "", None));
+    Ok(resp)
 }
 
 /// `GET /handoff/start?type=…&ARG=…`: SERVER2 starts a handoff for an operation page the
@@ -357,68 +354,68 @@ pub(super) fn start(req: &Request, Data(state): Data<&State>) -> Response {
         .and_then(|k| catalog.catalog.get(k))
         .and_then(|spec| spec.build(args.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok());
     let (Some(op), Ok(nonce)) = (op, Nonce::generate(&SystemRandom::new())) else {
-        return pages::html_response(
+        return html_response(
             StatusCode::BAD_REQUEST,
-            pages::message("That did not work", "This page does not exist here.", None),
+            BRAND.message("That did not work", "This page does not exist here.", None),
         );
     };
-    let Ok(mut target) = url::Url::parse(&state.config.issuer.join("/handoff/")) else {
+    let path = start_path(&state.config.issuer_target_id, op.kind().as_str());
+    let Ok(mut target) = url::Url::parse(&state.config.issuer.join(&path)) else {
         return internal_error();
     };
-    target.set_path(&format!("{}{}/{}", target.path(), state.config.issuer_target_id, op.kind()));
     {
         let mut pairs = target.query_pairs_mut();
         for (name, value) in op.args() {
             pairs.append_pair(name.as_str(), value);
         }
-        pairs.append_pair("nonce", nonce.as_str());
+        pairs.append_pair(start_param::NONCE, nonce.as_str());
     }
     let mut resp = see_other(target.as_str());
-    add_cookie(&mut resp, state.set_cookie(Jar::Nonce, nonce.as_str(), Some(NONCE_TTL)));
+    add_cookie(&mut resp, state.set_cookie(Cookie::Nonce, nonce.as_str(), Some(NONCE_TTL)));
     resp
 }
 
 /// How a rejection looks from outside: a class, never the precise reason (that is in the log).
-fn rejection_class(r: &Rejection) -> (StatusCode, &'static str, &'static str, &'static str) {
+fn rejection_class(r: Refusal) -> (StatusCode, &'static str, &'static str, &'static str) {
     const INVALID: &str = "This sign-in link is not valid";
     match r {
-        Rejection::Expired => (
+        Refusal::Token(Rejection::Expired) => (
             StatusCode::UNAUTHORIZED,
             "expired",
             "This sign-in link has expired",
             "Links from the portal work for a short time only. Go back to the portal and try again.",
         ),
-        Rejection::Replayed => (
+        Refusal::Policy(Policy::Replayed) => (
             StatusCode::UNAUTHORIZED,
             "already-used",
             "This sign-in link was already used",
             "Each link works once. Go back to the portal and open it again.",
         ),
-        Rejection::IssuedBeforeStart => (
+        Refusal::Policy(Policy::IssuedBeforeStart) => (
             StatusCode::UNAUTHORIZED,
             "expired",
             "This sign-in link has expired",
             "Partner Analytics restarted since it was made. Go back to the portal and try again.",
         ),
-        Rejection::NotYetValid | Rejection::IssuedInFuture => (
+        Refusal::Token(Rejection::NotYetValid | Rejection::IssuedInFuture) => (
             StatusCode::UNAUTHORIZED,
             "not-yet-valid",
             "This sign-in link is not valid yet",
             "The portal's clock and ours disagree. Wait a moment, then go back to the portal and try again.",
         ),
-        Rejection::NonceMismatch | Rejection::UnboundRefused => (
+        Refusal::Policy(Policy::NonceMismatch | Policy::UnboundRefused) => (
             StatusCode::UNAUTHORIZED,
             "wrong-browser",
             "This sign-in link belongs to another browser",
             "It was started somewhere else, or someone sent it to you. Open what you need from the portal yourself.",
         ),
-        Rejection::Malformed | Rejection::BadHeader => (
+        Refusal::Token(Rejection::Malformed | Rejection::BadHeader) => (
             StatusCode::BAD_REQUEST,
             "invalid",
             INVALID,
             "It is incomplete or damaged. Go back to the portal and open it again.",
         ),
-        Rejection::TooLarge => {
+        Refusal::Token(Rejection::TooLarge) => {
             (StatusCode::PAYLOAD_TOO_LARGE, "invalid", INVALID, "Go back to the portal and open the link again.")
         }
         r if r.is_server_side() => (
@@ -443,20 +440,16 @@ fn wants_json(req: &Request) -> bool {
         .is_some_and(|v| v.contains("application/json") || v.contains("application/problem+json"))
 }
 
-fn rejection_response(state: &AppState, req: &Request, rejection: &Rejection) -> Response {
-    state.refusals.response(rejection, wants_json(req))
-}
-
 /// The refusal pages, HTML and problem+json, rendered once at start-up: they depend only on the
 /// reason and the portal's URL, and a flood of bad tokens should cost as little as possible.
 #[derive(Debug)]
 pub(crate) struct Refusals {
-    /// One entry per [`Rejection::ALL`], in that order.
-    pages: Vec<Refusal>,
+    /// One entry per refusal, in [`Refusal::index`] order.
+    pages: Vec<RefusalPage>,
 }
 
 #[derive(Debug)]
-struct Refusal {
+struct RefusalPage {
     status: StatusCode,
     html: bytes::Bytes,
     json: bytes::Bytes,
@@ -465,8 +458,7 @@ struct Refusal {
 impl Refusals {
     /// Renders every refusal, pointing people back to `portal`.
     pub(crate) fn new(portal: &str) -> Self {
-        let pages = Rejection::ALL
-            .iter()
+        let pages = Refusal::all()
             .map(|rejection| {
                 let (status, class, title, text) = rejection_class(rejection);
                 let json = serde_json::json!({
@@ -476,14 +468,18 @@ impl Refusals {
                     "detail": text,
                     "retry_at": portal,
                 });
-                let html = pages::message(title, text, Some((portal, "Back to the portal")));
-                Refusal { status, html: html.into_string().into(), json: json.to_string().into() }
+                let html = BRAND.message(title, text, Some((portal, "Back to the portal")));
+                RefusalPage {
+                    status,
+                    html: html.into_string().into(),
+                    json: json.to_string().into(),
+                }
             })
             .collect();
         Self { pages }
     }
 
-    fn response(&self, rejection: &Rejection, json: bool) -> Response {
+    fn response(&self, rejection: Refusal, json: bool) -> Response {
         let Some(page) = self.pages.get(rejection.index()) else {
             return internal_error();
         };

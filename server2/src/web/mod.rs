@@ -1,6 +1,8 @@
-//! SERVER2's HTTP surface: routes and the middleware around them. The handoff itself lives in
-//! [`handoff`], the operation pages in [`operations`].
+//! SERVER2's HTTP surface: its state, routes, cookies and metrics. The handoff itself lives in
+//! [`handoff`], the operation pages in [`operations`], the errors in [`error`]; the skeleton
+//! around them (health, readiness, metrics, error pages, the request guard) is `handoff-web`'s.
 
+mod error;
 mod handoff;
 mod operations;
 pub mod pages;
@@ -9,18 +11,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
-use ::handoff::web::{see_other, CookieAttrs, Guard, Hardening, Limits, RequestMetrics};
-use ::handoff::{Rejection, ReplayStore, Verifier};
-use cookie::SameSite;
-use poem::http::StatusCode;
+use ::handoff::{ReplayStore, Verifier};
+use handoff_web::cookies::{CookieName, SameSite};
+use handoff_web::{cookie_name, Csrf, Jar, Routes, Service, StatusClass};
+use poem::http::{HeaderValue, StatusCode};
 use poem::web::Data;
-use poem::{get, handler, post, Endpoint, EndpointExt, Response, Route};
+use poem::{get, handler, post, Request, Response};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::config::{Config, CookieSecurity};
+use crate::config::Config;
 use crate::keys::KeySource;
+use crate::operations::Approval;
+use crate::refusal::Refusal;
+pub use error::AppError;
 pub(crate) use handoff::{log_suppressed, Refusals};
-pub use operations::Approval;
+pub(crate) use operations::when;
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -30,23 +35,24 @@ pub struct AppState {
     pub(crate) keys: KeySource,
     pub(crate) replay: Arc<dyn ReplayStore>,
     pub(crate) grants: GrantKey,
+    /// Anti-forgery tokens of the switch and operation forms, bound to a grant.
+    pub(crate) csrf: Csrf,
+    pub(crate) jar: Jar,
     pub(crate) approvals: Mutex<HashMap<String, Approval>>,
     pub(crate) metrics: Metrics,
     /// The refusal pages, rendered once.
-    pub(crate) refusals: handoff::Refusals,
+    pub(crate) refusals: Refusals,
     /// Log lines for refusals of unsigned garbage.
-    pub(crate) unsigned_refusal_logs: ::handoff::telemetry::LogBudget,
+    pub(crate) unsigned_refusal_logs: handoff_web::telemetry::LogBudget,
 }
 
 type State = Arc<AppState>;
 
-/// What `/metrics` reports.
+/// SERVER2's own metrics (the request latency is the skeleton's).
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
-    requests: RequestMetrics,
     pub(crate) accepted: IntCounter,
-    /// `handoff_rejected_total`, one counter per [`Rejection::ALL`] entry, in that order.
+    /// `handoff_rejected_total`, one counter per refusal, in [`Refusal::index`] order.
     rejected_by_reason: Vec<IntCounter>,
     /// JWKS fetches by outcome (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
@@ -59,20 +65,18 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one refusal for `reason`.
-    pub(crate) fn rejected(&self, reason: &Rejection) {
+    pub(crate) fn rejected(&self, reason: Refusal) {
         if let Some(counter) = self.rejected_by_reason.get(reason.index()) {
             counter.inc();
         }
     }
 
-    /// A fresh registry with every SERVER2 metric, rejection reasons pre-registered at zero.
+    /// Registers every SERVER2 metric in `registry`, refusal reasons at zero.
     ///
     /// # Errors
     ///
     /// Only on a programming error (a metric registered twice).
-    pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let requests = RequestMetrics::new(&registry, route_of)?;
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let accepted = IntCounter::new("handoff_accepted_total", "Handoff tokens accepted")?;
         let rejected = IntCounterVec::new(
             Opts::new("handoff_rejected_total", "Handoff tokens refused, by reason code"),
@@ -80,7 +84,7 @@ impl Metrics {
         )?;
         // One counter per reason, resolved once: a flood of refusals needs no label lookups.
         let rejected_by_reason =
-            Rejection::ALL.iter().map(|r| rejected.with_label_values(&[r.code()])).collect();
+            Refusal::all().map(|r| rejected.with_label_values(&[r.code()])).collect();
         let jwks_fetches = IntCounterVec::new(
             Opts::new("jwks_fetches_total", "Fetches of the issuer's JWKS, by outcome"),
             &["outcome"],
@@ -101,8 +105,6 @@ impl Metrics {
         registry.register(Box::new(replay_entries.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         Ok(Self {
-            registry,
-            requests,
             accepted,
             rejected_by_reason,
             jwks_fetches,
@@ -113,27 +115,10 @@ impl Metrics {
     }
 }
 
-/// The route a path belongs to: a fixed set, so the metric's labels stay bounded.
-fn route_of(path: &str) -> &'static str {
-    match path {
-        "/" => "/",
-        "/handoff" => "/handoff",
-        "/handoff/start" => "/handoff/start",
-        "/handoff/switch" => "/handoff/switch",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        p if p.starts_with("/reports/") => "/reports/{id}",
-        p if p.starts_with("/invoices/") => "/invoices/{id}/approve",
-        p if p.starts_with("/static/") => "/static",
-        _ => "other",
-    }
-}
-
 /// SERVER2's cookies. All HttpOnly, `Path=/`; `Secure` with the `__Host-` prefix unless
 /// development mode says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Jar {
+pub(crate) enum Cookie {
     /// The operation grant (SameSite=Lax: set on the 303 after a cross-site POST, sent on the
     /// top-level navigation that follows).
     Grant,
@@ -148,91 +133,94 @@ pub(crate) enum Jar {
     Holder,
 }
 
-impl AppState {
-    pub(crate) fn cookie_name(&self, jar: Jar) -> &'static str {
-        let secure = self.config.cookies == CookieSecurity::Secure;
-        match (jar, secure) {
-            (Jar::Grant, true) => "__Host-handoff_grant",
-            (Jar::Grant, false) => "handoff_grant",
-            (Jar::Nonce, true) => "__Host-handoff_nonce",
-            (Jar::Nonce, false) => "handoff_nonce",
-            (Jar::Pending, true) => "__Host-handoff_pending",
-            (Jar::Pending, false) => "handoff_pending",
-            (Jar::Holder, true) => "__Host-handoff_holder",
-            (Jar::Holder, false) => "handoff_holder",
+impl Cookie {
+    const fn name(self) -> CookieName {
+        match self {
+            Self::Grant => cookie_name!("handoff_grant"),
+            Self::Nonce => cookie_name!("handoff_nonce"),
+            Self::Pending => cookie_name!("handoff_pending"),
+            Self::Holder => cookie_name!("handoff_holder"),
         }
     }
 
-    /// A `Set-Cookie` header for `jar`; `max_age` None deletes the cookie.
-    pub(crate) fn set_cookie(
-        &self,
-        jar: Jar,
-        value: &str,
-        max_age: Option<u64>,
-    ) -> Option<poem::http::HeaderValue> {
-        let secure = self.config.cookies == CookieSecurity::Secure;
-        // SameSite=None requires Secure; without it (development mode) the nonce falls back to
-        // Lax, which binds only redirect-mode handoffs.
-        let same_site = match jar {
-            Jar::Nonce | Jar::Holder if secure => SameSite::None,
-            _ => SameSite::Lax,
-        };
-        CookieAttrs { secure, same_site }.header(self.cookie_name(jar), value, max_age)
+    const fn same_site(self) -> SameSite {
+        match self {
+            Self::Nonce | Self::Holder => SameSite::None,
+            Self::Grant | Self::Pending => SameSite::Lax,
+        }
     }
 }
 
-/// The routes, with middleware.
-pub fn routes(state: State) -> impl Endpoint<Output = Response> {
-    let hardening = Hardening {
-        csp: pages::CSP,
-        hsts: state.config.public_url.as_str().starts_with("https://"),
-    };
-    let request_metrics = state.metrics.requests.clone();
-    Route::new()
+impl AppState {
+    /// The value of `cookie` in `req`.
+    pub(crate) fn read_cookie(&self, req: &Request, cookie: Cookie) -> Option<String> {
+        self.jar.read(req, cookie.name())
+    }
+
+    /// A `Set-Cookie` header for `cookie`; `max_age` None deletes it.
+    pub(crate) fn set_cookie(
+        &self,
+        cookie: Cookie,
+        value: &str,
+        max_age: Option<u64>,
+    ) -> Option<HeaderValue> {
+        self.jar.set(cookie.name(), cookie.same_site(), value, max_age)
+    }
+}
+
+/// The anti-forgery token of forms that act under `grant` (switch user, an operation's form).
+pub(crate) fn grant_csrf(state: &AppState, grant: &::handoff::grant::Grant) -> String {
+    state.csrf.token("grant", grant.jti.to_string().as_bytes())
+}
+
+/// Checks a token made by [`grant_csrf`].
+pub(crate) fn check_grant_csrf(
+    state: &AppState,
+    grant: &::handoff::grant::Grant,
+    token: &str,
+) -> bool {
+    state.csrf.check("grant", grant.jti.to_string().as_bytes(), token)
+}
+
+impl Service for AppState {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.keys.is_ready() {
+            Ok(())
+        } else {
+            Err("issuer keys not loaded")
+        }
+    }
+
+    fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        m.replay_entries
+            .set(self.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+        m.jwks_keys
+            .set(self.keys.current().map_or(0, |k| i64::try_from(k.len()).unwrap_or(i64::MAX)));
+    }
+
+    fn status_page(&self, status: StatusCode) -> Response {
+        AppError::from(StatusClass::of(status)).page()
+    }
+
+    fn error_response(&self, err: poem::Error) -> Response {
+        match err.downcast_ref::<AppError>() {
+            Some(app) => poem::error::ResponseError::as_response(app),
+            // Routing and extractor errors get a fixed page: poem's error text may quote input.
+            None => self.status_page(err.status()),
+        }
+    }
+}
+
+/// SERVER2's routes: home, the handoff, each operation's page, the stylesheet.
+pub fn routes() -> Routes {
+    let routes = Routes::new()
         .at("/", get(home))
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
         .at("/handoff/start", get(handoff::start))
         .at("/handoff/switch", post(handoff::switch))
-        .at("/reports/:id", get(operations::report))
-        .at("/invoices/:id/approve", get(operations::invoice).post(operations::approve_invoice))
-        .at("/healthz", get(healthz))
-        .at("/readyz", get(readyz))
-        .at("/metrics", get(metrics_text))
-        .at("/static/style.css", get(style))
-        .data(state)
-        .catch_all_error(|err: poem::Error| async move {
-            // Routing and extractor errors get a fixed page: poem's error text may quote input.
-            error_page(err.status())
-        })
-        .with(Guard {
-            limits: Limits::FORMS,
-            hardening,
-            metrics: request_metrics,
-            refuse: error_page,
-        })
-}
-
-fn error_page(status: StatusCode) -> Response {
-    let (title, text) = match status {
-        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
-            ("Not found", "There is nothing here.")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE
-        | StatusCode::URI_TOO_LONG
-        | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("Too large", "The request was too large.")
-        }
-        s if s.is_server_error() => {
-            ("Unavailable", "Something went wrong on our side. Please try again.")
-        }
-        _ => ("Bad request", "The request could not be understood."),
-    };
-    let status = if status.is_client_error() || status.is_server_error() {
-        status
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    pages::html_response(status, pages::message(title, text, None))
+        .at("/static/style.css", get(style));
+    operations::routes(routes)
 }
 
 #[handler]
@@ -240,7 +228,7 @@ fn home(Data(state): Data<&State>) -> Response {
     let portal = state.config.issuer.as_str();
     pages::html_response(
         StatusCode::OK,
-        pages::message(
+        pages::BRAND.message(
             "Partner Analytics",
             "Open reports and invoices from your portal: it signs you in here for exactly what you opened.",
             Some((portal, "Go to the portal")),
@@ -249,25 +237,6 @@ fn home(Data(state): Data<&State>) -> Response {
 }
 
 #[handler]
-fn healthz() -> &'static str {
-    "ok"
-}
-
-#[handler]
-fn readyz(Data(state): Data<&State>) -> Response {
-    ::handoff::web::readiness(state.keys.is_ready(), "issuer keys not loaded")
-}
-
-#[handler]
-fn metrics_text(Data(state): Data<&State>) -> Response {
-    let m = &state.metrics;
-    m.replay_entries
-        .set(state.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
-    m.jwks_keys.set(state.keys.current().map_or(0, |k| i64::try_from(k.len()).unwrap_or(i64::MAX)));
-    ::handoff::web::render_metrics(&m.registry)
-}
-
-#[handler]
 fn style() -> Response {
-    ::handoff::web::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
+    handoff_web::respond::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
 }

@@ -1,79 +1,114 @@
-//! The operation pages. Each acts only with a grant for exactly its own operation and
-//! arguments; anything else gets a 403 page that offers to start a handoff for it.
+//! The operation pages, one generic pair of endpoints for every operation in
+//! [`crate::operations::OPERATIONS`]: each page answers only with a grant for exactly its own
+//! operation and argument; anything else gets a 403 page that offers to start a handoff for it.
 
 use ::handoff::grant::{Grant, GrantError};
-use ::handoff::web::read_cookie;
-use ::handoff::{Subject, UnixTime};
+use ::handoff::UnixTime;
+use handoff_web::Routes;
 use maud::html;
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Path};
-use poem::{handler, Request, Response};
+use poem::web::Form;
+use poem::{get, Endpoint, FromRequest, Request, Response};
 use serde::Deserialize;
 
-use super::{pages, see_other, AppState, Jar, State};
-use crate::operations::{INVOICE_APPROVE, REPORT_VIEW};
+use super::error::Denied;
+use super::pages::{html_response, BRAND};
+use super::{check_grant_csrf, AppError, AppState, Cookie, State};
+use crate::operations::{OperationDef, OPERATIONS};
 
-/// A recorded invoice approval (the demo's state-changing operation).
-#[derive(Debug, Clone)]
-pub struct Approval {
-    by: Subject,
-    at: UnixTime,
+/// Adds every operation's page (and its form's action, if it has one) to `routes`.
+pub(super) fn routes(mut routes: Routes) -> Routes {
+    for def in &OPERATIONS {
+        let page = get(Show(def));
+        routes = match def.act {
+            Some(_) => routes.at(def.route, page.post(Act(def))),
+            None => routes.at(def.route, page),
+        };
+    }
+    routes
 }
 
-/// Why an operation page refused.
-enum Denied {
-    NoGrant,
-    Expired,
-    OtherOperation,
-}
-
-/// The grant in the request, if it is for exactly `kind` with `arg` = `value`.
+/// The grant in the request, if it is for exactly `def` with its argument equal to `value`.
 fn grant_for(
     state: &AppState,
     req: &Request,
-    kind: &str,
-    arg: &str,
+    def: &OperationDef,
     value: &str,
-) -> Result<Grant, Denied> {
+) -> Result<Grant, AppError> {
     let now = state.config.clock.now();
-    let sealed = read_cookie(req, state.cookie_name(Jar::Grant)).ok_or(Denied::NoGrant)?;
+    let denied = |why| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("type", def.kind)
+            .append_pair(def.arg, value)
+            .finish();
+        AppError::Denied { why, start: format!("/handoff/start?{query}") }
+    };
+    let sealed = state.read_cookie(req, Cookie::Grant).ok_or_else(|| denied(Denied::NoGrant))?;
     match state.grants.open(&sealed, &state.config.public_url, now) {
-        Ok(g) if g.op.kind().as_str() == kind && g.op.arg(arg) == Some(value) => Ok(g),
-        Ok(_) => Err(Denied::OtherOperation),
-        Err(GrantError::Expired) => Err(Denied::Expired),
-        Err(_) => Err(Denied::NoGrant),
+        Ok(g) if g.op.kind().as_str() == def.kind && g.op.arg(def.arg) == Some(value) => Ok(g),
+        Ok(_) => Err(denied(Denied::OtherOperation)),
+        Err(GrantError::Expired) => Err(denied(Denied::Expired)),
+        Err(_) => Err(denied(Denied::NoGrant)),
     }
 }
 
-/// The 403 page for an operation page opened without the right grant, with a way to get it.
-fn denied(kind: &str, arg: &str, value: &str, why: Denied) -> Response {
-    let text = match why {
-        Denied::NoGrant => "You have not been signed in for this page.",
-        Denied::Expired => "Your access to this page has ended.",
-        Denied::OtherOperation => "You were signed in for something else.",
-    };
-    tracing::warn!(event = "operation.denied", operation = kind, "operation page refused");
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("type", kind)
-        .append_pair(arg, value)
-        .finish();
-    let start = format!("/handoff/start?{query}");
-    pages::html_response(
-        StatusCode::FORBIDDEN,
-        pages::layout(
-            "Not allowed",
-            html! {
-                div.card {
-                    h1 { "Not allowed" }
-                    p { (text) " The portal can sign you in for it if your account may open it." }
-                    p { a.button href=(start) { "Get access from the portal" } }
-                }
-            },
-        ),
-    )
+/// The state and the path's argument of an operation request.
+fn state_and_value(req: &Request) -> Result<(&State, String), AppError> {
+    let state = req.data::<State>().ok_or_else(|| AppError::Internal("no state".into()))?;
+    let value = req.path_params::<String>().map_err(|_| AppError::NotFound)?;
+    Ok((state, value))
 }
 
-fn when(t: UnixTime) -> String {
+/// `GET` an operation's page.
+struct Show(&'static OperationDef);
+
+impl Endpoint for Show {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let (state, value) = state_and_value(&req)?;
+        let grant = grant_for(state, &req, self.0, &value)?;
+        let (title, content) = (self.0.page)(state, &grant, &value);
+        let page = BRAND.layout(
+            &title,
+            None,
+            html! {
+                (content)
+                div.card { (grant_details(state, &grant)) }
+            },
+        );
+        Ok(html_response(StatusCode::OK, page))
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST` an operation's form.
+struct Act(&'static OperationDef);
+
+impl Endpoint for Act {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let (req, mut body) = req.split();
+        let (state, value) = state_and_value(&req)?;
+        let grant = grant_for(state, &req, self.0, &value)?;
+        let Form(form) = Form::<CsrfForm>::from_request(&req, &mut body).await?;
+        if !check_grant_csrf(state, &grant, &form.csrf) {
+            tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");
+            return Err(AppError::FormExpired("Reload the page and try again.").into());
+        }
+        let act = self.0.act.ok_or(AppError::NotFound)?;
+        Ok(act(state, &grant, &value))
+    }
+}
+
+/// A time as RFC 3339 (UTC).
+pub(crate) fn when(t: UnixTime) -> String {
     let format = time::format_description::well_known::Rfc3339;
     i64::try_from(t.as_secs())
         .ok()
@@ -95,107 +130,4 @@ fn grant_details(state: &AppState, grant: &Grant) -> maud::Markup {
             p.muted { "Questions? " a href=(help.as_str()) { "Partner Analytics help" } }
         }
     }
-}
-
-#[handler]
-pub(super) fn report(req: &Request, Path(id): Path<String>, Data(state): Data<&State>) -> Response {
-    let grant = match grant_for(state, req, REPORT_VIEW, "report_id", &id) {
-        Ok(g) => g,
-        Err(why) => return denied(REPORT_VIEW, "report_id", &id, why),
-    };
-    // Demo content derived from the id, so each report looks different.
-    let seed: u64 = id.bytes().fold(7, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let rows = [
-        ("North", seed % 900 + 100),
-        ("South", seed / 7 % 900 + 100),
-        ("East", seed / 13 % 900 + 100),
-    ];
-    pages::html_response(
-        StatusCode::OK,
-        pages::layout(
-            &format!("Report {id}"),
-            html! {
-                div.card {
-                    h1 { "Report " (id) }
-                    table {
-                        thead { tr { th { "Region" } th { "Orders" } } }
-                        tbody { @for (region, orders) in rows { tr { td { (region) } td { (orders) } } } }
-                    }
-                }
-                div.card { (grant_details(state, &grant)) }
-            },
-        ),
-    )
-}
-
-#[handler]
-pub(super) fn invoice(
-    req: &Request,
-    Path(id): Path<String>,
-    Data(state): Data<&State>,
-) -> Response {
-    let grant = match grant_for(state, req, INVOICE_APPROVE, "invoice_id", &id) {
-        Ok(g) => g,
-        Err(why) => return denied(INVOICE_APPROVE, "invoice_id", &id, why),
-    };
-    let approved =
-        state.approvals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
-    let csrf = state.grants.csrf_token(&grant);
-    // The grant is for exactly this invoice: its page is where the form posts.
-    let action = crate::operations::landing_path(&grant.op).unwrap_or_default();
-    pages::html_response(
-        StatusCode::OK,
-        pages::layout(
-            &format!("Invoice {id}"),
-            html! {
-                div.card {
-                    h1 { "Invoice " (id) }
-                    @if let Some(a) = approved {
-                        p.ok { "Approved by " code { (a.by) } " at " (when(a.at)) "." }
-                    } @else {
-                        p { "Approve invoice " strong { (id) } "? This cannot be undone." }
-                        form method="post" action=(action) {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" { "Approve invoice " (id) }
-                        }
-                    }
-                }
-                div.card { (grant_details(state, &grant)) }
-            },
-        ),
-    )
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-#[handler]
-pub(super) fn approve_invoice(
-    req: &Request,
-    Path(id): Path<String>,
-    Data(state): Data<&State>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let grant = match grant_for(state, req, INVOICE_APPROVE, "invoice_id", &id) {
-        Ok(g) => g,
-        Err(why) => return denied(INVOICE_APPROVE, "invoice_id", &id, why),
-    };
-    if !state.grants.check_csrf(&grant, &form.csrf) {
-        tracing::warn!(event = "operation.denied", reason = "csrf", "approval form refused");
-        return pages::html_response(
-            StatusCode::FORBIDDEN,
-            pages::message("This form has expired", "Reload the page and try again.", None),
-        );
-    }
-    let now = state.config.clock.now();
-    let mut approvals = state.approvals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !approvals.contains_key(&id) {
-        approvals.insert(id.clone(), Approval { by: grant.sub.clone(), at: now });
-        tracing::info!(event = "invoice.approved", sub = %grant.sub, jti = %grant.jti, "invoice approved");
-    }
-    drop(approvals);
-    see_other(&crate::operations::landing_path(&grant.op).unwrap_or_default())
 }

@@ -247,7 +247,8 @@ impl SigningKey {
     }
 
     /// The PKCS#8 document, for tests that sign the way a third-party implementation would.
-    #[doc(hidden)]
+    /// Only with the `danger-test-signers` feature: no server can read its key's bytes back.
+    #[cfg(any(test, feature = "danger-test-signers"))]
     pub fn pkcs8_for_tests(&self) -> &[u8] {
         &self.pkcs8
     }

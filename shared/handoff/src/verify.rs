@@ -22,146 +22,72 @@ use crate::time::UnixTime;
 use crate::token::{ClaimsIn, HeaderIn, HANDOFF_TYP, MAX_TOKEN_LEN};
 use crate::values::{Audience, Issuer, Jti, Leeway, Nonce, SessionRef, Subject, Ttl};
 
-/// Why a token was refused. Each variant has a stable [`Rejection::code`] for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// Over [`MAX_TOKEN_LEN`] bytes.
-    #[error("token too large")]
-    TooLarge,
-    /// Not three base64url segments.
-    #[error("malformed token")]
-    Malformed,
-    /// The header is not JSON, or has members this profile does not allow.
-    #[error("malformed or unsupported header")]
-    BadHeader,
-    /// `typ` is not `handoff+jwt`.
-    #[error("wrong token type")]
-    WrongType,
-    /// `alg` is not the pinned algorithm.
-    #[error("wrong algorithm")]
-    WrongAlgorithm,
-    /// No `kid` in the header.
-    #[error("missing key id")]
-    MissingKid,
-    /// The `kid` names no key of the issuer.
-    #[error("unknown key id")]
-    UnknownKid,
-    /// The issuer's keys are not available (never loaded).
-    #[error("issuer keys unavailable")]
-    KeysUnavailable,
-    /// The signature does not verify.
-    #[error("bad signature")]
-    BadSignature,
-    /// The claims are not the profile's (missing, duplicated, unknown or mistyped claims).
-    #[error("malformed claims")]
-    MalformedClaims,
-    /// `iss` is not the configured issuer.
-    #[error("wrong issuer")]
-    WrongIssuer,
-    /// `aud` is not this party.
-    #[error("wrong audience")]
-    WrongAudience,
-    /// `exp` has passed.
-    #[error("expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("not yet valid")]
-    NotYetValid,
-    /// `iat` is in the future.
-    #[error("issued in the future")]
-    IssuedInFuture,
-    /// `exp - iat` exceeds the configured maximum.
-    #[error("lifetime too long")]
-    LifetimeTooLong,
-    /// The operation type is not in the catalog.
-    #[error("unknown operation")]
-    UnknownOperation,
-    /// An operation argument is missing, unexpected or invalid.
-    #[error("bad operation argument")]
-    BadOperationArgument,
-    /// The browser-binding nonce does not match this browser's nonce cookie.
-    #[error("browser binding mismatch")]
-    NonceMismatch,
-    /// The token carries no browser binding and this party accepts only bound handoffs.
-    #[error("unbound handoff refused")]
-    UnboundRefused,
-    /// Issued before this verifier started: its replay store cannot know whether it was used.
-    #[error("issued before the verifier started")]
-    IssuedBeforeStart,
-    /// The `jti` was seen before.
-    #[error("replayed")]
-    Replayed,
-    /// The replay store cannot take the entry (full, or unreachable): fail closed.
-    #[error("replay store unavailable")]
-    ReplayStoreUnavailable,
+crate::coded_enum! {
+    /// Why a token was refused: the protocol's own reasons, each with a stable code for logs and
+    /// metrics. A relying party adds its policy's reasons (browser binding, single use) on top.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum Rejection {
+        /// Over [`MAX_TOKEN_LEN`] bytes.
+        #[error("token too large")]
+        TooLarge = "token_too_large",
+        /// Not three base64url segments.
+        #[error("malformed token")]
+        Malformed = "malformed",
+        /// The header is not JSON, or has members this profile does not allow.
+        #[error("malformed or unsupported header")]
+        BadHeader = "bad_header",
+        /// `typ` is not `handoff+jwt`.
+        #[error("wrong token type")]
+        WrongType = "wrong_type",
+        /// `alg` is not the pinned algorithm.
+        #[error("wrong algorithm")]
+        WrongAlgorithm = "wrong_algorithm",
+        /// No `kid` in the header.
+        #[error("missing key id")]
+        MissingKid = "missing_kid",
+        /// The `kid` names no key of the issuer.
+        #[error("unknown key id")]
+        UnknownKid = "unknown_kid",
+        /// The issuer's keys are not available (never loaded).
+        #[error("issuer keys unavailable")]
+        KeysUnavailable = "keys_unavailable",
+        /// The signature does not verify.
+        #[error("bad signature")]
+        BadSignature = "bad_signature",
+        /// The claims are not the profile's (missing, duplicated, unknown or mistyped claims).
+        #[error("malformed claims")]
+        MalformedClaims = "malformed_claims",
+        /// `iss` is not the configured issuer.
+        #[error("wrong issuer")]
+        WrongIssuer = "wrong_issuer",
+        /// `aud` is not this party.
+        #[error("wrong audience")]
+        WrongAudience = "wrong_audience",
+        /// `exp` has passed.
+        #[error("expired")]
+        Expired = "expired",
+        /// `nbf` is in the future.
+        #[error("not yet valid")]
+        NotYetValid = "not_yet_valid",
+        /// `iat` is in the future.
+        #[error("issued in the future")]
+        IssuedInFuture = "issued_in_future",
+        /// `exp - iat` exceeds the configured maximum.
+        #[error("lifetime too long")]
+        LifetimeTooLong = "lifetime_too_long",
+        /// The operation type is not in the catalog.
+        #[error("unknown operation")]
+        UnknownOperation = "unknown_operation",
+        /// An operation argument is missing, unexpected or invalid.
+        #[error("bad operation argument")]
+        BadOperationArgument = "bad_operation_argument",
+    }
 }
 
 impl Rejection {
-    /// A stable, snake_case reason code.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::TooLarge => "token_too_large",
-            Self::Malformed => "malformed",
-            Self::BadHeader => "bad_header",
-            Self::WrongType => "wrong_type",
-            Self::WrongAlgorithm => "wrong_algorithm",
-            Self::MissingKid => "missing_kid",
-            Self::UnknownKid => "unknown_kid",
-            Self::KeysUnavailable => "keys_unavailable",
-            Self::BadSignature => "bad_signature",
-            Self::MalformedClaims => "malformed_claims",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::IssuedInFuture => "issued_in_future",
-            Self::LifetimeTooLong => "lifetime_too_long",
-            Self::UnknownOperation => "unknown_operation",
-            Self::BadOperationArgument => "bad_operation_argument",
-            Self::NonceMismatch => "nonce_mismatch",
-            Self::UnboundRefused => "unbound_refused",
-            Self::IssuedBeforeStart => "issued_before_start",
-            Self::Replayed => "replayed",
-            Self::ReplayStoreUnavailable => "replay_store_unavailable",
-        }
-    }
-
-    /// Every rejection, for documentation and metrics registration.
-    pub const ALL: [Rejection; 23] = [
-        Self::TooLarge,
-        Self::Malformed,
-        Self::BadHeader,
-        Self::WrongType,
-        Self::WrongAlgorithm,
-        Self::MissingKid,
-        Self::UnknownKid,
-        Self::KeysUnavailable,
-        Self::BadSignature,
-        Self::MalformedClaims,
-        Self::WrongIssuer,
-        Self::WrongAudience,
-        Self::Expired,
-        Self::NotYetValid,
-        Self::IssuedInFuture,
-        Self::LifetimeTooLong,
-        Self::UnknownOperation,
-        Self::BadOperationArgument,
-        Self::NonceMismatch,
-        Self::UnboundRefused,
-        Self::IssuedBeforeStart,
-        Self::Replayed,
-        Self::ReplayStoreUnavailable,
-    ];
-
-    /// This reason's place in [`Rejection::ALL`], for tables built once per reason.
-    pub fn index(&self) -> usize {
-        Self::ALL.iter().position(|r| r == self).unwrap_or(0)
-    }
-
-    /// True when the fault is on this side (keys or replay store unavailable), not the token's.
+    /// True when the fault is on this side (the issuer's keys unavailable), not the token's.
     pub const fn is_server_side(&self) -> bool {
-        matches!(self, Self::KeysUnavailable | Self::ReplayStoreUnavailable)
+        matches!(self, Self::KeysUnavailable)
     }
 
     /// True when the refusal came before the signature held: anyone can cause it at will, with

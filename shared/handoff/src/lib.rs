@@ -1,27 +1,28 @@
-//! `handoff`: everything SERVER1 and SERVER2 must agree on.
+//! `handoff`: the protocol, everything SERVER1 and SERVER2 must agree on. It knows no server
+//! and no web framework, so a partner can embed it to verify handoffs in their own service.
 //!
 //! - [`keys`]: Ed25519 signing keys, JWK, JWKS and RFC 7638 key ids;
 //! - [`crypto`]: the ring-backed crypto provider for jsonwebtoken;
 //! - [`values`] and [`operation`]: the validated values a token carries;
 //! - [`mint`] and [`verify`]: the handoff token profile, both ways;
 //! - [`replay`]: single use;
-//! - [`grant`]: SERVER2's operation cookie;
-//! - [`time`] and [`telemetry`]: clock and logging plumbing.
+//! - [`grant`]: a relying party's operation cookie;
+//! - [`protocol`]: the constants both sides share (paths, cache times, reserved parameters);
+//! - [`time`]: the clock.
 #![forbid(unsafe_code)]
 
+mod codes;
 pub mod crypto;
-pub mod env;
 pub mod grant;
 pub mod keys;
 pub mod mint;
 pub mod operation;
+pub mod protocol;
 pub mod replay;
-pub mod telemetry;
 pub mod time;
 pub mod token;
 pub mod values;
 pub mod verify;
-pub mod web;
 
 pub use keys::{Jwks, KeySet, Kid, PublicJwk, SigningKey};
 pub use mint::{MintRequest, MintedToken, Minter};

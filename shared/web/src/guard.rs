@@ -1,56 +1,18 @@
-//! HTTP plumbing both servers share: request limits, security headers on every response, one
-//! log line per request that never contains a query string, and cookies.
+//! The request guard around every route: request limits, security headers on every response,
+//! latency by route, and one log line per request that never contains a query string.
 //!
 //! The request log records the method, the path and the outcome — never the query, where a
 //! handoff token may ride (`GET /handoff?token=…`), and never headers or cookies. This is also
 //! why neither server uses poem's stock `Tracing` middleware: it records the whole URI.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use cookie::{Cookie, SameSite};
 use poem::http::{header, HeaderName, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
-use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, Registry};
 
-/// Turns a bound standard listener into poem's acceptor and reports its address (the real port
-/// when bound to port 0). Must be called inside a Tokio runtime.
-///
-/// # Errors
-///
-/// When the listener cannot be made non-blocking or has no address.
-pub fn acceptor(
-    listener: std::net::TcpListener,
-) -> std::io::Result<(poem::listener::TcpAcceptor, std::net::SocketAddr)> {
-    use poem::listener::Acceptor as _;
-    listener.set_nonblocking(true)?;
-    let acceptor = poem::listener::TcpAcceptor::from_std(listener)?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .ok_or_else(|| std::io::Error::other("listener has no address"))?;
-    Ok((acceptor, addr))
-}
-
-/// Completes on Ctrl-C or SIGTERM: what a server's graceful shutdown waits for.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
+use crate::app::RouteLabels;
 
 /// Bounds on what a request may carry, checked before any handler runs.
 #[derive(Debug, Clone, Copy)]
@@ -94,43 +56,6 @@ impl Limits {
             }
             _ => None,
         }
-    }
-}
-
-/// Whether cookies carry the `Secure` attribute (and the `__Host-` prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieSecurity {
-    /// `Secure` and `__Host-`: the only choice for anything reachable over a network.
-    Secure,
-    /// Plain-HTTP development on one machine (`SERVERn_INSECURE_COOKIES=true`).
-    InsecureDevelopment,
-}
-
-impl CookieSecurity {
-    /// Reads an `…_INSECURE_COOKIES` setting: unset, empty, `false` or `0` is secure; `true`
-    /// or `1` is development; anything else is no answer.
-    pub fn from_setting(value: Option<&str>) -> Option<Self> {
-        match value.unwrap_or("false") {
-            "false" | "0" | "" => Some(Self::Secure),
-            "true" | "1" => Some(Self::InsecureDevelopment),
-            _ => None,
-        }
-    }
-}
-
-/// A 303 See Other to `location`.
-pub fn see_other(location: &str) -> Response {
-    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
-}
-
-/// True when `url`'s host is `localhost` or a loopback address: where plain http and
-/// development settings are allowed.
-pub fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 
@@ -187,20 +112,17 @@ impl Hardening {
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
     duration: HistogramVec,
-    route_of: fn(&str) -> &'static str,
+    routes: RouteLabels,
 }
 
 impl RequestMetrics {
-    /// Registers `http_request_duration_seconds{route,status}` in `registry`. `route_of` maps a
-    /// path to one of a fixed set of route names (so an attacker cannot grow the label set).
+    /// Registers `http_request_duration_seconds{route,status}` in `registry`. `routes` maps a
+    /// path to one of the router's own patterns (so an attacker cannot grow the label set).
     ///
     /// # Errors
     ///
     /// When the registry already has the metric.
-    pub fn new(
-        registry: &Registry,
-        route_of: fn(&str) -> &'static str,
-    ) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry, routes: RouteLabels) -> prometheus::Result<Self> {
         let opts = HistogramOpts::new(
             "http_request_duration_seconds",
             "Time to answer a request, by route",
@@ -210,7 +132,7 @@ impl RequestMetrics {
         ]);
         let duration = HistogramVec::new(opts, &["route", "status"])?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { duration, route_of })
+        Ok(Self { duration, routes })
     }
 }
 
@@ -225,11 +147,11 @@ pub async fn serve_one<E: Endpoint>(
     limits: &Limits,
     hardening: &Hardening,
     metrics: &RequestMetrics,
-    refuse: impl FnOnce(StatusCode) -> Response,
+    refuse: &(dyn Fn(StatusCode) -> Response + Send + Sync),
 ) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = (metrics.route_of)(req.uri().path());
+    let route = metrics.routes.label(req.uri().path());
     // The full path only when the per-request line will be written.
     let path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
         let path = req.uri().path();
@@ -266,7 +188,7 @@ pub async fn serve_one<E: Endpoint>(
 }
 
 /// [`serve_one`] as poem middleware: `.with(Guard { … })` around a server's routes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Guard {
     /// Request bounds.
     pub limits: Limits,
@@ -275,7 +197,13 @@ pub struct Guard {
     /// Latency by route.
     pub metrics: RequestMetrics,
     /// The page for a request that breaks a limit.
-    pub refuse: fn(StatusCode) -> Response,
+    pub refuse: Arc<dyn Fn(StatusCode) -> Response + Send + Sync>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("limits", &self.limits).finish_non_exhaustive()
+    }
 }
 
 impl<E: Endpoint> poem::Middleware<E> for Guard {
@@ -298,104 +226,13 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let g = &self.guard;
-        Ok(serve_one(&self.inner, req, &g.limits, &g.hardening, &g.metrics, g.refuse).await)
-    }
-}
-
-/// A complete HTML page.
-pub fn html(status: StatusCode, body: String) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(body)
-}
-
-/// A static asset compiled into the binary, cacheable for an hour.
-pub fn asset(content_type: &'static str, body: &'static str) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(body)
-}
-
-/// `/readyz`: 200 "ready", or 503 with the reason the server is not ready.
-pub fn readiness(ready: bool, why_not: &'static str) -> Response {
-    if ready {
-        Response::builder().body("ready")
-    } else {
-        Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(why_not)
-    }
-}
-
-/// `/metrics`: everything in `registry`, in the Prometheus text format.
-pub fn render_metrics(registry: &Registry) -> Response {
-    match TextEncoder::new().encode_to_string(&registry.gather()) {
-        Ok(text) => Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-            .body(text),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot render metrics");
-            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish()
-        }
-    }
-}
-
-/// The value of cookie `name` in the request (the first one, if sent twice).
-pub fn read_cookie(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-}
-
-/// How a cookie is set.
-#[derive(Debug, Clone, Copy)]
-pub struct CookieAttrs {
-    /// `Secure` (and the caller's `__Host-` name).
-    pub secure: bool,
-    /// The SameSite rule.
-    pub same_site: SameSite,
-}
-
-impl CookieAttrs {
-    /// A `Set-Cookie` value: HttpOnly, `Path=/`, no `Domain`; `max_age` None deletes it.
-    pub fn header(&self, name: &str, value: &str, max_age: Option<u64>) -> Option<HeaderValue> {
-        let age = max_age.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
-        let cookie = Cookie::build((name, value))
-            .http_only(true)
-            .secure(self.secure)
-            .same_site(self.same_site)
-            .path("/")
-            .max_age(cookie::time::Duration::seconds(age))
-            .build();
-        HeaderValue::from_str(&cookie.to_string()).ok()
+        Ok(serve_one(&self.inner, req, &g.limits, &g.hardening, &g.metrics, &*g.refuse).await)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookie_security_settings() {
-        use CookieSecurity::{InsecureDevelopment, Secure};
-        for (value, expected) in [
-            (None, Some(Secure)),
-            (Some(""), Some(Secure)),
-            (Some("false"), Some(Secure)),
-            (Some("0"), Some(Secure)),
-            (Some("true"), Some(InsecureDevelopment)),
-            (Some("1"), Some(InsecureDevelopment)),
-            (Some("yes"), None),
-            (Some("TRUE"), None),
-        ] {
-            assert_eq!(CookieSecurity::from_setting(value), expected, "{value:?}");
-        }
-    }
 
     #[test]
     fn limits() {
@@ -447,20 +284,5 @@ mod tests {
         Hardening { csp: "x", hsts: false }.apply(&mut plain);
         assert!(!plain.headers().contains_key(header::STRICT_TRANSPORT_SECURITY));
         assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
-    }
-
-    #[test]
-    fn cookies() {
-        let attrs = CookieAttrs { secure: true, same_site: SameSite::Lax };
-        let set = attrs.header("__Host-a", "v", Some(60)).expect("header");
-        let set = set.to_str().expect("ascii");
-        for part in ["__Host-a=v", "HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
-            assert!(set.contains(part), "{part}: {set}");
-        }
-        let gone = attrs.header("__Host-a", "", None).expect("header");
-        assert!(gone.to_str().expect("ascii").contains("Max-Age=0"));
-        let req = Request::builder().header("cookie", "a=1; __Host-a=2; __Host-a=3").finish();
-        assert_eq!(read_cookie(&req, "__Host-a").as_deref(), Some("2"));
-        assert_eq!(read_cookie(&req, "b"), None);
     }
 }

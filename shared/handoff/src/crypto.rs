@@ -6,9 +6,10 @@
 //! compiled in (jsonwebtoken's `aws_lc_rs` and `rust_crypto` features stay off), a token can only
 //! ever be checked by ring.
 //!
-//! Every algorithm jsonwebtoken names is implemented, not only EdDSA: the verifier pins the
-//! algorithm before this code runs, and the attack tests need to forge HS256 and ES256 tokens with
-//! the very same stack an attacker would use.
+//! Every algorithm jsonwebtoken names can be verified (the verifier pins EdDSA before this code
+//! runs). Signing is EdDSA only, unless the `danger-test-signers` feature adds HMAC, ECDSA and
+//! RSA signers: the attack tests forge tokens with them through the very stack an attacker would
+//! use. No server enables that feature.
 
 use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
 use jsonwebtoken::errors::ErrorKind;
@@ -56,41 +57,27 @@ fn new_signer(
     if key.family() != alg.family() {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
-    let rng = SystemRandom::new();
-    let signer: Box<dyn JwtSigner> = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Box::new(HmacSigner {
-            alg: *alg,
-            key: hmac::Key::new(hmac_algorithm(*alg), key.inner()),
-        }),
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let signing = if *alg == Algorithm::ES256 {
-                &sig::ECDSA_P256_SHA256_FIXED_SIGNING
-            } else {
-                &sig::ECDSA_P384_SHA384_FIXED_SIGNING
-            };
-            let pair = sig::EcdsaKeyPair::from_pkcs8(signing, key.inner(), &rng)
-                .map_err(|_| ErrorKind::InvalidEcdsaKey)?;
-            Box::new(EcdsaSigner { alg: *alg, pair, rng })
-        }
-        Algorithm::RS256
-        | Algorithm::RS384
-        | Algorithm::RS512
-        | Algorithm::PS256
-        | Algorithm::PS384
-        | Algorithm::PS512 => {
-            let pair = sig::RsaKeyPair::from_der(key.inner())
-                .or_else(|_| sig::RsaKeyPair::from_pkcs8(key.inner()))
-                .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?;
-            Box::new(RsaSigner { alg: *alg, pair, rng })
-        }
+    match alg {
         Algorithm::EdDSA => {
             let pair = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.inner())
                 .map_err(|_| ErrorKind::InvalidEddsaKey)?;
-            Box::new(EdDsaSigner(pair))
+            Ok(Box::new(EdDsaSigner(pair)))
         }
-    };
-    Ok(signer)
+        _ => other_signer(alg, key),
+    }
 }
+
+/// The product signs with Ed25519 only: any other algorithm is refused.
+#[cfg(not(any(test, feature = "danger-test-signers")))]
+fn other_signer(
+    _: &Algorithm,
+    _: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    Err(ErrorKind::InvalidAlgorithm.into())
+}
+
+#[cfg(any(test, feature = "danger-test-signers"))]
+use danger::other_signer;
 
 fn new_verifier(
     alg: &Algorithm,
@@ -109,70 +96,6 @@ fn hmac_algorithm(alg: Algorithm) -> hmac::Algorithm {
         Algorithm::HS384 => hmac::HMAC_SHA384,
         Algorithm::HS512 => hmac::HMAC_SHA512,
         _ => hmac::HMAC_SHA256,
-    }
-}
-
-struct HmacSigner {
-    alg: Algorithm,
-    key: hmac::Key,
-}
-
-impl Signer<Vec<u8>> for HmacSigner {
-    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        Ok(hmac::sign(&self.key, msg).as_ref().to_vec())
-    }
-}
-
-impl JwtSigner for HmacSigner {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-}
-
-struct EcdsaSigner {
-    alg: Algorithm,
-    pair: sig::EcdsaKeyPair,
-    rng: SystemRandom,
-}
-
-impl Signer<Vec<u8>> for EcdsaSigner {
-    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        let signature = self.pair.sign(&self.rng, msg).map_err(|_| signature::Error::new())?;
-        Ok(signature.as_ref().to_vec())
-    }
-}
-
-impl JwtSigner for EcdsaSigner {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-}
-
-struct RsaSigner {
-    alg: Algorithm,
-    pair: sig::RsaKeyPair,
-    rng: SystemRandom,
-}
-
-impl Signer<Vec<u8>> for RsaSigner {
-    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        let padding: &'static dyn sig::RsaEncoding = match self.alg {
-            Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
-            Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
-            Algorithm::PS256 => &sig::RSA_PSS_SHA256,
-            Algorithm::PS384 => &sig::RSA_PSS_SHA384,
-            Algorithm::PS512 => &sig::RSA_PSS_SHA512,
-            _ => &sig::RSA_PKCS1_SHA256,
-        };
-        let mut out = vec![0; self.pair.public().modulus_len()];
-        self.pair.sign(padding, &self.rng, msg, &mut out).map_err(|_| signature::Error::new())?;
-        Ok(out)
-    }
-}
-
-impl JwtSigner for RsaSigner {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
     }
 }
 
@@ -284,6 +207,124 @@ fn compute_digest(data: &[u8], hash: ThumbprintHash) -> Vec<u8> {
         ThumbprintHash::SHA512 => &digest::SHA512,
     };
     digest::digest(algorithm, data).as_ref().to_vec()
+}
+
+/// Signers for the algorithms the product never signs with (HMAC, ECDSA, RSA): the attack
+/// tests forge tokens with them through the very stack an attacker would use. Compiled only
+/// with the `danger-test-signers` feature, which no server enables.
+#[cfg(any(test, feature = "danger-test-signers"))]
+mod danger {
+    use jsonwebtoken::crypto::JwtSigner;
+    use jsonwebtoken::errors::ErrorKind;
+    use jsonwebtoken::signature::{self, Signer};
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use ring::hmac;
+    use ring::rand::SystemRandom;
+    use ring::signature as sig;
+
+    use super::hmac_algorithm;
+
+    pub(super) fn other_signer(
+        alg: &Algorithm,
+        key: &EncodingKey,
+    ) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+        let rng = SystemRandom::new();
+        let signer: Box<dyn JwtSigner> = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Box::new(HmacSigner {
+                alg: *alg,
+                key: hmac::Key::new(hmac_algorithm(*alg), key.inner()),
+            }),
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let signing = if *alg == Algorithm::ES256 {
+                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING
+                } else {
+                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING
+                };
+                let pair = sig::EcdsaKeyPair::from_pkcs8(signing, key.inner(), &rng)
+                    .map_err(|_| ErrorKind::InvalidEcdsaKey)?;
+                Box::new(EcdsaSigner { alg: *alg, pair, rng })
+            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
+                let pair = sig::RsaKeyPair::from_der(key.inner())
+                    .or_else(|_| sig::RsaKeyPair::from_pkcs8(key.inner()))
+                    .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?;
+                Box::new(RsaSigner { alg: *alg, pair, rng })
+            }
+            Algorithm::EdDSA => return Err(ErrorKind::InvalidAlgorithm.into()),
+        };
+        Ok(signer)
+    }
+
+    struct HmacSigner {
+        alg: Algorithm,
+        key: hmac::Key,
+    }
+
+    impl Signer<Vec<u8>> for HmacSigner {
+        fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+            Ok(hmac::sign(&self.key, msg).as_ref().to_vec())
+        }
+    }
+
+    impl JwtSigner for HmacSigner {
+        fn algorithm(&self) -> Algorithm {
+            self.alg
+        }
+    }
+
+    struct EcdsaSigner {
+        alg: Algorithm,
+        pair: sig::EcdsaKeyPair,
+        rng: SystemRandom,
+    }
+
+    impl Signer<Vec<u8>> for EcdsaSigner {
+        fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+            let signature = self.pair.sign(&self.rng, msg).map_err(|_| signature::Error::new())?;
+            Ok(signature.as_ref().to_vec())
+        }
+    }
+
+    impl JwtSigner for EcdsaSigner {
+        fn algorithm(&self) -> Algorithm {
+            self.alg
+        }
+    }
+
+    struct RsaSigner {
+        alg: Algorithm,
+        pair: sig::RsaKeyPair,
+        rng: SystemRandom,
+    }
+
+    impl Signer<Vec<u8>> for RsaSigner {
+        fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+            let padding: &'static dyn sig::RsaEncoding = match self.alg {
+                Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+                _ => &sig::RSA_PKCS1_SHA256,
+            };
+            let mut out = vec![0; self.pair.public().modulus_len()];
+            self.pair
+                .sign(padding, &self.rng, msg, &mut out)
+                .map_err(|_| signature::Error::new())?;
+            Ok(out)
+        }
+    }
+
+    impl JwtSigner for RsaSigner {
+        fn algorithm(&self) -> Algorithm {
+            self.alg
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,29 @@
+//! `handoff-web`: what both servers share as web services, kept out of the protocol crate so a
+//! partner embedding `handoff` pulls in no web framework.
+//!
+//! - [`app`]: the server skeleton (routes, health, readiness, metrics, error pages, graceful
+//!   shutdown);
+//! - [`guard`]: request limits, security headers, latency by route, the request log line;
+//! - [`cookies`]: cookie names, attributes and anti-forgery tokens;
+//! - [`pages`] and [`respond`]: the page frame and small responses;
+//! - [`config`] and [`env`]: configuration rules and reading the environment;
+//! - [`net`]: the listener and the shutdown signal;
+//! - [`telemetry`]: log set-up, batched writing, log budgets.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod cookies;
+pub mod env;
+pub mod guard;
+pub mod main_support;
+pub mod net;
+pub mod pages;
+pub mod respond;
+pub mod telemetry;
+
+pub use app::{App, BuildError, Routes, Service, Settings};
+pub use cookies::{CookieName, CookieSecurity, Csrf, Jar, SameSite};
+pub use guard::{Hardening, Limits};
+pub use pages::{Brand, StatusClass};
+pub use respond::see_other;
