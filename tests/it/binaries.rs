@@ -250,23 +250,16 @@ fn path_str(path: &std::path::Path) -> &str {
 #[tokio::test]
 async fn pinned_jwks_file_needs_no_network() {
     let s = spawn().await;
-    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let file = s.dir.path().join("pinned.json");
-    std::fs::write(&file, jwks).unwrap();
+    std::fs::write(&file, jwks_of(&s.server1).await).unwrap();
     // An issuer where nothing listens: every key must come from the file.
     let issuer = "http://127.0.0.1:9";
     let (l, port) = listener();
     let url = format!("http://localhost:{port}");
     let mut config = server2_config(issuer, &url);
     config.keys_from = server2::config::KeysFrom::File(file);
-    let app = server2::build_app(config, l).await.unwrap();
-    assert!(app.is_ready());
-    tokio::spawn(app.run(std::future::pending()));
+    let pinned = serve_server2(config, l).await;
+    assert!(pinned.ready_at_start);
 
     let minter = handoff::Minter::new(
         s.key.clone(),
@@ -300,12 +293,7 @@ async fn sigterm_stops_both_servers_cleanly() {
     assert!(add.wait().unwrap().success());
     let s1 = server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap();
     wait_until_up(&format!("http://127.0.0.1:{p1}/readyz")).await;
-    let jwks = reqwest::get(format!("http://127.0.0.1:{p1}/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = jwks_of(&format!("http://127.0.0.1:{p1}")).await;
     std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
     let s2 = Command::new(binary("server2"))
         .env_clear()
