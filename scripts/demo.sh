@@ -8,8 +8,13 @@ cd "$(dirname "$0")/.."
 
 # DEMO_DIR: where the demo keeps its key, database and password (default .demo). DEMO_NO_BUILD=1
 # skips the build (the tests run this script with binaries they built).
-[ -n "${DEMO_NO_BUILD:-}" ] || cargo build --bins --locked
-bin=target/debug
+cargo="${CARGO:-cargo}"
+[ -n "${DEMO_NO_BUILD:-}" ] || "$cargo" build --bins --locked
+# The binaries are in cargo's target directory, which CARGO_TARGET_DIR or `build.target-dir` may
+# have moved: ask cargo where it is (without python or jq: the path is a plain JSON string).
+target_dir=$("$cargo" metadata --format-version 1 --no-deps 2>/dev/null |
+  sed -n 's/.*"target_directory":"\([^"\\]*\)".*/\1/p') || target_dir=
+bin="${target_dir:-${CARGO_TARGET_DIR:-target}}/debug"
 data="${DEMO_DIR:-.demo}"
 mkdir -p "$data"
 chmod 700 "$data"

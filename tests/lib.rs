@@ -1,33 +1,65 @@
 //! Helpers for the integration tests: start both servers in-process on port 0 with fresh keys,
-//! database and targets; make cookie-keeping HTTP clients; capture logs.
+//! database and targets, each on a runtime of its own that captures its logs; make cookie-keeping
+//! HTTP clients; sign tokens the way an attacker with the key would.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use handoff::{SigningKey, Ttl};
+use handoff::{ManualClock, SigningKey, Ttl};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// Password of every test user.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// Everything logged in this test process so far.
-pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+/// The log of one in-process server: every line it wrote (debug level unless `RUST_LOG` says
+/// otherwise), also echoed to standard error when `TEST_LOG` is set.
+#[derive(Clone)]
+pub struct LogBuffer {
+    name: &'static str,
+    bytes: Arc<Mutex<Vec<u8>>>,
 }
 
-struct CaptureWriter;
+impl LogBuffer {
+    /// An empty log for the server called `name` (the prefix of its echoed lines).
+    pub fn new(name: &'static str) -> LogBuffer {
+        LogBuffer { name, bytes: Arc::default() }
+    }
 
-impl Write for CaptureWriter {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// A tracing dispatcher writing to this log.
+    fn dispatch(&self) -> tracing::Dispatch {
+        use tracing_subscriber::EnvFilter;
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("debug"));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(self.clone())
+            .finish();
+        tracing::Dispatch::new(subscriber)
+    }
+}
+
+impl Write for LogBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
+        self.bytes.lock().unwrap().extend_from_slice(buf);
         if std::env::var_os("TEST_LOG").is_some() {
-            std::io::stderr().write_all(buf)?;
+            // One write is one formatted event.
+            let mut line = format!("[{}] ", self.name).into_bytes();
+            line.extend_from_slice(buf);
+            std::io::stderr().write_all(&line)?;
         }
         Ok(buf.len())
     }
@@ -36,9 +68,157 @@ impl Write for CaptureWriter {
     }
 }
 
-/// Captures every log line of the process (debug level unless RUST_LOG says otherwise).
-pub fn init_logs() {
-    handoff::telemetry::init("debug", || CaptureWriter, false);
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+thread_local! {
+    /// The log this thread writes to, for the threads of an in-process server's runtime.
+    static THREAD_LOG: RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { RefCell::new(None) };
+}
+
+/// Sends this thread's log events to `dispatch` until [`log_this_thread_nowhere`].
+fn log_this_thread_to(dispatch: &tracing::Dispatch) {
+    let guard = tracing::dispatcher::set_default(dispatch);
+    THREAD_LOG.with(|slot| *slot.borrow_mut() = Some(guard));
+}
+
+/// Drops this thread's log (before its thread-locals are torn down).
+fn log_this_thread_nowhere() {
+    let _ = THREAD_LOG.try_with(|slot| slot.borrow_mut().take());
+}
+
+/// One server running in-process on a Tokio runtime of its own, in a thread of its own, whose
+/// threads (workers and blocking pool) all log to [`InProcess::logs`]. Stopped when dropped.
+pub struct InProcess {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Whether it was ready once built (SERVER2: the issuer's keys were loaded).
+    pub ready_at_start: bool,
+    log: LogBuffer,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// What an in-process server's body gets: where to report that it is built (and whether it is
+/// ready), and the signal to stop.
+struct Started {
+    built: oneshot::Sender<bool>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl Started {
+    /// Reports the app built, then serves it with `run` until told to stop.
+    async fn serve<F>(self, ready: bool, run: impl FnOnce(oneshot::Receiver<()>) -> F)
+    where
+        F: Future<Output = std::io::Result<()>>,
+    {
+        let _ = self.built.send(ready);
+        run(self.stop).await.expect("the server runs until stopped");
+    }
+}
+
+impl InProcess {
+    /// Runs `body` (which builds the app, reports it built and serves it) on a new runtime in a
+    /// new thread; returns once the app is built. The thread owns the runtime and drops it when
+    /// the server has stopped.
+    async fn start<F>(
+        name: &'static str,
+        addr: SocketAddr,
+        body: impl FnOnce(Started) -> F + Send + 'static,
+    ) -> InProcess
+    where
+        F: Future<Output = ()>,
+    {
+        let log = LogBuffer::new(name);
+        let dispatch = log.dispatch();
+        let (built, built_rx) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                log_this_thread_to(&dispatch);
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name(name)
+                    .enable_all()
+                    .on_thread_start(move || log_this_thread_to(&dispatch))
+                    .on_thread_stop(log_this_thread_nowhere)
+                    .build()
+                    .unwrap();
+                runtime.block_on(body(Started { built, stop: stop_rx }));
+                drop(runtime);
+                log_this_thread_nowhere();
+            })
+            .unwrap();
+        let ready_at_start =
+            built_rx.await.unwrap_or_else(|_| panic!("{name} did not start (see its panic)"));
+        InProcess { addr, ready_at_start, log, stop: Some(stop) }
+    }
+
+    /// Everything this server logged so far.
+    pub fn logs(&self) -> String {
+        self.log.text()
+    }
+
+    /// Tells the server to stop (it closes its listener and finishes what is in flight).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server and waits until its port refuses connections.
+    pub async fn stop_and_wait(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "the server on {} did not stop", self.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Builds and runs SERVER1 with `config` on `listener`, in-process (see [`InProcess`]).
+pub async fn serve_server1(config: server1::Config, listener: TcpListener) -> InProcess {
+    let addr = listener.local_addr().unwrap();
+    InProcess::start("server1", addr, move |started| async move {
+        let app = server1::build_app(config, listener).unwrap();
+        started
+            .serve(true, |stop| {
+                app.run(async move {
+                    let _ = stop.await;
+                })
+            })
+            .await;
+    })
+    .await
+}
+
+/// Builds and runs SERVER2 with `config` on `listener`, in-process (see [`InProcess`]).
+pub async fn serve_server2(config: server2::Config, listener: TcpListener) -> InProcess {
+    let addr = listener.local_addr().unwrap();
+    InProcess::start("server2", addr, move |started| async move {
+        let app = server2::build_app(config, listener).await.unwrap();
+        let ready = app.is_ready();
+        started
+            .serve(ready, |stop| {
+                app.run(async move {
+                    let _ = stop.await;
+                })
+            })
+            .await;
+    })
+    .await
 }
 
 /// Two running servers and what the tests need to talk to them.
@@ -49,34 +229,36 @@ pub struct Servers {
     pub server2: String,
     /// SERVER1's signing key (for tests that sign the way an attacker with the key would).
     pub key: Arc<SigningKey>,
+    running1: InProcess,
+    running2: InProcess,
     /// The working directory (keys, database, targets).
     pub dir: tempfile::TempDir,
-    stop: Vec<oneshot::Sender<()>>,
 }
 
 impl Servers {
+    /// Everything SERVER1 logged so far.
+    pub fn server1_logs(&self) -> String {
+        self.running1.logs()
+    }
+
+    /// Everything SERVER2 logged so far.
+    pub fn server2_logs(&self) -> String {
+        self.running2.logs()
+    }
+
+    /// Everything both servers logged so far (SERVER1's lines, then SERVER2's).
+    pub fn all_logs(&self) -> String {
+        self.server1_logs() + &self.server2_logs()
+    }
+
     /// Stops SERVER1 (its listener closes; SERVER2 keeps running).
     pub async fn stop_server1(&mut self) {
-        if !self.stop.is_empty() {
-            let _ = self.stop.remove(0).send(());
-        }
-        // Wait until its port refuses connections.
-        let addr = self.server1.trim_start_matches("http://").to_owned();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&addr).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("SERVER1 did not stop");
+        self.running1.stop_and_wait().await;
     }
-}
 
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for stop in self.stop.drain(..) {
-            let _ = stop.send(());
-        }
+    /// Stops SERVER2 (its listener closes; SERVER1 keeps running).
+    pub async fn stop_server2(&mut self) {
+        self.running2.stop_and_wait().await;
     }
 }
 
@@ -146,38 +328,52 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
     spawn_both(|_| {}, adjust).await
 }
 
+/// A clock for [`spawn_clocked`], showing the current time until moved.
+pub fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(now()))
+}
+
+/// As [`spawn`], both servers reading `clock`.
+pub async fn spawn_clocked(clock: &Arc<ManualClock>) -> Servers {
+    spawn_clocked_with(clock, |_| {}).await
+}
+
+/// As [`spawn_clocked`], letting the caller adjust SERVER2's configuration.
+pub async fn spawn_clocked_with(
+    clock: &Arc<ManualClock>,
+    adjust: impl FnOnce(&mut server2::Config),
+) -> Servers {
+    let (clock1, clock2) = (clock.clone(), clock.clone());
+    spawn_both(
+        move |c| c.clock = clock1,
+        move |c| {
+            c.clock = clock2;
+            adjust(c);
+        },
+    )
+    .await
+}
+
 /// As [`spawn`], letting the caller adjust both servers' configurations.
 pub async fn spawn_both(
     adjust1: impl FnOnce(&mut server1::Config),
     adjust: impl FnOnce(&mut server2::Config),
 ) -> Servers {
-    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (l1, p1) = listener();
     let (l2, p2) = listener();
     let server1_url = format!("http://127.0.0.1:{p1}");
     let server2_url = format!("http://localhost:{p2}");
     let key = prepare_dir(dir.path(), &server2_url);
-    let mut stop = Vec::new();
 
     let mut config1 = server1_config(dir.path(), p1);
     adjust1(&mut config1);
-    let app1 = server1::build_app(config1, l1).unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    stop.push(tx);
-    tokio::spawn(app1.run(async move {
-        let _ = rx.await;
-    }));
+    let running1 = serve_server1(config1, l1).await;
 
     let mut config2 = server2_config(&server1_url, &server2_url);
     adjust(&mut config2);
-    let app2 = server2::build_app(config2, l2).await.unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    stop.push(tx);
-    tokio::spawn(app2.run(async move {
-        let _ = rx.await;
-    }));
-    Servers { server1: server1_url, server2: server2_url, key, dir, stop }
+    let running2 = serve_server2(config2, l2).await;
+    Servers { server1: server1_url, server2: server2_url, key, running1, running2, dir }
 }
 
 /// A browser-like client: keeps cookies, does not follow redirects.
@@ -278,26 +474,39 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// One pair of servers for the whole test process, running on a runtime of its own, for suites
-/// of many small independent requests (the attack suite). Each request there uses a fresh
-/// client, so tests cannot see each other's cookies.
+/// One pair of servers for the whole test process, for suites of many small independent
+/// requests (the attack suite). Each request there uses a fresh client, so tests cannot see each
+/// other's cookies; their logs are these servers' logs, shared by the suite.
 pub fn shared_servers() -> &'static Servers {
     static SHARED: std::sync::OnceLock<Servers> = std::sync::OnceLock::new();
     SHARED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+        // Called from a test's runtime, which cannot block on another: start them from a thread.
+        // The servers run on runtimes of their own, which outlive this one.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            runtime.block_on(async move {
-                tx.send(spawn().await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        rx.recv().unwrap()
+                .unwrap()
+                .block_on(spawn())
+        })
+        .join()
+        .unwrap()
     })
+}
+
+/// Reads an HTTP request head (up to its blank line, or 64 KiB) from `stream`; `None` if the
+/// connection ends or fails first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 /// A third site on loopback that records the request heads it receives and answers with a
@@ -311,7 +520,7 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the recorder on a free port, serving until the process ends.
     pub async fn start() -> Recorder {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -320,14 +529,7 @@ impl Recorder {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 2048];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(head) = read_head(&mut stream).await else { return };
                     seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
                     let body = "<!DOCTYPE html><title>Help</title><p>Help centre</p>";
                     let reply = format!(
@@ -386,7 +588,7 @@ pub struct FaultyJwks {
 impl FaultyJwks {
     /// Starts serving `mode`.
     pub async fn start(mode: JwksFault) -> FaultyJwks {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = url::Url::parse(&format!(
             "http://127.0.0.1:{}/jwks.json",
@@ -401,13 +603,8 @@ impl FaultyJwks {
                 h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mode = m.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if read_head(&mut stream).await.is_none() {
+                        return;
                     }
                     let mut extra_headers = String::new();
                     let mut framed = true;
@@ -504,4 +701,84 @@ pub async fn status_of(c: &reqwest::Client, url: &str) -> reqwest::StatusCode {
 /// The body of a GET.
 pub async fn text_of(c: &reqwest::Client, url: &str) -> String {
     c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The current time in whole seconds, as a JWT writes it.
+pub fn now_secs() -> u64 {
+    now().as_secs()
+}
+
+/// A fresh random `jti`.
+pub fn fresh_jti() -> String {
+    handoff::Jti::generate(&ring::rand::SystemRandom::new()).unwrap().to_string()
+}
+
+/// base64url without padding, as JWTs are written.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JSON of a compact JWS's segment `index` (0: header, 1: claims).
+fn segment(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let text = token.split('.').nth(index).expect("a compact JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The header of a token, as JSON.
+pub fn token_header(token: &str) -> Value {
+    segment(token, 0)
+}
+
+/// The claims of a token, as JSON (unverified).
+pub fn token_claims(token: &str) -> Value {
+    segment(token, 1)
+}
+
+/// Claims SERVER2 of `s` would accept from its SERVER1: `sub` viewing report 42, from now for a
+/// minute, with a fresh `jti`.
+pub fn claims_for(s: &Servers, sub: &str) -> Value {
+    let t = now_secs();
+    json!({
+        "iss": s.server1, "sub": sub, "aud": s.server2,
+        "iat": t, "nbf": t, "exp": t + 60, "jti": fresh_jti(),
+        "authorization_details": [{"type": "report.view", "report_id": "42"}],
+    })
+}
+
+/// The header SERVER1 writes, naming the key `kid`.
+pub fn profile_header(kid: &str) -> Value {
+    json!({"typ": "handoff+jwt", "alg": "EdDSA", "kid": kid})
+}
+
+/// The header SERVER1 of `s` writes, naming its key.
+pub fn server_header(s: &Servers) -> Value {
+    profile_header(s.key.kid().as_str())
+}
+
+/// SERVER1's signing key, for jsonwebtoken.
+pub fn server_key(s: &Servers) -> EncodingKey {
+    EncodingKey::from_ed_der(s.key.pkcs8_for_tests())
+}
+
+/// `header.claims.signature` over raw JSON texts (as given, byte for byte), signed with `alg` by
+/// `key` — through the same jsonwebtoken + ring stack an attacker could use.
+pub fn sign_raw(header: &str, claims: &str, alg: Algorithm, key: &EncodingKey) -> String {
+    handoff::crypto::install().unwrap();
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
+    format!("{input}.{sig}")
+}
+
+/// `header` and `claims` signed by SERVER1's real key (EdDSA): only the claim and header checks
+/// stand in the way.
+pub fn signed(s: &Servers, header: &Value, claims: &Value) -> String {
+    sign_raw(&header.to_string(), &claims.to_string(), Algorithm::EdDSA, &server_key(s))
+}
+
+/// The JWKS SERVER1 at `server1` publishes, as text.
+pub async fn jwks_of(server1: &str) -> String {
+    reqwest::get(format!("{server1}/.well-known/jwks.json")).await.unwrap().text().await.unwrap()
 }

@@ -4,7 +4,7 @@
 //! asserts a 4xx, that nothing was authorized (no cookie, no redirect), that the token is echoed
 //! in no response, and that it reached no log line. The servers are shared by the whole suite.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use handoff_tests::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -12,55 +12,19 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn now() -> u64 {
-    handoff_tests::now().as_secs()
-}
-
-fn jti() -> String {
-    handoff::Jti::generate(&SystemRandom::new()).unwrap().to_string()
-}
-
 /// Claims SERVER2 would accept.
 fn claims(s: &Servers) -> Value {
-    let t = now();
-    json!({
-        "iss": s.server1, "sub": "u_attacker", "aud": s.server2,
-        "iat": t, "nbf": t, "exp": t + 60, "jti": jti(),
-        "authorization_details": [{"type": "report.view", "report_id": "42"}],
-    })
-}
-
-fn header(s: &Servers) -> Value {
-    json!({"typ": "handoff+jwt", "alg": "EdDSA", "kid": s.key.kid().as_str()})
-}
-
-/// `header.claims.signature` over raw JSON texts, signed by `pkcs8` with `alg` — through the
-/// same jsonwebtoken + ring stack an attacker could use.
-fn sign_raw(header: &str, claims: &str, alg: Algorithm, key: &EncodingKey) -> String {
-    handoff::crypto::install().unwrap();
-    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
-    format!("{input}.{sig}")
-}
-
-/// Signed by SERVER1's real key: only the claim and header checks stand in the way.
-fn signed(s: &Servers, header: &Value, claims: &Value) -> String {
-    let key = EncodingKey::from_ed_der(s.key.pkcs8_for_tests());
-    sign_raw(&header.to_string(), &claims.to_string(), Algorithm::EdDSA, &key)
+    claims_for(s, "u_attacker")
 }
 
 fn with_claims(s: &Servers, edit: impl FnOnce(&mut Value)) -> String {
     let mut c = claims(s);
     edit(&mut c);
-    signed(s, &header(s), &c)
+    signed(s, &server_header(s), &c)
 }
 
 fn with_header(s: &Servers, edit: impl FnOnce(&mut Value)) -> String {
-    let mut h = header(s);
+    let mut h = server_header(s);
     edit(&mut h);
     signed(s, &h, &claims(s))
 }
@@ -89,7 +53,7 @@ async fn refused(s: &Servers, token: impl AsRef<[u8]>) {
     }
     check_refusal("POST", post.await, token).await;
     if token.len() >= 16 {
-        let logs = captured_logs();
+        let logs = s.all_logs();
         let text = String::from_utf8_lossy(token);
         let tail = text.rsplit('.').next().unwrap_or(&text);
         assert!(!logs.contains(&*text), "the token reached the logs");
@@ -106,7 +70,7 @@ async fn refused(s: &Servers, token: impl AsRef<[u8]>) {
 async fn the_unedited_attack_tokens_are_accepted() {
     let s = spawn().await;
     let c = client();
-    let resp = submit(&c, &s.server2, &signed(&s, &header(&s), &claims(&s))).await;
+    let resp = submit(&c, &s.server2, &signed(&s, &server_header(&s), &claims(&s))).await;
     assert_eq!(resp.status(), 303, "form POST");
     let resp = c
         .get(format!("{}/handoff?token={}", s.server2, with_claims(&s, |_| {})))
@@ -177,7 +141,7 @@ fn one(token: String) -> Vec<String> {
 attack!(
     /// `alg: none` in every letter case, with no, a garbage and a genuine signature.
     alg_none_in_every_case, |s| {
-        let genuine = signed(s, &header(s), &claims(s));
+        let genuine = signed(s, &server_header(s), &claims(s));
         let real_sig = genuine.rsplit('.').next().unwrap().to_owned();
         let mut tokens = Vec::new();
         for alg in ["none", "None", "NONE", "nOnE"] {
@@ -194,7 +158,7 @@ attack!(
 attack!(
     /// A genuine token with its signature removed.
     signature_stripped, |s| {
-        let genuine = signed(s, &header(s), &claims(s));
+        let genuine = signed(s, &server_header(s), &claims(s));
         let (input, _) = genuine.rsplit_once('.').unwrap();
         all([format!("{input}."), input.to_owned()])
     }
@@ -208,7 +172,7 @@ attack!(
         let own = json!({"typ": "handoff+jwt", "alg": "EdDSA", "kid": other.kid().as_str()});
         all([
             sign_raw(&own.to_string(), &claims(s).to_string(), Algorithm::EdDSA, &key),
-            sign_raw(&header(s).to_string(), &claims(s).to_string(), Algorithm::EdDSA, &key),
+            sign_raw(&server_header(s).to_string(), &claims(s).to_string(), Algorithm::EdDSA, &key),
         ])
     }
 );
@@ -368,7 +332,7 @@ attack!(
     /// RFC 7797 unencoded payload (`b64: false`).
     b64_false, |s| {
         let h = json!({"typ": "handoff+jwt", "alg": "EdDSA", "kid": s.key.kid().as_str(), "b64": false, "crit": ["b64"]});
-        let key = EncodingKey::from_ed_der(s.key.pkcs8_for_tests());
+        let key = server_key(s);
         let c = claims(s).to_string();
         let h64 = b64(h.to_string().as_bytes());
         let sig = jsonwebtoken::crypto::sign(format!("{h64}.{c}").as_bytes(), &key, Algorithm::EdDSA).unwrap();
@@ -382,7 +346,7 @@ attack!(
     /// Duplicate members in the header: parsers disagree on which one wins.
     duplicate_header_keys, |s| {
         let kid = s.key.kid().as_str();
-        let key = EncodingKey::from_ed_der(s.key.pkcs8_for_tests());
+        let key = server_key(s);
         let c = claims(s).to_string();
         all([
             format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","alg":"none","kid":"{kid}"}}"#),
@@ -397,12 +361,12 @@ attack!(
 attack!(
     /// Duplicate claims, signed with the real key.
     duplicate_claim_keys, |s| {
-        let key = EncodingKey::from_ed_der(s.key.pkcs8_for_tests());
-        let h = header(s).to_string();
-        let t = now();
+        let key = server_key(s);
+        let h = server_header(s).to_string();
+        let t = now_secs();
         let base = |extra: &str| format!(
             r#"{{"iss":"{}","sub":"u_a","aud":"{}","iat":{t},"nbf":{t},"exp":{},"jti":"{}","authorization_details":[{{"type":"report.view","report_id":"42"}}]{extra}}}"#,
-            s.server1, s.server2, t + 60, jti()
+            s.server1, s.server2, t + 60, fresh_jti()
         );
         all([
             base(r#","aud":"https://evil.example""#),
@@ -417,15 +381,15 @@ attack!(
 attack!(
     /// Claims changed under the original signature.
     claims_tampered_under_the_signature, |s| {
-        let genuine = signed(s, &header(s), &claims(s));
+        let genuine = signed(s, &server_header(s), &claims(s));
         let parts: Vec<&str> = genuine.split('.').collect();
         let mut tokens = Vec::new();
-        for (field, value) in [("sub", json!("u_admin")), ("exp", json!(now() + 100_000)), ("aud", json!("https://evil.example"))] {
+        for (field, value) in [("sub", json!("u_admin")), ("exp", json!(now_secs() + 100_000)), ("aud", json!("https://evil.example"))] {
             let mut c = claims(s);
             c[field] = value;
             tokens.push(format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]));
         }
-        let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let mut c = token_claims(&genuine);
         c["authorization_details"][0]["report_id"] = json!("43");
         tokens.push(format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]));
         tokens
@@ -438,15 +402,17 @@ attack!(exp_missing, |s| one(with_claims(s, |c| {
     c.as_object_mut().unwrap().remove("exp");
 })));
 attack!(exp_in_the_past, |s| one(with_claims(s, |c| {
-    let t = now();
+    let t = now_secs();
     c["iat"] = json!(t - 100);
     c["nbf"] = json!(t - 100);
     c["exp"] = json!(t - 30);
 })));
-attack!(exp_as_a_string, |s| one(with_claims(s, |c| c["exp"] = json!((now() + 60).to_string()))));
+attack!(exp_as_a_string, |s| one(
+    with_claims(s, |c| c["exp"] = json!((now_secs() + 60).to_string()))
+));
 attack!(exp_as_a_float, |s| all([
-    with_claims(s, |c| c["exp"] = json!(now() as f64 + 60.5)),
-    with_claims(s, |c| c["exp"] = json!(now() as f64 + 60.0)),
+    with_claims(s, |c| c["exp"] = json!(now_secs() as f64 + 60.5)),
+    with_claims(s, |c| c["exp"] = json!(now_secs() as f64 + 60.0)),
     with_claims(s, |c| c["exp"] = json!(1e300)),
 ]));
 attack!(exp_absurdly_large, |s| all([
@@ -454,21 +420,21 @@ attack!(exp_absurdly_large, |s| all([
     with_claims(s, |c| c["exp"] = json!(i64::MAX)),
     with_claims(s, |c| c["exp"] = json!(-1)),
     sign_raw(
-        &header(s).to_string(),
+        &server_header(s).to_string(),
         &claims(s)
             .to_string()
-            .replace(&format!("\"exp\":{}", now() + 60), "\"exp\":99999999999999999999999999"),
+            .replace(&format!("\"exp\":{}", now_secs() + 60), "\"exp\":99999999999999999999999999"),
         Algorithm::EdDSA,
-        &EncodingKey::from_ed_der(s.key.pkcs8_for_tests())
+        &server_key(s)
     ),
 ]));
 attack!(nbf_in_the_future, |s| one(with_claims(s, |c| {
-    let t = now();
+    let t = now_secs();
     c["nbf"] = json!(t + 90);
     c["exp"] = json!(t + 100);
 })));
 attack!(iat_in_the_future, |s| one(with_claims(s, |c| {
-    let t = now();
+    let t = now_secs();
     c["iat"] = json!(t + 90);
     c["exp"] = json!(t + 100);
 })));
@@ -501,7 +467,7 @@ attack!(wrong_typ, |s| all([
 attack!(
     /// More or fewer than three segments.
     extra_segments, |s| {
-        let t = signed(s, &header(s), &claims(s));
+        let t = signed(s, &server_header(s), &claims(s));
         all([format!("{t}.{}", t.rsplit('.').next().unwrap()), format!("{t}."), format!(".{t}"), t.replacen('.', "..", 1), t.replace('.', "")])
     }
 );
@@ -509,7 +475,7 @@ attack!(
 attack!(
     /// Bytes after a genuine token.
     trailing_bytes, |s| {
-        let t = signed(s, &header(s), &claims(s));
+        let t = signed(s, &server_header(s), &claims(s));
         all([format!("{t}A"), format!("{t}AAAA"), format!("{t}\0"), format!("{t};"), format!("{t}.")])
     }
 );
@@ -517,7 +483,7 @@ attack!(
 attack!(
     /// base64 padding on any segment.
     padding_characters, |s| {
-        let t = signed(s, &header(s), &claims(s));
+        let t = signed(s, &server_header(s), &claims(s));
         let p: Vec<&str> = t.split('.').collect();
         all([format!("{}=.{}.{}", p[0], p[1], p[2]), format!("{}.{}=.{}", p[0], p[1], p[2]), format!("{t}=="), format!("{}.{}.{}=", p[0], p[1], p[2])])
     }
@@ -529,13 +495,13 @@ attack!(
         // Make sure every segment has a character that differs between the alphabets.
         let mut tokens = Vec::new();
         for _ in 0..8 {
-            let t = signed(s, &header(s), &claims(s));
+            let t = signed(s, &server_header(s), &claims(s));
             if t.contains('-') || t.contains('_') {
                 tokens.push(t.replace('-', "+").replace('_', "/"));
             }
         }
         let c = STANDARD.encode(claims(s).to_string());
-        let h = STANDARD.encode(header(s).to_string());
+        let h = STANDARD.encode(server_header(s).to_string());
         tokens.push(format!("{h}.{c}.AAAA"));
         tokens
     }
@@ -544,7 +510,7 @@ attack!(
 attack!(
     /// Whitespace around or inside the token.
     whitespace, |s| {
-        let t = signed(s, &header(s), &claims(s));
+        let t = signed(s, &server_header(s), &claims(s));
         let (a, b) = t.split_at(10);
         all([format!(" {t}"), format!("{t} "), format!("{t}\n"), format!("{a}\n{b}"), format!("{a} {b}"), t.replace('.', " . "), format!("\t{t}")])
     }
@@ -553,7 +519,7 @@ attack!(
 attack!(
     /// A 1 MiB token (refused before any parsing).
     one_mebibyte_token, |s| {
-        let t = signed(s, &header(s), &claims(s));
+        let t = signed(s, &server_header(s), &claims(s));
         let big = format!("{t}{}", "A".repeat(1024 * 1024));
         all([big, "A".repeat(1024 * 1024), format!("{}.{}.{}", "e".repeat(350_000), "e".repeat(350_000), "e".repeat(350_000))])
     }
@@ -562,7 +528,7 @@ attack!(
 #[tokio::test]
 async fn non_utf8_bytes() {
     let s = shared_servers();
-    let t = signed(s, &header(s), &claims(s));
+    let t = signed(s, &server_header(s), &claims(s));
     let mut raw = t.clone().into_bytes();
     raw.insert(20, 0xff);
     refused(s, &raw).await;
@@ -577,14 +543,14 @@ attack!(
         let depth = 3000;
         let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
         let h = format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{}","x":{nested}}}"#, s.key.kid());
-        let key = EncodingKey::from_ed_der(s.key.pkcs8_for_tests());
+        let key = server_key(s);
         let c = claims(s).to_string().replacen('{', &format!(r#"{{"deep":{nested},"#), 1);
         let op_nested = format!("{}\"42\"{}", "[".repeat(200), "]".repeat(200));
         let c2 = claims(s).to_string().replace("\"42\"", &op_nested);
         all([
             sign_raw(&h, &claims(s).to_string(), Algorithm::EdDSA, &key),
-            sign_raw(&header(s).to_string(), &c, Algorithm::EdDSA, &key),
-            sign_raw(&header(s).to_string(), &c2, Algorithm::EdDSA, &key),
+            sign_raw(&server_header(s).to_string(), &c, Algorithm::EdDSA, &key),
+            sign_raw(&server_header(s).to_string(), &c2, Algorithm::EdDSA, &key),
         ])
     }
 );
@@ -611,8 +577,8 @@ attack!(
             sub: handoff::Subject::parse("u_a").unwrap(),
             handed_by: handoff::Issuer::parse(&s.server1).unwrap(),
             op: server2::operations::catalog().get("report.view").unwrap().build([("report_id", "42")]).unwrap(),
-            iat: handoff::UnixTime::from_secs(now()),
-            exp: handoff::UnixTime::from_secs(now() + 60),
+            iat: handoff::UnixTime::from_secs(now_secs()),
+            exp: handoff::UnixTime::from_secs(now_secs() + 60),
             jti: handoff::Jti::generate(&SystemRandom::new()).unwrap(),
         };
         one(grant.seal(&g).unwrap())

@@ -250,23 +250,16 @@ fn path_str(path: &std::path::Path) -> &str {
 #[tokio::test]
 async fn pinned_jwks_file_needs_no_network() {
     let s = spawn().await;
-    let jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.server1))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let file = s.dir.path().join("pinned.json");
-    std::fs::write(&file, jwks).unwrap();
+    std::fs::write(&file, jwks_of(&s.server1).await).unwrap();
     // An issuer where nothing listens: every key must come from the file.
     let issuer = "http://127.0.0.1:9";
     let (l, port) = listener();
     let url = format!("http://localhost:{port}");
     let mut config = server2_config(issuer, &url);
     config.keys_from = server2::config::KeysFrom::File(file);
-    let app = server2::build_app(config, l).await.unwrap();
-    assert!(app.is_ready());
-    tokio::spawn(app.run(std::future::pending()));
+    let pinned = serve_server2(config, l).await;
+    assert!(pinned.ready_at_start);
 
     let minter = handoff::Minter::new(
         s.key.clone(),
@@ -300,12 +293,7 @@ async fn sigterm_stops_both_servers_cleanly() {
     assert!(add.wait().unwrap().success());
     let s1 = server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap();
     wait_until_up(&format!("http://127.0.0.1:{p1}/readyz")).await;
-    let jwks = reqwest::get(format!("http://127.0.0.1:{p1}/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = jwks_of(&format!("http://127.0.0.1:{p1}")).await;
     std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
     let s2 = Command::new(binary("server2"))
         .env_clear()
@@ -407,21 +395,29 @@ impl Drop for Group {
     }
 }
 
-/// Starts scripts/demo.sh on `data`; returns it and the password its banner shows.
-fn start_demo(root: &std::path::Path, data: &std::path::Path) -> (Child, Group, String) {
+/// Starts scripts/demo.sh on `data` (with `CARGO_TARGET_DIR` set to `target_dir` if given);
+/// returns it and the password its banner shows.
+fn start_demo(
+    root: &std::path::Path,
+    data: &std::path::Path,
+    target_dir: Option<&std::path::Path>,
+) -> (Child, Group, String) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new("bash")
-        .arg("scripts/demo.sh")
+    let mut demo = Command::new("bash");
+    demo.arg("scripts/demo.sh")
         .current_dir(root)
         .env("DEMO_DIR", data)
         .env("DEMO_NO_BUILD", "1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .process_group(0);
+    match target_dir {
+        Some(dir) => demo.env("CARGO_TARGET_DIR", dir),
+        None => demo.env_remove("CARGO_TARGET_DIR"),
+    };
+    let mut child = demo.spawn().unwrap();
     let group = Group(child.id());
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -465,26 +461,27 @@ fn ctrl_c(mut child: Child, group: Group) {
     drop(group);
 }
 
-/// `make demo`, end to end: scripts/demo.sh with a fresh data directory starts both servers and
-/// prints the demo user's password; signing in with it and opening "View report 42" lands on the
-/// report at SERVER2; Ctrl-C stops everything. A second run on the same directory serves again
-/// with the same password (it once tried to make a second key over the first).
-#[tokio::test]
-async fn the_demo_script_runs_the_product_and_stops_on_ctrl_c() {
+/// The demo scripts listen on the fixed ports 8001 and 8002: one at a time.
+static DEMO_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs scripts/demo.sh twice on a fresh data directory (with `CARGO_TARGET_DIR` set to
+/// `target_dir` if given): it starts both servers and prints the demo user's password; signing
+/// in with it and opening "View report 42" lands on the report at SERVER2; Ctrl-C stops
+/// everything. The second run serves again with the same password (it once tried to make a
+/// second key over the first).
+async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
+    let _ports = DEMO_PORTS.lock().await;
     for port in [8001, 8002] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} is taken: stop `make demo` before running the tests"
         );
     }
-    // The script runs target/debug's binaries, the ones this test run built.
-    let (server1, _) = (binary("server1"), binary("server2"));
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    assert!(server1.starts_with(root.join("target")), "{}", server1.display());
     let data = tempfile::tempdir().unwrap();
     let (s1, s2) = ("http://127.0.0.1:8001", "http://localhost:8002");
 
-    let (child, group, password) = start_demo(root, data.path());
+    let (child, group, password) = start_demo(root, data.path(), target_dir);
     assert!(password.len() >= 20, "a generated password");
     let c = client();
     let resp = try_sign_in(&c, s1, "demo", &password, None).await;
@@ -498,9 +495,46 @@ async fn the_demo_script_runs_the_product_and_stops_on_ctrl_c() {
     assert!(page.contains("Report 42"), "{page}");
     ctrl_c(child, group);
 
-    let (child, group, again) = start_demo(root, data.path());
+    let (child, group, again) = start_demo(root, data.path(), target_dir);
     assert_eq!(again, password, "the second run keeps the first run's user");
     let c = client();
     assert_eq!(try_sign_in(&c, s1, "demo", &password, None).await.status(), 303);
     ctrl_c(child, group);
+}
+
+/// `make demo`, end to end (see [`demo_serves_and_stops`]).
+#[tokio::test]
+async fn the_demo_script_runs_the_product_and_stops_on_ctrl_c() {
+    // The script runs target/debug's binaries, the ones this test run built.
+    let (server1, _) = (binary("server1"), binary("server2"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    assert!(server1.starts_with(root.join("target")), "{}", server1.display());
+    demo_serves_and_stops(None).await;
+}
+
+/// `make demo` with `CARGO_TARGET_DIR` set: the script finds the binaries where cargo puts
+/// them, not in ./target. Its target directory holds stand-ins that note each use and run this
+/// test run's binaries.
+#[tokio::test]
+async fn the_demo_script_finds_the_binaries_in_cargo_target_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let target = tempfile::tempdir().unwrap();
+    let debug = target.path().join("debug");
+    std::fs::create_dir(&debug).unwrap();
+    let used = target.path().join("used");
+    for name in ["server1", "server2"] {
+        let stand_in = debug.join(name);
+        let script = format!(
+            "#!/bin/sh\necho {name} >> '{}'\nexec '{}' \"$@\"\n",
+            used.display(),
+            binary(name).display()
+        );
+        std::fs::write(&stand_in, script).unwrap();
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    demo_serves_and_stops(Some(target.path())).await;
+    let used = std::fs::read_to_string(&used).unwrap_or_default();
+    for name in ["server1", "server2"] {
+        assert!(used.lines().any(|l| l == name), "{name} was not run from CARGO_TARGET_DIR");
+    }
 }

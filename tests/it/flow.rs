@@ -250,8 +250,7 @@ async fn replicas_sharing_the_cookie_key_honour_each_others_grants() {
     };
     for (shared, expected) in [(true, 200), (false, 403)] {
         let (l, port, config) = replica(shared);
-        let app = server2::build_app(config, l).await.unwrap();
-        tokio::spawn(app.run(std::future::pending()));
+        let _replica = serve_server2(config, l).await;
         let resp = reqwest::Client::new()
             .get(format!("http://127.0.0.1:{port}/reports/42"))
             .header("cookie", &grant)

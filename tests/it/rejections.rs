@@ -1,43 +1,14 @@
 //! Every way a handoff must fail, one test each: each asserts the rejection and that nothing was
 //! authorized (no operation cookie, no access to the operation page).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use handoff::{Issuer, Minter, SigningKey, Ttl, UnixTime};
 use handoff_tests::*;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-fn now() -> u64 {
-    handoff_tests::now().as_secs()
-}
-
 fn claims(s: &Servers) -> Value {
-    let t = now();
-    json!({
-        "iss": s.server1, "sub": "u_alice", "aud": s.server2,
-        "iat": t, "nbf": t, "exp": t + 60, "jti": fresh_jti(),
-        "authorization_details": [{"type": "report.view", "report_id": "42"}],
-    })
-}
-
-fn fresh_jti() -> String {
-    handoff::Jti::generate(&ring::rand::SystemRandom::new()).unwrap().to_string()
-}
-
-fn profile_header(kid: &str) -> Header {
-    let mut h = Header::new(Algorithm::EdDSA);
-    h.typ = Some("handoff+jwt".into());
-    h.kid = Some(kid.into());
-    h
-}
-
-/// Signs `claims` with SERVER1's real key under `header`.
-fn sign(s: &Servers, header: &Header, claims: &Value) -> String {
-    handoff::crypto::install().unwrap();
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_ed_der(s.key.pkcs8_for_tests()))
-        .unwrap()
+    claims_for(s, "u_alice")
 }
 
 /// Submits `token` with a fresh client; asserts a 4xx and that nothing was authorized.
@@ -62,7 +33,7 @@ async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
 #[tokio::test]
 async fn baseline_signed_token_is_accepted() {
     let s = spawn().await;
-    let token = sign(&s, &profile_header(s.key.kid().as_str()), &claims(&s));
+    let token = signed(&s, &server_header(&s), &claims(&s));
     let c = client();
     let resp = submit(&c, &s.server2, &token).await;
     assert_eq!(resp.status(), 303);
@@ -71,9 +42,8 @@ async fn baseline_signed_token_is_accepted() {
 
 #[tokio::test]
 async fn expired_operation_cookie_is_refused() {
-    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
-    let server_clock = clock.clone();
-    let s = spawn_with(move |c| c.clock = server_clock).await;
+    let clock = manual_clock();
+    let s = spawn_clocked(&clock).await;
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
@@ -103,7 +73,7 @@ async fn expired_token_says_go_back_and_try_again() {
     let s = spawn().await;
     let minter = minter(&s, 60);
     let token =
-        report_token(&minter, &s.server2, "u_alice", "42", UnixTime::from_secs(now() - 600));
+        report_token(&minter, &s.server2, "u_alice", "42", UnixTime::from_secs(now_secs() - 600));
     let (status, body) = assert_refused(&s, token.as_str()).await;
     assert_eq!(status, 401);
     assert!(body.contains("expired"), "{body}");
@@ -128,10 +98,10 @@ async fn expired_token_says_go_back_and_try_again() {
 async fn not_yet_valid_token_is_refused() {
     let s = spawn().await;
     let mut c = claims(&s);
-    let t = now();
+    let t = now_secs();
     c["nbf"] = json!(t + 120);
     c["exp"] = json!(t + 150);
-    let (_, body) = assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    let (_, body) = assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
     assert!(body.contains("not valid yet"));
     // The skew is measured for operators.
     let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
@@ -148,7 +118,7 @@ async fn wrong_audience_is_refused() {
     let s = spawn().await;
     let mut c = claims(&s);
     c["aud"] = json!("https://someone-else.example");
-    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
 }
 
 #[tokio::test]
@@ -156,7 +126,7 @@ async fn wrong_issuer_is_refused() {
     let s = spawn().await;
     let mut c = claims(&s);
     c["iss"] = json!("https://evil.example");
-    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
 }
 
 #[tokio::test]
@@ -165,26 +135,26 @@ async fn token_from_another_key_is_refused() {
     let other = Arc::new(SigningKey::generate().unwrap());
     let minter =
         Minter::new(other.clone(), Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
-    let own_kid = report_token(&minter, &s.server2, "u_alice", "42", handoff_tests::now());
+    let own_kid = report_token(&minter, &s.server2, "u_alice", "42", now());
     assert_refused(&s, own_kid.as_str()).await;
     // Another key claiming SERVER1's kid.
-    let forged = jsonwebtoken::encode(
-        &profile_header(s.key.kid().as_str()),
-        &claims(&s),
+    let forged = sign_raw(
+        &server_header(&s).to_string(),
+        &claims(&s).to_string(),
+        Algorithm::EdDSA,
         &EncodingKey::from_ed_der(other.pkcs8_for_tests()),
-    )
-    .unwrap();
+    );
     assert_refused(&s, &forged).await;
 }
 
 #[tokio::test]
 async fn tampered_claim_is_refused() {
     let s = spawn().await;
-    let token = sign(&s, &profile_header(s.key.kid().as_str()), &claims(&s));
+    let token = signed(&s, &server_header(&s), &claims(&s));
     let parts: Vec<&str> = token.split('.').collect();
-    let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut c = token_claims(&token);
     c["authorization_details"][0]["report_id"] = json!("43");
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+    let payload = b64(&serde_json::to_vec(&c).unwrap());
     assert_refused(&s, &format!("{}.{payload}.{}", parts[0], parts[2])).await;
 }
 
@@ -192,8 +162,8 @@ async fn tampered_claim_is_refused() {
 async fn alg_none_is_refused() {
     let s = spawn().await;
     let header = json!({"alg": "none", "typ": "handoff+jwt", "kid": s.key.kid().as_str()});
-    let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
-    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&s)).unwrap());
+    let h = b64(&serde_json::to_vec(&header).unwrap());
+    let p = b64(&serde_json::to_vec(&claims(&s)).unwrap());
     assert_refused(&s, &format!("{h}.{p}.")).await;
     assert_refused(&s, &format!("{h}.{p}.AAAA")).await;
 }
@@ -201,22 +171,24 @@ async fn alg_none_is_refused() {
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_is_refused() {
     let s = spawn().await;
-    handoff::crypto::install().unwrap();
     let public = s.key.public_key_bytes().to_vec();
-    let mut header = Header::new(Algorithm::HS256);
-    header.typ = Some("handoff+jwt".into());
-    header.kid = Some(s.key.kid().to_string());
-    let forged =
-        jsonwebtoken::encode(&header, &claims(&s), &EncodingKey::from_secret(&public)).unwrap();
+    let mut header = server_header(&s);
+    header["alg"] = json!("HS256");
+    let forged = sign_raw(
+        &header.to_string(),
+        &claims(&s).to_string(),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public),
+    );
     assert_refused(&s, &forged).await;
 }
 
 #[tokio::test]
 async fn wrong_typ_is_refused() {
     let s = spawn().await;
-    let mut header = profile_header(s.key.kid().as_str());
-    header.typ = Some("JWT".into());
-    assert_refused(&s, &sign(&s, &header, &claims(&s))).await;
+    let mut header = server_header(&s);
+    header["typ"] = json!("JWT");
+    assert_refused(&s, &signed(&s, &header, &claims(&s))).await;
 }
 
 #[tokio::test]
@@ -224,7 +196,7 @@ async fn lifetime_over_the_maximum_is_refused() {
     let s = spawn().await;
     // SERVER2 accepts at most 120 s between iat and exp.
     let long = minter(&s, 600);
-    let token = report_token(&long, &s.server2, "u_alice", "42", handoff_tests::now());
+    let token = report_token(&long, &s.server2, "u_alice", "42", now());
     assert_refused(&s, token.as_str()).await;
 }
 
@@ -233,7 +205,7 @@ async fn unknown_operation_is_refused() {
     let s = spawn().await;
     let mut c = claims(&s);
     c["authorization_details"] = json!([{"type": "admin.delete_everything"}]);
-    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
 }
 
 #[tokio::test]
@@ -241,7 +213,7 @@ async fn bad_operation_argument_is_refused_on_both_sides() {
     let s = spawn().await;
     let mut c = claims(&s);
     c["authorization_details"] = json!([{"type": "report.view", "report_id": "42; DROP TABLE"}]);
-    assert_refused(&s, &sign(&s, &profile_header(s.key.kid().as_str()), &c)).await;
+    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
 
     let browser = client();
     sign_in(&browser, &s.server1, "alice").await;
@@ -408,8 +380,7 @@ async fn oversized_and_garbage_tokens_are_4xx() {
     assert_eq!(status_of(&c, &format!("{}/handoff?token=a&token=b", s.server2)).await, 400);
     // A body over the limit, around a valid token: refused for its size (413) before the token
     // is read, so the token is still good afterwards.
-    let token =
-        report_token(&minter(&s, 60), &s.server2, "alice", "8", handoff_tests::now()).into_string();
+    let token = report_token(&minter(&s, 60), &s.server2, "alice", "8", now()).into_string();
     let padded = c
         .post(format!("{}/handoff", s.server2))
         .form(&[("token", token.as_str()), ("pad", &"p".repeat(20 * 1024))])
@@ -453,11 +424,9 @@ async fn tokens_never_reach_the_logs() {
         .send()
         .await
         .unwrap();
-    let logs = captured_logs();
+    let logs = s.all_logs();
     // One audit event per accept and per reject, naming the token by its jti (never the token).
-    let payload = URL_SAFE_NO_PAD.decode(tokens[0].split('.').nth(1).unwrap()).unwrap();
-    let jti =
-        serde_json::from_slice::<Value>(&payload).unwrap()["jti"].as_str().unwrap().to_owned();
+    let jti = token_claims(&tokens[0])["jti"].as_str().unwrap().to_owned();
     let events: Vec<&str> = logs.lines().filter(|l| l.contains(&jti)).collect();
     assert!(events.iter().any(|l| l.contains("event=\"handoff.minted\"")), "{events:?}");
     assert!(
@@ -482,16 +451,15 @@ async fn tokens_never_reach_the_logs() {
 /// started is refused: it may have been used with the previous process.
 #[tokio::test]
 async fn tokens_issued_before_a_restart_are_refused() {
-    let start = handoff_tests::now();
-    let clock = Arc::new(handoff::ManualClock::new(start));
-    let server_clock = clock.clone();
-    let s = spawn_with(move |c| c.clock = server_clock).await;
+    let clock = manual_clock();
+    let start = handoff::Clock::now(&*clock);
+    let s = spawn_clocked(&clock).await;
     let minter = minter(&s, 60);
     let before = report_token(&minter, &s.server2, "u_alice", "42", start.minus(5));
     let (status, body) = assert_refused(&s, before.as_str()).await;
     assert_eq!(status, 401);
     assert!(body.contains("restarted"), "{body}");
-    assert!(captured_logs().contains(&format!("jti=\"{}\"", before.jti())));
+    assert!(s.server2_logs().contains(&format!("jti=\"{}\"", before.jti())));
     let after = report_token(&minter, &s.server2, "u_alice", "42", start);
     let ok = submit(&client(), &s.server2, after.as_str()).await;
     assert_eq!(ok.status(), 303);
@@ -501,8 +469,7 @@ async fn tokens_issued_before_a_restart_are_refused() {
 async fn posted_tokens_are_read_however_the_form_is_written() {
     let s = spawn().await;
     let m = minter(&s, 60);
-    let fresh =
-        |id: &str| report_token(&m, &s.server2, "alice", id, handoff_tests::now()).into_string();
+    let fresh = |id: &str| report_token(&m, &s.server2, "alice", id, now()).into_string();
     let c = client();
     let post = |body: String, content_type: Option<&'static str>| {
         let mut req = c.post(format!("{}/handoff", s.server2)).body(body);
@@ -545,25 +512,15 @@ async fn posted_tokens_are_read_however_the_form_is_written() {
 
 /// Servers whose SERVER2 logs `per_sec` unsigned refusals a second, on a manual clock.
 async fn with_log_budget(per_sec: u32) -> (Arc<handoff::ManualClock>, Servers) {
-    let clock = Arc::new(handoff::ManualClock::new(handoff_tests::now()));
-    let shared = clock.clone();
-    let s = spawn_with(move |c| {
-        c.clock = shared;
-        c.unsigned_refusal_logs_per_sec = per_sec;
-    })
-    .await;
+    let clock = manual_clock();
+    let s = spawn_clocked_with(&clock, |c| c.unsigned_refusal_logs_per_sec = per_sec).await;
     (clock, s)
 }
 
-/// The captured log lines of `event` written by this test's SERVER2 (tests share one log).
+/// The log lines of `event` this test's SERVER2 wrote.
 fn log_lines(s: &Servers, event: &str) -> Vec<String> {
     let event = format!("event=\"{event}\"");
-    let mine = format!("aud={}", s.server2);
-    captured_logs()
-        .lines()
-        .filter(|l| l.contains(&event) && l.split_whitespace().any(|f| f == mine))
-        .map(str::to_owned)
-        .collect()
+    s.server2_logs().lines().filter(|l| l.contains(&event)).map(str::to_owned).collect()
 }
 
 #[tokio::test]
@@ -575,17 +532,15 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
         assert_eq!(submit(&c, &s.server2, "this-is-not-a-token").await.status(), 400);
     }
     // A token whose signature held is always logged, budget or not.
-    let token =
-        report_token(&minter(&s, 60), &s.server2, "alice", "5", handoff_tests::now()).into_string();
+    let token = report_token(&minter(&s, 60), &s.server2, "alice", "5", now()).into_string();
     assert_eq!(submit(&c, &s.server2, &token).await.status(), 303);
+    // Each refusal is logged before its response is sent: no waiting for the lines.
     assert_eq!(submit(&c, &s.server2, &token).await.status(), 401);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(lines("handoff.rejected"), 3, "two garbage lines and the replay");
     assert_eq!(lines("handoff.rejected.suppressed"), 0);
     // The next second: the suppressed eight are reported once.
     clock.advance(1);
     assert_eq!(submit(&c, &s.server2, "still-not-a-token").await.status(), 400);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(lines("handoff.rejected"), 4);
     let summary =
         log_lines(&s, "handoff.rejected.suppressed").into_iter().next().expect("a summary line");
@@ -634,8 +589,7 @@ async fn a_full_replay_store_refuses_instead_of_forgetting() {
     let (mut taken, mut refused) = (Vec::new(), 0);
     for i in 0..40 {
         let token =
-            report_token(&m, &s.server2, "alice", &(100 + i).to_string(), handoff_tests::now())
-                .into_string();
+            report_token(&m, &s.server2, "alice", &(100 + i).to_string(), now()).into_string();
         // A browser each, so no handoff meets another user's grant.
         let resp = submit(&client(), &s.server2, &token).await;
         match resp.status().as_u16() {
