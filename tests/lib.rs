@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use handoff::{ManualClock, SigningKey, Ttl};
+use handoff_web::config::EnvConfig as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -277,11 +278,17 @@ pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
     let db =
         server1::db::Db::open(&dir.join("server1.sqlite3"), server1::db::OpenMode::CreateIfMissing)
             .unwrap();
-    let passwords = server1::passwords::Passwords::new(1).unwrap();
-    let hash = passwords.hash(PASSWORD).unwrap();
-    let now = now();
-    db.add_user("alice", &hash, &["reports".into(), "billing".into()], now).unwrap();
-    db.add_user("bob", &hash, &["reports".into()], now).unwrap();
+    let accounts = server1::accounts::Accounts::new(
+        Arc::new(db),
+        server1::passwords::Passwords::new(1).unwrap(),
+        3600,
+        Arc::new(handoff::SystemClock),
+    );
+    for (name, roles) in [("alice", &["reports", "billing"][..]), ("bob", &["reports"][..])] {
+        let roles: Vec<_> = roles.iter().map(|r| server1::names::Role::parse(r).unwrap()).collect();
+        let name = server1::names::UserName::parse(name).unwrap();
+        accounts.add_user(&name, PASSWORD, &roles).unwrap();
+    }
     Arc::new(key)
 }
 

@@ -37,13 +37,11 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Everything wrong with the environment, one line per variable.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.join("\n  "))]
-pub struct ConfigError(pub Vec<String>);
+pub use handoff_web::config::{ConfigError, EnvConfig};
 
+/// The `SERVER1_*` variables as text.
 #[derive(Debug, Deserialize)]
-struct RawConfig {
+pub struct RawConfig {
     listen: Option<String>,
     public_url: Option<String>,
     database_url: Option<String>,
@@ -66,31 +64,9 @@ pub fn default_password_slots() -> usize {
 /// Default public URL and listen address: what `make demo` serves.
 pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8001";
 
-impl Config {
-    /// Reads `SERVER1_*` from the process environment.
-    ///
-    /// # Errors
-    ///
-    /// Every variable with a bad value, each named with what it expects.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
-        let raw: RawConfig =
-            handoff_web::env::read_prefixed("SERVER1_").map_err(|e| ConfigError(vec![e]))?;
-        Self::from_raw(raw)
-    }
-
-    /// Reads configuration from `(name, value)` pairs, names without the prefix (for tests).
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::from_env`].
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            handoff_web::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
-        Self::from_raw(raw)
-    }
+impl EnvConfig for Config {
+    const PREFIX: &'static str = "SERVER1_";
+    type Raw = RawConfig;
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();

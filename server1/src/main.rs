@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use handoff_web::main_support;
 use server1::accounts::Accounts;
+use server1::config::EnvConfig;
 use server1::db::{Db, OpenMode};
 use server1::handoffs::{HandoffError, Handoffs};
 use server1::names::{Role, UserName};

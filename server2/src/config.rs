@@ -73,13 +73,11 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Everything wrong with the environment, one line per variable.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.join("\n  "))]
-pub struct ConfigError(pub Vec<String>);
+pub use handoff_web::config::{ConfigError, EnvConfig};
 
+/// The `SERVER2_*` variables as text.
 #[derive(Debug, Deserialize)]
-struct RawConfig {
+pub struct RawConfig {
     listen: Option<String>,
     public_url: Option<String>,
     issuer: Option<String>,
@@ -101,31 +99,9 @@ struct RawConfig {
     unsigned_refusal_logs_per_sec: Option<String>,
 }
 
-impl Config {
-    /// Reads `SERVER2_*` from the process environment.
-    ///
-    /// # Errors
-    ///
-    /// Every variable with a bad value.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        // Not envy's `from_env`: it panics on any non-UTF-8 variable in the environment.
-        let raw: RawConfig =
-            handoff_web::env::read_prefixed("SERVER2_").map_err(|e| ConfigError(vec![e]))?;
-        Self::from_raw(raw)
-    }
-
-    /// Reads configuration from `(name, value)` pairs, names without the prefix (for tests).
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::from_env`].
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            handoff_web::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?;
-        Self::from_raw(raw)
-    }
+impl EnvConfig for Config {
+    const PREFIX: &'static str = "SERVER2_";
+    type Raw = RawConfig;
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut errors: Vec<String> = Vec::new();

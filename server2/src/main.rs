@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use handoff_web::main_support;
-use server2::Config;
+use server2::config::{Config, EnvConfig};
 
 fn main() -> ExitCode {
     main_support::exit_code("server2", run())

@@ -1,6 +1,6 @@
 //! What a handler can fail with, and the one place where that becomes an HTTP response.
 
-use handoff_web::StatusClass;
+use handoff_web::{ErrorPage, StatusClass};
 use poem::error::ResponseError;
 use poem::http::StatusCode;
 use poem::Response;
@@ -103,10 +103,10 @@ impl AppError {
             other => Self::Internal(other.to_string()),
         }
     }
+}
 
-    /// The page for this error, without logging it: for refusals the request guard already
-    /// counts (routing, size limits), which anyone can cause at will.
-    pub(crate) fn page(&self) -> Response {
+impl ErrorPage for AppError {
+    fn page(&self) -> Response {
         let status = self.status();
         let (title, message): (&str, String) = match self {
             Self::NotFound => ("Not found", "There is nothing here. Check the link, or go back to your dashboard.".into()),

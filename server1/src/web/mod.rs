@@ -12,8 +12,8 @@ pub mod session;
 use std::sync::Arc;
 
 use ::handoff::protocol::JWKS_MAX_AGE_SECS;
-use handoff_web::{Csrf, Routes, Service, StatusClass};
-use poem::http::{header, StatusCode};
+use handoff_web::{Csrf, Routes, Service};
+use poem::http::header;
 use poem::web::Data;
 use poem::{get, handler, post, Request, Response};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -75,13 +75,11 @@ impl Metrics {
 }
 
 impl Service for AppState {
+    type Error = AppError;
+
     /// Ready when the database answers (the keys were loaded at start-up and stay loaded).
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.db.ping() {
-            Ok(())
-        } else {
-            Err("database unavailable")
-        }
+        self.db.ping().then_some(()).ok_or("database unavailable")
     }
 
     fn refresh_metrics(&self) {
@@ -99,20 +97,6 @@ impl Service for AppState {
                 .map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         };
         self.metrics.key_age.set(age);
-    }
-
-    // Not logged here: the request guard records every response (a flood of junk requests must
-    // not fill the log); handlers' own errors still log through `as_response`.
-    fn status_page(&self, status: StatusCode) -> Response {
-        AppError::from(StatusClass::of(status)).page()
-    }
-
-    fn error_response(&self, err: poem::Error) -> Response {
-        match err.downcast_ref::<AppError>() {
-            Some(app) => poem::error::ResponseError::as_response(app),
-            // Extractor and routing errors: a fixed page, never poem's error text.
-            None => self.status_page(err.status()),
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a SERVER2 handler can fail with, and the one place where that becomes a page. (Refused
 //! handoff tokens have their own pre-rendered pages: see `handoff::Refusals`.)
 
-use handoff_web::StatusClass;
+use handoff_web::{ErrorPage, StatusClass};
 use maud::html;
 use poem::error::ResponseError;
 use poem::http::StatusCode;
@@ -12,15 +12,10 @@ use super::pages::{html_response, BRAND};
 /// A handler failure. The page names what the person can do; details go to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// No such page.
-    #[error("not found")]
-    NotFound,
-    /// The request could not be understood (the page never echoes it).
-    #[error("bad request")]
-    BadRequest,
-    /// The request broke a size limit (body, URI or headers).
-    #[error("too large: {0}")]
-    TooLarge(StatusCode),
+    /// A status from routing, an extractor or the request guard (not found, too large, …),
+    /// or a form that could not be understood (the page never echoes it).
+    #[error("{0:?}")]
+    Status(StatusClass),
     /// An operation page opened without a grant for exactly that operation.
     #[error("operation denied: {why:?}")]
     Denied {
@@ -56,21 +51,18 @@ pub enum Denied {
 
 impl From<StatusClass> for AppError {
     fn from(class: StatusClass) -> Self {
-        match class {
-            StatusClass::NotFound => Self::NotFound,
-            StatusClass::TooLarge(status) => Self::TooLarge(status),
-            StatusClass::ServerError(status) => Self::Internal(format!("status {status}")),
-            StatusClass::BadRequest => Self::BadRequest,
-        }
+        Self::Status(class)
     }
 }
 
 impl ResponseError for AppError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::TooLarge(status) => *status,
+            Self::Status(StatusClass::NotFound) => StatusCode::NOT_FOUND,
+            Self::Status(StatusClass::BadRequest) => StatusCode::BAD_REQUEST,
+            Self::Status(StatusClass::TooLarge(status) | StatusClass::ServerError(status)) => {
+                *status
+            }
             Self::Denied { .. } | Self::FormExpired(_) | Self::NothingToSwitch { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -80,7 +72,9 @@ impl ResponseError for AppError {
 
     fn as_response(&self) -> Response {
         match self {
-            Self::Internal(_) => tracing::error!(error = %self, "request failed"),
+            Self::Internal(_) | Self::Status(StatusClass::ServerError(_)) => {
+                tracing::error!(error = %self, "request failed");
+            }
             Self::Denied { .. } => {
                 tracing::warn!(event = "operation.denied", error = %self, "operation page refused");
             }
@@ -90,18 +84,20 @@ impl ResponseError for AppError {
     }
 }
 
-impl AppError {
-    /// The page for this error, without logging it: for refusals the request guard already
-    /// counts (routing, size limits), which anyone can cause at will.
-    pub(crate) fn page(&self) -> Response {
+impl ErrorPage for AppError {
+    fn page(&self) -> Response {
         let status = self.status();
         let body = match self {
-            Self::NotFound => BRAND.message("Not found", "There is nothing here.", None),
-            Self::BadRequest => {
+            Self::Status(StatusClass::NotFound) => {
+                BRAND.message("Not found", "There is nothing here.", None)
+            }
+            Self::Status(StatusClass::BadRequest) => {
                 BRAND.message("Bad request", "The request could not be understood.", None)
             }
-            Self::TooLarge(_) => BRAND.message("Too large", "The request was too large.", None),
-            Self::Internal(_) => BRAND.message(
+            Self::Status(StatusClass::TooLarge(_)) => {
+                BRAND.message("Too large", "The request was too large.", None)
+            }
+            Self::Internal(_) | Self::Status(StatusClass::ServerError(_)) => BRAND.message(
                 "Unavailable",
                 "Something went wrong on our side. Please try again.",
                 None,

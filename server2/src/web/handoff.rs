@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use ::handoff::grant::Grant;
 use ::handoff::protocol::{start_param, start_path, TOKEN_FIELD};
 use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
-use handoff_web::see_other;
+use handoff_web::{see_other, ErrorPage as _, StatusClass};
 use maud::html;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
@@ -302,9 +302,9 @@ pub(super) struct SwitchForm {
 
 #[handler]
 pub(super) fn switch(
-    req: &Request,
     Data(state): Data<&State>,
     Form(form): Form<SwitchForm>,
+    req: &Request,
 ) -> Result<Response, AppError> {
     let now = state.config.clock.now();
     let pending = state
@@ -322,7 +322,7 @@ pub(super) fn switch(
             None => return Ok(internal_error()),
         },
         "stay" => (see_other("/"), false),
-        _ => return Err(AppError::BadRequest),
+        _ => return Err(AppError::Status(StatusClass::BadRequest)),
     };
     if keep {
         tracing::info!(event = "grant.switched", sub = %grant.sub, jti = %grant.jti, "user switched");

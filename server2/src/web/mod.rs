@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use ::handoff::grant::GrantKey;
 use ::handoff::{ReplayStore, Verifier};
 use handoff_web::cookies::{CookieName, SameSite};
-use handoff_web::{cookie_name, Csrf, Jar, Routes, Service, StatusClass};
+use handoff_web::{cookie_name, Csrf, Jar, Routes, Service};
 use poem::http::{HeaderValue, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, post, Request, Response};
@@ -183,6 +183,8 @@ pub(crate) fn check_grant_csrf(
 }
 
 impl Service for AppState {
+    type Error = AppError;
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.keys.is_ready() {
             Ok(())
@@ -197,18 +199,6 @@ impl Service for AppState {
             .set(self.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
         m.jwks_keys
             .set(self.keys.current().map_or(0, |k| i64::try_from(k.len()).unwrap_or(i64::MAX)));
-    }
-
-    fn status_page(&self, status: StatusCode) -> Response {
-        AppError::from(StatusClass::of(status)).page()
-    }
-
-    fn error_response(&self, err: poem::Error) -> Response {
-        match err.downcast_ref::<AppError>() {
-            Some(app) => poem::error::ResponseError::as_response(app),
-            // Routing and extractor errors get a fixed page: poem's error text may quote input.
-            None => self.status_page(err.status()),
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use ::handoff::grant::{Grant, GrantError};
 use ::handoff::UnixTime;
-use handoff_web::Routes;
+use handoff_web::{Routes, StatusClass};
 use maud::html;
 use poem::http::StatusCode;
 use poem::web::Form;
@@ -55,7 +55,7 @@ fn grant_for(
 /// The state and the path's argument of an operation request.
 fn state_and_value(req: &Request) -> Result<(&State, String), AppError> {
     let state = req.data::<State>().ok_or_else(|| AppError::Internal("no state".into()))?;
-    let value = req.path_params::<String>().map_err(|_| AppError::NotFound)?;
+    let value = req.path_params::<String>().map_err(|_| AppError::Status(StatusClass::NotFound))?;
     Ok((state, value))
 }
 
@@ -102,7 +102,7 @@ impl Endpoint for Act {
             tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");
             return Err(AppError::FormExpired("Reload the page and try again.").into());
         }
-        let act = self.0.act.ok_or(AppError::NotFound)?;
+        let act = self.0.act.ok_or(AppError::Status(StatusClass::NotFound))?;
         Ok(act(state, &grant, &value))
     }
 }

@@ -21,8 +21,27 @@ use crate::guard::{Guard, Hardening, Limits, RequestMetrics};
 /// How long in-flight requests may take to finish once shutdown starts.
 pub const GRACE: Duration = Duration::from_secs(10);
 
+/// A server's handler error type: rendered in one place, and made from the statuses produced
+/// outside any handler (routing, extractors, the guard's limits), so that those pages look like
+/// the server's own.
+pub trait ErrorPage:
+    poem::error::ResponseError
+    + std::error::Error
+    + From<crate::pages::StatusClass>
+    + Send
+    + Sync
+    + 'static
+{
+    /// The page for this error, without logging it (the guard already counts what anyone can
+    /// cause at will; handlers' errors log through `ResponseError::as_response`).
+    fn page(&self) -> Response;
+}
+
 /// What a server supplies to the skeleton besides its routes: the state handlers share.
 pub trait Service: Send + Sync + 'static {
+    /// The error its handlers return.
+    type Error: ErrorPage;
+
     /// `Ok` when the server can do its work; else why not (`/readyz` answers 503 with it).
     fn readiness(&self) -> Result<(), &'static str> {
         Ok(())
@@ -30,15 +49,21 @@ pub trait Service: Send + Sync + 'static {
 
     /// Brings gauges up to date just before `/metrics` is rendered.
     fn refresh_metrics(&self) {}
+}
 
-    /// The page for a status produced outside any handler (routing, extractors, the guard's
-    /// limits). Anyone can cause these at will: it must not log (the guard counts them).
-    fn status_page(&self, status: StatusCode) -> Response;
+/// The page for a status produced outside any handler. Anyone can cause these at will: not
+/// logged (the guard counts them).
+fn status_page<S: Service>(status: StatusCode) -> Response {
+    S::Error::from(crate::pages::StatusClass::of(status)).page()
+}
 
-    /// The response for an error a handler or extractor returned. By default the status page;
-    /// a server whose handlers return their own error type downcasts it here.
-    fn error_response(&self, err: poem::Error) -> Response {
-        self.status_page(err.status())
+/// The response for an error a handler or extractor returned: the server's own error as it
+/// renders itself (and logs); anything else (routing, extractors) a fixed page, never poem's
+/// error text, which may quote the input.
+fn error_response<S: Service>(err: &poem::Error) -> Response {
+    match err.downcast_ref::<S::Error>() {
+        Some(own) => poem::error::ResponseError::as_response(own),
+        None => status_page::<S>(err.status()),
     }
 }
 
@@ -199,21 +224,14 @@ impl App {
             );
         let metrics =
             RequestMetrics::new(&registry, routes.labels()).map_err(BuildError::Metrics)?;
-        let on_error = Arc::clone(&state);
-        let on_refusal = Arc::clone(&state);
         let endpoint = routes
             .route
             .data(Arc::clone(&state))
-            .catch_all_error(move |err: poem::Error| {
-                let response = on_error.error_response(err);
+            .catch_all_error(|err: poem::Error| {
+                let response = error_response::<S>(&err);
                 async move { response }
             })
-            .with(Guard {
-                limits,
-                hardening,
-                metrics,
-                refuse: Arc::new(move |status| on_refusal.status_page(status)),
-            })
+            .with(Guard { limits, hardening, metrics, refuse: Arc::new(status_page::<S>) })
             .boxed();
         let (acceptor, local_addr) = crate::net::acceptor(listener).map_err(BuildError::Listen)?;
         let readiness = Arc::new(move || state.readiness());

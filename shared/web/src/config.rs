@@ -1,4 +1,51 @@
-//! Rules both servers' configurations follow.
+//! How both servers read their configuration, and the rules both follow.
+
+use serde::de::DeserializeOwned;
+
+/// Everything wrong with a configuration, one line per variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// A server's configuration: read once from the `PREFIX*` variables of the environment into a
+/// raw struct of strings, then turned into typed values by [`EnvConfig::from_raw`], which
+/// names every bad variable at once.
+pub trait EnvConfig: Sized {
+    /// The variables' prefix, e.g. `SERVER1_`.
+    const PREFIX: &'static str;
+    /// The variables as text (all `Option<String>`).
+    type Raw: DeserializeOwned;
+
+    /// Typed values from the raw text, or every problem.
+    ///
+    /// # Errors
+    ///
+    /// One line per bad variable, naming it and what it expects.
+    fn from_raw(raw: Self::Raw) -> Result<Self, ConfigError>;
+
+    /// Reads the `PREFIX*` variables of the process environment. Not envy's `from_env`: it
+    /// panics on any non-UTF-8 variable in the environment.
+    ///
+    /// # Errors
+    ///
+    /// Every variable with a bad value, each named with what it expects.
+    fn from_env() -> Result<Self, ConfigError> {
+        let raw = crate::env::read_prefixed(Self::PREFIX).map_err(|e| ConfigError(vec![e]))?;
+        Self::from_raw(raw)
+    }
+
+    /// Reads `(name, value)` pairs, names without the prefix (tests build configurations this
+    /// way instead of setting process variables).
+    ///
+    /// # Errors
+    ///
+    /// As [`EnvConfig::from_env`].
+    fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_raw(crate::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?)
+    }
+}
 
 /// True when `url`'s host is `localhost` or a loopback address: where plain http and
 /// development settings are allowed.

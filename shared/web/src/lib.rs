@@ -22,7 +22,7 @@ pub mod pages;
 pub mod respond;
 pub mod telemetry;
 
-pub use app::{App, BuildError, Routes, Service, Settings};
+pub use app::{App, BuildError, ErrorPage, Routes, Service, Settings};
 pub use cookies::{CookieName, CookieSecurity, Csrf, Jar, SameSite};
 pub use guard::{Hardening, Limits};
 pub use pages::{Brand, StatusClass};
