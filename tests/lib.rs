@@ -785,6 +785,22 @@ pub fn signed(s: &Servers, header: &Value, claims: &Value) -> String {
     sign_raw(&header.to_string(), &claims.to_string(), Algorithm::EdDSA, &server_key(s))
 }
 
+/// Claims for `sub` (see [`claims_for`]) changed by `edit`, signed by SERVER1's real key under
+/// its own header.
+pub fn signed_claims(s: &Servers, sub: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut claims = claims_for(s, sub);
+    edit(&mut claims);
+    signed(s, &server_header(s), &claims)
+}
+
+/// SERVER1's header changed by `edit`, over claims for `sub` (see [`claims_for`]), signed by
+/// SERVER1's real key.
+pub fn signed_header(s: &Servers, sub: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut header = server_header(s);
+    edit(&mut header);
+    signed(s, &header, &claims_for(s, sub))
+}
+
 /// The JWKS SERVER1 at `server1` publishes, as text.
 pub async fn jwks_of(server1: &str) -> String {
     reqwest::get(format!("{server1}/.well-known/jwks.json")).await.unwrap().text().await.unwrap()

@@ -18,15 +18,11 @@ fn claims(s: &Servers) -> Value {
 }
 
 fn with_claims(s: &Servers, edit: impl FnOnce(&mut Value)) -> String {
-    let mut c = claims(s);
-    edit(&mut c);
-    signed(s, &server_header(s), &c)
+    signed_claims(s, "u_attacker", edit)
 }
 
 fn with_header(s: &Servers, edit: impl FnOnce(&mut Value)) -> String {
-    let mut h = server_header(s);
-    edit(&mut h);
-    signed(s, &h, &claims(s))
+    signed_header(s, "u_attacker", edit)
 }
 
 fn percent(bytes: &[u8]) -> String {

@@ -27,6 +27,12 @@ fn server1(dir: &std::path::Path, port: u16) -> Command {
     cmd
 }
 
+/// `server1 mint` of operation `op` with argument `arg` for carol at the partner target.
+fn mint_for_carol(dir: &std::path::Path, port: u16, op: &str, arg: &str) -> std::process::Output {
+    let args = ["mint", "--target", "partner", "--user", "carol", "--op", op, "--arg", arg];
+    server1(dir, port).args(args).output().unwrap()
+}
+
 fn free_port() -> u16 {
     listener().1
 }
@@ -86,39 +92,13 @@ async fn real_processes_end_to_end() {
     wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
 
     // Minted after SERVER2 started: it refuses tokens issued before its start (see docs/security.md).
-    let minted = server1(dir.path(), p1)
-        .args([
-            "mint",
-            "--target",
-            "partner",
-            "--user",
-            "carol",
-            "--op",
-            "report.view",
-            "--arg",
-            "report_id=5",
-        ])
-        .output()
-        .unwrap();
+    let minted = mint_for_carol(dir.path(), p1, "report.view", "report_id=5");
     assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
     let token = String::from_utf8(minted.stdout).unwrap();
     let token = token.trim_end();
     assert_eq!(token.split('.').count(), 3, "only the token on stdout");
 
-    let refused = server1(dir.path(), p1)
-        .args([
-            "mint",
-            "--target",
-            "partner",
-            "--user",
-            "carol",
-            "--op",
-            "invoice.approve",
-            "--arg",
-            "invoice_id=A",
-        ])
-        .output()
-        .unwrap();
+    let refused = mint_for_carol(dir.path(), p1, "invoice.approve", "invoice_id=A");
     assert!(!refused.status.success(), "carol lacks the billing role");
     assert!(refused.stdout.is_empty());
 

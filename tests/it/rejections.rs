@@ -11,6 +11,11 @@ fn claims(s: &Servers) -> Value {
     claims_for(s, "u_alice")
 }
 
+/// [`claims`] changed by `edit`, signed by SERVER1's real key.
+fn with_claims(s: &Servers, edit: impl FnOnce(&mut Value)) -> String {
+    signed_claims(s, "u_alice", edit)
+}
+
 /// Submits `token` with a fresh client; asserts a 4xx and that nothing was authorized.
 async fn assert_refused(s: &Servers, token: &str) -> (u16, String) {
     let c = client();
@@ -97,11 +102,12 @@ async fn expired_token_says_go_back_and_try_again() {
 #[tokio::test]
 async fn not_yet_valid_token_is_refused() {
     let s = spawn().await;
-    let mut c = claims(&s);
     let t = now_secs();
-    c["nbf"] = json!(t + 120);
-    c["exp"] = json!(t + 150);
-    let (_, body) = assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
+    let token = with_claims(&s, |c| {
+        c["nbf"] = json!(t + 120);
+        c["exp"] = json!(t + 150);
+    });
+    let (_, body) = assert_refused(&s, &token).await;
     assert!(body.contains("not valid yet"));
     // The skew is measured for operators.
     let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
@@ -116,17 +122,15 @@ async fn not_yet_valid_token_is_refused() {
 #[tokio::test]
 async fn wrong_audience_is_refused() {
     let s = spawn().await;
-    let mut c = claims(&s);
-    c["aud"] = json!("https://someone-else.example");
-    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
+    let token = with_claims(&s, |c| c["aud"] = json!("https://someone-else.example"));
+    assert_refused(&s, &token).await;
 }
 
 #[tokio::test]
 async fn wrong_issuer_is_refused() {
     let s = spawn().await;
-    let mut c = claims(&s);
-    c["iss"] = json!("https://evil.example");
-    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
+    let token = with_claims(&s, |c| c["iss"] = json!("https://evil.example"));
+    assert_refused(&s, &token).await;
 }
 
 #[tokio::test]
@@ -186,9 +190,7 @@ async fn hs256_signed_with_the_public_key_is_refused() {
 #[tokio::test]
 async fn wrong_typ_is_refused() {
     let s = spawn().await;
-    let mut header = server_header(&s);
-    header["typ"] = json!("JWT");
-    assert_refused(&s, &signed(&s, &header, &claims(&s))).await;
+    assert_refused(&s, &signed_header(&s, "u_alice", |h| h["typ"] = json!("JWT"))).await;
 }
 
 #[tokio::test]
@@ -203,17 +205,20 @@ async fn lifetime_over_the_maximum_is_refused() {
 #[tokio::test]
 async fn unknown_operation_is_refused() {
     let s = spawn().await;
-    let mut c = claims(&s);
-    c["authorization_details"] = json!([{"type": "admin.delete_everything"}]);
-    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
+    let token = with_claims(&s, |c| {
+        c["authorization_details"] = json!([{"type": "admin.delete_everything"}])
+    });
+    assert_refused(&s, &token).await;
 }
 
 #[tokio::test]
 async fn bad_operation_argument_is_refused_on_both_sides() {
     let s = spawn().await;
-    let mut c = claims(&s);
-    c["authorization_details"] = json!([{"type": "report.view", "report_id": "42; DROP TABLE"}]);
-    assert_refused(&s, &signed(&s, &server_header(&s), &c)).await;
+    let token = with_claims(&s, |c| {
+        c["authorization_details"] =
+            json!([{"type": "report.view", "report_id": "42; DROP TABLE"}]);
+    });
+    assert_refused(&s, &token).await;
 
     let browser = client();
     sign_in(&browser, &s.server1, "alice").await;
