@@ -45,7 +45,7 @@ impl From<StatusClass> for AppError {
             StatusClass::NotFound => Self::NotFound,
             StatusClass::TooLarge(status) => Self::TooLarge(status),
             StatusClass::ServerError(status) => Self::Internal(format!("status {status}")),
-            StatusClass::BadRequest => {
+            StatusClass::BadRequest(_) => {
                 Self::BadRequest("The request could not be understood".into())
             }
         }

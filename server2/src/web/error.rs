@@ -59,10 +59,11 @@ impl ResponseError for AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Status(StatusClass::NotFound) => StatusCode::NOT_FOUND,
-            Self::Status(StatusClass::BadRequest) => StatusCode::BAD_REQUEST,
-            Self::Status(StatusClass::TooLarge(status) | StatusClass::ServerError(status)) => {
-                *status
-            }
+            Self::Status(
+                StatusClass::BadRequest(status)
+                | StatusClass::TooLarge(status)
+                | StatusClass::ServerError(status),
+            ) => *status,
             Self::Denied { .. } | Self::FormExpired(_) | Self::NothingToSwitch { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -91,7 +92,7 @@ impl ErrorPage for AppError {
             Self::Status(StatusClass::NotFound) => {
                 BRAND.message("Not found", "There is nothing here.", None)
             }
-            Self::Status(StatusClass::BadRequest) => {
+            Self::Status(StatusClass::BadRequest(_)) => {
                 BRAND.message("Bad request", "The request could not be understood.", None)
             }
             Self::Status(StatusClass::TooLarge(_)) => {

@@ -322,7 +322,7 @@ pub(super) fn switch(
             None => return Ok(internal_error()),
         },
         "stay" => (see_other("/"), false),
-        _ => return Err(AppError::Status(StatusClass::BadRequest)),
+        _ => return Err(AppError::Status(StatusClass::BadRequest(StatusCode::BAD_REQUEST))),
     };
     if keep {
         tracing::info!(event = "grant.switched", sub = %grant.sub, jti = %grant.jti, "user switched");

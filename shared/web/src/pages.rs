@@ -70,8 +70,9 @@ pub enum StatusClass {
     TooLarge(StatusCode),
     /// Any 5xx.
     ServerError(StatusCode),
-    /// Anything else: the request could not be understood (400).
-    BadRequest,
+    /// Anything else: the request could not be understood. The status is the original one
+    /// when it is a client error (415 for a body that is not a form, say), 400 otherwise.
+    BadRequest(StatusCode),
 }
 
 impl StatusClass {
@@ -83,7 +84,8 @@ impl StatusClass {
             | StatusCode::URI_TOO_LONG
             | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::TooLarge(status),
             s if s.is_server_error() => Self::ServerError(s),
-            _ => Self::BadRequest,
+            s if s.is_client_error() => Self::BadRequest(s),
+            _ => Self::BadRequest(StatusCode::BAD_REQUEST),
         }
     }
 }
@@ -103,7 +105,14 @@ mod tests {
             StatusClass::of(StatusCode::BAD_GATEWAY),
             StatusClass::ServerError(StatusCode::BAD_GATEWAY)
         );
-        assert_eq!(StatusClass::of(StatusCode::LENGTH_REQUIRED), StatusClass::BadRequest);
+        assert_eq!(
+            StatusClass::of(StatusCode::LENGTH_REQUIRED),
+            StatusClass::BadRequest(StatusCode::LENGTH_REQUIRED)
+        );
+        assert_eq!(
+            StatusClass::of(StatusCode::OK),
+            StatusClass::BadRequest(StatusCode::BAD_REQUEST)
+        );
     }
 
     #[test]
