@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use handoff::{Clock, Issuer, SystemClock, Ttl};
 use handoff_web::config::public_url_problems;
-use serde::Deserialize;
 
 pub use handoff_web::CookieSecurity;
 
@@ -38,20 +37,7 @@ pub struct Config {
 }
 
 pub use handoff_web::config::{ConfigError, EnvConfig};
-
-/// The `SERVER1_*` variables as text.
-#[derive(Debug, Deserialize)]
-pub struct RawConfig {
-    listen: Option<String>,
-    public_url: Option<String>,
-    database_url: Option<String>,
-    keys_dir: Option<String>,
-    targets_file: Option<String>,
-    token_ttl_secs: Option<String>,
-    session_ttl_secs: Option<String>,
-    insecure_cookies: Option<String>,
-    password_slots: Option<String>,
-}
+use handoff_web::env::Vars;
 
 /// The most argon2 runs at once that `SERVER1_PASSWORD_SLOTS` allows (19 GiB of memory).
 pub const MAX_PASSWORD_SLOTS: usize = 1024;
@@ -66,42 +52,40 @@ pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8001";
 
 impl EnvConfig for Config {
     const PREFIX: &'static str = "SERVER1_";
-    type Raw = RawConfig;
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn from_raw(raw: Vars) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         let mut fail = |var: &str, expected: &str| {
             errors.push(format!("SERVER1_{var}: expected {expected}"));
         };
 
-        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8001");
+        let listen = raw.get("listen").unwrap_or("127.0.0.1:8001");
         let listen = listen.parse::<SocketAddr>().map_err(|_| {
             fail("LISTEN", "an IP address and port, e.g. 127.0.0.1:8001 or [::]:8001")
         });
-        let public_url = Issuer::parse(raw.public_url.as_deref().unwrap_or(DEFAULT_PUBLIC_URL))
+        let public_url = Issuer::parse(raw.get("public_url").unwrap_or(DEFAULT_PUBLIC_URL))
             .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
-        let database = parse_database_url(
-            raw.database_url.as_deref().unwrap_or("sqlite://.demo/server1.sqlite3"),
-        )
-        .map_err(|()| {
-            fail("DATABASE_URL", "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)")
-        });
-        let keys_dir = non_empty_path(raw.keys_dir.as_deref().unwrap_or(".demo/keys"))
+        let database =
+            parse_database_url(raw.get("database_url").unwrap_or("sqlite://.demo/server1.sqlite3"))
+                .map_err(|()| {
+                    fail(
+                        "DATABASE_URL",
+                        "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)",
+                    )
+                });
+        let keys_dir = non_empty_path(raw.get("keys_dir").unwrap_or(".demo/keys"))
             .map_err(|()| fail("KEYS_DIR", "a directory path"));
-        let targets_file =
-            non_empty_path(raw.targets_file.as_deref().unwrap_or(".demo/targets.toml"))
-                .map_err(|()| fail("TARGETS_FILE", "a file path"));
+        let targets_file = non_empty_path(raw.get("targets_file").unwrap_or(".demo/targets.toml"))
+            .map_err(|()| fail("TARGETS_FILE", "a file path"));
         let token_ttl = raw
-            .token_ttl_secs
-            .as_deref()
+            .get("token_ttl_secs")
             .unwrap_or("60")
             .parse::<u64>()
             .ok()
             .and_then(|s| Ttl::from_secs(s).ok())
             .ok_or_else(|| fail("TOKEN_TTL_SECS", "a whole number of seconds from 1 to 600"));
         let session_ttl_secs = raw
-            .session_ttl_secs
-            .as_deref()
+            .get("session_ttl_secs")
             .unwrap_or("28800")
             .parse::<u64>()
             .ok()
@@ -109,11 +93,10 @@ impl EnvConfig for Config {
             .ok_or_else(|| {
                 fail("SESSION_TTL_SECS", "a whole number of seconds from 60 to 2592000")
             });
-        let cookies =
-            CookieSecurity::from_setting(raw.insecure_cookies.as_deref()).ok_or_else(|| {
-                fail("INSECURE_COOKIES", "true or false");
-            });
-        let password_slots = match raw.password_slots.as_deref() {
+        let cookies = CookieSecurity::from_setting(raw.get("insecure_cookies")).ok_or_else(|| {
+            fail("INSECURE_COOKIES", "true or false");
+        });
+        let password_slots = match raw.get("password_slots") {
             None => Ok(default_password_slots()),
             Some(value) => value
                 .parse::<usize>()

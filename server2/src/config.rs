@@ -9,7 +9,6 @@ use std::time::Duration;
 use handoff::protocol::JWKS_PATH;
 use handoff::{Audience, Clock, Issuer, Leeway, SystemClock, Ttl};
 use handoff_web::config::{is_https_or_loopback, public_url_problems};
-use serde::Deserialize;
 
 /// Where the issuer's public keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,36 +73,12 @@ pub struct Config {
 }
 
 pub use handoff_web::config::{ConfigError, EnvConfig};
-
-/// The `SERVER2_*` variables as text.
-#[derive(Debug, Deserialize)]
-pub struct RawConfig {
-    listen: Option<String>,
-    public_url: Option<String>,
-    issuer: Option<String>,
-    jwks_url: Option<String>,
-    jwks_file: Option<String>,
-    jwks_refresh_secs: Option<String>,
-    jwks_timeout_secs: Option<String>,
-    jwks_min_cache_secs: Option<String>,
-    jwks_max_cache_secs: Option<String>,
-    leeway_secs: Option<String>,
-    max_token_lifetime_secs: Option<String>,
-    grant_ttl_secs: Option<String>,
-    replay_capacity: Option<String>,
-    cookie_key_file: Option<String>,
-    insecure_cookies: Option<String>,
-    unbound_handoffs: Option<String>,
-    issuer_target_id: Option<String>,
-    help_url: Option<String>,
-    unsigned_refusal_logs_per_sec: Option<String>,
-}
+use handoff_web::env::Vars;
 
 impl EnvConfig for Config {
     const PREFIX: &'static str = "SERVER2_";
-    type Raw = RawConfig;
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn from_raw(raw: Vars) -> Result<Self, ConfigError> {
         let mut errors: Vec<String> = Vec::new();
         macro_rules! check {
             ($var:literal, $expected:expr, $value:expr) => {
@@ -127,21 +102,21 @@ impl EnvConfig for Config {
         let listen = check!(
             "LISTEN",
             "an IP address and port, e.g. 127.0.0.1:8002",
-            raw.listen.as_deref().unwrap_or("127.0.0.1:8002").parse::<SocketAddr>().ok()
+            raw.get("listen").unwrap_or("127.0.0.1:8002").parse::<SocketAddr>().ok()
         );
         let public_url = check!(
             "PUBLIC_URL",
             "this server's public base URL, e.g. https://partner.example",
-            Audience::parse(raw.public_url.as_deref().unwrap_or("http://localhost:8002")).ok()
+            Audience::parse(raw.get("public_url").unwrap_or("http://localhost:8002")).ok()
         );
         let issuer = check!(
             "ISSUER",
             "the issuer's public URL exactly as it writes `iss`, e.g. https://portal.example",
-            Issuer::parse(raw.issuer.as_deref().unwrap_or("http://127.0.0.1:8001")).ok()
+            Issuer::parse(raw.get("issuer").unwrap_or("http://127.0.0.1:8001")).ok()
         );
         let keys_from = match (
-            raw.jwks_file.as_deref().filter(|s| !s.is_empty()),
-            raw.jwks_url.as_deref().filter(|s| !s.is_empty()),
+            raw.get("jwks_file").filter(|s| !s.is_empty()),
+            raw.get("jwks_url").filter(|s| !s.is_empty()),
         ) {
             (Some(_), Some(_)) => {
                 errors.push(
@@ -168,50 +143,50 @@ impl EnvConfig for Config {
         let jwks_refresh = check!(
             "JWKS_REFRESH_SECS",
             "1 to 3600 seconds",
-            secs(raw.jwks_refresh_secs.as_deref(), 30).filter(|s| (1..=3600).contains(s))
+            secs(raw.get("jwks_refresh_secs"), 30).filter(|s| (1..=3600).contains(s))
         );
         let jwks_timeout = check!(
             "JWKS_TIMEOUT_SECS",
             "1 to 60 seconds",
-            secs(raw.jwks_timeout_secs.as_deref(), 5).filter(|s| (1..=60).contains(s))
+            secs(raw.get("jwks_timeout_secs"), 5).filter(|s| (1..=60).contains(s))
         );
         let cache_low = check!(
             "JWKS_MIN_CACHE_SECS",
             "1 to 86400 seconds",
-            secs(raw.jwks_min_cache_secs.as_deref(), 60).filter(|s| (1..=86_400).contains(s))
+            secs(raw.get("jwks_min_cache_secs"), 60).filter(|s| (1..=86_400).contains(s))
         );
         let cache_high = check!(
             "JWKS_MAX_CACHE_SECS",
             "1 to 86400 seconds, not below SERVER2_JWKS_MIN_CACHE_SECS",
-            secs(raw.jwks_max_cache_secs.as_deref(), 3600)
+            secs(raw.get("jwks_max_cache_secs"), 3600)
                 .filter(|s| (1..=86_400).contains(s) && cache_low.is_none_or(|low| *s >= low))
         );
         let leeway = check!(
             "LEEWAY_SECS",
             "0 to 60 seconds",
-            secs(raw.leeway_secs.as_deref(), 5).and_then(|s| Leeway::from_secs(s).ok())
+            secs(raw.get("leeway_secs"), 5).and_then(|s| Leeway::from_secs(s).ok())
         );
         let max_lifetime = check!(
             "MAX_TOKEN_LIFETIME_SECS",
             "1 to 600 seconds",
-            secs(raw.max_token_lifetime_secs.as_deref(), 120).and_then(|s| Ttl::from_secs(s).ok())
+            secs(raw.get("max_token_lifetime_secs"), 120).and_then(|s| Ttl::from_secs(s).ok())
         );
         let grant_ttl = check!(
             "GRANT_TTL_SECS",
             "1 to 600 seconds",
-            secs(raw.grant_ttl_secs.as_deref(), 600).and_then(|s| Ttl::from_secs(s).ok())
+            secs(raw.get("grant_ttl_secs"), 600).and_then(|s| Ttl::from_secs(s).ok())
         );
         let replay_capacity = check!(
             "REPLAY_CAPACITY",
             "1000 to 100000000 entries",
-            secs(raw.replay_capacity.as_deref(), 1_000_000)
+            secs(raw.get("replay_capacity"), 1_000_000)
                 .filter(|n| (1000..=100_000_000).contains(n))
                 .map(|n| n as usize)
         );
         let cookies = check!(
             "INSECURE_COOKIES",
             "true or false",
-            CookieSecurity::from_setting(raw.insecure_cookies.as_deref())
+            CookieSecurity::from_setting(raw.get("insecure_cookies"))
         );
         if let Some(url) = &public_url {
             errors.extend(public_url_problems("SERVER2_", url.as_str(), cookies));
@@ -219,7 +194,7 @@ impl EnvConfig for Config {
         let unbound = check!(
             "UNBOUND_HANDOFFS",
             "accept or refuse",
-            match raw.unbound_handoffs.as_deref().unwrap_or("accept") {
+            match raw.get("unbound_handoffs").unwrap_or("accept") {
                 "accept" => Some(UnboundHandoffs::Accept),
                 "refuse" => Some(UnboundHandoffs::Refuse),
                 _ => None,
@@ -228,10 +203,10 @@ impl EnvConfig for Config {
         let target_id = check!(
             "ISSUER_TARGET_ID",
             "this server's target id in the issuer's targets file (a-z 0-9 - _, up to 32, starting with a letter or digit)",
-            Some(raw.issuer_target_id.unwrap_or_else(|| "partner".into()))
+            Some(raw.get("issuer_target_id").unwrap_or("partner").to_owned())
                 .filter(|id| handoff::values::is_short_id(id, 32))
         );
-        let help_url = match raw.help_url.as_deref().filter(|s| !s.is_empty()) {
+        let help_url = match raw.get("help_url").filter(|s| !s.is_empty()) {
             None => Some(None),
             Some(u) => check!(
                 "HELP_URL",
@@ -242,11 +217,12 @@ impl EnvConfig for Config {
         let unsigned_refusal_logs = check!(
             "UNSIGNED_REFUSAL_LOGS_PER_SEC",
             "0 to 1000000 log lines a second",
-            secs(raw.unsigned_refusal_logs_per_sec.as_deref(), 100)
+            secs(raw.get("unsigned_refusal_logs_per_sec"), 100)
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n <= 1_000_000)
         );
-        let cookie_key_file = raw.cookie_key_file.filter(|s| !s.is_empty()).map(PathBuf::from);
+        let cookie_key_file =
+            raw.get("cookie_key_file").filter(|s| !s.is_empty()).map(PathBuf::from);
 
         let (
             Some(listen),

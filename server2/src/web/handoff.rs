@@ -147,53 +147,54 @@ async fn verify_and_record(
     }
 }
 
+/// Counts, logs and answers a refused handoff. What is known of the token is logged only once
+/// its signature has held (`signed`).
+fn refuse(
+    state: &AppState,
+    req: &Request,
+    token: &str,
+    rejection: Refusal,
+    signed: Option<&VerifiedHandoff>,
+) -> Response {
+    let jti = signed.map(|v| v.jti().to_string());
+    let sub = signed.map(|v| v.subject().to_string());
+    let operation = signed.map(|v| v.operation().kind().to_string());
+    state.metrics.rejected(rejection);
+    if matches!(rejection, Refusal::Token(Rejection::NotYetValid | Rejection::IssuedInFuture)) {
+        let now = state.config.clock.now();
+        if let Some(ahead) = ::handoff::verify::issued_ahead_by(token, now) {
+            state.metrics.issuer_clock_ahead.set(i64::try_from(ahead).unwrap_or(i64::MAX));
+            tracing::warn!(event = "clock.skew", issuer_ahead_secs = ahead, "issuer clock ahead");
+        }
+    }
+    // Anyone can send garbage: refusals of tokens whose signature never held are logged
+    // within a budget (and all counted above); the rest are always logged.
+    let log = if rejection.is_unsigned() {
+        let allowance = state.unsigned_refusal_logs.take(state.config.clock.now().as_secs());
+        log_suppressed(state, allowance.suppressed_before);
+        allowance.log
+    } else {
+        true
+    };
+    if log {
+        tracing::warn!(
+            event = "handoff.rejected",
+            reason = rejection.code(),
+            jti,
+            sub,
+            aud = %state.config.public_url,
+            operation,
+            client = %req.remote_addr(),
+            "handoff rejected"
+        );
+    }
+    state.refusals.response(rejection, wants_json(req))
+}
+
 async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let (verified, binding) = match verify_and_record(state, req, token).await {
         Ok(v) => v,
-        Err((rejection, signed)) => {
-            // What is known of a refused token is logged only once its signature has held.
-            let jti = signed.as_ref().map(|v| v.jti().to_string());
-            let sub = signed.as_ref().map(|v| v.subject().to_string());
-            let operation = signed.as_ref().map(|v| v.operation().kind().to_string());
-            state.metrics.rejected(rejection);
-            if matches!(
-                rejection,
-                Refusal::Token(Rejection::NotYetValid | Rejection::IssuedInFuture)
-            ) {
-                let now = state.config.clock.now();
-                if let Some(ahead) = ::handoff::verify::issued_ahead_by(token, now) {
-                    state.metrics.issuer_clock_ahead.set(i64::try_from(ahead).unwrap_or(i64::MAX));
-                    tracing::warn!(
-                        event = "clock.skew",
-                        issuer_ahead_secs = ahead,
-                        "issuer clock ahead"
-                    );
-                }
-            }
-            // Anyone can send garbage: refusals of tokens whose signature never held are logged
-            // within a budget (and all counted above); the rest are always logged.
-            let log = if rejection.is_unsigned() {
-                let allowance =
-                    state.unsigned_refusal_logs.take(state.config.clock.now().as_secs());
-                log_suppressed(state, allowance.suppressed_before);
-                allowance.log
-            } else {
-                true
-            };
-            if log {
-                tracing::warn!(
-                    event = "handoff.rejected",
-                    reason = rejection.code(),
-                    jti,
-                    sub,
-                    aud = %state.config.public_url,
-                    operation,
-                    client = %req.remote_addr(),
-                    "handoff rejected"
-                );
-            }
-            return state.refusals.response(rejection, wants_json(req));
-        }
+        Err((rejection, signed)) => return refuse(state, req, token, rejection, signed.as_ref()),
     };
     let now = state.config.clock.now();
     let grant = Grant {

@@ -1,27 +1,24 @@
 //! How both servers read their configuration, and the rules both follow.
 
-use serde::de::DeserializeOwned;
+use crate::env::Vars;
 
 /// Everything wrong with a configuration, one line per variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigError(pub Vec<String>);
 
-/// A server's configuration: read once from the `PREFIX*` variables of the environment into a
-/// raw struct of strings, then turned into typed values by [`EnvConfig::from_raw`], which
-/// names every bad variable at once.
+/// A server's configuration: read once from the `PREFIX*` variables of the environment as text
+/// ([`Vars`]), then turned into typed values by [`EnvConfig::from_raw`], which names every bad
+/// variable at once.
 pub trait EnvConfig: Sized {
     /// The variables' prefix, e.g. `SERVER1_`.
     const PREFIX: &'static str;
-    /// The variables as text (all `Option<String>`).
-    type Raw: DeserializeOwned;
-
     /// Typed values from the raw text, or every problem.
     ///
     /// # Errors
     ///
     /// One line per bad variable, naming it and what it expects.
-    fn from_raw(raw: Self::Raw) -> Result<Self, ConfigError>;
+    fn from_raw(raw: Vars) -> Result<Self, ConfigError>;
 
     /// Reads the `PREFIX*` variables of the process environment. Not envy's `from_env`: it
     /// panics on any non-UTF-8 variable in the environment.
@@ -43,7 +40,7 @@ pub trait EnvConfig: Sized {
     fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConfigError> {
-        Self::from_raw(crate::env::read_pairs(pairs).map_err(|e| ConfigError(vec![e]))?)
+        Self::from_raw(crate::env::read_pairs(pairs))
     }
 }
 

@@ -3,6 +3,8 @@
 //! `std::env::vars` (and envy's `from_env`, built on it) panics when *any* variable in the
 //! environment is not UTF-8. Servers read only their own prefix, through this.
 
+use std::collections::BTreeMap;
+
 /// Every `PREFIX*` variable as text.
 ///
 /// # Errors
@@ -20,26 +22,45 @@ fn vars_with_prefix(prefix: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
-/// Reads a raw configuration struct (all `Option<String>` fields) from the `PREFIX*` variables
-/// of the environment, without panicking on non-UTF-8 ones.
+/// A server's settings as text: its `PREFIX*` variables, named without the prefix, lower-case
+/// (`SERVER2_LEEWAY_SECS` is `leeway_secs`). Typed values are made from it in one place per
+/// server, which names every bad variable.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    /// The value of setting `name` (lower-case, without the prefix), if it is set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// Every `PREFIX*` variable of the process environment, without panicking on non-UTF-8 ones.
 ///
 /// # Errors
 ///
 /// A message naming the variable at fault.
-pub fn read_prefixed<T: serde::de::DeserializeOwned>(prefix: &str) -> Result<T, String> {
+pub fn read_prefixed(prefix: &str) -> Result<Vars, String> {
     let pairs = vars_with_prefix(prefix)?;
-    envy::prefixed(prefix).from_iter(pairs).map_err(|e| format!("{prefix}*: {e}"))
+    let vars = envy::prefixed(prefix).from_iter(pairs).map_err(|e| format!("{prefix}*: {e}"))?;
+    Ok(Vars(vars))
 }
 
-/// Reads a raw configuration struct from `(name, value)` pairs whose names lack the prefix
-/// (tests build configurations this way instead of setting process variables).
-///
-/// # Errors
-///
-/// A message naming the field at fault.
-pub fn read_pairs<'a, T: serde::de::DeserializeOwned>(
-    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<T, String> {
-    envy::from_iter(pairs.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned())))
-        .map_err(|e| e.to_string())
+/// Settings from `(name, value)` pairs whose names lack the prefix (tests build configurations
+/// this way instead of setting process variables).
+pub fn read_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vars {
+    Vars(pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_lower_case_without_the_prefix() {
+        let vars = read_pairs([("LEEWAY_SECS", "5"), ("listen", "x")]);
+        assert_eq!(vars.get("leeway_secs"), Some("5"));
+        assert_eq!(vars.get("listen"), Some("x"));
+        assert_eq!(vars.get("other"), None);
+    }
 }
