@@ -10,7 +10,7 @@ pub mod pages;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ::handoff::grant::GrantKey;
+use ::handoff::grant::{Grant, GrantKey};
 use ::handoff::{ReplayStore, Verifier};
 use handoff_web::cookies::{CookieName, SameSite};
 use handoff_web::{cookie_name, Csrf, Jar, Routes, Service};
@@ -168,18 +168,22 @@ impl AppState {
     }
 }
 
-/// The anti-forgery token of forms that act under `grant` (switch user, an operation's form).
-pub(crate) fn grant_csrf(state: &AppState, grant: &::handoff::grant::Grant) -> String {
-    state.csrf.token("grant", grant.jti.to_string().as_bytes())
+/// The anti-forgery token of forms that act under `grant` (switch user, an operation's form):
+/// bound to that one handoff.
+pub(crate) fn grant_csrf(state: &AppState, grant: &Grant) -> String {
+    state.csrf.token(GRANT_FORMS, grant.jti.to_string().as_bytes())
 }
 
-/// Checks a token made by [`grant_csrf`].
-pub(crate) fn check_grant_csrf(
-    state: &AppState,
-    grant: &::handoff::grant::Grant,
-    token: &str,
-) -> bool {
-    state.csrf.check("grant", grant.jti.to_string().as_bytes(), token)
+/// Checks a token made by [`grant_csrf`], in constant time.
+pub(crate) fn check_grant_csrf(state: &AppState, grant: &Grant, token: &str) -> bool {
+    check_grant_token(&state.csrf, grant, token)
+}
+
+/// The purpose grant-bound form tokens are made for.
+const GRANT_FORMS: &str = "grant";
+
+fn check_grant_token(csrf: &Csrf, grant: &Grant, token: &str) -> bool {
+    csrf.check(GRANT_FORMS, grant.jti.to_string().as_bytes(), token)
 }
 
 impl Service for AppState {
@@ -229,4 +233,34 @@ fn home(Data(state): Data<&State>) -> Response {
 #[handler]
 fn style() -> Response {
     handoff_web::respond::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::handoff::{Audience, Issuer, Jti, Operation, OperationType, Subject, UnixTime};
+
+    fn grant(now: UnixTime) -> Grant {
+        Grant {
+            aud: Audience::parse("http://localhost:8002").expect("aud"),
+            sub: Subject::parse("u_1").expect("sub"),
+            handed_by: Issuer::parse("http://127.0.0.1:8001").expect("iss"),
+            op: Operation::new(OperationType::parse("report.view").expect("t"), []).expect("op"),
+            iat: now,
+            exp: now.plus(600),
+            jti: Jti::generate(&ring::rand::SystemRandom::new()).expect("rng"),
+        }
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_the_grant() {
+        let csrf = Csrf::new(&[7; 32]);
+        let now = UnixTime::from_secs(1);
+        let (a, b) = (grant(now), grant(now));
+        let token = csrf.token(GRANT_FORMS, a.jti.to_string().as_bytes());
+        assert!(check_grant_token(&csrf, &a, &token));
+        assert!(!check_grant_token(&csrf, &b, &token));
+        assert!(!check_grant_token(&csrf, &a, ""));
+        assert!(!check_grant_token(&csrf, &a, "!!"));
+    }
 }

@@ -63,7 +63,8 @@ pub enum GrantError {
 
 /// The HMAC key grants are signed with. `Debug` never shows it.
 pub struct GrantKey {
-    csrf: hmac::Key,
+    /// Keys the holder notes and secret comparisons (derived under its own label).
+    notes: hmac::Key,
     mac: hmac::Key,
     encoded_header: String,
 }
@@ -91,12 +92,12 @@ impl GrantKey {
         }
         crate::crypto::install().map_err(|_| GrantError::Sign)?;
         // A separate key for form tokens, so a CSRF token can never be a grant signature.
-        let csrf_secret =
+        let notes_secret =
             hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"handoff csrf v1");
         // The header is the same for every grant: serialised (by jsonwebtoken's own type) once.
         let header = serde_json::to_vec(&grant_header()).map_err(|_| GrantError::Sign)?;
         Ok(Self {
-            csrf: hmac::Key::new(hmac::HMAC_SHA256, csrf_secret.as_ref()),
+            notes: hmac::Key::new(hmac::HMAC_SHA256, notes_secret.as_ref()),
             mac: hmac::Key::new(hmac::HMAC_SHA256, secret),
             encoded_header: URL_SAFE_NO_PAD.encode(header),
         })
@@ -160,19 +161,6 @@ impl GrantKey {
         }
         Ok(grant)
     }
-
-    /// The anti-CSRF token for forms acting under `grant`: bound to that one handoff.
-    pub fn csrf_token(&self, grant: &Grant) -> String {
-        URL_SAFE_NO_PAD.encode(hmac::sign(&self.csrf, grant.jti.to_string().as_bytes()))
-    }
-
-    /// Checks a form's anti-CSRF token against `grant`, in constant time.
-    pub fn check_csrf(&self, grant: &Grant, token: &str) -> bool {
-        let Ok(tag) = URL_SAFE_NO_PAD.decode(token) else {
-            return false;
-        };
-        hmac::verify(&self.csrf, grant.jti.to_string().as_bytes(), &tag).is_ok()
-    }
 }
 
 fn grant_header() -> Header {
@@ -190,7 +178,7 @@ impl GrantKey {
         let mut note = String::with_capacity(grant.sub.as_str().len() + 64);
         // Writing to a String cannot fail.
         let _ = write!(note, "{}.{}", grant.sub, grant.exp.as_secs());
-        let mut mac = hmac::Context::with_key(&self.csrf);
+        let mut mac = hmac::Context::with_key(&self.notes);
         mac.update(b"holder\0");
         mac.update(note.as_bytes());
         note.push('.');
@@ -202,7 +190,7 @@ impl GrantKey {
     pub fn open_holder(&self, note: &str, now: UnixTime) -> Option<Subject> {
         let (body, tag) = note.rsplit_once('.')?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        hmac::verify(&self.csrf, format!("holder\0{body}").as_bytes(), &tag).ok()?;
+        hmac::verify(&self.notes, format!("holder\0{body}").as_bytes(), &tag).ok()?;
         let (sub, exp) = body.rsplit_once('.')?;
         let exp = UnixTime::from_secs(exp.parse().ok()?);
         if now >= exp {
@@ -217,8 +205,8 @@ impl GrantKey {
         if a.is_empty() || b.is_empty() {
             return false;
         }
-        let tag = hmac::sign(&self.csrf, a.as_bytes());
-        hmac::verify(&self.csrf, b.as_bytes(), tag.as_ref()).is_ok()
+        let tag = hmac::sign(&self.notes, a.as_bytes());
+        hmac::verify(&self.notes, b.as_bytes(), tag.as_ref()).is_ok()
     }
 }
 
@@ -263,18 +251,6 @@ mod tests {
         assert_eq!(key.open("", &g.aud, now), Err(GrantError::Invalid));
         assert_eq!(key.open("a b", &g.aud, now), Err(GrantError::Invalid));
         assert!(GrantKey::from_bytes(&[0; 31]).is_err());
-    }
-
-    #[test]
-    fn csrf_tokens_are_bound_to_the_grant() {
-        let key = GrantKey::generate().expect("key");
-        let now = UnixTime::from_secs(1);
-        let (a, b) = (grant(now), grant(now));
-        let token = key.csrf_token(&a);
-        assert!(key.check_csrf(&a, &token));
-        assert!(!key.check_csrf(&b, &token));
-        assert!(!key.check_csrf(&a, ""));
-        assert!(!key.check_csrf(&a, "!!"));
     }
 
     #[test]
