@@ -805,3 +805,84 @@ pub fn signed_header(s: &Servers, sub: &str, edit: impl FnOnce(&mut Value)) -> S
 pub async fn jwks_of(server1: &str) -> String {
     reqwest::get(format!("{server1}/.well-known/jwks.json")).await.unwrap().text().await.unwrap()
 }
+
+/// A real `redis-server` on a free loopback port, run from a temporary directory without
+/// persistence, so a restart starts empty. `.ci/run` installs it (Debian's `redis-server`).
+/// Killed when dropped.
+pub struct RedisServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers `PING`.
+    pub async fn start() -> RedisServer {
+        let (l, port) = listener();
+        drop(l);
+        let mut server = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap() };
+        server.launch().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server; .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers().await {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether it answers `PING` now.
+    pub async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills it (no shutdown, no save) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it and starts it again on the same port: empty, as a Redis without persistence
+    /// comes back.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client that keeps no cookies and follows no redirects: each request alone.
+pub fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}

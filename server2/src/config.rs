@@ -19,6 +19,15 @@ pub enum KeysFrom {
     File(PathBuf),
 }
 
+/// Where SERVER2 keeps the ids of used tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStoreSetting {
+    /// In this process (the default): one SERVER2 per audience.
+    Memory,
+    /// In Redis, shared by every replica serving the audience.
+    Redis(RedisUrl),
+}
+
 /// Whether SERVER2 accepts handoffs SERVER1 started on its own (tokens without a nonce).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnboundHandoffs {
@@ -55,6 +64,10 @@ pub struct Config {
     pub grant_ttl: Ttl,
     /// Bound on the in-memory replay store.
     pub replay_capacity: usize,
+    /// Where used token ids are kept.
+    pub replay_store: ReplayStoreSetting,
+    /// Longest a request to a shared replay store may take, connecting included.
+    pub replay_timeout: Duration,
     /// File with the operation-cookie HMAC key (≥ 32 bytes); random per process when absent.
     pub cookie_key_file: Option<PathBuf>,
     /// Cookie attributes.
@@ -74,6 +87,8 @@ pub struct Config {
 
 pub use handoff_web::config::{ConfigError, EnvConfig};
 use handoff_web::env::Vars;
+
+pub use crate::replay_redis::RedisUrl;
 
 impl EnvConfig for Config {
     const PREFIX: &'static str = "SERVER2_";
@@ -223,6 +238,19 @@ impl EnvConfig for Config {
         );
         let cookie_key_file =
             raw.get("cookie_key_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let replay_store = check!(
+            "REPLAY_STORE",
+            "memory, or the redis:// or rediss:// URL of the replay store the replicas share",
+            match raw.get("replay_store").unwrap_or("memory") {
+                "memory" => Some(ReplayStoreSetting::Memory),
+                url => RedisUrl::parse(url).ok().map(ReplayStoreSetting::Redis),
+            }
+        );
+        let replay_timeout = check!(
+            "REPLAY_TIMEOUT_MS",
+            "10 to 10000 milliseconds",
+            secs(raw.get("replay_timeout_ms"), 500).filter(|ms| (10..=10_000).contains(ms))
+        );
 
         let (
             Some(listen),
@@ -242,6 +270,8 @@ impl EnvConfig for Config {
             Some(cache_low),
             Some(cache_high),
             Some(unsigned_refusal_logs_per_sec),
+            Some(replay_store),
+            Some(replay_timeout),
         ) = (
             listen,
             public_url,
@@ -260,6 +290,8 @@ impl EnvConfig for Config {
             cache_low,
             cache_high,
             unsigned_refusal_logs,
+            replay_store,
+            replay_timeout,
         )
         else {
             return Err(ConfigError(errors));
@@ -279,6 +311,8 @@ impl EnvConfig for Config {
             max_token_lifetime,
             grant_ttl,
             replay_capacity,
+            replay_store,
+            replay_timeout: Duration::from_millis(replay_timeout),
             cookie_key_file,
             cookies,
             unbound_handoffs,
@@ -307,6 +341,25 @@ mod tests {
             )
         );
         assert_eq!(c.cookies, CookieSecurity::Secure);
+        assert_eq!(c.replay_store, ReplayStoreSetting::Memory);
+        assert_eq!(c.replay_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_replay_store_setting() {
+        let c = Config::from_pairs([("replay_store", "redis://127.0.0.1:6379/0")]).expect("redis");
+        assert!(matches!(c.replay_store, ReplayStoreSetting::Redis(_)));
+        for (var, value) in [
+            ("replay_store", "redis"),
+            ("replay_store", "http://cache.example"),
+            ("replay_store", "redis://:s3cret@"),
+            ("replay_timeout_ms", "5"),
+            ("replay_timeout_ms", "10001"),
+        ] {
+            let err = Config::from_pairs([(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(&format!("SERVER2_{}", var.to_uppercase())), "{value}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

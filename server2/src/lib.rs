@@ -7,6 +7,7 @@ pub mod config;
 pub mod keys;
 pub mod operations;
 pub mod refusal;
+pub mod replay_redis;
 pub mod web;
 
 use std::collections::HashMap;
@@ -21,9 +22,10 @@ use prometheus::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use config::Config;
-use config::KeysFrom;
+use config::{KeysFrom, ReplayStoreSetting};
 pub use handoff_web::App;
 use keys::KeySource;
+use replay_redis::RedisReplayStore;
 use web::AppState;
 
 /// How often the issuer's keys are fetched again when its JWKS gives no `max-age`.
@@ -47,6 +49,9 @@ pub enum StartupError {
     /// Crypto set-up failed.
     #[error("crypto set-up failed: {0}")]
     Crypto(String),
+    /// The replay store cannot be set up (check SERVER2_REPLAY_STORE).
+    #[error("cannot use SERVER2_REPLAY_STORE: {0}")]
+    ReplayStore(String),
 }
 
 /// Builds SERVER2 on `listener`: loads (or starts fetching) the issuer's keys. Must run inside
@@ -83,9 +88,7 @@ pub async fn build_app(
         )
         .as_ref(),
     );
-    // Made now, it remembers nothing from before this process: see `remembers_since`.
-    let replay: Arc<dyn ReplayStore> =
-        Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()));
+    let replay = replay_store(&config).await?;
     let hardening = Hardening {
         csp: web::pages::CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
@@ -108,6 +111,32 @@ pub async fn build_app(
     let settings = Settings { registry, hardening, limits: Limits::FORMS };
     let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
     Ok(app.with_background(background(state)))
+}
+
+/// The replay store the configuration names. The memory store is made now and remembers
+/// nothing from before this process (see `remembers_since`); the Redis store is probed once, so
+/// its epochs exist before the first handoff (a Redis that is down is not a start-up error:
+/// SERVER2 starts not ready, and the background task keeps probing).
+async fn replay_store(config: &Config) -> Result<Arc<dyn ReplayStore>, StartupError> {
+    Ok(match &config.replay_store {
+        ReplayStoreSetting::Memory => {
+            Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()))
+        }
+        ReplayStoreSetting::Redis(url) => {
+            let store = RedisReplayStore::new(
+                url,
+                &config.issuer,
+                &config.public_url,
+                config.replay_timeout,
+                config.clock.clone(),
+            )
+            .map_err(StartupError::ReplayStore)?;
+            if let Err(e) = store.probe().await {
+                tracing::error!(error = %e, "replay store unavailable; refusing handoffs until it answers");
+            }
+            Arc::new(store)
+        }
+    })
 }
 
 /// The issuer's keys: the pinned file, or a first fetch (which may fail: the background task
@@ -170,6 +199,9 @@ async fn background(state: Arc<AppState>) {
         tick.tick().await;
         let now_secs = state.config.clock.now();
         state.replay.purge_expired(now_secs);
+        // A shared store that fails is refused loudly by every handoff; the probe brings
+        // readiness back (and a restarted Redis its epochs) without waiting for one.
+        let _ = state.replay.probe().await;
         web::log_suppressed(&state, state.unsigned_refusal_logs.overdue(now_secs.as_secs()));
         let now = tokio::time::Instant::now();
         if state.keys.is_ready() && now < next_fetch {

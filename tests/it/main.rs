@@ -8,4 +8,5 @@ mod browser_binding;
 mod faults;
 mod flow;
 mod rejections;
+mod replay_redis;
 mod rotation;

@@ -116,12 +116,6 @@ async fn verify_and_record(
     let key = set.get(inspected.kid().as_str()).ok_or(unsigned(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
     let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
-    // A store that started empty with this process (the in-memory one) cannot know whether a
-    // token issued before it was used with the previous one: refused (the person opens the link
-    // again; tokens live a minute). A shared store vouches for everything live.
-    if state.replay.remembers_since().is_some_and(|since| verified.issued_at() < since) {
-        return Err((Policy::IssuedBeforeStart.into(), Some(verified)));
-    }
     // Browser binding before the replay store: a token presented in the wrong browser is
     // refused without using it up.
     let binding = match verified.nonce() {
@@ -137,9 +131,15 @@ async fn verify_and_record(
         }
         None => Binding::Unbound,
     };
-    match state.replay.check_and_set(verified.jti(), verified.replay_until(), now).await {
+    // A store that started empty (this process's memory store, a Redis that lost its data)
+    // cannot know whether a token issued before then was used: refused (the person opens the
+    // link again; tokens live a minute).
+    let recorded =
+        state.replay.record_use(verified.jti(), verified.issued_at(), verified.replay_until(), now);
+    match recorded.await {
         Ok(Freshness::Fresh) => Ok((verified, binding)),
         Ok(Freshness::Replayed) => Err((Policy::Replayed.into(), Some(verified))),
+        Ok(Freshness::Unvouched) => Err((Policy::IssuedBeforeStart.into(), Some(verified))),
         Err(e) => {
             tracing::error!(error = %e, "replay store cannot record; refusing handoffs");
             Err((Policy::ReplayStoreUnavailable.into(), Some(verified)))

@@ -190,11 +190,10 @@ impl Service for AppState {
     type Error = AppError;
 
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.keys.is_ready() {
-            Ok(())
-        } else {
-            Err("issuer keys not loaded")
+        if !self.keys.is_ready() {
+            return Err("issuer keys not loaded");
         }
+        self.replay.is_available().then_some(()).ok_or("replay store unavailable")
     }
 
     fn refresh_metrics(&self) {

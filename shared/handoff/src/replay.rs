@@ -3,7 +3,12 @@
 //!
 //! [`ReplayStore::check_and_set`] is atomic: of two concurrent uses of one token exactly one is
 //! [`Freshness::Fresh`]. The in-memory store is the default for a single SERVER2; several replicas
-//! need a shared store (Redis `SET NX EX`) behind the same trait.
+//! need a shared store (SERVER2's Redis store) behind the same trait.
+//!
+//! A store can only vouch for uses it could have seen: one that started empty (a new process, a
+//! Redis that restarted without its data) knows nothing of tokens used before. A relying party
+//! records uses through [`ReplayStore::record_use`], which answers [`Freshness::Unvouched`] for a
+//! token issued before the store's memory begins.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +25,9 @@ pub enum Freshness {
     Fresh,
     /// Seen before: refuse.
     Replayed,
+    /// Issued before the store's memory begins: it cannot know whether the token was used, so
+    /// refuse (the person opens the link again; tokens live a minute).
+    Unvouched,
 }
 
 /// Why the store could not decide. Callers must refuse the token (fail closed).
@@ -36,6 +44,9 @@ pub enum ReplayStoreError {
 /// The future returned by [`ReplayStore::check_and_set`].
 pub type ReplayFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Freshness, ReplayStoreError>> + Send + 'a>>;
+
+/// The future returned by [`ReplayStore::probe`].
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ReplayStoreError>> + Send + 'a>>;
 
 /// Remembers used token ids.
 pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
@@ -61,6 +72,35 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
     /// own need not do anything.
     fn purge_expired(&self, now: UnixTime) {
         let _ = now;
+    }
+
+    /// Records a use of the token `jti`, issued at `issued_at`, until `until`: as
+    /// [`ReplayStore::check_and_set`], but [`Freshness::Unvouched`] when the token was issued
+    /// before the store's memory begins. A shared store that can lose its memory (a restart)
+    /// must decide this atomically with the write; the default uses
+    /// [`ReplayStore::remembers_since`].
+    fn record_use(
+        &self,
+        jti: Jti,
+        issued_at: UnixTime,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> ReplayFuture<'_> {
+        if self.remembers_since().is_some_and(|since| issued_at < since) {
+            return Box::pin(std::future::ready(Ok(Freshness::Unvouched)));
+        }
+        self.check_and_set(jti, until, now)
+    }
+
+    /// Checks that the store can take writes now (a round trip for a remote one), for a periodic
+    /// task; the result is what [`ReplayStore::is_available`] reports until the next check.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Whether the store answered its last request or probe: what readiness reports.
+    fn is_available(&self) -> bool {
+        true
     }
 }
 
@@ -210,6 +250,22 @@ mod tests {
         assert_eq!(MemoryReplayStore::new(16, made).remembers_since(), Some(made));
         assert_eq!(Shared.remembers_since(), None);
         Shared.purge_expired(made);
+    }
+
+    #[test]
+    fn a_use_from_before_the_store_began_is_unvouched() {
+        let made = UnixTime::from_secs(5_000);
+        let store = MemoryReplayStore::new(16, made);
+        let rng = SystemRandom::new();
+        let jti = Jti::generate(&rng).expect("rng");
+        let until = made.plus(60);
+        let before = made.minus(1);
+        assert_eq!(block(store.record_use(jti, before, until, made)), Ok(Freshness::Unvouched));
+        assert_eq!(block(store.record_use(jti, made, until, made)), Ok(Freshness::Fresh));
+        assert_eq!(block(store.record_use(jti, made, until, made)), Ok(Freshness::Replayed));
+        // A store that outlives processes vouches for everything.
+        assert_eq!(block(Shared.record_use(jti, before, until, made)), Ok(Freshness::Fresh));
+        assert!(Shared.is_available() && block(Shared.probe()).is_ok());
     }
 
     #[test]

@@ -1,0 +1,275 @@
+//! The replay store several SERVER2 replicas share: Redis. One atomic script per handoff
+//! records the token's `jti` with `SET NX PX` (expiring when the token could no longer pass its
+//! `exp` check, as the memory store does) and checks the store's epoch.
+//!
+//! **The epoch.** A Redis that restarts without its data has forgotten every token used before;
+//! it must not let one through again. Each shard of the key space keeps an epoch key: the time
+//! its memory began, written once (`SET NX`) by the first SERVER2 to touch it. A token issued
+//! before the epoch is refused ([`Freshness::Unvouched`]), as SERVER2 does with its own fresh
+//! memory store. The epoch and the `jti` are read and written by one script, so no restart can
+//! fall between them.
+//!
+//! **Keys** are namespaced by issuer and audience (`handoff:<hash of both>:…`) and spread over
+//! [`SHARDS`] hash tags (`{s07}`): each shard's epoch and `jti` keys share a slot, so the script
+//! stays atomic on a Redis Cluster while the shards spread over its nodes.
+//!
+//! **Failures** fail closed: a timeout or an error is [`ReplayStoreError::Unavailable`], the
+//! handoff is refused with 503, readiness turns 503, and the connection is made again on the next
+//! request or probe.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use handoff::replay::{ProbeFuture, ReplayFuture};
+use handoff::{Audience, Clock, Freshness, Issuer, Jti, ReplayStore, ReplayStoreError, UnixTime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How many hash tags the keys are spread over.
+pub const SHARDS: u128 = 16;
+
+/// Records the use (KEYS[2]) unless the token was issued before the shard's epoch (KEYS[1]),
+/// which is written now when missing. ARGV: now (s), the token's `iat` (s), expiry (ms).
+/// Returns 1 fresh, 0 replayed, 2 issued before the epoch.
+const RECORD_USE: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+if tonumber(ARGV[2]) < tonumber(epoch) then
+  return 2
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then
+  return 1
+end
+return 0
+";
+
+/// A `redis://` or `rediss://` URL. `Debug` and `Display` never show its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(url::Url);
+
+impl RedisUrl {
+    /// Checks `value`: `redis://` or `rediss://` (TLS), with a host.
+    ///
+    /// # Errors
+    ///
+    /// Any other URL; the message never repeats it (it may hold a password).
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let url = url::Url::parse(value).map_err(|_| "not a URL")?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err("the scheme is redis:// or rediss://");
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("no host");
+        }
+        Ok(Self(url))
+    }
+
+    fn shown(&self) -> String {
+        let host = self.0.host_str().unwrap_or_default();
+        let port = self.0.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{host}{port}{}", self.0.scheme(), self.0.path())
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.shown())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+/// The Redis replay store.
+pub struct RedisReplayStore {
+    conn: ConnectionManager,
+    record_use: redis::Script,
+    namespace: String,
+    timeout: Duration,
+    available: AtomicBool,
+    shown: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisReplayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisReplayStore")
+            .field("url", &self.shown)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisReplayStore {
+    /// A store at `url` for tokens from `issuer` to `audience`, each request bounded by
+    /// `timeout` (connecting included); epochs are written with `clock`'s time. Connects lazily: a Redis that is down now is not an
+    /// error here (SERVER2 starts not ready and keeps trying). Must be called inside a Tokio
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the client cannot be set up from the URL.
+    pub fn new(
+        url: &RedisUrl,
+        issuer: &Issuer,
+        audience: &Audience,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url.0.as_str()).map_err(|e| e.to_string())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        Ok(Self {
+            conn,
+            record_use: redis::Script::new(RECORD_USE),
+            namespace: namespace(issuer, audience),
+            timeout,
+            available: AtomicBool::new(false),
+            shown: url.to_string(),
+            clock,
+        })
+    }
+
+    /// The key `what` of the shard `jti` falls in.
+    fn key(&self, shard: u128, what: &str) -> String {
+        format!("{}:{{s{shard:02}}}:{what}", self.namespace)
+    }
+
+    /// Runs `request` within the timeout, keeping [`ReplayStore::is_available`] up to date.
+    async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ReplayStoreError> {
+        let outcome = match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(ReplayStoreError::Unavailable(format!("redis: {:?}", e.kind()))),
+            Err(_) => Err(ReplayStoreError::Unavailable("redis: timed out".into())),
+        };
+        let was = self.available.swap(outcome.is_ok(), Ordering::Relaxed);
+        match (&outcome, was) {
+            (Err(e), true) => tracing::error!(error = %e, store = %self.shown, "replay store lost"),
+            (Ok(_), false) => tracing::info!(store = %self.shown, "replay store available"),
+            _ => {}
+        }
+        outcome
+    }
+}
+
+/// `handoff:` and 16 hex digits of SHA-256 over the issuer and audience: one namespace per
+/// pair, of fixed length whatever the URLs.
+fn namespace(issuer: &Issuer, audience: &Audience) -> String {
+    let both = format!("{}\n{}", issuer.as_str(), audience.as_str());
+    let digest = ring::digest::digest(&ring::digest::SHA256, both.as_bytes());
+    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("handoff:{hex}")
+}
+
+impl ReplayStore for RedisReplayStore {
+    /// `SET NX PX` alone, without the epoch: for callers that do not know the token's issue
+    /// time. SERVER2 records uses through [`ReplayStore::record_use`].
+    fn check_and_set(&self, jti: Jti, until: UnixTime, now: UnixTime) -> ReplayFuture<'_> {
+        Box::pin(async move {
+            let key = self.key(jti.as_u128() % SHARDS, &format!("jti:{jti}"));
+            let ms = until.as_secs().saturating_sub(now.as_secs()).max(1) * 1000;
+            let mut conn = self.conn.clone();
+            let set: Option<String> = self
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ms)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(if set.is_some() { Freshness::Fresh } else { Freshness::Replayed })
+        })
+    }
+
+    fn record_use(
+        &self,
+        jti: Jti,
+        issued_at: UnixTime,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> ReplayFuture<'_> {
+        Box::pin(async move {
+            let shard = jti.as_u128() % SHARDS;
+            let ms = until.as_secs().saturating_sub(now.as_secs()).max(1) * 1000;
+            let mut conn = self.conn.clone();
+            let mut invocation = self.record_use.prepare_invoke();
+            invocation
+                .key(self.key(shard, "epoch"))
+                .key(self.key(shard, &format!("jti:{jti}")))
+                .arg(now.as_secs())
+                .arg(issued_at.as_secs())
+                .arg(ms);
+            let outcome: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+            match outcome {
+                1 => Ok(Freshness::Fresh),
+                0 => Ok(Freshness::Replayed),
+                2 => Ok(Freshness::Unvouched),
+                other => {
+                    Err(ReplayStoreError::Unavailable(format!("redis: script answered {other}")))
+                }
+            }
+        })
+    }
+
+    /// Writes every shard's epoch that is missing (a Redis that restarted empty gets its epochs
+    /// back within one probe, not at the first handoff of each shard), in one round trip.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            let now = self.clock.now().as_secs();
+            let mut pipe = redis::pipe();
+            for shard in 0..SHARDS {
+                pipe.cmd("SET").arg(self.key(shard, "epoch")).arg(now).arg("NX").ignore();
+            }
+            let mut conn = self.conn.clone();
+            self.bounded(pipe.query_async::<()>(&mut conn)).await
+        })
+    }
+
+    fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_never_shown_with_their_password() {
+        let url = RedisUrl::parse("rediss://user:s3cret@cache.example:6380/2").expect("url");
+        for shown in [format!("{url}"), format!("{url:?}")] {
+            assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
+            assert!(shown.contains("rediss://cache.example:6380/2"), "{shown}");
+        }
+        for bad in ["http://x", "redis://", "redis:x", "memory", ""] {
+            assert!(RedisUrl::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces_differ_by_issuer_and_audience() {
+        let iss = Issuer::parse("https://portal.example").expect("iss");
+        let other_iss = Issuer::parse("https://other.example").expect("iss");
+        let aud = Audience::parse("https://partner.example").expect("aud");
+        let a = namespace(&iss, &aud);
+        assert_eq!(a.len(), "handoff:".len() + 16);
+        assert_ne!(a, namespace(&other_iss, &aud));
+    }
+}

@@ -1,0 +1,77 @@
+//! SERVER2 replicas sharing a real Redis as their replay store: each token is accepted once,
+//! whichever replica it reaches and however close together; a Redis that stops makes SERVER2
+//! refuse (503, not ready) and accept nothing; one that comes back empty does not let a token
+//! used before its restart through again.
+
+use handoff::Clock;
+use handoff_tests::*;
+
+/// Points SERVER2 at `redis`.
+fn on(redis: &RedisServer) -> impl FnOnce(&mut server2::Config) {
+    let url = server2::config::RedisUrl::parse(&redis.url()).unwrap();
+    move |c| c.replay_store = server2::config::ReplayStoreSetting::Redis(url)
+}
+
+#[tokio::test]
+async fn two_replicas_accept_each_token_once_even_at_the_same_instant() {
+    let redis = RedisServer::start().await;
+    let s = spawn_with(on(&redis)).await;
+    // A second replica for the same audience, on its own port, sharing the Redis.
+    let (l, port) = listener();
+    let mut config = server2_config(&s.server1, &s.server2);
+    on(&redis)(&mut config);
+    let replica = serve_server2(config, l).await;
+    assert!(replica.ready_at_start, "the replica loaded keys and reached Redis");
+    let (a, b) = (s.server2.clone(), format!("http://127.0.0.1:{port}"));
+    let m = minter(&s, 60);
+    let (ca, cb) = (plain_client(), plain_client());
+    let mut outcomes = std::collections::BTreeMap::new();
+    for i in 0..1000u32 {
+        let token = report_token(&m, &s.server2, "alice", &(i % 999 + 1).to_string(), now());
+        let token = token.as_str();
+        let (ra, rb) = tokio::join!(submit(&ca, &a, token), submit(&cb, &b, token));
+        let statuses = (ra.status().as_u16(), rb.status().as_u16());
+        *outcomes.entry(statuses).or_insert(0u32) += 1;
+    }
+    // Exactly one of each pair accepted (303), the other refused as already used (401).
+    let once: u32 = [(303, 401), (401, 303)].iter().filter_map(|k| outcomes.get(k)).sum();
+    assert_eq!(once, 1000, "outcomes by (replica A, replica B): {outcomes:?}");
+    assert!(outcomes.len() == 2, "both replicas won some races: {outcomes:?}");
+    assert!(replica.logs().contains("reason=\"replayed\""));
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_refuses_everything_and_one_that_restarts_empty_forgets_nothing() {
+    let mut redis = RedisServer::start().await;
+    let clock = manual_clock();
+    let s = spawn_clocked_with(&clock, on(&redis)).await;
+    let m = minter(&s, 60);
+    let c = plain_client();
+    let token = |id: &str| report_token(&m, &s.server2, "alice", id, clock.now()).into_string();
+    let used = token("1");
+    assert_eq!(submit(&c, &s.server2, &used).await.status(), 303);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
+
+    // Redis gone: every handoff refused as unavailable, nothing accepted, not ready.
+    redis.stop();
+    for id in ["2", "3", "4"] {
+        let resp = submit(&c, &s.server2, &token(id)).await;
+        assert_eq!(resp.status(), 503, "token {id}");
+        assert!(resp.text().await.unwrap().contains("temporarily unavailable"));
+    }
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 503);
+    assert!(s.server2_logs().contains("reason=\"replay_store_unavailable\""));
+
+    // Back, empty, a second later: the token used before is refused (its use was forgotten,
+    // and it was issued before the store's new epoch); tokens issued since pass again.
+    redis.restart().await;
+    clock.advance(1);
+    let resp = submit(&c, &s.server2, &used).await;
+    assert_eq!(resp.status(), 401, "a token used before the restart");
+    assert!(s.server2_logs().contains("reason=\"issued_before_start\""));
+    assert_eq!(submit(&c, &s.server2, &token("5")).await.status(), 303);
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
+    let again = token("6");
+    assert_eq!(submit(&c, &s.server2, &again).await.status(), 303);
+    assert_eq!(submit(&c, &s.server2, &again).await.status(), 401, "and used once only");
+}
