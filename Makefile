@@ -43,8 +43,9 @@ screenshots: build
 	$(CARGO) test -p handoff-tests --locked -- browser::
 	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/
 
-## bench: load, latency and instruction benchmarks of SERVER2 and SERVER1 (installs wrk and valgrind with apt if missing); prints a table
+## bench: load, latency and instruction benchmarks of SERVER2 (memory and Redis replay stores) and SERVER1 (installs wrk, redis-server and valgrind with apt if missing); prints a table
 bench:
 	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
+	command -v redis-server >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q redis-server)
 	(command -v valgrind && command -v perl) >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q valgrind perl) || echo "no valgrind: the instruction count is skipped"
 	python3 scripts/bench.py
