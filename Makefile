@@ -7,9 +7,11 @@ CARGO ?= cargo
 demo:
 	bash scripts/demo.sh
 
-## test: formatting, lints, then every test (unit, integration, real binaries)
+## test: formatting, lints, then every test (unit, integration, real binaries), and the
+## integration suite again with SERVER1 on PostgreSQL
 test: lint build
 	$(CARGO) test --workspace --locked
+	HANDOFF_TEST_DATABASE=postgres $(CARGO) test -p handoff-tests --test it --locked
 
 ## build: the server binaries (the process tests run them)
 build:
@@ -43,9 +45,10 @@ screenshots: build
 	$(CARGO) test -p handoff-tests --locked -- browser::
 	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/
 
-## bench: load, latency and instruction benchmarks of SERVER2 (memory and Redis replay stores) and SERVER1 (installs wrk, redis-server and valgrind with apt if missing); prints a table
+## bench: load, latency and instruction benchmarks of SERVER2 (memory and Redis replay stores) and SERVER1 (SQLite and PostgreSQL) (installs wrk, redis-server, postgresql and valgrind with apt if missing); prints a table
 bench:
 	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
 	command -v redis-server >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q redis-server)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q postgresql)
 	(command -v valgrind && command -v perl) >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q valgrind perl) || echo "no valgrind: the instruction count is skipped"
 	python3 scripts/bench.py

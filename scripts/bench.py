@@ -181,6 +181,60 @@ def redis_store(work, env, server2_url, per_run, rate, memory_post, memory_load)
     return rows, notes, failures
 
 
+def postgres_cluster(work):
+    """A throwaway PostgreSQL cluster on CPU 1 (beside the load generator), from `work/pg`, run as
+    the `postgres` user when this runs as root; returns (its URL, the process). None when
+    PostgreSQL is not installed."""
+    bins = sorted(d for d in (os.path.join("/usr/lib/postgresql", v, "bin") for v in
+                              (os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else []))
+                  if os.path.exists(os.path.join(d, "initdb")))
+    if not bins:
+        return None
+    bin_dir, data, port = bins[-1], os.path.join(work, "pg", "data"), P1 + 200
+    os.makedirs(data)
+    as_owner = []
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:postgres", os.path.join(work, "pg")], check=True)
+        os.chmod(work, 0o755)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    run(as_owner + [os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"])
+    server = subprocess.Popen(["taskset", "-c", "1"] + as_owner + [
+        os.path.join(bin_dir, "postgres"), "-D", data, "-p", str(port), "-k", data,
+        "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while subprocess.run(as_owner + [os.path.join(bin_dir, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode:
+        if time.time() > deadline:
+            server.terminate()
+            raise SystemExit("the benchmark's PostgreSQL did not start")
+        time.sleep(0.1)
+    return f"postgres://postgres@127.0.0.1:{port}/postgres", server
+
+
+def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
+    """SERVER1 minting for a signed-in session, its users and sessions in `database_url` (None:
+    a SQLite file); adds the row. Returns SERVER1's environment and session cookie."""
+    s1_dir = os.path.join(work, "s1-" + name)
+    extra = ["--database-url", database_url] if database_url else []
+    s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", s1_dir, "--audience", server2_url] + extra))
+    env1 = dict(os.environ, RUST_LOG=LOG, SERVER1_LISTEN=f"127.0.0.1:{P1}", SERVER1_PUBLIC_URL=server1_url,
+                SERVER1_DATABASE_URL=database_url or "sqlite://" + os.path.join(s1_dir, "server1.sqlite3"),
+                SERVER1_KEYS_DIR=os.path.join(s1_dir, "keys"),
+                SERVER1_TARGETS_FILE=os.path.join(s1_dir, "targets.toml"))
+    log1 = open(os.path.join(work, f"server1-{name}.log"), "w")
+    server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server1", "serve"], env=env1, stderr=log1, stdout=log1)
+    try:
+        wait_ready(f"{server1_url}/healthz", log1)
+        r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
+                    yardstick="sign", headers=[f"Cookie: {s1['cookie']}"])
+        rows.append((f"SERVER1: mint (session look-up, page), {name}", r, "sign"))
+        if r["non_2xx_3xx"]:
+            failures.append(f"SERVER1 mint on {name}: {r['non_2xx_3xx']} failed")
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+    return env1, s1
+
+
 RING_VERIFY = r"EdDSAParameters as ring::signature::VerificationAlgorithm>::verify \["
 RING_SIGN = r"Ed25519KeyPair::sign \["
 
@@ -332,25 +386,21 @@ def main():
             instructions["SERVER2 accept"] = callgrind(work, "server2", [f"{BIN}/server2"], env,
                                                        f"{server2_url}/readyz", accepts, RING_VERIFY)
 
-        # SERVER1 minting for a signed-in session.
-        s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", os.path.join(work, "s1"),
-                             "--audience", server2_url]))
-        env1 = dict(os.environ, RUST_LOG=LOG, SERVER1_LISTEN=f"127.0.0.1:{P1}", SERVER1_PUBLIC_URL=server1_url,
-                    SERVER1_DATABASE_URL="sqlite://" + os.path.join(work, "s1", "server1.sqlite3"),
-                    SERVER1_KEYS_DIR=os.path.join(work, "s1", "keys"),
-                    SERVER1_TARGETS_FILE=os.path.join(work, "s1", "targets.toml"))
-        log1 = open(os.path.join(work, "server1.log"), "w")
-        server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server1", "serve"], env=env1, stderr=log1, stdout=log1)
-        try:
-            wait_ready(f"{server1_url}/healthz", log1)
-            r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
-                        yardstick="sign", headers=[f"Cookie: {s1['cookie']}"])
-            rows.append(("SERVER1: mint (session look-up, page)", r, "sign"))
-            if r["non_2xx_3xx"]:
-                failures.append(f"SERVER1 mint: {r['non_2xx_3xx']} failed")
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+        # SERVER1 minting for a signed-in session: on SQLite, then on PostgreSQL.
+        env1, s1 = mint_on(work, "SQLite", None, server2_url, server1_url, rows, failures)
+        cluster = postgres_cluster(work)
+        if cluster:
+            pg_url, pg = cluster
+            try:
+                mint_on(work, "PostgreSQL", pg_url, server2_url, server1_url, rows, failures)
+                rows[-1][1]["vs_accept"] = rows[-1][1]["vs_ring"] / rows[-2][1]["vs_ring"]
+                notes.append(f"SERVER1 on PostgreSQL mints {rows[-1][1]['vs_accept']:.0%} as many tokens per SERVER1 "
+                             "CPU-second as on SQLite (each beside the yardstick; PostgreSQL on CPU 1)")
+            finally:
+                pg.terminate()
+                pg.wait(timeout=15)
+        else:
+            notes.append("SERVER1 on PostgreSQL: PostgreSQL is not installed (apt-get install postgresql), so it is skipped")
         if callgrind_tools:
             mint_url = f"{server1_url}/handoff/partner/report.view?report_id=42"
             instructions["SERVER1 mint"] = callgrind(

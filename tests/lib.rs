@@ -193,7 +193,7 @@ impl Drop for InProcess {
 pub async fn serve_server1(config: server1::Config, listener: TcpListener) -> InProcess {
     let addr = listener.local_addr().unwrap();
     InProcess::start("server1", addr, move |started| async move {
-        let app = server1::build_app(config, listener).unwrap();
+        let app = server1::build_app(config, listener).await.unwrap();
         started
             .serve(true, |stop| {
                 app.run(async move {
@@ -210,7 +210,7 @@ pub async fn serve_server2(config: server2::Config, listener: TcpListener) -> In
     let addr = listener.local_addr().unwrap();
     InProcess::start("server2", addr, move |started| async move {
         let app = server2::build_app(config, listener).await.unwrap();
-        let ready = app.is_ready();
+        let ready = app.is_ready().await;
         started
             .serve(ready, |stop| {
                 app.run(async move {
@@ -268,16 +268,30 @@ pub fn targets_for(server2: &str) -> String {
     include_str!("../server1/targets.example.toml").replace("http://localhost:8002", server2)
 }
 
-/// Writes a key, targets and users (alice: reports+billing; bob: reports) into `dir`.
-pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
+/// Writes a key, targets and users (alice: reports+billing; bob: reports) into `dir`, with
+/// SERVER1's database a SQLite file there, or a fresh PostgreSQL database when the run is
+/// [`on_postgres`] (its URL kept in `dir/database_url` for [`server1_config`]).
+pub async fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
+    let url = if on_postgres() {
+        PgServer::shared().fresh_database().await
+    } else {
+        format!("sqlite://{}", dir.join("server1.sqlite3").display())
+    };
+    prepare_dir_on(dir, server2, &url).await
+}
+
+/// As [`prepare_dir`], with SERVER1's database at `database_url`.
+pub async fn prepare_dir_on(dir: &Path, server2: &str, database_url: &str) -> Arc<SigningKey> {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let key = SigningKey::generate().unwrap();
     key.save(&keys.join("signing.pk8")).unwrap();
     std::fs::write(dir.join("targets.toml"), targets_for(server2)).unwrap();
+    std::fs::write(dir.join("database_url"), database_url).unwrap();
+    let url = server1::db::DatabaseUrl::parse(database_url).unwrap();
+    let pool = server1::db::PoolSettings { size: 2, timeout: Duration::from_secs(10) };
     let db =
-        server1::db::Db::open(&dir.join("server1.sqlite3"), server1::db::OpenMode::CreateIfMissing)
-            .unwrap();
+        server1::db::Db::open(&url, server1::db::OpenMode::CreateIfMissing, pool).await.unwrap();
     let accounts = server1::accounts::Accounts::new(
         Arc::new(db),
         server1::passwords::Passwords::new(1).unwrap(),
@@ -287,7 +301,7 @@ pub fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
     for (name, roles) in [("alice", &["reports", "billing"][..]), ("bob", &["reports"][..])] {
         let roles: Vec<_> = roles.iter().map(|r| server1::names::Role::parse(r).unwrap()).collect();
         let name = server1::names::UserName::parse(name).unwrap();
-        accounts.add_user(&name, PASSWORD, &roles).unwrap();
+        accounts.add_user(&name, PASSWORD, &roles).await.unwrap();
     }
     Arc::new(key)
 }
@@ -302,7 +316,8 @@ pub fn listener() -> (TcpListener, u16) {
 /// SERVER1's configuration for a test directory.
 pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
     let url = format!("http://127.0.0.1:{port}");
-    let db = format!("sqlite://{}", dir.join("server1.sqlite3").display());
+    let db = std::fs::read_to_string(dir.join("database_url"))
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.join("server1.sqlite3").display()));
     let keys = dir.join("keys").display().to_string();
     let targets = dir.join("targets.toml").display().to_string();
     server1::Config::from_pairs([
@@ -366,12 +381,45 @@ pub async fn spawn_both(
     adjust1: impl FnOnce(&mut server1::Config),
     adjust: impl FnOnce(&mut server2::Config),
 ) -> Servers {
+    spawn_both_on(None, adjust1, adjust).await
+}
+
+/// As [`spawn`], with SERVER1 on a SQLite file whatever the run's engine (for tests of
+/// SQLite's own failure modes).
+pub async fn spawn_sqlite() -> Servers {
+    spawn_both_on(Some(Engine::Sqlite), |_| {}, |_| {}).await
+}
+
+/// As [`spawn`], with SERVER1's database on `database_url` (a PostgreSQL database a test
+/// controls, say).
+pub async fn spawn_on(database_url: &str) -> Servers {
+    spawn_both_on(Some(Engine::At(database_url.to_owned())), |_| {}, |_| {}).await
+}
+
+/// Which database [`spawn_both_on`] gives SERVER1.
+pub enum Engine {
+    /// A SQLite file in the test's directory.
+    Sqlite,
+    /// This database URL.
+    At(String),
+}
+
+async fn spawn_both_on(
+    engine: Option<Engine>,
+    adjust1: impl FnOnce(&mut server1::Config),
+    adjust: impl FnOnce(&mut server2::Config),
+) -> Servers {
     let dir = tempfile::tempdir().unwrap();
     let (l1, p1) = listener();
     let (l2, p2) = listener();
     let server1_url = format!("http://127.0.0.1:{p1}");
     let server2_url = format!("http://localhost:{p2}");
-    let key = prepare_dir(dir.path(), &server2_url);
+    let sqlite = format!("sqlite://{}", dir.path().join("server1.sqlite3").display());
+    let key = match engine {
+        None => prepare_dir(dir.path(), &server2_url).await,
+        Some(Engine::Sqlite) => prepare_dir_on(dir.path(), &server2_url, &sqlite).await,
+        Some(Engine::At(url)) => prepare_dir_on(dir.path(), &server2_url, &url).await,
+    };
 
     let mut config1 = server1_config(dir.path(), p1);
     adjust1(&mut config1);
@@ -885,4 +933,163 @@ impl Drop for RedisServer {
 /// A client that keeps no cookies and follows no redirects: each request alone.
 pub fn plain_client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A real PostgreSQL cluster for the whole test process, started on first use from a temporary
+/// data directory on a free loopback port, as the unprivileged `postgres` user when the tests
+/// run as root (PostgreSQL refuses root). A watcher stops it once this process is gone. Each
+/// test gets a database of its own ([`PgServer::fresh_database`]). `.ci/run` installs it
+/// (Debian's `postgresql`).
+pub struct PgServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    root: bool,
+}
+
+impl PgServer {
+    /// The cluster, started on first use.
+    pub fn shared() -> &'static PgServer {
+        static SHARED: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(PgServer::start)
+    }
+
+    /// A cluster of the caller's own (to stop and start again); stopped when dropped.
+    pub fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (apt-get install postgresql; .ci/run installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::Builder::new().prefix("handoff-pg-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if root {
+            let owner = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(owner.success(), "chown the data directory to postgres");
+        }
+        let (bin, data_s) = (bin.display().to_string(), data.display().to_string());
+        let mut init = std::process::Command::new(if root { "runuser" } else { "sh" });
+        if root {
+            init.args(["-u", "postgres", "--", "sh"]);
+        }
+        let init = init
+            .arg("-c")
+            .arg(format!(
+                "'{bin}/initdb' -D '{data_s}' -U postgres --auth=trust --no-sync >'{data_s}/../initdb.log' 2>&1"
+            ))
+            .status()
+            .unwrap();
+        assert!(init.success(), "initdb failed: see {}/initdb.log", dir.path().display());
+        let (l, port) = listener();
+        drop(l);
+        let server = PgServer { port, dir, bin: PathBuf::from(bin), root };
+        server.launch();
+        server
+    }
+
+    /// A shell command run as the data directory's owner (`runuser` when root).
+    fn as_owner(&self, script: String) -> std::process::Command {
+        let mut cmd = if self.root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c"]);
+            c
+        } else {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c");
+            c
+        };
+        cmd.arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Starts the server on the data directory and waits until it listens. A watcher stops it
+    /// (fast shutdown) once this test process has exited.
+    fn launch(&self) {
+        let (bin, data) = (self.bin.display(), self.dir.path().join("data"));
+        let (data, port, me) = (data.display(), self.port, std::process::id());
+        let dir = self.dir.path().display();
+        let mut watcher = self
+            .as_owner(format!(
+                "'{bin}/postgres' -D '{data}' -p {port} -k '{data}' -c listen_addresses=127.0.0.1 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+             >>'{data}/../server.log' 2>&1 & pg=$!; \
+             while [ -d /proc/{me} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; kill -INT $pg; \
+             wait $pg; [ -d /proc/{me} ] || rm -rf '{dir}'"
+            ))
+            .spawn()
+            .unwrap();
+        // Reaped when it ends (with the server, or with this process).
+        std::thread::spawn(move || watcher.wait());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = self.dir.path().join("server.log");
+            assert!(Instant::now() < deadline, "postgres did not start: see {}", log.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server now (fast shutdown) and waits until its port is closed.
+    pub fn stop(&self) {
+        let (bin, data) = (self.bin.display(), self.dir.path().join("data"));
+        let data = data.display();
+        let _ = self.as_owner(format!("'{bin}/pg_ctl' -D '{data}' stop -m fast -w")).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again after [`PgServer::stop`], with its data.
+    pub fn restart(&self) {
+        self.launch();
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/NAME`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A new, empty database; returns its URL.
+    pub async fn fresh_database(&self) -> String {
+        let name = format!("t_{}", fresh_jti().to_ascii_lowercase().replace('-', "_"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            match tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    break client;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "postgres does not accept connections: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        self.url(&name)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether this run puts SERVER1 on PostgreSQL (`HANDOFF_TEST_DATABASE=postgres`, as the second
+/// pass of `make test` does) rather than SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("HANDOFF_TEST_DATABASE").is_ok_and(|v| v == "postgres")
 }

@@ -63,6 +63,9 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         audience: String,
+        /// SERVER1's database (default: a SQLite file in `dir`).
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// ring's Ed25519 verify and sign rates on one thread.
     Ring {
@@ -131,7 +134,9 @@ fn main() -> anyhow::Result<()> {
         Command::PrepareServer2 { dir, keys_only, issuer, audience, count } => {
             prepare_server2(&dir, keys_only, &issuer, &audience, count)
         }
-        Command::PrepareServer1 { dir, audience } => prepare_server1(&dir, &audience),
+        Command::PrepareServer1 { dir, audience, database_url } => {
+            prepare_server1(&dir, &audience, database_url.as_deref())
+        }
         Command::Ring { seconds, only, same_signature } => {
             ring_rates(Duration::from_secs_f64(seconds), only, same_signature)
         }
@@ -238,26 +243,30 @@ fn prepare_server2(
     Ok(())
 }
 
-fn prepare_server1(dir: &Path, audience: &str) -> anyhow::Result<()> {
-    use server1::db::{Db, OpenMode};
+fn prepare_server1(dir: &Path, audience: &str, database_url: Option<&str>) -> anyhow::Result<()> {
+    use server1::db::{DatabaseUrl, Db, OpenMode, PoolSettings};
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
     SigningKey::generate()?.save(&keys.join("signing.pk8"))?;
     let targets = include_str!("../../server1/targets.example.toml")
         .replace("http://localhost:8002", audience);
     std::fs::write(dir.join("targets.toml"), targets)?;
-    let db = Db::open(&dir.join("server1.sqlite3"), OpenMode::CreateIfMissing)?;
-    let hash = server1::passwords::Passwords::new(1)?.hash("bench password, not secret")?;
-    let now = SystemClock.now();
-    let name = server1::names::UserName::parse("bench")?;
-    let user = db.add_user(&name, &hash, &[server1::names::Role::parse("reports")?], now)?;
-    let session = server1::accounts::random_token().context("randomness")?;
-    db.create_session(
-        server1::accounts::SessionHash::of(&session).as_bytes(),
-        &user.id,
-        now,
-        now.plus(3600),
-    )?;
+    let sqlite = format!("sqlite://{}", dir.join("server1.sqlite3").display());
+    let url = DatabaseUrl::parse(database_url.unwrap_or(&sqlite)).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let session = runtime.block_on(async {
+        let pool = PoolSettings { size: 1, timeout: std::time::Duration::from_secs(10) };
+        let db = Db::open(&url, OpenMode::CreateIfMissing, pool).await?;
+        let hash = server1::passwords::Passwords::new(1)?.hash("bench password, not secret")?;
+        let now = SystemClock.now();
+        let name = server1::names::UserName::parse("bench")?;
+        let role = server1::names::Role::parse("reports")?;
+        let user = db.add_user(&name, &hash, &[role], now).await?;
+        let session = server1::accounts::random_token().context("randomness")?;
+        let hash = server1::accounts::SessionHash::of(&session);
+        db.create_session(hash.as_bytes(), &user.id, now, now.plus(3600)).await?;
+        anyhow::Ok(session)
+    })?;
     println!("{}", serde_json::json!({ "cookie": format!("__Host-handoff_session={session}") }));
     Ok(())
 }

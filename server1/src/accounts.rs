@@ -17,7 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::db::{Db, DbError, User};
 use crate::names::{Role, UserName};
 use crate::passwords::{PasswordError, Passwords};
-use crate::throttle::{Key, Throttle};
+use crate::throttle::{self, Key};
 
 /// What the database keeps of a session id: its SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,6 @@ pub enum AddUserError {
 pub struct Accounts {
     db: Arc<Db>,
     passwords: Arc<Passwords>,
-    throttle: Throttle,
     session_ttl_secs: u64,
     clock: Arc<dyn Clock>,
 }
@@ -106,13 +105,7 @@ impl Accounts {
         session_ttl_secs: u64,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self {
-            db,
-            passwords: Arc::new(passwords),
-            throttle: Throttle::new(100_000),
-            session_ttl_secs,
-            clock,
-        }
+        Self { db, passwords: Arc::new(passwords), session_ttl_secs, clock }
     }
 
     /// How long a session lasts, in seconds.
@@ -125,14 +118,14 @@ impl Accounts {
     /// # Errors
     ///
     /// A password outside the policy, a name that is taken, or a database failure.
-    pub fn add_user(
+    pub async fn add_user(
         &self,
         name: &UserName,
         password: &str,
         roles: &[Role],
     ) -> Result<User, AddUserError> {
         let hash = self.passwords.hash(password)?;
-        Ok(self.db.add_user(name, &hash, roles, self.clock.now())?)
+        Ok(self.db.add_user(name, &hash, roles, self.clock.now()).await?)
     }
 
     /// The user called `name`.
@@ -140,8 +133,8 @@ impl Accounts {
     /// # Errors
     ///
     /// When the database fails.
-    pub fn user(&self, name: &UserName) -> Result<Option<User>, DbError> {
-        Ok(self.db.user_by_name(name)?.map(|(user, _)| user))
+    pub async fn user(&self, name: &UserName) -> Result<Option<User>, DbError> {
+        Ok(self.db.user_by_name(name).await?.map(|(user, _)| user))
     }
 
     /// Signs in with what a person typed as their name and password, from `client`. Throttled
@@ -163,12 +156,12 @@ impl Accounts {
         let name = typed_name.trim().to_ascii_lowercase();
         let mut keys = vec![Key::Account(name.chars().take(64).collect())];
         keys.extend(client.map(Key::client));
-        if let Err(wait) = self.throttle.check(&keys, now) {
+        if let Err(wait) = throttle::check(&self.db, &keys, now).await? {
             tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
             return Err(SignInError::Throttled { wait });
         }
         let found = match UserName::parse(&name) {
-            Ok(name) => self.db.user_by_name(&name)?,
+            Ok(name) => self.db.user_by_name(&name).await?,
             Err(_) => None,
         };
         let ok = {
@@ -182,19 +175,20 @@ impl Accounts {
         let user = match (ok, found) {
             (true, Some((user, _))) => user,
             _ => {
-                self.throttle.failure(&keys, now);
+                throttle::failure(&self.db, &keys, now).await?;
                 tracing::warn!(event = "signin.failed", "sign-in failed");
                 return Err(SignInError::WrongCredentials);
             }
         };
-        self.throttle.success(&keys[0]);
+        throttle::success(&self.db, &keys[0]).await?;
         if let Some(previous) = previous {
-            self.db.delete_session(previous.as_bytes())?;
+            self.db.delete_session(previous.as_bytes()).await?;
         }
         let session_id =
             random_token().ok_or_else(|| SignInError::Internal("randomness failed".into()))?;
         let expires = now.plus(self.session_ttl_secs);
-        self.db.create_session(SessionHash::of(&session_id).as_bytes(), &user.id, now, expires)?;
+        let hash = SessionHash::of(&session_id);
+        self.db.create_session(hash.as_bytes(), &user.id, now, expires).await?;
         tracing::info!(event = "signin", sub = %user.id, "signed in");
         Ok(SignedIn { user, session_id })
     }
@@ -204,9 +198,12 @@ impl Accounts {
     /// # Errors
     ///
     /// When the database fails.
-    pub fn session_user(&self, session_id: &str) -> Result<Option<(User, SessionHash)>, DbError> {
+    pub async fn session_user(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(User, SessionHash)>, DbError> {
         let hash = SessionHash::of(session_id);
-        Ok(self.db.session_user(hash.as_bytes(), self.clock.now())?.map(|u| (u, hash)))
+        Ok(self.db.session_user(hash.as_bytes(), self.clock.now()).await?.map(|u| (u, hash)))
     }
 
     /// Ends the session with hash `hash`.
@@ -214,19 +211,19 @@ impl Accounts {
     /// # Errors
     ///
     /// When the database fails.
-    pub fn sign_out(&self, user: &User, hash: SessionHash) -> Result<(), DbError> {
-        self.db.delete_session(hash.as_bytes())?;
+    pub async fn sign_out(&self, user: &User, hash: SessionHash) -> Result<(), DbError> {
+        self.db.delete_session(hash.as_bytes()).await?;
         tracing::info!(event = "signout", sub = %user.id, "signed out");
         Ok(())
     }
 
-    /// Forgets expired sessions.
+    /// Forgets expired sessions and idle throttle counts.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub fn purge_sessions(&self) -> Result<usize, DbError> {
-        self.db.purge_sessions(self.clock.now())
+    pub async fn purge(&self) -> Result<usize, DbError> {
+        self.db.purge(self.clock.now(), throttle::IDLE_SECS).await
     }
 
     /// How many argon2 verifications ran (an unknown user must cost one too).

@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use handoff::{Clock, Issuer, SystemClock, Ttl};
+
+use crate::db::{DatabaseUrl, PoolSettings};
 use handoff_web::config::public_url_problems;
 
 pub use handoff_web::CookieSecurity;
@@ -17,8 +20,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// SERVER1's public URL: the `iss` of every token.
     pub public_url: Issuer,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// The database: a SQLite file, or PostgreSQL.
+    pub database: DatabaseUrl,
+    /// The PostgreSQL pool's size and timeouts.
+    pub database_pool: PoolSettings,
     /// Directory holding the signing key.
     pub keys_dir: PathBuf,
     /// The targets registry (TOML).
@@ -66,13 +71,29 @@ impl EnvConfig for Config {
         let public_url = Issuer::parse(raw.get("public_url").unwrap_or(DEFAULT_PUBLIC_URL))
             .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
         let database =
-            parse_database_url(raw.get("database_url").unwrap_or("sqlite://.demo/server1.sqlite3"))
-                .map_err(|()| {
+            DatabaseUrl::parse(raw.get("database_url").unwrap_or("sqlite://.demo/server1.sqlite3"))
+                .map_err(|why| {
                     fail(
                         "DATABASE_URL",
-                        "sqlite://PATH (e.g. sqlite:///var/lib/handoff/server1.sqlite3)",
+                        &format!("{why} (e.g. sqlite:///var/lib/handoff/server1.sqlite3)"),
                     )
                 });
+        let pool_size = raw
+            .get("database_pool_size")
+            .unwrap_or("8")
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                fail("DATABASE_POOL_SIZE", "a whole number of connections from 1 to 100")
+            });
+        let pool_timeout = raw
+            .get("database_timeout_ms")
+            .unwrap_or("2000")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (100..=60_000).contains(n))
+            .ok_or_else(|| fail("DATABASE_TIMEOUT_MS", "100 to 60000 milliseconds"));
         let keys_dir = non_empty_path(raw.get("keys_dir").unwrap_or(".demo/keys"))
             .map_err(|()| fail("KEYS_DIR", "a directory path"));
         let targets_file = non_empty_path(raw.get("targets_file").unwrap_or(".demo/targets.toml"))
@@ -118,10 +139,15 @@ impl EnvConfig for Config {
             ));
         }
 
+        let database_pool = match (pool_size, pool_timeout) {
+            (Ok(size), Ok(ms)) => Ok(PoolSettings { size, timeout: Duration::from_millis(ms) }),
+            _ => Err(()),
+        };
         match (
             listen,
             public_url,
             database,
+            database_pool,
             keys_dir,
             targets_file,
             token_ttl,
@@ -133,6 +159,7 @@ impl EnvConfig for Config {
                 Ok(listen),
                 Ok(public_url),
                 Ok(database),
+                Ok(database_pool),
                 Ok(keys_dir),
                 Ok(targets_file),
                 Ok(token_ttl),
@@ -143,6 +170,7 @@ impl EnvConfig for Config {
                 listen,
                 public_url,
                 database,
+                database_pool,
                 keys_dir,
                 targets_file,
                 token_ttl,
@@ -154,12 +182,6 @@ impl EnvConfig for Config {
             _ => Err(ConfigError(errors)),
         }
     }
-}
-
-fn parse_database_url(value: &str) -> Result<PathBuf, ()> {
-    let path =
-        value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")).ok_or(())?;
-    non_empty_path(path)
 }
 
 fn non_empty_path(value: &str) -> Result<PathBuf, ()> {
@@ -179,7 +201,7 @@ mod tests {
         let config = Config::from_pairs([("insecure_cookies", "true")]).expect("defaults");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8001");
         assert_eq!(config.public_url.as_str(), DEFAULT_PUBLIC_URL);
-        assert_eq!(config.database, PathBuf::from(".demo/server1.sqlite3"));
+        assert_eq!(config.database, DatabaseUrl::Sqlite(PathBuf::from(".demo/server1.sqlite3")));
         assert_eq!(config.token_ttl.as_secs(), 60);
         assert_eq!(config.cookies, CookieSecurity::InsecureDevelopment);
         assert_eq!(config.password_slots, default_password_slots());
@@ -191,7 +213,7 @@ mod tests {
         let err = Config::from_pairs([
             ("listen", "nope"),
             ("public_url", "ftp://x"),
-            ("database_url", "postgres://x"),
+            ("database_url", "mysql://x"),
             ("token_ttl_secs", "0"),
             ("session_ttl_secs", "abc"),
             ("insecure_cookies", "maybe"),

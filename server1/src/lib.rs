@@ -73,12 +73,16 @@ fn key_hint(e: &KeyError) -> &'static str {
 /// # Errors
 ///
 /// Any [`StartupError`]: nothing is served half-configured.
-pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App, StartupError> {
+pub async fn build_app(
+    config: Config,
+    listener: std::net::TcpListener,
+) -> Result<App, StartupError> {
     handoff::crypto::install().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let keys = Keys::load(&config)?;
     let targets = Targets::load(&config.targets_file)?;
-    let db = Arc::new(Db::open(&config.database, db::OpenMode::Existing)?);
-    let csrf = Csrf::new(&db.secret("csrf")?);
+    let db = Db::open(&config.database, db::OpenMode::Existing, config.database_pool).await?;
+    let db = Arc::new(db);
+    let csrf = Csrf::new(&db.secret("csrf").await?);
     let passwords =
         Passwords::new(config.password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
     let accounts =
@@ -103,12 +107,12 @@ pub fn build_app(config: Config, listener: std::net::TcpListener) -> Result<App,
     Ok(app.with_background(sweep_sessions(state)))
 }
 
-/// Every ten minutes, forgets expired sessions.
+/// Every ten minutes, forgets expired sessions and idle sign-in throttle counts.
 async fn sweep_sessions(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
-        if let Err(e) = state.accounts.purge_sessions() {
+        if let Err(e) = state.accounts.purge().await {
             tracing::warn!(error = %e, "could not purge expired sessions");
         }
     }

@@ -122,20 +122,27 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Keys { command: KeysCommand::List } => list_keys(&config),
         Command::Users { command: UsersCommand::Add { name, password_stdin, roles } } => {
-            add_user(&config, &name, password_stdin, &roles)
+            block_on(add_user(&config, &name, password_stdin, &roles))
         }
-        Command::Mint { target, user, op, args } => mint(&config, &target, &user, &op, &args),
+        Command::Mint { target, user, op, args } => {
+            block_on(mint(&config, &target, &user, &op, &args))
+        }
     }
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    block_on(async {
         let listener = main_support::bind(config.listen, "SERVER1_LISTEN", config.cookies)?;
         let public_url = config.public_url.to_string();
-        let app = server1::build_app(config, listener)?;
+        let app = server1::build_app(config, listener).await?;
         main_support::serve("SERVER1", app, &public_url).await.context("server failed")
     })
+}
+
+/// Runs `work` on a Tokio runtime (the database is async).
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(work)
 }
 
 fn list_keys(config: &Config) -> anyhow::Result<()> {
@@ -155,12 +162,12 @@ fn list_keys(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The accounts service for a one-shot command (one argon2 run at a time).
-fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
-    let db = Arc::new(Db::open(&config.database, mode)?);
+async fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
+    let db = Arc::new(Db::open(&config.database, mode, config.database_pool).await?);
     Ok(Accounts::new(db, Passwords::new(1)?, config.session_ttl_secs, config.clock.clone()))
 }
 
-fn add_user(
+async fn add_user(
     config: &Config,
     name: &str,
     password_stdin: bool,
@@ -184,13 +191,14 @@ fn add_user(
         .read_line(&mut password)
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
-    let user = accounts(config, OpenMode::CreateIfMissing)?.add_user(&name, password, &roles)?;
+    let accounts = accounts(config, OpenMode::CreateIfMissing).await?;
+    let user = accounts.add_user(&name, password, &roles).await?;
     let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
     eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, roles.join(", "));
     Ok(())
 }
 
-fn mint(
+async fn mint(
     config: &Config,
     target: &str,
     user: &str,
@@ -201,8 +209,10 @@ fn mint(
     let targets = Targets::load(&config.targets_file)?;
     let handoffs = Handoffs::new(targets, Keys::load(config)?);
     let name = UserName::normalize(user).map_err(|_| anyhow!("no user {user:?}"))?;
-    let user = accounts(config, OpenMode::Existing)?
-        .user(&name)?
+    let user = accounts(config, OpenMode::Existing)
+        .await?
+        .user(&name)
+        .await?
         .ok_or_else(|| anyhow!("no user {user:?}"))?;
     let mut pairs = Vec::new();
     for arg in args {

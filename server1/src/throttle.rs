@@ -4,14 +4,15 @@
 //! exists, so the throttle reveals nothing about which names are real — and against the client
 //! address. Past a number of free attempts each further failure blocks that key for twice as
 //! long as the last (1 s, 2 s, 4 s … up to 15 minutes). A success clears the account's count.
-//! Memory is bounded: entries idle for an hour go first, then unblocked ones; entries that are
-//! blocked right now are never evicted (that would let a flood of made-up names lift a block).
+//! The counts live in the database, so every SERVER1 replica on it counts toward one throttle;
+//! counts idle for an hour start again, and are swept with the expired sessions. A key that is
+//! blocked is never swept, so a flood of made-up names cannot lift a block.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use handoff::UnixTime;
+
+use crate::db::{Db, DbError};
 
 /// Free failures per account before delays start.
 const ACCOUNT_FREE: u32 = 5;
@@ -19,8 +20,8 @@ const ACCOUNT_FREE: u32 = 5;
 const CLIENT_FREE: u32 = 20;
 /// Longest block.
 const MAX_BLOCK_SECS: u64 = 15 * 60;
-/// Entries idle this long are forgotten.
-const IDLE_SECS: u64 = 3600;
+/// Counts idle this long start again (and are swept).
+pub const IDLE_SECS: u64 = 3600;
 
 /// What a failure is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,197 +55,137 @@ impl Key {
             Self::Client(_) => CLIENT_FREE,
         }
     }
-}
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    blocked_until: u64,
-    last: u64,
-}
-
-/// The throttle.
-#[derive(Debug)]
-pub struct Throttle {
-    entries: Mutex<HashMap<Key, Entry>>,
-    capacity: usize,
-}
-
-impl Throttle {
-    /// A throttle remembering at most `capacity` keys.
-    pub fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// `Err(seconds to wait)` when any of `keys` is blocked at `now`.
-    pub fn check(&self, keys: &[Key], now: UnixTime) -> Result<(), u64> {
-        let entries = self.lock();
-        let now = now.as_secs();
-        let wait = keys
-            .iter()
-            .filter_map(|k| entries.get(k))
-            .map(|e| e.blocked_until.saturating_sub(now))
-            .max()
-            .unwrap_or(0);
-        if wait > 0 {
-            Err(wait)
-        } else {
-            Ok(())
+    /// The key's row in the database.
+    fn id(&self) -> String {
+        match self {
+            Self::Account(name) => format!("account:{name}"),
+            Self::Client(ip) => format!("client:{ip}"),
         }
     }
 
-    /// Counts a failed sign-in against every key.
-    pub fn failure(&self, keys: &[Key], now: UnixTime) {
-        let mut entries = self.lock();
-        let now = now.as_secs();
-        // Room is needed only for keys not remembered yet, and the keys being counted are never
-        // the ones making room: otherwise, in a full table, a key would be forgotten and start
-        // again from one failure each time it failed, and never reach its delay.
-        let incoming = keys.iter().filter(|k| !entries.contains_key(*k)).count();
-        let full = |entries: &HashMap<Key, Entry>| entries.len() + incoming > self.capacity;
-        if full(&entries) {
-            // Make room, least valuable first: idle entries, then those that never reached a
-            // delay, then — only if a flood of fresh keys left nothing else — the longest idle.
-            // Entries that have earned a delay keep their count while active.
-            entries.retain(|k, e| keys.contains(k) || now.saturating_sub(e.last) < IDLE_SECS);
-            if full(&entries) {
-                entries.retain(|k, e| {
-                    keys.contains(k) || e.blocked_until > now || e.failures >= k.free()
-                });
-            }
-            if full(&entries) {
-                let mut by_age: Vec<(u64, Key)> = entries
-                    .iter()
-                    .filter(|(k, _)| !keys.contains(k))
-                    .map(|(k, e)| (e.last, k.clone()))
-                    .collect();
-                by_age.sort_unstable_by_key(|(last, _)| *last);
-                let excess = (entries.len() + incoming).saturating_sub(self.capacity);
-                for (_, key) in by_age.into_iter().take(excess) {
-                    entries.remove(&key);
-                }
-            }
-        }
-        for key in keys {
-            let free = key.free();
-            let entry = entries.entry(key.clone()).or_insert(Entry {
-                failures: 0,
-                blocked_until: 0,
-                last: now,
-            });
-            if now.saturating_sub(entry.last) >= IDLE_SECS {
-                entry.failures = 0;
-            }
-            entry.failures = entry.failures.saturating_add(1);
-            entry.last = now;
-            if entry.failures >= free {
-                let doublings = (entry.failures - free).min(20);
-                entry.blocked_until = now + (1u64 << doublings).min(MAX_BLOCK_SECS);
-            }
-        }
+    /// Until when a key with `failures` is blocked, if it is.
+    fn blocked_until(&self, failures: u32, now: u64) -> Option<u64> {
+        let free = self.free();
+        (failures >= free).then(|| {
+            let doublings = (failures - free).min(20);
+            now + (1u64 << doublings).min(MAX_BLOCK_SECS)
+        })
     }
+}
 
-    /// A successful sign-in clears the account's failures (not the client's).
-    pub fn success(&self, account: &Key) {
-        self.lock().remove(account);
+/// `Ok(Err(seconds to wait))` when any of `keys` is blocked at `now`.
+///
+/// # Errors
+///
+/// When the database fails (the sign-in is then refused: fail closed).
+pub async fn check(db: &Db, keys: &[Key], now: UnixTime) -> Result<Result<(), u64>, DbError> {
+    let ids: Vec<String> = keys.iter().map(Key::id).collect();
+    let wait = db.throttle_blocked_until(&ids).await?.saturating_sub(now.as_secs());
+    Ok(if wait > 0 { Err(wait) } else { Ok(()) })
+}
+
+/// Counts a failed sign-in against every key.
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn failure(db: &Db, keys: &[Key], now: UnixTime) -> Result<(), DbError> {
+    for key in keys {
+        let id = key.id();
+        let counted = db.throttle_count(&id, now, IDLE_SECS).await?;
+        if let Some(until) = key.blocked_until(counted.failures, now.as_secs()) {
+            db.throttle_block(&id, until).await?;
+        }
     }
+    Ok(())
+}
+
+/// A successful sign-in clears the account's failures (not the client's).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn success(db: &Db, account: &Key) -> Result<(), DbError> {
+    db.throttle_clear(&account.id()).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{DatabaseUrl, OpenMode, PoolSettings};
 
-    #[test]
-    fn delays_grow_and_clear() {
-        let t = Throttle::new(100);
+    async fn db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = DatabaseUrl::Sqlite(dir.path().join("t.sqlite3"));
+        let pool = PoolSettings { size: 1, timeout: std::time::Duration::from_secs(2) };
+        (Db::open(&url, OpenMode::CreateIfMissing, pool).await.expect("db"), dir)
+    }
+
+    async fn fail(db: &Db, keys: &[Key], now: UnixTime) {
+        failure(db, keys, now).await.expect("count");
+    }
+
+    async fn wait(db: &Db, keys: &[Key], now: UnixTime) -> Result<(), u64> {
+        check(db, keys, now).await.expect("check")
+    }
+
+    #[tokio::test]
+    async fn delays_grow_and_clear() {
+        let (t, _dir) = db().await;
         let alice = Key::Account("alice".into());
         let now = UnixTime::from_secs(1000);
         for _ in 0..ACCOUNT_FREE - 1 {
-            t.failure(std::slice::from_ref(&alice), now);
-            assert_eq!(t.check(std::slice::from_ref(&alice), now), Ok(()));
+            fail(&t, std::slice::from_ref(&alice), now).await;
+            assert_eq!(wait(&t, std::slice::from_ref(&alice), now).await, Ok(()));
         }
-        t.failure(std::slice::from_ref(&alice), now);
-        assert_eq!(t.check(std::slice::from_ref(&alice), now), Err(1));
-        t.failure(std::slice::from_ref(&alice), now.plus(1));
-        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(1)), Err(2));
-        t.failure(std::slice::from_ref(&alice), now.plus(3));
-        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(3)), Err(4));
-        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(7)), Ok(()));
-        t.success(&alice);
-        t.failure(std::slice::from_ref(&alice), now.plus(8));
-        assert_eq!(t.check(std::slice::from_ref(&alice), now.plus(8)), Ok(()));
+        fail(&t, std::slice::from_ref(&alice), now).await;
+        assert_eq!(wait(&t, std::slice::from_ref(&alice), now).await, Err(1));
+        fail(&t, std::slice::from_ref(&alice), now.plus(1)).await;
+        assert_eq!(wait(&t, std::slice::from_ref(&alice), now.plus(1)).await, Err(2));
+        fail(&t, std::slice::from_ref(&alice), now.plus(3)).await;
+        assert_eq!(wait(&t, std::slice::from_ref(&alice), now.plus(3)).await, Err(4));
+        assert_eq!(wait(&t, std::slice::from_ref(&alice), now.plus(7)).await, Ok(()));
+        success(&t, &alice).await.expect("clear");
+        fail(&t, std::slice::from_ref(&alice), now.plus(8)).await;
+        assert_eq!(wait(&t, std::slice::from_ref(&alice), now.plus(8)).await, Ok(()));
     }
 
-    #[test]
-    fn blocks_cap_at_fifteen_minutes_and_idle_resets() {
-        let t = Throttle::new(100);
+    #[tokio::test]
+    async fn blocks_cap_at_fifteen_minutes_and_idle_resets() {
+        let (t, _dir) = db().await;
         let k = Key::Account("x".into());
         let now = UnixTime::from_secs(10);
         for _ in 0..100 {
-            t.failure(std::slice::from_ref(&k), now);
+            fail(&t, std::slice::from_ref(&k), now).await;
         }
-        assert_eq!(t.check(std::slice::from_ref(&k), now), Err(MAX_BLOCK_SECS));
+        assert_eq!(wait(&t, std::slice::from_ref(&k), now).await, Err(MAX_BLOCK_SECS));
         let later = now.plus(IDLE_SECS + 1);
-        t.failure(std::slice::from_ref(&k), later);
-        assert_eq!(t.check(std::slice::from_ref(&k), later), Ok(()));
+        fail(&t, std::slice::from_ref(&k), later).await;
+        assert_eq!(wait(&t, std::slice::from_ref(&k), later).await, Ok(()));
     }
 
-    #[test]
-    fn bounded_without_lifting_blocks() {
-        let t = Throttle::new(10);
+    /// A spray of made-up names lifts no block, and the address spraying them is slowed down;
+    /// sweeping idle counts keeps the blocked ones.
+    #[tokio::test]
+    async fn a_spray_lifts_no_block_and_blocks_its_address() {
+        let (t, _dir) = db().await;
         let now = UnixTime::from_secs(50);
         let blocked = Key::Account("victim".into());
         for _ in 0..ACCOUNT_FREE {
-            t.failure(std::slice::from_ref(&blocked), now);
+            fail(&t, std::slice::from_ref(&blocked), now).await;
         }
-        for i in 0..100 {
-            t.failure(&[Key::Account(format!("spray{i}"))], now);
-        }
-        assert!(t.lock().len() <= 10);
-        assert!(
-            t.check(std::slice::from_ref(&blocked), now).is_err(),
-            "a spray does not lift a block"
-        );
-    }
-
-    /// One address spraying more names than the table holds is still slowed down: its own
-    /// count is never what makes room for the next name.
-    #[test]
-    fn a_spray_that_fills_the_table_still_blocks_its_address() {
-        let t = Throttle::new(10);
-        let now = UnixTime::from_secs(50);
         let client = Key::client("192.0.2.9".parse().expect("ip"));
         for i in 0..CLIENT_FREE {
-            t.failure(&[Key::Account(format!("spray{i}")), client.clone()], now);
+            fail(&t, &[Key::Account(format!("spray{i}")), client.clone()], now).await;
         }
-        assert!(t.lock().len() <= 10);
-        assert!(t.check(std::slice::from_ref(&client), now).is_err(), "the address is blocked");
-    }
-
-    /// When every remembered key has earned a delay, the one idle longest makes room.
-    #[test]
-    fn full_of_earned_delays_the_longest_idle_goes() {
-        let t = Throttle::new(3);
-        let keys: Vec<Key> = (0..3).map(|i| Key::Account(format!("user{i}"))).collect();
-        // Each blocked for about 17 minutes (capped at 15), a second apart.
-        for (i, key) in keys.iter().enumerate() {
-            for _ in 0..ACCOUNT_FREE + 10 {
-                t.failure(std::slice::from_ref(key), UnixTime::from_secs(100 + i as u64));
-            }
-        }
-        // The table filled up at the third key: its later failures still counted.
-        assert_eq!(t.lock()[&keys[2]].failures, ACCOUNT_FREE + 10);
-        let now = UnixTime::from_secs(104);
-        t.failure(&[Key::Account("newcomer".into())], now);
-        assert!(t.lock().len() <= 3);
-        assert_eq!(t.check(&keys[..1], now), Ok(()), "the longest idle was forgotten");
-        for key in &keys[1..] {
-            assert!(t.check(std::slice::from_ref(key), now).is_err(), "{key:?} keeps its delay");
-        }
+        assert!(wait(&t, std::slice::from_ref(&blocked), now).await.is_err(), "still blocked");
+        assert!(wait(&t, std::slice::from_ref(&client), now).await.is_err(), "the address too");
+        // A sweep with every count idle forgets the sprayed names, not the blocks.
+        let swept = t.purge(now, 0).await.expect("purge");
+        assert_eq!(swept, CLIENT_FREE as usize, "the sprayed names");
+        assert!(wait(&t, std::slice::from_ref(&blocked), now).await.is_err(), "still blocked");
+        assert!(wait(&t, std::slice::from_ref(&client), now).await.is_err(), "the address too");
     }
 
     #[test]

@@ -229,7 +229,7 @@ async fn jwks_max_age_is_honoured() {
 /// after its busy timeout, stores nothing half-way, and works again once the lock is gone.
 #[tokio::test]
 async fn locked_database_is_a_clear_503() {
-    let s = spawn().await;
+    let s = spawn_sqlite().await;
     let c = client();
     let page = text_of(&c, &format!("{}/login", s.server1)).await;
     let csrf = form_value(&page, "csrf").unwrap();

@@ -7,6 +7,7 @@ mod browser;
 mod browser_binding;
 mod faults;
 mod flow;
+mod postgres;
 mod rejections;
 mod replay_redis;
 mod rotation;

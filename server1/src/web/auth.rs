@@ -28,8 +28,11 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
 }
 
 #[handler]
-pub(super) fn dashboard(req: &Request, Data(state): Data<&State>) -> Result<Response, AppError> {
-    let Some((user, hash)) = current_user(state, req)? else {
+pub(super) async fn dashboard(
+    req: &Request,
+    Data(state): Data<&State>,
+) -> Result<Response, AppError> {
+    let Some((user, hash)) = current_user(state, req).await? else {
         return Ok(see_other("/login"));
     };
     let offers = state.handoffs.offers(&user);
@@ -38,12 +41,15 @@ pub(super) fn dashboard(req: &Request, Data(state): Data<&State>) -> Result<Resp
 }
 
 #[handler]
-pub(super) fn login_page(req: &Request, Data(state): Data<&State>) -> Result<Response, AppError> {
+pub(super) async fn login_page(
+    req: &Request,
+    Data(state): Data<&State>,
+) -> Result<Response, AppError> {
     let query = req.uri().query().unwrap_or("");
     let next =
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v);
     let next = safe_next(next.as_deref());
-    if current_user(state, req)?.is_some() {
+    if current_user(state, req).await?.is_some() {
         return Ok(see_other(&next));
     }
     render_login(state, &next, None, StatusCode::OK)
@@ -146,18 +152,18 @@ pub(super) struct CsrfForm {
 }
 
 #[handler]
-pub(super) fn logout(
+pub(super) async fn logout(
     req: &Request,
     Data(state): Data<&State>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some((user, hash)) = current_user(state, req)? else {
+    let Some((user, hash)) = current_user(state, req).await? else {
         return Ok(see_other("/login"));
     };
     if !state.csrf.check("session", hash.as_bytes(), &form.csrf) {
         return Err(AppError::Csrf);
     }
-    state.accounts.sign_out(&user, hash)?;
+    state.accounts.sign_out(&user, hash).await?;
     let mut resp = see_other("/login");
     add_cookie(&mut resp, state.cookies.set(SESSION, "", None))?;
     Ok(resp)

@@ -53,12 +53,12 @@ fn parse_query(query: &str) -> Result<(Reserved, Vec<(String, String)>), AppErro
 }
 
 #[handler]
-pub(super) fn start(
+pub(super) async fn start(
     req: &Request,
     Path((target_id, operation)): Path<(String, String)>,
     Data(state): Data<&State>,
 ) -> Result<Response, AppError> {
-    let Some((user, hash)) = current_user(state, req)? else {
+    let Some((user, hash)) = current_user(state, req).await? else {
         let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
         return Ok(see_other(&format!("/login?next={next}")));

@@ -78,8 +78,8 @@ impl Service for AppState {
     type Error = AppError;
 
     /// Ready when the database answers (the keys were loaded at start-up and stay loaded).
-    fn readiness(&self) -> Result<(), &'static str> {
-        self.db.ping().then_some(()).ok_or("database unavailable")
+    async fn readiness(&self) -> Result<(), &'static str> {
+        self.db.ping().await.then_some(()).ok_or("database unavailable")
     }
 
     fn refresh_metrics(&self) {
@@ -113,11 +113,14 @@ pub fn routes() -> Routes {
 }
 
 /// The signed-in user and their session hash, if the request carries a live session.
-fn current_user(state: &AppState, req: &Request) -> Result<Option<(User, SessionHash)>, AppError> {
+async fn current_user(
+    state: &AppState,
+    req: &Request,
+) -> Result<Option<(User, SessionHash)>, AppError> {
     let Some(id) = state.cookies.read(req, SESSION) else {
         return Ok(None);
     };
-    Ok(state.accounts.session_user(&id)?)
+    Ok(state.accounts.session_user(&id).await?)
 }
 
 #[handler]

@@ -189,7 +189,7 @@ fn check_grant_token(csrf: &Csrf, grant: &Grant, token: &str) -> bool {
 impl Service for AppState {
     type Error = AppError;
 
-    fn readiness(&self) -> Result<(), &'static str> {
+    async fn readiness(&self) -> Result<(), &'static str> {
         if !self.keys.is_ready() {
             return Err("issuer keys not loaded");
         }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::endpoint::{make_sync, BoxEndpoint};
+use poem::endpoint::{make, make_sync, BoxEndpoint};
 use poem::http::StatusCode;
 use poem::listener::TcpAcceptor;
 use poem::{get, EndpointExt, IntoEndpoint, Response, Route, Server};
@@ -43,8 +43,8 @@ pub trait Service: Send + Sync + 'static {
     type Error: ErrorPage;
 
     /// `Ok` when the server can do its work; else why not (`/readyz` answers 503 with it).
-    fn readiness(&self) -> Result<(), &'static str> {
-        Ok(())
+    fn readiness(&self) -> impl Future<Output = Result<(), &'static str>> + Send {
+        async { Ok(()) }
     }
 
     /// Brings gauges up to date just before `/metrics` is rendered.
@@ -167,13 +167,14 @@ impl RouteLabels {
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Readiness = Pin<Box<dyn Future<Output = Result<(), &'static str>> + Send>>;
 
 /// A built server, bound to its listener, ready to run.
 pub struct App {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
     endpoint: BoxEndpoint<'static, Response>,
-    readiness: Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>,
+    readiness: Arc<dyn Fn() -> Readiness + Send + Sync>,
     background: Vec<Task>,
 }
 
@@ -214,7 +215,13 @@ impl App {
         let rendered = registry.clone();
         let routes = routes
             .at("/healthz", get(make_sync(|_| "ok")))
-            .at("/readyz", get(make_sync(move |_| crate::respond::readiness(ready.readiness()))))
+            .at(
+                "/readyz",
+                get(make(move |_| {
+                    let ready = Arc::clone(&ready);
+                    async move { crate::respond::readiness(ready.readiness().await) }
+                })),
+            )
             .at(
                 "/metrics",
                 get(make_sync(move |_| {
@@ -234,7 +241,10 @@ impl App {
             .with(Guard { limits, hardening, metrics, refuse: Arc::new(status_page::<S>) })
             .boxed();
         let (acceptor, local_addr) = crate::net::acceptor(listener).map_err(BuildError::Listen)?;
-        let readiness = Arc::new(move || state.readiness());
+        let readiness = Arc::new(move || -> Readiness {
+            let state = Arc::clone(&state);
+            Box::pin(async move { state.readiness().await })
+        });
         Ok(Self { acceptor, local_addr, endpoint, readiness, background: Vec::new() })
     }
 
@@ -252,8 +262,8 @@ impl App {
     }
 
     /// True when the server can do its work (what `/readyz` says).
-    pub fn is_ready(&self) -> bool {
-        (self.readiness)().is_ok()
+    pub async fn is_ready(&self) -> bool {
+        (self.readiness)().await.is_ok()
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests (up to [`GRACE`]).

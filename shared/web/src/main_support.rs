@@ -57,7 +57,8 @@ pub fn bind(
 ///
 /// When the listener fails.
 pub async fn serve(name: &'static str, app: App, public_url: &str) -> std::io::Result<()> {
-    tracing::info!(addr = %app.local_addr(), public_url, ready = app.is_ready(), "{name} listening");
+    let ready = app.is_ready().await;
+    tracing::info!(addr = %app.local_addr(), public_url, ready, "{name} listening");
     app.run(crate::net::shutdown_signal()).await?;
     tracing::info!("{name} stopped");
     Ok(())

@@ -1,52 +1,23 @@
-//! SERVER1's database: users, their roles and sign-in sessions, in SQLite.
+//! The SQLite engine: one file on this host, the embedded default.
 //!
 //! One connection behind a mutex: every statement here is a primary-key lookup or a single-row
-//! write that takes microseconds, so handlers call it directly. The schema is migrated at
+//! write that takes microseconds, so callers run it directly. The schema is migrated at
 //! start-up, inside a transaction, keyed on SQLite's `user_version`.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use handoff::{Subject, UnixTime};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
+use super::{new_user_id, user_from_row, Counted, DbError, OpenMode, User};
 use crate::names::{Role, UserName};
 
-/// A database failure. Messages name the file and the fix; never a password or session id.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// The file could not be opened or migrated.
-    #[error("cannot open database {path}: {source} (check the path in SERVER1_DATABASE_URL, that its directory exists, and permissions)")]
-    Open {
-        /// The file.
-        path: String,
-        /// Why.
-        source: rusqlite::Error,
-    },
-    /// The file does not exist and may not be created here.
-    #[error("no database at {0}: create it with `server1 users add NAME --password-stdin`, or check SERVER1_DATABASE_URL")]
-    Missing(String),
-    /// A user with that name exists.
-    #[error("a user with that name already exists")]
-    Conflict,
-    /// The database is locked by another process, read-only, or failing.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[from] rusqlite::Error),
-    /// Randomness failed.
-    #[error("the system random number generator failed")]
-    Random,
-}
-
-/// Whether [`Db::open`] may create the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// The database must exist (serving, minting).
-    Existing,
-    /// Create an empty database if there is none (adding users).
-    CreateIfMissing,
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
 }
 
 fn create_private_file(path: &Path) -> std::io::Result<()> {
@@ -60,34 +31,9 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
-fn io_error(e: std::io::Error) -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-        Some(e.to_string()),
-    )
-}
-
-/// A user as SERVER1 knows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Stable opaque id: the `sub` of their tokens.
-    pub id: Subject,
-    /// Sign-in name.
-    pub name: UserName,
-    /// Roles, sorted.
-    pub roles: Vec<Role>,
-}
-
-impl User {
-    /// True when the user has `role`.
-    pub fn has_role(&self, role: &Role) -> bool {
-        self.roles.contains(role)
-    }
-}
-
-/// The database handle.
+/// A SQLite database.
 #[derive(Debug)]
-pub struct Db {
+pub struct SqliteDb {
     conn: Mutex<Connection>,
 }
 
@@ -115,9 +61,17 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BLOB NOT NULL
      ) STRICT;",
+    // v2: the sign-in throttle's counts, shared by every SERVER1 on this database.
+    "CREATE TABLE signin_throttle (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        blocked_until INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX signin_throttle_last_seen ON signin_throttle(last_seen);",
 ];
 
-impl Db {
+impl SqliteDb {
     /// Opens and migrates the database at `path`; with [`OpenMode::CreateIfMissing`] a missing
     /// file is created first, readable by its owner only (it holds password hashes and the
     /// anti-forgery secret).
@@ -133,10 +87,11 @@ impl Db {
             match mode {
                 OpenMode::Existing => return Err(DbError::Missing(shown)),
                 OpenMode::CreateIfMissing => create_private_file(path)
-                    .map_err(|e| DbError::Open { path: shown.clone(), source: io_error(e) })?,
+                    .map_err(|e| DbError::Open { what: shown.clone(), why: e.to_string() })?,
             }
         }
-        let open_err = |source| DbError::Open { path: shown.clone(), source };
+        let open_err =
+            |e: rusqlite::Error| DbError::Open { what: shown.clone(), why: e.to_string() };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(open_err)?;
@@ -186,10 +141,7 @@ impl Db {
         roles: &[Role],
         now: UnixTime,
     ) -> Result<User, DbError> {
-        let mut raw = [0u8; 16];
-        SystemRandom::new().fill(&mut raw).map_err(|_| DbError::Random)?;
-        let id = format!("u_{}", URL_SAFE_NO_PAD.encode(raw));
-        let id = Subject::parse(&id).map_err(|_| DbError::Random)?;
+        let id = new_user_id()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let inserted = tx.execute(
@@ -278,14 +230,7 @@ impl Db {
             })
             .optional()?;
         let Some((id, name, roles)) = row else { return Ok(None) };
-        let mut roles: Vec<Role> = roles
-            .unwrap_or_default()
-            .split(' ')
-            .filter(|r| !r.is_empty())
-            .filter_map(|r| Role::parse(r).ok())
-            .collect();
-        roles.sort();
-        Ok(user(&id, &name, roles))
+        Ok(user_from_row(&id, &name, roles.as_deref().unwrap_or_default()))
     }
 
     /// Ends a session.
@@ -298,15 +243,84 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes expired sessions; returns how many.
+    /// Deletes expired sessions and idle, unblocked throttle counts; returns how many rows.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn purge_sessions(&self, now: UnixTime) -> Result<usize, DbError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM sessions WHERE expires_at <= ?1", [now.as_secs() as i64])?)
+    pub fn purge(&self, now: UnixTime, idle_secs: u64) -> Result<usize, DbError> {
+        let conn = self.conn();
+        let now = now.as_secs() as i64;
+        let sessions = conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+        let counts = conn.execute(
+            "DELETE FROM signin_throttle WHERE last_seen <= ?1 AND blocked_until <= ?2",
+            [now.saturating_sub(idle_secs as i64), now],
+        )?;
+        Ok(sessions + counts)
+    }
+
+    /// See [`super::Db::throttle_blocked_until`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn throttle_blocked_until(&self, keys: &[String]) -> Result<u64, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT blocked_until FROM signin_throttle WHERE key = ?1")?;
+        let mut latest = 0u64;
+        for key in keys {
+            let until: Option<i64> = stmt.query_row([key], |r| r.get(0)).optional()?;
+            latest = latest.max(until.map_or(0, |u| u64::try_from(u).unwrap_or(0)));
+        }
+        Ok(latest)
+    }
+
+    /// See [`super::Db::throttle_count`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn throttle_count(
+        &self,
+        key: &str,
+        now: UnixTime,
+        idle_secs: u64,
+    ) -> Result<Counted, DbError> {
+        let failures: i64 = self.conn().query_row(
+            "INSERT INTO signin_throttle (key, failures, blocked_until, last_seen)
+             VALUES (?1, 1, 0, ?2)
+             ON CONFLICT (key) DO UPDATE SET
+                failures = CASE WHEN ?2 - last_seen >= ?3 THEN 1 ELSE failures + 1 END,
+                last_seen = ?2
+             RETURNING failures",
+            params![key, now.as_secs() as i64, idle_secs as i64],
+            |r| r.get(0),
+        )?;
+        Ok(Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX) })
+    }
+
+    /// See [`super::Db::throttle_block`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn throttle_block(&self, key: &str, until: u64) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE signin_throttle SET blocked_until = max(blocked_until, ?2) WHERE key = ?1",
+            params![key, until as i64],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::throttle_clear`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn throttle_clear(&self, key: &str) -> Result<(), DbError> {
+        self.conn().execute("DELETE FROM signin_throttle WHERE key = ?1", [key])?;
+        Ok(())
     }
 }
 
@@ -314,14 +328,7 @@ fn load_user(conn: &Connection, id: &str, name: &UserName) -> Result<Option<User
     let mut stmt =
         conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
     let roles = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(user(id, name.as_str(), roles.iter().filter_map(|r| Role::parse(r).ok()).collect()))
-}
-
-/// A user from stored text. Ids, names and roles are written only by `add_user`, checked; one
-/// that fails the check now means a tampered database, and that user simply does not exist (a
-/// role that fails it is not held).
-fn user(id: &str, name: &str, roles: Vec<Role>) -> Option<User> {
-    Some(User { id: Subject::parse(id).ok()?, name: UserName::parse(name).ok()?, roles })
+    Ok(user_from_row(id, name.as_str(), &roles.join(" ")))
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -362,8 +369,8 @@ mod tests {
     fn users_sessions_and_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db.sqlite3");
-        assert!(matches!(Db::open(&path, OpenMode::Existing), Err(DbError::Missing(_))));
-        let db = Db::open(&path, OpenMode::CreateIfMissing).expect("open");
+        assert!(matches!(SqliteDb::open(&path, OpenMode::Existing), Err(DbError::Missing(_))));
+        let db = SqliteDb::open(&path, OpenMode::CreateIfMissing).expect("open");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -403,39 +410,39 @@ mod tests {
         assert_eq!(db.secret("csrf").expect("secret"), s1, "stable");
         drop(db);
         // Re-opening keeps data and does not re-run migrations.
-        let db = Db::open(&path, OpenMode::Existing).expect("reopen");
+        let db = SqliteDb::open(&path, OpenMode::Existing).expect("reopen");
         assert!(db.user_by_name(&name("alice")).expect("q").is_some());
     }
 
     #[test]
     fn unopenable_database_is_a_clear_error() {
         let missing = Path::new("/nonexistent-dir/x/db.sqlite3");
-        let err = Db::open(missing, OpenMode::CreateIfMissing).unwrap_err();
+        let err = SqliteDb::open(missing, OpenMode::CreateIfMissing).unwrap_err();
         assert!(err.to_string().contains("SERVER1_DATABASE_URL"));
-        let err = Db::open(missing, OpenMode::Existing).unwrap_err();
+        let err = SqliteDb::open(missing, OpenMode::Existing).unwrap_err();
         assert!(err.to_string().contains("server1 users add"), "{err}");
         let dir = tempfile::tempdir().expect("tempdir");
         let garbage = dir.path().join("garbage.sqlite3");
         std::fs::write(&garbage, vec![b'x'; 4096]).expect("write");
-        assert!(matches!(Db::open(&garbage, OpenMode::Existing), Err(DbError::Open { .. })));
+        assert!(matches!(SqliteDb::open(&garbage, OpenMode::Existing), Err(DbError::Open { .. })));
         // A database from a newer server is refused, not migrated backwards or written to.
         let newer = dir.path().join("newer.sqlite3");
-        drop(Db::open(&newer, OpenMode::CreateIfMissing).expect("create"));
+        drop(SqliteDb::open(&newer, OpenMode::CreateIfMissing).expect("create"));
         rusqlite::Connection::open(&newer)
             .and_then(|c| c.pragma_update(None, "user_version", 999))
             .expect("bump");
-        let err = Db::open(&newer, OpenMode::Existing).unwrap_err().to_string();
+        let err = SqliteDb::open(&newer, OpenMode::Existing).unwrap_err().to_string();
         assert!(err.contains("newer than this server"), "{err}");
         // Read-only: migrating or writing fails with a clear error, not a panic.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let ro = dir.path().join("ro.sqlite3");
-            drop(Db::open(&ro, OpenMode::CreateIfMissing).expect("create"));
+            drop(SqliteDb::open(&ro, OpenMode::CreateIfMissing).expect("create"));
             std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o400)).expect("chmod");
             // root ignores file modes; only assert where the mode is enforced.
             if std::fs::OpenOptions::new().write(true).open(&ro).is_err() {
-                assert!(Db::open(&ro, OpenMode::Existing).is_err());
+                assert!(SqliteDb::open(&ro, OpenMode::Existing).is_err());
             }
         }
     }

@@ -1,0 +1,77 @@
+//! SERVER1 on a real PostgreSQL: two replicas on one database behave as one (a session made on
+//! one is valid on the other, failed sign-ins on both count toward one throttle), and a
+//! database that goes down gives 503 pages and a 503 readiness, never a panic, and service
+//! comes back by itself when the database does.
+
+use handoff_tests::*;
+
+/// A second SERVER1 on the same directory (keys, targets) and database as `s`'s, with the same
+/// public URL (the issuer), on a port of its own: a replica.
+async fn replica(s: &Servers) -> (InProcess, String) {
+    let (l, port) = listener();
+    let mut config = server1_config(s.dir.path(), port);
+    config.public_url = handoff::Issuer::parse(&s.server1).unwrap();
+    let running = serve_server1(config, l).await;
+    (running, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn two_server1_replicas_on_one_database_behave_as_one() {
+    let s = spawn_on(&PgServer::shared().fresh_database().await).await;
+    let (_b, b) = replica(&s).await;
+    // Signed in on A, the handoff is minted by B: the session is in the shared database.
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let token = open_handoff(&c, &b, "/handoff/partner/report.view?report_id=42").await;
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 303);
+    // Signing out on B ends the session on A too.
+    let page = text_of(&c, &format!("{b}/")).await;
+    let csrf = form_value(&page, "csrf").expect("the dashboard's sign-out form");
+    let out = c.post(format!("{b}/logout")).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    let resp = c.get(format!("{}/", s.server1)).send().await.unwrap();
+    assert_eq!(resp.headers()["location"], "/login", "signed out everywhere");
+
+    // Failed sign-ins alternate between the replicas and count toward one throttle: after five
+    // for one name, the sixth is throttled on whichever replica it reaches.
+    let attacker = client();
+    for attempt in 0..5 {
+        let on = if attempt % 2 == 0 { &s.server1 } else { &b };
+        let resp = try_sign_in(&attacker, on, "bob", "wrong password", None).await;
+        assert_eq!(resp.status(), 401, "attempt {attempt}");
+    }
+    for on in [&s.server1, &b] {
+        let resp = try_sign_in(&attacker, on, "bob", PASSWORD, None).await;
+        assert_eq!(resp.status(), 429, "throttled on {on}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_goes_down_gives_503_and_service_resumes_by_itself() {
+    let pg = PgServer::start();
+    let s = spawn_on(&pg.fresh_database().await).await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server1)).await, 200);
+
+    pg.stop();
+    let resp = c.get(format!("{}/", s.server1)).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "the dashboard needs the session");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("Temporarily unavailable"), "{body}");
+    assert!(!body.contains("postgres") && !body.contains("connection"), "no library text: {body}");
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server1)).await, 503);
+    let signin = try_sign_in(&client(), &s.server1, "bob", PASSWORD, None).await;
+    assert_eq!(signin.status(), 503, "sign-in refused, not let through");
+
+    pg.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status_of(&c, &format!("{}/readyz", s.server1)).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "SERVER1 did not recover");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The session made before the outage is still there, and so is everything else.
+    let page = text_of(&c, &format!("{}/", s.server1)).await;
+    assert!(page.contains("Welcome, alice"), "{page}");
+    sign_in(&client(), &s.server1, "bob").await;
+}
