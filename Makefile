@@ -1,11 +1,16 @@
 # Handoff: the two commands most people need are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt clean-demo fuzz screenshots bench
+.PHONY: demo demo-cluster test build lint fmt clean-demo fuzz screenshots bench
 
 ## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
 demo:
 	bash scripts/demo.sh
+
+## demo-cluster: the same two URLs served by HAProxy in front of two replicas of each server, with
+## PostgreSQL and Redis (installs redis-server, postgresql and haproxy with apt if missing)
+demo-cluster:
+	bash scripts/demo-cluster.sh
 
 ## test: formatting, lints, then every test (unit, integration, real binaries), and the
 ## integration suite again with SERVER1 on PostgreSQL

@@ -55,7 +55,7 @@ if [ ! -f "$data/pg/PG_VERSION" ]; then
   chmod 700 "$data/pg"
   as_postgres "$pg_bin/initdb" -D "$data/pg" -U postgres --auth=trust >"$data/initdb.log" 2>&1
 fi
-as_postgres "$pg_bin/pg_ctl" -D "$data/pg" -l "$data/pg.log" -w \
+as_postgres "$pg_bin/pg_ctl" -D "$data/pg" -l "$data/pg/server.log" -w \
   -o "-p $pg_port -k $data/pg -c listen_addresses=127.0.0.1" start >/dev/null
 pg_started=1
 

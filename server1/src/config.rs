@@ -10,6 +10,7 @@ use handoff::{Clock, Issuer, SystemClock, Ttl};
 
 use crate::db::{DatabaseUrl, PoolSettings};
 use handoff_web::config::public_url_problems;
+use handoff_web::TrustedProxies;
 
 pub use handoff_web::CookieSecurity;
 
@@ -37,6 +38,9 @@ pub struct Config {
     /// How many argon2 password checks may run at once (each holds 19 MiB); sign-ins beyond
     /// that are answered 503.
     pub password_slots: usize,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client (for the sign-in
+    /// throttle and logs); none by default.
+    pub trusted_proxies: TrustedProxies,
     /// The clock (tests pass a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -131,6 +135,13 @@ impl EnvConfig for Config {
                 }),
         };
 
+        let trusted_proxies = TrustedProxies::parse(raw.get("trusted_proxies").unwrap_or(""))
+            .map_err(|why| {
+                fail(
+                    "TRUSTED_PROXIES",
+                    &format!("a comma-separated list of addresses or CIDRs ({why})"),
+                )
+            });
         if let Ok(url) = &public_url {
             errors.extend(public_url_problems(
                 "SERVER1_",
@@ -154,6 +165,7 @@ impl EnvConfig for Config {
             session_ttl_secs,
             cookies,
             password_slots,
+            trusted_proxies,
         ) {
             (
                 Ok(listen),
@@ -166,6 +178,7 @@ impl EnvConfig for Config {
                 Ok(session_ttl_secs),
                 Ok(cookies),
                 Ok(password_slots),
+                Ok(trusted_proxies),
             ) if errors.is_empty() => Ok(Self {
                 listen,
                 public_url,
@@ -177,6 +190,7 @@ impl EnvConfig for Config {
                 session_ttl_secs,
                 cookies,
                 password_slots,
+                trusted_proxies,
                 clock: Arc::new(SystemClock),
             }),
             _ => Err(ConfigError(errors)),
@@ -218,6 +232,7 @@ mod tests {
             ("session_ttl_secs", "abc"),
             ("insecure_cookies", "maybe"),
             ("password_slots", "0"),
+            ("trusted_proxies", "10.0.0.0/8, proxy.example"),
         ])
         .unwrap_err();
         let text = err.to_string();
@@ -229,6 +244,7 @@ mod tests {
             "SESSION_TTL_SECS",
             "INSECURE_COOKIES",
             "PASSWORD_SLOTS",
+            "TRUSTED_PROXIES",
         ] {
             assert!(text.contains(&format!("SERVER1_{var}")), "{var} missing from: {text}");
         }

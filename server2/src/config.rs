@@ -81,12 +81,16 @@ pub struct Config {
     /// Most log lines a second for refusals of tokens whose signature never held (garbage
     /// anyone can send); the rest are counted in a summary line. Metrics count every refusal.
     pub unsigned_refusal_logs_per_sec: u32,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client (for logs); none
+    /// by default.
+    pub trusted_proxies: TrustedProxies,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
 
 pub use handoff_web::config::{ConfigError, EnvConfig};
 use handoff_web::env::Vars;
+use handoff_web::TrustedProxies;
 
 pub use crate::replay_redis::RedisUrl;
 
@@ -246,6 +250,11 @@ impl EnvConfig for Config {
                 url => RedisUrl::parse(url).ok().map(ReplayStoreSetting::Redis),
             }
         );
+        let trusted_proxies = check!(
+            "TRUSTED_PROXIES",
+            "a comma-separated list of addresses or CIDRs",
+            TrustedProxies::parse(raw.get("trusted_proxies").unwrap_or("")).ok()
+        );
         let replay_timeout = check!(
             "REPLAY_TIMEOUT_MS",
             "10 to 10000 milliseconds",
@@ -272,6 +281,7 @@ impl EnvConfig for Config {
             Some(unsigned_refusal_logs_per_sec),
             Some(replay_store),
             Some(replay_timeout),
+            Some(trusted_proxies),
         ) = (
             listen,
             public_url,
@@ -292,6 +302,7 @@ impl EnvConfig for Config {
             unsigned_refusal_logs,
             replay_store,
             replay_timeout,
+            trusted_proxies,
         )
         else {
             return Err(ConfigError(errors));
@@ -319,6 +330,7 @@ impl EnvConfig for Config {
             issuer_target_id,
             help_url,
             unsigned_refusal_logs_per_sec,
+            trusted_proxies,
             clock: Arc::new(SystemClock),
         })
     }
@@ -378,6 +390,7 @@ mod tests {
             ("unbound_handoffs", "sometimes"),
             ("issuer_target_id", "Partner!"),
             ("help_url", "javascript:alert(1)"),
+            ("trusted_proxies", "not-an-address"),
         ])
         .unwrap_err()
         .to_string();
@@ -394,6 +407,7 @@ mod tests {
             "UNBOUND_HANDOFFS",
             "ISSUER_TARGET_ID",
             "HELP_URL",
+            "TRUSTED_PROXIES",
         ] {
             assert!(err.contains(&format!("SERVER2_{var}")), "{var}: {err}");
         }

@@ -382,10 +382,20 @@ fn start_demo(
     data: &std::path::Path,
     target_dir: Option<&std::path::Path>,
 ) -> (Child, Group, String) {
+    start_script("scripts/demo.sh", root, data, target_dir)
+}
+
+/// As [`start_demo`], for `script`.
+fn start_script(
+    script: &str,
+    root: &std::path::Path,
+    data: &std::path::Path,
+    target_dir: Option<&std::path::Path>,
+) -> (Child, Group, String) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut demo = Command::new("bash");
-    demo.arg("scripts/demo.sh")
+    demo.arg(script)
         .current_dir(root)
         .env("DEMO_DIR", data)
         .env("DEMO_NO_BUILD", "1")
@@ -420,7 +430,12 @@ fn start_demo(
 
 /// Ctrl-C as a terminal sends it (SIGINT to the whole process group); the script and both
 /// servers must be gone within seconds.
-fn ctrl_c(mut child: Child, group: Group) {
+fn ctrl_c(child: Child, group: Group) {
+    ctrl_c_closes(child, group, &[8001, 8002]);
+}
+
+/// As [`ctrl_c`], checking that nothing listens on `ports` afterwards.
+fn ctrl_c_closes(mut child: Child, group: Group, ports: &[u16]) {
     assert!(Command::new("kill")
         .args(["-INT", "--", &format!("-{}", group.0)])
         .status()
@@ -431,7 +446,7 @@ fn ctrl_c(mut child: Child, group: Group) {
         assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for port in [8001, 8002] {
+    for &port in ports {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             assert!(Instant::now() < deadline, "a server still listens on {port} after Ctrl-C");
@@ -482,19 +497,56 @@ async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
     ctrl_c(child, group);
 }
 
+/// The binaries this test run built: in ./target by default (None), or where CARGO_TARGET_DIR
+/// (set for this run) says.
+fn built_in() -> Option<std::path::PathBuf> {
+    let (server1, _) = (binary("server1"), binary("server2"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = server1.parent().and_then(std::path::Path::parent).unwrap().to_path_buf();
+    (dir != root.join("target")).then_some(dir)
+}
+
+/// `make demo-cluster`, end to end: scripts/demo-cluster.sh starts PostgreSQL, Redis, two
+/// replicas of each server and HAProxy; the walkthrough works through the two public URLs; a
+/// token is used once across the SERVER2 replicas; Ctrl-C stops every process it started.
+#[tokio::test]
+async fn the_demo_cluster_serves_the_walkthrough_through_haproxy_and_stops_on_ctrl_c() {
+    let _ports = DEMO_PORTS.lock().await;
+    const PORTS: [u16; 8] = [8001, 8002, 8011, 8012, 8021, 8022, 8031, 8032];
+    for port in PORTS {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken: stop `make demo-cluster` before running the tests"
+        );
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let target = built_in();
+    let (child, group, password) =
+        start_script("scripts/demo-cluster.sh", root, data.path(), target.as_deref());
+    let (s1, s2) = ("http://127.0.0.1:8001", "http://localhost:8002");
+    let c = client();
+    assert_eq!(try_sign_in(&c, s1, "demo", &password, None).await.status(), 303);
+    for id in ["42", "43", "44"] {
+        let path = format!("/handoff/partner/report.view?report_id={id}");
+        let token = open_handoff(&c, s1, &path).await;
+        let resp = submit(&c, s2, &token).await;
+        assert_eq!(resp.status(), 303, "report {id}");
+        let landing = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(text_of(&c, &format!("{s2}{landing}")).await.contains(&format!("Report {id}")));
+        // Whichever replica the second use reaches, it is refused: the store is shared.
+        for _ in 0..2 {
+            assert_eq!(submit(&plain_client(), s2, &token).await.status(), 401, "report {id}");
+        }
+    }
+    ctrl_c_closes(child, group, &PORTS);
+}
+
 /// `make demo`, end to end (see [`demo_serves_and_stops`]).
 #[tokio::test]
 async fn the_demo_script_runs_the_product_and_stops_on_ctrl_c() {
-    // The script runs the binaries this test run built: in ./target by default, or where
-    // CARGO_TARGET_DIR (set for this run) says.
-    let (server1, _) = (binary("server1"), binary("server2"));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let built_in = server1.parent().and_then(std::path::Path::parent).unwrap();
-    if built_in == root.join("target") {
-        demo_serves_and_stops(None).await;
-    } else {
-        demo_serves_and_stops(Some(built_in)).await;
-    }
+    // The script runs the binaries this test run built.
+    demo_serves_and_stops(built_in().as_deref()).await;
 }
 
 /// `make demo` with `CARGO_TARGET_DIR` set: the script finds the binaries where cargo puts

@@ -8,6 +8,7 @@ mod browser_binding;
 mod faults;
 mod flow;
 mod postgres;
+mod proxies;
 mod rejections;
 mod replay_redis;
 mod rotation;

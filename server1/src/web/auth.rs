@@ -106,7 +106,7 @@ pub(super) async fn login(
         return Err(AppError::Csrf);
     }
     let next = safe_next(Some(&form.next));
-    let client = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let client = state.config.trusted_proxies.client_ip(req);
     let previous = state.cookies.read(req, SESSION).map(|id| SessionHash::of(&id));
     let signed_in = match state
         .accounts

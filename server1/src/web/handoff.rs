@@ -16,6 +16,7 @@ use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
 use super::{current_user, pages, AppError, State};
+use handoff_web::client::client_shown;
 
 /// What the reserved parameters of a start URL asked for.
 #[derive(Debug, Default)]
@@ -107,7 +108,7 @@ pub(super) async fn start(
         operation = %kind,
         kid = %minted.kid,
         bound = reserved.nonce.is_some(),
-        client = %req.remote_addr(),
+        client = client_shown(state.config.trusted_proxies.client_ip(req)),
         "handoff minted"
     );
     if reserved.redirect_mode {

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use ::handoff::grant::Grant;
 use ::handoff::protocol::{start_param, start_path, TOKEN_FIELD};
 use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
+use handoff_web::client::client_shown;
 use handoff_web::{see_other, ErrorPage as _, StatusClass};
 use maud::html;
 use poem::http::{header, StatusCode};
@@ -184,7 +185,7 @@ fn refuse(
             sub,
             aud = %state.config.public_url,
             operation,
-            client = %req.remote_addr(),
+            client = client_shown(state.config.trusted_proxies.client_ip(req)),
             "handoff rejected"
         );
     }
@@ -216,7 +217,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         operation = %verified.operation().kind(),
         kid = %verified.kid(),
         bound = matches!(binding, Binding::Bound),
-        client = %req.remote_addr(),
+        client = client_shown(state.config.trusted_proxies.client_ip(req)),
         "handoff accepted"
     );
     let Ok(sealed) = state.grants.seal(&grant) else {

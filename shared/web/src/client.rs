@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use poem::http::header;
+use poem::http::{header, HeaderMap};
 use poem::Request;
 
 /// The proxies whose forwarding headers are believed (`PREFIX_TRUSTED_PROXIES`).
@@ -43,11 +43,17 @@ impl TrustedProxies {
     /// walk at the last hop that could (a trusted proxy): a forged or broken header never
     /// yields an address of the sender's choosing.
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
-        let peer = canonical(req.remote_addr().as_socket_addr()?.ip());
+        let peer = req.remote_addr().as_socket_addr()?.ip();
+        Some(self.client_behind(peer, req.headers()))
+    }
+
+    /// [`TrustedProxies::client_ip`] for a peer address and the request's headers.
+    pub fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
         if !self.trusts(peer) {
-            return Some(peer);
+            return peer;
         }
-        let chain = forwarded_chain(req);
+        let chain = forwarded_chain(headers);
         let mut client = peer;
         for hop in chain.iter().rev() {
             let Some(ip) = hop else { break };
@@ -56,8 +62,13 @@ impl TrustedProxies {
                 break;
             }
         }
-        Some(client)
+        client
     }
+}
+
+/// A client address for a log field: the address, or `-` when there is none.
+pub fn client_shown(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so one rule covers both spellings.
@@ -71,9 +82,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The addresses the proxies reported, nearest last: `Forwarded`'s `for=` parameters when the
 /// request has that header, else `X-Forwarded-For`'s entries; `None` for an entry that is not
 /// an address (`unknown`, an obfuscated name, garbage).
-fn forwarded_chain(req: &Request) -> Vec<Option<IpAddr>> {
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let values = |name| {
-        req.headers()
+        headers
             .get_all(name)
             .iter()
             .map(|v| v.to_str().unwrap_or("\u{0}").to_owned())
@@ -112,41 +123,41 @@ fn parse_node(value: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    fn req(peer: &str, headers: &[(&str, &str)]) -> Request {
-        let mut b = Request::builder();
+    fn client(proxies: &TrustedProxies, peer: &str, headers: &[(&str, &str)]) -> IpAddr {
+        let mut map = HeaderMap::new();
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            map.append(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
         }
-        let mut r = b.finish();
-        let addr: std::net::SocketAddr = peer.parse().expect("peer");
-        *r.remote_addr_mut() = poem::web::RemoteAddr(poem::Addr::SocketAddr(addr));
-        r
+        proxies.client_behind(peer.parse().expect("peer"), &map)
     }
 
-    fn ip(s: &str) -> Option<IpAddr> {
-        Some(s.parse().expect("ip"))
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
     }
 
     #[test]
     fn headers_count_only_from_trusted_proxies() {
         let none = TrustedProxies::default();
-        let spoofed = req("198.51.100.7:5000", &[("x-forwarded-for", "10.9.9.9")]);
-        assert_eq!(none.client_ip(&spoofed), ip("198.51.100.7"), "nobody trusted by default");
+        let spoofed = [("x-forwarded-for", "10.9.9.9")];
+        assert_eq!(client(&none, "198.51.100.7", &spoofed), ip("198.51.100.7"), "none trusted");
         let lb = TrustedProxies::parse("127.0.0.1/32, 10.0.0.0/8").expect("list");
-        assert_eq!(lb.client_ip(&spoofed), ip("198.51.100.7"), "the peer is not a proxy");
-        let via = req("127.0.0.1:5000", &[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.2.3")]);
-        assert_eq!(lb.client_ip(&via), ip("203.0.113.5"), "the nearest untrusted hop");
-        let all = req("127.0.0.1:5000", &[("x-forwarded-for", "10.1.1.1")]);
-        assert_eq!(lb.client_ip(&all), ip("10.1.1.1"), "proxies all the way: the farthest");
-        let broken = req("127.0.0.1:5000", &[("x-forwarded-for", "6.6.6.6, garbage")]);
-        assert_eq!(lb.client_ip(&broken), ip("127.0.0.1"), "an unreadable hop ends the walk");
-        let fwd = req(
-            "[::ffff:127.0.0.1]:5000",
-            &[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https")],
-        );
-        assert_eq!(lb.client_ip(&fwd), ip("2001:db8::1"), "Forwarded, mapped peer");
+        assert_eq!(client(&lb, "198.51.100.7", &spoofed), ip("198.51.100.7"), "not a proxy");
+        let via = [("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.2.3")];
+        assert_eq!(client(&lb, "127.0.0.1", &via), ip("203.0.113.5"), "nearest untrusted hop");
+        let all = [("x-forwarded-for", "10.1.1.1")];
+        assert_eq!(client(&lb, "127.0.0.1", &all), ip("10.1.1.1"), "proxies all the way");
+        let broken = [("x-forwarded-for", "6.6.6.6, garbage")];
+        assert_eq!(client(&lb, "127.0.0.1", &broken), ip("127.0.0.1"), "unreadable hop ends it");
+        let fwd = [("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https")];
+        assert_eq!(client(&lb, "::ffff:127.0.0.1", &fwd), ip("2001:db8::1"), "Forwarded, mapped");
+        let split = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "10.0.0.2")];
+        assert_eq!(client(&lb, "127.0.0.1", &split), ip("6.6.6.6"), "header lines in order");
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("proxy.example").is_err());
         assert_eq!(TrustedProxies::parse(" ").expect("empty"), TrustedProxies::default());
+        assert_eq!(client_shown(None), "-");
     }
 }

@@ -7,11 +7,13 @@
 //! - [`cookies`]: cookie names, attributes and anti-forgery tokens;
 //! - [`pages`] and [`respond`]: the page frame and small responses;
 //! - [`config`] and [`env`]: configuration rules and reading the environment;
+//! - [`client`]: the client's address behind trusted proxies;
 //! - [`net`]: the listener and the shutdown signal;
 //! - [`telemetry`]: log set-up, batched writing, log budgets.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod cookies;
 pub mod env;
@@ -23,6 +25,7 @@ pub mod respond;
 pub mod telemetry;
 
 pub use app::{App, BuildError, ErrorPage, Routes, Service, Settings};
+pub use client::TrustedProxies;
 pub use cookies::{CookieName, CookieSecurity, Csrf, Jar, SameSite};
 pub use guard::{Hardening, Limits};
 pub use pages::{Brand, StatusClass};
