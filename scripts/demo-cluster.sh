@@ -85,16 +85,26 @@ if [ ! -f "$data/demo-password" ]; then
 fi
 password=$(cat "$data/demo-password")
 
+# SERVER1 and HAProxy first: SERVER2 fetches the issuer's keys through the portal's URL.
 SERVER1_LISTEN="127.0.0.1:$SERVER1A_PORT" "$bin/server1" serve & pids+=($!)
 SERVER1_LISTEN="127.0.0.1:$SERVER1B_PORT" "$bin/server1" serve & pids+=($!)
+haproxy -db -f deploy/haproxy.cfg & pids+=($!)
 SERVER2_LISTEN="127.0.0.1:$SERVER2A_PORT" "$bin/server2" & pids+=($!)
 SERVER2_LISTEN="127.0.0.1:$SERVER2B_PORT" "$bin/server2" & pids+=($!)
-haproxy -db -f deploy/haproxy.cfg & pids+=($!)
 
+# Ready when every replica says so and HAProxy passes both URLs through (it checks each
+# replica's /readyz every second and sends requests only to those that answer).
+ready() {
+  for port in "$SERVER1A_PORT" "$SERVER1B_PORT" "$SERVER2A_PORT" "$SERVER2B_PORT" \
+    "$PORTAL_PORT" "$PARTNER_PORT"; do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 || return 1
+  done
+}
 for _ in $(seq 1 150); do
-  curl -fsS "http://127.0.0.1:$PARTNER_PORT/readyz" >/dev/null 2>&1 && break
+  ready && break
   sleep 0.2
 done
+ready || { echo "the cluster did not become ready; see the logs above" >&2; exit 1; }
 
 cat <<BANNER
 
