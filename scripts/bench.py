@@ -123,11 +123,14 @@ def unaccepted(name, r):
     return None
 
 
-def redis_store(work, env, server2_url, per_run, rate, memory_post, memory_load):
+def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
-    generator), measured as the memory store was: accepts beside the yardstick (three rounds,
-    the median), Redis's CPU per handoff, and the open-loop latency at the same offered load."""
+    generator), running beside the memory-store SERVER2 (idle while the other is measured):
+    accepts beside the yardstick, rounds of the two alternating so both see the same machine
+    (the medians are compared), Redis's CPU per handoff, and the open-loop latency at the same
+    offered load."""
     port = P2 + 100
+    listen = P2 + 1
     redis_dir = os.path.join(work, "redis")
     os.makedirs(redis_dir)
     redis = subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
@@ -135,11 +138,12 @@ def redis_store(work, env, server2_url, per_run, rate, memory_post, memory_load)
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows, notes, failures = [], [], []
     try:
-        env = dict(env, SERVER2_REPLAY_STORE=f"redis://127.0.0.1:{port}/0")
+        # The same audience (the tokens' `aud`), on a port of its own.
+        env = dict(env, SERVER2_REPLAY_STORE=f"redis://127.0.0.1:{port}/0", SERVER2_LISTEN=f"127.0.0.1:{listen}")
         log = open(os.path.join(work, "server2-redis.log"), "w")
         server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
         try:
-            wait_ready(f"{server2_url}/readyz", log)
+            wait_ready(f"http://127.0.0.1:{listen}/readyz", log)
             # Tokens minted once this server (and so the store's epoch) is up, under the same key.
             tokens_dir = os.path.join(work, "redis-tokens")
             os.makedirs(tokens_dir)
@@ -148,27 +152,32 @@ def redis_store(work, env, server2_url, per_run, rate, memory_post, memory_load)
             run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
                  "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
             valid = os.path.join(tokens_dir, "valid.txt")
-            url = f"{server2_url}/handoff"
-            redis_before = cpu_seconds(redis.pid)
-            results, first = [], 1
+            url = f"http://127.0.0.1:{listen}/handoff"
+            results, memory, first, redis_cpu = [], [], 1, 0.0
             for _ in range(ROUNDS):
+                m_first, m_last = memory_tokens(per_run // 2)
+                memory.append(measure(memory_pid, f"{server2_url}/handoff", [memory_valid, "post", m_first, m_last, 0],
+                                      yardstick="verify"))
                 last = first + per_run // 2 - 1
+                redis_before = cpu_seconds(redis.pid)
                 results.append(measure(server.pid, url, [valid, "post", first, last, 0], yardstick="verify"))
+                redis_cpu += cpu_seconds(redis.pid) - redis_before
                 first = last + 1
             handled = sum(r["total"] for r in results)
-            redis_cpu = cpu_seconds(redis.pid) - redis_before
+            base = median_round(memory)
             r = median_round(results)
-            r["vs_accept"] = r["vs_ring"] / memory_post["vs_ring"]
+            r["vs_accept"] = r["vs_ring"] / base["vs_ring"]
+            rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
             rows.append(("accept, form POST, Redis replay store", r, "verify"))
-            failures += filter(None, (unaccepted("accept with Redis", x) for x in results))
-            load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{P2}",
+            failures += filter(None, (unaccepted("accept with Redis", x) for x in results + memory))
+            load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{listen}",
                                    "--tokens", valid, "--first", str(first), "--rate", str(rate),
                                    "--seconds", str(DURATION), "--connections", "16"]))
             if load["status_3xx"] != load["completed"]:
                 failures.append(f"constant load, Redis: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")
             notes.append(
                 f"Redis replay store: SERVER2 handles {r['vs_accept']:.0%} as many handoffs per CPU-second as with the "
-                f"memory store (each beside the yardstick, median of {ROUNDS}); Redis spends "
+                f"memory store (each beside the yardstick, {ROUNDS} rounds of each alternating, medians); Redis spends "
                 f"{redis_cpu / max(handled, 1) * 1e6:.1f} µs of CPU per handoff; at {rate:,}/s offered (open loop) "
                 f"p50 {load['p50_us'] / 1000:.2f} ms and p99 {load['p99_us'] / 1000:.2f} ms against the memory store's "
                 f"{memory_load['p50_us'] / 1000:.2f} ms and {memory_load['p99_us'] / 1000:.2f} ms")
@@ -278,7 +287,8 @@ def main():
         # Distinct tokens for every request: the peak run, the open-loop run and the runs beside
         # the yardstick (which get about half the core), at well over any rate this machine reaches.
         per_run = 25_000 * DURATION
-        count = per_run * (2 + ROUNDS)
+        # (and the memory-store rounds that alternate with the Redis store's)
+        count = per_run * (4 + ROUNDS)
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
         prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
                    "--audience", server2_url, "--count", str(count)]
@@ -357,17 +367,19 @@ def main():
             rows.append(("floor: GET /healthz (no work)", r, "verify"))
             empty = r
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
+            if shutil.which("redis-server"):
+                more_rows, more_notes, more_failures = redis_store(work, env, server2_url, per_run, rate, server.pid,
+                                                                   tokens, valid, load)
+                rows += more_rows
+                notes += more_notes
+                failures += more_failures
+            else:
+                notes.append("Redis replay store: redis-server is not installed (apt-get install redis-server), "
+                             "so it is skipped")
         finally:
             server.terminate()
             server.wait(timeout=15)
 
-        if shutil.which("redis-server"):
-            more_rows, more_notes, more_failures = redis_store(work, env, server2_url, per_run, rate, rows[1][1], load)
-            rows += more_rows
-            notes += more_notes
-            failures += more_failures
-        else:
-            notes.append("Redis replay store: redis-server is not installed (apt-get install redis-server), so it is skipped")
 
         instructions = {}
         # callgrind_control and callgrind_annotate are Perl scripts.

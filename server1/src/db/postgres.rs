@@ -224,13 +224,13 @@ impl PgDb {
         SystemRandom::new().fill(&mut fresh).map_err(|_| DbError::Random)?;
         self.with(|conn| async move {
             conn.execute(
-                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &conn.prepare_cached("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING").await.map_err(unavailable)?,
                 &[&name, &&fresh[..]],
             )
             .await
             .map_err(unavailable)?;
             let row = conn
-                .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+                .query_one(&conn.prepare_cached("SELECT value FROM secrets WHERE name = $1").await.map_err(unavailable)?, &[&name])
                 .await
                 .map_err(unavailable)?;
             Ok(row.get::<_, Vec<u8>>(0))
@@ -258,8 +258,7 @@ impl PgDb {
         self.with(|mut conn| async move {
             let tx = conn.transaction().await.map_err(unavailable)?;
             let inserted = tx
-                .execute(
-                    "INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+                .execute("INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)",
                     &[&id2.as_str(), &name.as_str(), &password_hash, &secs(now)],
                 )
                 .await;
@@ -291,10 +290,9 @@ impl PgDb {
     pub async fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
         self.with(|conn| async move {
             let row = conn
-                .query_opt(
-                    "SELECT u.id, u.password_hash,
+                .query_opt(&conn.prepare_cached("SELECT u.id, u.password_hash,
                             (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                     FROM users u WHERE u.name = $1",
+                     FROM users u WHERE u.name = $1").await.map_err(unavailable)?,
                     &[&name.as_str()],
                 )
                 .await
@@ -323,7 +321,7 @@ impl PgDb {
     ) -> Result<(), DbError> {
         self.with(|conn| async move {
             conn.execute(
-                "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &conn.prepare_cached("INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)").await.map_err(unavailable)?,
                 &[&id_hash, &user.as_str(), &secs(now), &secs(expires)],
             )
             .await
@@ -345,11 +343,10 @@ impl PgDb {
     ) -> Result<Option<User>, DbError> {
         self.with(|conn| async move {
             let row = conn
-                .query_opt(
-                    "SELECT u.id, u.name,
+                .query_opt(&conn.prepare_cached("SELECT u.id, u.name,
                             (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
                      FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.id_hash = $1 AND s.expires_at > $2",
+                     WHERE s.id_hash = $1 AND s.expires_at > $2").await.map_err(unavailable)?,
                     &[&id_hash, &secs(now)],
                 )
                 .await
@@ -370,10 +367,16 @@ impl PgDb {
     /// [`DbError::Unavailable`].
     pub async fn delete_session(&self, id_hash: &[u8]) -> Result<(), DbError> {
         self.with(|conn| async move {
-            conn.execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
-                .await
-                .map_err(unavailable)
-                .map(drop)
+            conn.execute(
+                &conn
+                    .prepare_cached("DELETE FROM sessions WHERE id_hash = $1")
+                    .await
+                    .map_err(unavailable)?,
+                &[&id_hash],
+            )
+            .await
+            .map_err(unavailable)
+            .map(drop)
         })
         .await
     }
@@ -388,12 +391,11 @@ impl PgDb {
         let idle = now.saturating_sub(i64::try_from(idle_secs).unwrap_or(i64::MAX));
         self.with(|conn| async move {
             let sessions = conn
-                .execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now])
+                .execute(&conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= $1").await.map_err(unavailable)?, &[&now])
                 .await
                 .map_err(unavailable)?;
             let counts = conn
-                .execute(
-                    "DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2",
+                .execute(&conn.prepare_cached("DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2").await.map_err(unavailable)?,
                     &[&idle, &now],
                 )
                 .await
@@ -411,8 +413,7 @@ impl PgDb {
     pub async fn throttle_blocked_until(&self, keys: &[String]) -> Result<u64, DbError> {
         self.with(|conn| async move {
             let row = conn
-                .query_one(
-                    "SELECT COALESCE(MAX(blocked_until), 0) FROM signin_throttle WHERE key = ANY($1)",
+                .query_one(&conn.prepare_cached("SELECT COALESCE(MAX(blocked_until), 0) FROM signin_throttle WHERE key = ANY($1)").await.map_err(unavailable)?,
                     &[&keys],
                 )
                 .await
@@ -436,13 +437,12 @@ impl PgDb {
         let (now, idle) = (secs(now), i64::try_from(idle_secs).unwrap_or(i64::MAX));
         self.with(|conn| async move {
             let row = conn
-                .query_one(
-                    "INSERT INTO signin_throttle AS t (key, failures, blocked_until, last_seen)
+                .query_one(&conn.prepare_cached("INSERT INTO signin_throttle AS t (key, failures, blocked_until, last_seen)
                      VALUES ($1, 1, 0, $2)
                      ON CONFLICT (key) DO UPDATE SET
                         failures = CASE WHEN $2 - t.last_seen >= $3 THEN 1 ELSE t.failures + 1 END,
                         last_seen = $2
-                     RETURNING failures",
+                     RETURNING failures").await.map_err(unavailable)?,
                     &[&key, &now, &idle],
                 )
                 .await
@@ -461,7 +461,7 @@ impl PgDb {
         let until = i64::try_from(until).unwrap_or(i64::MAX);
         self.with(|conn| async move {
             conn.execute(
-                "UPDATE signin_throttle SET blocked_until = GREATEST(blocked_until, $2) WHERE key = $1",
+                &conn.prepare_cached("UPDATE signin_throttle SET blocked_until = GREATEST(blocked_until, $2) WHERE key = $1").await.map_err(unavailable)?,
                 &[&key, &until],
             )
             .await
@@ -478,10 +478,16 @@ impl PgDb {
     /// [`DbError::Unavailable`].
     pub async fn throttle_clear(&self, key: &str) -> Result<(), DbError> {
         self.with(|conn| async move {
-            conn.execute("DELETE FROM signin_throttle WHERE key = $1", &[&key])
-                .await
-                .map_err(unavailable)
-                .map(drop)
+            conn.execute(
+                &conn
+                    .prepare_cached("DELETE FROM signin_throttle WHERE key = $1")
+                    .await
+                    .map_err(unavailable)?,
+                &[&key],
+            )
+            .await
+            .map_err(unavailable)
+            .map(drop)
         })
         .await
     }
