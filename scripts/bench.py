@@ -125,66 +125,74 @@ def unaccepted(name, r):
 
 def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
-    generator), running beside the memory-store SERVER2 (idle while the other is measured):
-    accepts beside the yardstick, rounds of the two alternating so both see the same machine
-    (the medians are compared), Redis's CPU per handoff, and the open-loop latency at the same
-    offered load."""
+    generator), reached over TCP and through its socket file: two more SERVER2s beside the
+    memory-store one (each idle while another is measured). Accepts beside the yardstick, the
+    rounds of the three alternating so all see the same machine (the medians are compared),
+    Redis's CPU per handoff, and the open-loop latency at the same offered load."""
     port = P2 + 100
-    listen = P2 + 1
     redis_dir = os.path.join(work, "redis")
     os.makedirs(redis_dir)
+    sock = os.path.join(redis_dir, "redis.sock")
     redis = subprocess.Popen(["taskset", "-c", "1", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--unixsocket", sock, "--unixsocketperm", "700",
                               "--save", "", "--appendonly", "no", "--dir", redis_dir],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows, notes, failures = [], [], []
+    rows, notes, failures, servers = [], [], [], []
     try:
-        # The same audience (the tokens' `aud`), on a port of its own.
-        env = dict(env, SERVER2_REPLAY_STORE=f"redis://127.0.0.1:{port}/0", SERVER2_LISTEN=f"127.0.0.1:{listen}")
-        log = open(os.path.join(work, "server2-redis.log"), "w")
-        server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
-        try:
+        variants = [("TCP", f"redis://127.0.0.1:{port}/0", P2 + 1), ("socket file", f"redis+unix://{sock}", P2 + 2)]
+        for name, store, listen in variants:
+            # The same audience (the tokens' `aud`), on a port of its own.
+            env2 = dict(env, SERVER2_REPLAY_STORE=store, SERVER2_LISTEN=f"127.0.0.1:{listen}")
+            log = open(os.path.join(work, f"server2-redis-{listen}.log"), "w")
+            servers.append(subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env2, stderr=log, stdout=log))
             wait_ready(f"http://127.0.0.1:{listen}/readyz", log)
-            # Tokens minted once this server (and so the store's epoch) is up, under the same key.
-            tokens_dir = os.path.join(work, "redis-tokens")
-            os.makedirs(tokens_dir)
-            shutil.copy(os.path.join(work, "signing.pk8"), tokens_dir)
-            count = per_run // 2 * ROUNDS + rate * DURATION
-            run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
-                 "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
-            valid = os.path.join(tokens_dir, "valid.txt")
-            url = f"http://127.0.0.1:{listen}/handoff"
-            results, memory, first, redis_cpu = [], [], 1, 0.0
-            for _ in range(ROUNDS):
-                m_first, m_last = memory_tokens(per_run // 2)
-                memory.append(measure(memory_pid, f"{server2_url}/handoff", [memory_valid, "post", m_first, m_last, 0],
-                                      yardstick="verify"))
+        # Tokens minted once these servers (and so the store's epochs) are up, under the same key.
+        tokens_dir = os.path.join(work, "redis-tokens")
+        os.makedirs(tokens_dir)
+        shutil.copy(os.path.join(work, "signing.pk8"), tokens_dir)
+        count = per_run // 2 * ROUNDS * 2 + rate * DURATION * 2
+        run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
+             "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
+        valid = os.path.join(tokens_dir, "valid.txt")
+        results = {name: [] for name, _, _ in variants}
+        memory, first, redis_cpu = [], 1, {name: 0.0 for name, _, _ in variants}
+        for _ in range(ROUNDS):
+            m_first, m_last = memory_tokens(per_run // 2)
+            memory.append(measure(memory_pid, f"{server2_url}/handoff", [memory_valid, "post", m_first, m_last, 0],
+                                  yardstick="verify"))
+            for (name, _, listen), server in zip(variants, servers):
                 last = first + per_run // 2 - 1
-                redis_before = cpu_seconds(redis.pid)
-                results.append(measure(server.pid, url, [valid, "post", first, last, 0], yardstick="verify"))
-                redis_cpu += cpu_seconds(redis.pid) - redis_before
+                before = cpu_seconds(redis.pid)
+                results[name].append(measure(server.pid, f"http://127.0.0.1:{listen}/handoff",
+                                             [valid, "post", first, last, 0], yardstick="verify"))
+                redis_cpu[name] += cpu_seconds(redis.pid) - before
                 first = last + 1
-            handled = sum(r["total"] for r in results)
-            base = median_round(memory)
-            r = median_round(results)
+        base = median_round(memory)
+        rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
+        failures += filter(None, (unaccepted("accept, memory store", x) for x in memory))
+        for name, _, listen in variants:
+            r = median_round(results[name])
             r["vs_accept"] = r["vs_ring"] / base["vs_ring"]
-            rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
-            rows.append(("accept, form POST, Redis replay store", r, "verify"))
-            failures += filter(None, (unaccepted("accept with Redis", x) for x in results + memory))
+            rows.append((f"accept, form POST, Redis replay store ({name})", r, "verify"))
+            failures += filter(None, (unaccepted(f"accept with Redis ({name})", x) for x in results[name]))
             load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{listen}",
                                    "--tokens", valid, "--first", str(first), "--rate", str(rate),
                                    "--seconds", str(DURATION), "--connections", "16"]))
+            first += rate * DURATION
             if load["status_3xx"] != load["completed"]:
-                failures.append(f"constant load, Redis: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")
+                failures.append(f"constant load, Redis ({name}): {load['completed'] - load['status_3xx']} of "
+                                f"{load['completed']} not accepted")
+            handled = sum(x["total"] for x in results[name])
             notes.append(
-                f"Redis replay store: SERVER2 handles {r['vs_accept']:.0%} as many handoffs per CPU-second as with the "
-                f"memory store (each beside the yardstick, {ROUNDS} rounds of each alternating, medians); Redis spends "
-                f"{redis_cpu / max(handled, 1) * 1e6:.1f} µs of CPU per handoff; at {rate:,}/s offered (open loop) "
-                f"p50 {load['p50_us'] / 1000:.2f} ms and p99 {load['p99_us'] / 1000:.2f} ms against the memory store's "
-                f"{memory_load['p50_us'] / 1000:.2f} ms and {memory_load['p99_us'] / 1000:.2f} ms")
-        finally:
+                f"Redis replay store over {name}: SERVER2 handles {r['vs_accept']:.0%} as many handoffs per CPU-second "
+                f"as with the memory store (each beside the yardstick, {ROUNDS} rounds of each alternating, medians); "
+                f"Redis spends {redis_cpu[name] / max(handled, 1) * 1e6:.1f} µs of CPU per handoff; at {rate:,}/s "
+                f"offered (open loop) p50 {load['p50_us'] / 1000:.2f} ms and p99 {load['p99_us'] / 1000:.2f} ms against "
+                f"the memory store's {memory_load['p50_us'] / 1000:.2f} ms and {memory_load['p99_us'] / 1000:.2f} ms")
+    finally:
+        for server in servers:
             server.terminate()
             server.wait(timeout=15)
-    finally:
         redis.terminate()
         redis.wait(timeout=15)
     return rows, notes, failures
@@ -287,7 +295,7 @@ def main():
         # Distinct tokens for every request: the peak run, the open-loop run and the runs beside
         # the yardstick (which get about half the core), at well over any rate this machine reaches.
         per_run = 25_000 * DURATION
-        # (and the memory-store rounds that alternate with the Redis store's)
+        # (and the memory-store rounds that alternate with the Redis stores')
         count = per_run * (4 + ROUNDS)
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
         prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",

@@ -879,12 +879,20 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// `redis+unix:///DIR/redis.sock`: the same server through its socket file.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.dir.path().join("redis.sock").display())
+    }
+
     async fn launch(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.dir.path().join("redis.sock"))
+            .args(["--unixsocketperm", "700"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs (apt-get install redis-server; .ci/run installs it)");

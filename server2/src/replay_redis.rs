@@ -51,20 +51,21 @@ return 0
 pub struct RedisUrl(url::Url);
 
 impl RedisUrl {
-    /// Checks `value`: `redis://` or `rediss://` (TLS), with a host.
+    /// Checks `value`: `redis://` or `rediss://` (TLS) with a host, or `redis+unix:///PATH` (a
+    /// Redis on this host, through its socket file; `?db=N` picks the database).
     ///
     /// # Errors
     ///
     /// Any other URL; the message never repeats it (it may hold a password).
     pub fn parse(value: &str) -> Result<Self, &'static str> {
         let url = url::Url::parse(value).map_err(|_| "not a URL")?;
-        if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err("the scheme is redis:// or rediss://");
+        match url.scheme() {
+            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(Self(url)),
+            "redis" | "rediss" => Err("no host"),
+            "redis+unix" if url.path().len() > 1 => Ok(Self(url)),
+            "redis+unix" => Err("no socket path"),
+            _ => Err("the scheme is redis://, rediss:// or redis+unix://"),
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("no host");
-        }
-        Ok(Self(url))
     }
 
     fn shown(&self) -> String {
@@ -253,12 +254,14 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_never_shown_with_their_password() {
+        let unix = RedisUrl::parse("redis+unix:///run/redis/redis.sock?db=1").expect("unix");
+        assert_eq!(unix.to_string(), "redis+unix:///run/redis/redis.sock");
         let url = RedisUrl::parse("rediss://user:s3cret@cache.example:6380/2").expect("url");
         for shown in [format!("{url}"), format!("{url:?}")] {
             assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
             assert!(shown.contains("rediss://cache.example:6380/2"), "{shown}");
         }
-        for bad in ["http://x", "redis://", "redis:x", "memory", ""] {
+        for bad in ["http://x", "redis://", "redis:x", "memory", "", "redis+unix://"] {
             assert!(RedisUrl::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -8,8 +8,24 @@ use handoff_tests::*;
 
 /// Points SERVER2 at `redis`.
 fn on(redis: &RedisServer) -> impl FnOnce(&mut server2::Config) {
-    let url = server2::config::RedisUrl::parse(&redis.url()).unwrap();
+    at(&redis.url())
+}
+
+/// Points SERVER2 at the Redis at `url`.
+fn at(url: &str) -> impl FnOnce(&mut server2::Config) {
+    let url = server2::config::RedisUrl::parse(url).unwrap();
     move |c| c.replay_store = server2::config::ReplayStoreSetting::Redis(url)
+}
+
+#[tokio::test]
+async fn a_redis_on_this_host_is_reached_through_its_socket_file() {
+    let redis = RedisServer::start().await;
+    let s = spawn_with(at(&redis.unix_url())).await;
+    let token = report_token(&minter(&s, 60), &s.server2, "alice", "7", now()).into_string();
+    let c = plain_client();
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 303);
+    assert_eq!(submit(&c, &s.server2, &token).await.status(), 401, "used once");
+    assert!(s.server2_logs().contains("replay store available store=redis+unix://"));
 }
 
 #[tokio::test]
