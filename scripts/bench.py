@@ -115,6 +115,7 @@ def median_round(results):
     r = ranked[len(ranked) // 2]
     if len(ranked) > 1:
         r["spread"] = f"{ranked[0]['vs_ring']:.0%}–{ranked[-1]['vs_ring']:.0%}"
+        r["rounds"] = len(ranked)
     return r
 
 
@@ -449,7 +450,7 @@ def main():
             ring = f"{r['ring']:,.0f}" if "ring" in r else "—"
             ratio = f"{r['vs_ring']:.0%} of {yard}" if "vs_ring" in r else "—"
             if "spread" in r:
-                ratio += f" (median of {ROUNDS}: {r['spread']})"
+                ratio += f" (median of {r['rounds']}: {r['spread']})"
             faster = f"{r['vs_accept']:.1f}×" if "vs_accept" in r else "—"
             print(f"| {name} | {r['rps']:,.0f} | {r['p50']} | {r['p99']} | {r['cpu']:.2f} | "
                   f"{r['per_cpu_s']:,.0f} | {ring} | {ratio} | {faster} |")
