@@ -92,6 +92,8 @@ pub struct RedisReplayStore {
     conn: ConnectionManager,
     record_use: redis::Script,
     namespace: String,
+    /// Each shard's epoch key, made once.
+    epochs: Vec<String>,
     timeout: Duration,
     available: AtomicBool,
     shown: String,
@@ -109,9 +111,9 @@ impl std::fmt::Debug for RedisReplayStore {
 
 impl RedisReplayStore {
     /// A store at `url` for tokens from `issuer` to `audience`, each request bounded by
-    /// `timeout` (connecting included); epochs are written with `clock`'s time. Connects lazily: a Redis that is down now is not an
-    /// error here (SERVER2 starts not ready and keeps trying). Must be called inside a Tokio
-    /// runtime.
+    /// `timeout` (connecting included); epochs are written with `clock`'s time. Connects
+    /// lazily: a Redis that is down now is not an error here (SERVER2 starts not ready and keeps
+    /// trying). Must be called inside a Tokio runtime.
     ///
     /// # Errors
     ///
@@ -131,10 +133,14 @@ impl RedisReplayStore {
             .set_max_delay(Duration::from_millis(100));
         let conn =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        let namespace = namespace(issuer, audience);
+        let epochs =
+            (0..SHARDS).map(|shard| format!("{namespace}:{{s{shard:02}}}:epoch")).collect();
         Ok(Self {
             conn,
             record_use: redis::Script::new(RECORD_USE),
-            namespace: namespace(issuer, audience),
+            namespace,
+            epochs,
             timeout,
             available: AtomicBool::new(false),
             shown: url.to_string(),
@@ -142,9 +148,12 @@ impl RedisReplayStore {
         })
     }
 
-    /// The key `what` of the shard `jti` falls in.
-    fn key(&self, shard: u128, what: &str) -> String {
-        format!("{}:{{s{shard:02}}}:{what}", self.namespace)
+    /// The shard `jti` falls in (its id is random: shards fill evenly), its epoch key, and the
+    /// `jti`'s key there.
+    fn keys(&self, jti: Jti) -> (&str, String) {
+        let shard = jti.as_u128() % SHARDS;
+        let epoch = self.epochs.get(shard as usize).map_or("", String::as_str);
+        (epoch, format!("{}:{{s{shard:02}}}:jti:{jti}", self.namespace))
     }
 
     /// Runs `request` within the timeout, keeping [`ReplayStore::is_available`] up to date.
@@ -181,7 +190,7 @@ impl ReplayStore for RedisReplayStore {
     /// time. SERVER2 records uses through [`ReplayStore::record_use`].
     fn check_and_set(&self, jti: Jti, until: UnixTime, now: UnixTime) -> ReplayFuture<'_> {
         Box::pin(async move {
-            let key = self.key(jti.as_u128() % SHARDS, &format!("jti:{jti}"));
+            let (_, key) = self.keys(jti);
             let ms = until.as_secs().saturating_sub(now.as_secs()).max(1) * 1000;
             let mut conn = self.conn.clone();
             let set: Option<String> = self
@@ -207,16 +216,11 @@ impl ReplayStore for RedisReplayStore {
         now: UnixTime,
     ) -> ReplayFuture<'_> {
         Box::pin(async move {
-            let shard = jti.as_u128() % SHARDS;
+            let (epoch, key) = self.keys(jti);
             let ms = until.as_secs().saturating_sub(now.as_secs()).max(1) * 1000;
             let mut conn = self.conn.clone();
             let mut invocation = self.record_use.prepare_invoke();
-            invocation
-                .key(self.key(shard, "epoch"))
-                .key(self.key(shard, &format!("jti:{jti}")))
-                .arg(now.as_secs())
-                .arg(issued_at.as_secs())
-                .arg(ms);
+            invocation.key(epoch).key(key).arg(now.as_secs()).arg(issued_at.as_secs()).arg(ms);
             let outcome: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
             match outcome {
                 1 => Ok(Freshness::Fresh),
@@ -235,8 +239,8 @@ impl ReplayStore for RedisReplayStore {
         Box::pin(async move {
             let now = self.clock.now().as_secs();
             let mut pipe = redis::pipe();
-            for shard in 0..SHARDS {
-                pipe.cmd("SET").arg(self.key(shard, "epoch")).arg(now).arg("NX").ignore();
+            for epoch in &self.epochs {
+                pipe.cmd("SET").arg(epoch).arg(now).arg("NX").ignore();
             }
             let mut conn = self.conn.clone();
             self.bounded(pipe.query_async::<()>(&mut conn)).await

@@ -108,7 +108,7 @@ pub(super) async fn start(
         operation = %kind,
         kid = %minted.kid,
         bound = reserved.nonce.is_some(),
-        client = client_shown(state.config.trusted_proxies.client_ip(req)),
+        client = %client_shown(state.config.trusted_proxies.client_ip(req)),
         "handoff minted"
     );
     if reserved.redirect_mode {

@@ -185,7 +185,7 @@ fn refuse(
             sub,
             aud = %state.config.public_url,
             operation,
-            client = client_shown(state.config.trusted_proxies.client_ip(req)),
+            client = %client_shown(state.config.trusted_proxies.client_ip(req)),
             "handoff rejected"
         );
     }
@@ -217,7 +217,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         operation = %verified.operation().kind(),
         kid = %verified.kid(),
         bound = matches!(binding, Binding::Bound),
-        client = client_shown(state.config.trusted_proxies.client_ip(req)),
+        client = %client_shown(state.config.trusted_proxies.client_ip(req)),
         "handoff accepted"
     );
     let Ok(sealed) = state.grants.seal(&grant) else {

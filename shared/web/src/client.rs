@@ -66,9 +66,19 @@ impl TrustedProxies {
     }
 }
 
-/// A client address for a log field: the address, or `-` when there is none.
-pub fn client_shown(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+/// A client address for a log field, written only if the line is: the address, or `-` when
+/// there is none.
+pub fn client_shown(ip: Option<IpAddr>) -> impl std::fmt::Display {
+    struct Shown(Option<IpAddr>);
+    impl std::fmt::Display for Shown {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.0 {
+                Some(ip) => ip.fmt(f),
+                None => f.write_str("-"),
+            }
+        }
+    }
+    Shown(ip)
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so one rule covers both spellings.
@@ -158,6 +168,7 @@ mod tests {
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("proxy.example").is_err());
         assert_eq!(TrustedProxies::parse(" ").expect("empty"), TrustedProxies::default());
-        assert_eq!(client_shown(None), "-");
+        assert_eq!(client_shown(None).to_string(), "-");
+        assert_eq!(client_shown(Some(ip("192.0.2.1"))).to_string(), "192.0.2.1");
     }
 }
