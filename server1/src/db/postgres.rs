@@ -13,7 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use handoff::{Subject, UnixTime};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use super::{new_user_id, user_from_row, Counted, DbError, OpenMode, PoolSettings, User};
 use crate::names::{Role, UserName};
@@ -214,6 +215,44 @@ impl PgDb {
             .is_ok()
     }
 
+    /// Runs one statement (prepared once per connection) within the timeout; the rows it
+    /// changed.
+    async fn execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        self.with(|conn| async move {
+            let statement = conn.prepare_cached(sql).await.map_err(unavailable)?;
+            conn.execute(&statement, params).await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Runs one query (prepared once per connection) within the timeout; its row, if any.
+    async fn query_opt(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, DbError> {
+        self.with(|conn| async move {
+            let statement = conn.prepare_cached(sql).await.map_err(unavailable)?;
+            conn.query_opt(&statement, params).await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// As [`PgDb::query_opt`], for a query that always answers one row.
+    async fn query_one(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, DbError> {
+        self.query_opt(sql, params).await?.ok_or_else(|| {
+            DbError::Unavailable("a query that answers one row answered none".into())
+        })
+    }
+
     /// See [`super::Db::secret`].
     ///
     /// # Errors
@@ -222,20 +261,14 @@ impl PgDb {
     pub async fn secret(&self, name: &str) -> Result<Vec<u8>, DbError> {
         let mut fresh = [0u8; 32];
         SystemRandom::new().fill(&mut fresh).map_err(|_| DbError::Random)?;
-        self.with(|conn| async move {
-            conn.execute(
-                &conn.prepare_cached("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING").await.map_err(unavailable)?,
-                &[&name, &&fresh[..]],
-            )
-            .await
-            .map_err(unavailable)?;
-            let row = conn
-                .query_one(&conn.prepare_cached("SELECT value FROM secrets WHERE name = $1").await.map_err(unavailable)?, &[&name])
-                .await
-                .map_err(unavailable)?;
-            Ok(row.get::<_, Vec<u8>>(0))
-        })
-        .await
+        let fresh = &fresh[..];
+        self.execute(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &fresh],
+        )
+        .await?;
+        let row = self.query_one("SELECT value FROM secrets WHERE name = $1", &[&name]).await?;
+        Ok(row.get::<_, Vec<u8>>(0))
     }
 
     /// See [`super::Db::add_user`].
@@ -258,7 +291,9 @@ impl PgDb {
         self.with(|mut conn| async move {
             let tx = conn.transaction().await.map_err(unavailable)?;
             let inserted = tx
-                .execute("INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+                .execute(
+                    "INSERT INTO users (id, name, password_hash, created_at) \
+                     VALUES ($1, $2, $3, $4)",
                     &[&id2.as_str(), &name.as_str(), &password_hash, &secs(now)],
                 )
                 .await;
@@ -288,23 +323,20 @@ impl PgDb {
     ///
     /// [`DbError::Unavailable`].
     pub async fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
-        self.with(|conn| async move {
-            let row = conn
-                .query_opt(&conn.prepare_cached("SELECT u.id, u.password_hash,
-                            (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                     FROM users u WHERE u.name = $1").await.map_err(unavailable)?,
-                    &[&name.as_str()],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(row.and_then(|row| {
-                let (id, hash, roles): (String, String, Option<String>) =
-                    (row.get(0), row.get(1), row.get(2));
-                user_from_row(&id, name.as_str(), roles.as_deref().unwrap_or_default())
-                    .map(|u| (u, hash))
-            }))
-        })
-        .await
+        let row = self
+            .query_opt(
+                "SELECT u.id, u.password_hash,
+                        (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
+                 FROM users u WHERE u.name = $1",
+                &[&name.as_str()],
+            )
+            .await?;
+        Ok(row.and_then(|row| {
+            let (id, hash, roles): (String, String, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            user_from_row(&id, name.as_str(), roles.as_deref().unwrap_or_default())
+                .map(|u| (u, hash))
+        }))
     }
 
     /// See [`super::Db::create_session`].
@@ -319,16 +351,12 @@ impl PgDb {
         now: UnixTime,
         expires: UnixTime,
     ) -> Result<(), DbError> {
-        self.with(|conn| async move {
-            conn.execute(
-                &conn.prepare_cached("INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)").await.map_err(unavailable)?,
-                &[&id_hash, &user.as_str(), &secs(now), &secs(expires)],
-            )
-            .await
-            .map_err(unavailable)
-            .map(drop)
-        })
+        self.execute(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&id_hash, &user.as_str(), &secs(now), &secs(expires)],
+        )
         .await
+        .map(drop)
     }
 
     /// See [`super::Db::session_user`].
@@ -341,23 +369,20 @@ impl PgDb {
         id_hash: &[u8],
         now: UnixTime,
     ) -> Result<Option<User>, DbError> {
-        self.with(|conn| async move {
-            let row = conn
-                .query_opt(&conn.prepare_cached("SELECT u.id, u.name,
-                            (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                     FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.id_hash = $1 AND s.expires_at > $2").await.map_err(unavailable)?,
-                    &[&id_hash, &secs(now)],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(row.and_then(|row| {
-                let (id, name, roles): (String, String, Option<String>) =
-                    (row.get(0), row.get(1), row.get(2));
-                user_from_row(&id, &name, roles.as_deref().unwrap_or_default())
-            }))
-        })
-        .await
+        let row = self
+            .query_opt(
+                "SELECT u.id, u.name,
+                        (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id_hash = $1 AND s.expires_at > $2",
+                &[&id_hash, &secs(now)],
+            )
+            .await?;
+        Ok(row.and_then(|row| {
+            let (id, name, roles): (String, String, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            user_from_row(&id, &name, roles.as_deref().unwrap_or_default())
+        }))
     }
 
     /// See [`super::Db::delete_session`].
@@ -366,19 +391,7 @@ impl PgDb {
     ///
     /// [`DbError::Unavailable`].
     pub async fn delete_session(&self, id_hash: &[u8]) -> Result<(), DbError> {
-        self.with(|conn| async move {
-            conn.execute(
-                &conn
-                    .prepare_cached("DELETE FROM sessions WHERE id_hash = $1")
-                    .await
-                    .map_err(unavailable)?,
-                &[&id_hash],
-            )
-            .await
-            .map_err(unavailable)
-            .map(drop)
-        })
-        .await
+        self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash]).await.map(drop)
     }
 
     /// See [`super::Db::purge`].
@@ -389,20 +402,14 @@ impl PgDb {
     pub async fn purge(&self, now: UnixTime, idle_secs: u64) -> Result<usize, DbError> {
         let now = secs(now);
         let idle = now.saturating_sub(i64::try_from(idle_secs).unwrap_or(i64::MAX));
-        self.with(|conn| async move {
-            let sessions = conn
-                .execute(&conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= $1").await.map_err(unavailable)?, &[&now])
-                .await
-                .map_err(unavailable)?;
-            let counts = conn
-                .execute(&conn.prepare_cached("DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2").await.map_err(unavailable)?,
-                    &[&idle, &now],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(usize::try_from(sessions + counts).unwrap_or(usize::MAX))
-        })
-        .await
+        let sessions = self.execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now]).await?;
+        let counts = self
+            .execute(
+                "DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2",
+                &[&idle, &now],
+            )
+            .await?;
+        Ok(usize::try_from(sessions + counts).unwrap_or(usize::MAX))
     }
 
     /// See [`super::Db::throttle_blocked_until`].
@@ -411,16 +418,13 @@ impl PgDb {
     ///
     /// [`DbError::Unavailable`].
     pub async fn throttle_blocked_until(&self, keys: &[String]) -> Result<u64, DbError> {
-        self.with(|conn| async move {
-            let row = conn
-                .query_one(&conn.prepare_cached("SELECT COALESCE(MAX(blocked_until), 0) FROM signin_throttle WHERE key = ANY($1)").await.map_err(unavailable)?,
-                    &[&keys],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-        })
-        .await
+        let row = self
+            .query_one(
+                "SELECT COALESCE(MAX(blocked_until), 0) FROM signin_throttle WHERE key = ANY($1)",
+                &[&keys],
+            )
+            .await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     /// See [`super::Db::throttle_count`].
@@ -435,21 +439,18 @@ impl PgDb {
         idle_secs: u64,
     ) -> Result<Counted, DbError> {
         let (now, idle) = (secs(now), i64::try_from(idle_secs).unwrap_or(i64::MAX));
-        self.with(|conn| async move {
-            let row = conn
-                .query_one(&conn.prepare_cached("INSERT INTO signin_throttle AS t (key, failures, blocked_until, last_seen)
-                     VALUES ($1, 1, 0, $2)
-                     ON CONFLICT (key) DO UPDATE SET
-                        failures = CASE WHEN $2 - t.last_seen >= $3 THEN 1 ELSE t.failures + 1 END,
-                        last_seen = $2
-                     RETURNING failures").await.map_err(unavailable)?,
-                    &[&key, &now, &idle],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(Counted { failures: u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX) })
-        })
-        .await
+        let row = self
+            .query_one(
+                "INSERT INTO signin_throttle AS t (key, failures, blocked_until, last_seen)
+                 VALUES ($1, 1, 0, $2)
+                 ON CONFLICT (key) DO UPDATE SET
+                    failures = CASE WHEN $2 - t.last_seen >= $3 THEN 1 ELSE t.failures + 1 END,
+                    last_seen = $2
+                 RETURNING failures",
+                &[&key, &now, &idle],
+            )
+            .await?;
+        Ok(Counted { failures: u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX) })
     }
 
     /// See [`super::Db::throttle_block`].
@@ -459,16 +460,12 @@ impl PgDb {
     /// [`DbError::Unavailable`].
     pub async fn throttle_block(&self, key: &str, until: u64) -> Result<(), DbError> {
         let until = i64::try_from(until).unwrap_or(i64::MAX);
-        self.with(|conn| async move {
-            conn.execute(
-                &conn.prepare_cached("UPDATE signin_throttle SET blocked_until = GREATEST(blocked_until, $2) WHERE key = $1").await.map_err(unavailable)?,
-                &[&key, &until],
-            )
-            .await
-            .map_err(unavailable)
-            .map(drop)
-        })
+        self.execute(
+            "UPDATE signin_throttle SET blocked_until = GREATEST(blocked_until, $2) WHERE key = $1",
+            &[&key, &until],
+        )
         .await
+        .map(drop)
     }
 
     /// See [`super::Db::throttle_clear`].
@@ -477,19 +474,7 @@ impl PgDb {
     ///
     /// [`DbError::Unavailable`].
     pub async fn throttle_clear(&self, key: &str) -> Result<(), DbError> {
-        self.with(|conn| async move {
-            conn.execute(
-                &conn
-                    .prepare_cached("DELETE FROM signin_throttle WHERE key = $1")
-                    .await
-                    .map_err(unavailable)?,
-                &[&key],
-            )
-            .await
-            .map_err(unavailable)
-            .map(drop)
-        })
-        .await
+        self.execute("DELETE FROM signin_throttle WHERE key = $1", &[&key]).await.map(drop)
     }
 }
 
