@@ -17,7 +17,7 @@ use std::time::Duration;
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
 use handoff::protocol::JWKS_MAX_AGE_SECS;
 use handoff::{MemoryReplayStore, ReplayStore, Verifier, VerifierSettings};
-use handoff_web::{Csrf, Hardening, Jar, Limits, Settings};
+use handoff_web::{Hardening, Jar, Limits, Settings};
 use prometheus::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -81,7 +81,7 @@ pub async fn build_app(
         StartupError::CookieKey("(generated)".into(), format!("needs {MIN_GRANT_KEY_LEN} bytes"))
     })?;
     // Forms get their own key, derived from the cookie secret under another label.
-    let csrf = Csrf::new(
+    let forms = web::GrantForms::new(
         ring::hmac::sign(
             &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
             b"handoff server2 forms v1",
@@ -99,7 +99,7 @@ pub async fn build_app(
             config.unsigned_refusal_logs_per_sec,
         ),
         jar: Jar::new(config.cookies),
-        csrf,
+        forms,
         config,
         verifier,
         keys,

@@ -125,7 +125,7 @@ pub struct Approval {
 
 fn invoice_page(state: &AppState, grant: &Grant, id: &str) -> (String, Markup) {
     let approved = state.approvals.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned();
-    let csrf = crate::web::grant_csrf(state, grant);
+    let csrf = state.forms.token(grant.jti);
     // The grant is for exactly this invoice: its page is where the form posts.
     let action = landing_path(&grant.op).unwrap_or_default();
     let content = html! {

@@ -17,7 +17,7 @@ use ring::rand::SystemRandom;
 use serde::Deserialize;
 
 use super::pages::{html_response, BRAND};
-use super::{check_grant_csrf, grant_csrf, AppError, AppState, Cookie, State};
+use super::{AppError, AppState, Cookie, State};
 use crate::config::UnboundHandoffs;
 use crate::operations;
 use crate::refusal::{Policy, Refusal};
@@ -274,7 +274,7 @@ fn internal_error() -> Response {
 }
 
 fn switch_page(state: &AppState, current: &::handoff::Subject, new: &Grant) -> maud::Markup {
-    let csrf = grant_csrf(state, new);
+    let csrf = state.forms.token(new.jti);
     BRAND.layout(
         "Switch user?",
         None,
@@ -315,7 +315,7 @@ pub(super) fn switch(
     let Some((sealed, grant)) = pending else {
         return Err(AppError::NothingToSwitch { portal: state.config.issuer.as_str().to_owned() });
     };
-    if !check_grant_csrf(state, &grant, &form.csrf) {
+    if !state.forms.check(grant.jti, &form.csrf) {
         return Err(AppError::FormExpired("Open the link again from the portal."));
     }
     let (mut resp, keep) = match form.choice.as_str() {

@@ -10,7 +10,8 @@ pub mod pages;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ::handoff::grant::{Grant, GrantKey};
+use ::handoff::grant::GrantKey;
+use ::handoff::Jti;
 use ::handoff::{ReplayStore, Verifier};
 use handoff_web::cookies::{CookieName, SameSite};
 use handoff_web::{cookie_name, Csrf, Jar, Routes, Service};
@@ -36,7 +37,7 @@ pub struct AppState {
     pub(crate) replay: Arc<dyn ReplayStore>,
     pub(crate) grants: GrantKey,
     /// Anti-forgery tokens of the switch and operation forms, bound to a grant.
-    pub(crate) csrf: Csrf,
+    pub(crate) forms: GrantForms,
     pub(crate) jar: Jar,
     pub(crate) approvals: Mutex<HashMap<String, Approval>>,
     pub(crate) metrics: Metrics,
@@ -168,22 +169,26 @@ impl AppState {
     }
 }
 
-/// The anti-forgery token of forms that act under `grant` (switch user, an operation's form):
-/// bound to that one handoff.
-pub(crate) fn grant_csrf(state: &AppState, grant: &Grant) -> String {
-    state.csrf.token(GRANT_FORMS, grant.jti.to_string().as_bytes())
-}
+/// Anti-forgery tokens of the forms that act under a grant (switch user, an operation's form),
+/// each bound to that one handoff: its `jti`.
+#[derive(Debug)]
+pub struct GrantForms(Csrf);
 
-/// Checks a token made by [`grant_csrf`], in constant time.
-pub(crate) fn check_grant_csrf(state: &AppState, grant: &Grant, token: &str) -> bool {
-    check_grant_token(&state.csrf, grant, token)
-}
+impl GrantForms {
+    /// Tokens keyed with `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Csrf::new(secret))
+    }
 
-/// The purpose grant-bound form tokens are made for.
-const GRANT_FORMS: &str = "grant";
+    /// The token for forms acting under the grant of handoff `jti`.
+    pub(crate) fn token(&self, jti: Jti) -> String {
+        self.0.token("grant", jti.to_string().as_bytes())
+    }
 
-fn check_grant_token(csrf: &Csrf, grant: &Grant, token: &str) -> bool {
-    csrf.check(GRANT_FORMS, grant.jti.to_string().as_bytes(), token)
+    /// Checks a form's token against the grant of handoff `jti`, in constant time.
+    pub(crate) fn check(&self, jti: Jti, token: &str) -> bool {
+        self.0.check("grant", jti.to_string().as_bytes(), token)
+    }
 }
 
 impl Service for AppState {
@@ -237,29 +242,18 @@ fn style() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::handoff::{Audience, Issuer, Jti, Operation, OperationType, Subject, UnixTime};
-
-    fn grant(now: UnixTime) -> Grant {
-        Grant {
-            aud: Audience::parse("http://localhost:8002").expect("aud"),
-            sub: Subject::parse("u_1").expect("sub"),
-            handed_by: Issuer::parse("http://127.0.0.1:8001").expect("iss"),
-            op: Operation::new(OperationType::parse("report.view").expect("t"), []).expect("op"),
-            iat: now,
-            exp: now.plus(600),
-            jti: Jti::generate(&ring::rand::SystemRandom::new()).expect("rng"),
-        }
-    }
+    use ::handoff::Jti;
 
     #[test]
-    fn csrf_tokens_are_bound_to_the_grant() {
-        let csrf = Csrf::new(&[7; 32]);
-        let now = UnixTime::from_secs(1);
-        let (a, b) = (grant(now), grant(now));
-        let token = csrf.token(GRANT_FORMS, a.jti.to_string().as_bytes());
-        assert!(check_grant_token(&csrf, &a, &token));
-        assert!(!check_grant_token(&csrf, &b, &token));
-        assert!(!check_grant_token(&csrf, &a, ""));
-        assert!(!check_grant_token(&csrf, &a, "!!"));
+    fn form_tokens_are_bound_to_the_grant() {
+        let forms = GrantForms::new(&[7; 32]);
+        let rng = ring::rand::SystemRandom::new();
+        let (a, b) = (Jti::generate(&rng).expect("rng"), Jti::generate(&rng).expect("rng"));
+        let token = forms.token(a);
+        assert!(forms.check(a, &token));
+        assert!(!forms.check(b, &token));
+        assert!(!forms.check(a, ""));
+        assert!(!forms.check(a, "!!"));
+        assert!(!GrantForms::new(&[8; 32]).check(a, &token), "another key");
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::Denied;
 use super::pages::{html_response, BRAND};
-use super::{check_grant_csrf, AppError, AppState, Cookie, State};
+use super::{AppError, AppState, Cookie, State};
 use crate::operations::{OperationDef, OPERATIONS};
 
 /// Adds every operation's page (and its form's action, if it has one) to `routes`.
@@ -98,7 +98,7 @@ impl Endpoint for Act {
         let (state, value) = state_and_value(&req)?;
         let grant = grant_for(state, &req, self.0, &value)?;
         let Form(form) = Form::<CsrfForm>::from_request(&req, &mut body).await?;
-        if !check_grant_csrf(state, &grant, &form.csrf) {
+        if !state.forms.check(grant.jti, &form.csrf) {
             tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");
             return Err(AppError::FormExpired("Reload the page and try again.").into());
         }
