@@ -2,7 +2,7 @@
 
 use handoff::protocol::start_path;
 use handoff_web::Brand;
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, PreEscaped};
 
 use crate::db::User;
 use crate::targets::{Target, TargetOperation};
@@ -159,33 +159,23 @@ pub fn handoff_page(
     token: &str,
     ttl_secs: u64,
 ) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
-                title { "Continuing to " (target.name) " · Handoff Portal" }
-                link rel="stylesheet" href="/static/style.css";
-                script src="/static/handoff.js" {}
-            }
-            body {
-                header.bar { span.brand { "Handoff Portal" } }
-                main {
-                    div.card {
-                        h1 { "Continuing to " (target.name) }
-                        p { "You are being signed in to " strong { (target.name) } " to " strong { (op.title) } " " (args) "." }
-                        p.muted { "This sign-in link works once, within " (ttl_secs) " seconds." }
-                        form #handoff-form method="post" action=(target.handoff_url.as_str()) {
-                            input type="hidden" name="token" value=(token_attr(token));
-                            button type="submit" { "Continue to " (target.name) }
-                        }
-                    }
-                }
+    // No referrer for anything this page loads or posts, and the script that submits the form.
+    let head = html! {
+        meta name="referrer" content="no-referrer";
+        script src="/static/handoff.js" {}
+    };
+    let content = html! {
+        div.card {
+            h1 { "Continuing to " (target.name) }
+            p { "You are being signed in to " strong { (target.name) } " to " strong { (op.title) } " " (args) "." }
+            p.muted { "This sign-in link works once, within " (ttl_secs) " seconds." }
+            form #handoff-form method="post" action=(target.handoff_url.as_str()) {
+                input type="hidden" name="token" value=(token_attr(token));
+                button type="submit" { "Continue to " (target.name) }
             }
         }
-    }
+    };
+    BRAND.page(&format!("Continuing to {}", target.name), Some(head), None, content)
 }
 
 /// A token as an attribute value. A compact token is base64url and dots, which HTML never needs

@@ -21,12 +21,25 @@ impl Brand {
     /// The page frame: `/static/style.css`, the bar with the site's name and `bar_extra` (a
     /// sign-out form, say), then `content`.
     pub fn layout(&self, title: &str, bar_extra: Option<Markup>, content: Markup) -> Markup {
+        self.page(title, None, bar_extra, content)
+    }
+
+    /// As [`Brand::layout`], with `head_extra` early in the head (before the title and
+    /// stylesheet: a referrer policy, a script).
+    pub fn page(
+        &self,
+        title: &str,
+        head_extra: Option<Markup>,
+        bar_extra: Option<Markup>,
+        content: Markup,
+    ) -> Markup {
         html! {
             (DOCTYPE)
             html lang="en" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if let Some(extra) = head_extra { (extra) }
                     title { (title) " · " (self.name) }
                     link rel="stylesheet" href="/static/style.css";
                 }
