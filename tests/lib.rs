@@ -867,11 +867,17 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts it and waits until it answers `PING`.
     pub async fn start() -> RedisServer {
-        let (l, port) = listener();
-        drop(l);
-        let mut server = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap() };
+        let mut server = RedisServer::not_started();
         server.launch().await;
         server
+    }
+
+    /// One with a free port and a directory, not started yet ([`RedisServer::restart`] starts
+    /// it): for a SERVER2 that starts before its Redis does.
+    pub fn not_started() -> RedisServer {
+        let (l, port) = listener();
+        drop(l);
+        RedisServer { port, child: None, dir: tempfile::tempdir().unwrap() }
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -924,8 +930,8 @@ impl RedisServer {
         }
     }
 
-    /// Stops it and starts it again on the same port: empty, as a Redis without persistence
-    /// comes back.
+    /// Stops it (if it runs) and starts it again on the same port: empty, as a Redis without
+    /// persistence comes back.
     pub async fn restart(&mut self) {
         self.stop();
         self.launch().await;

@@ -75,3 +75,25 @@ async fn a_database_that_goes_down_gives_503_and_service_resumes_by_itself() {
     assert!(page.contains("Welcome, alice"), "{page}");
     sign_in(&client(), &s.server1, "bob").await;
 }
+
+/// A database SERVER1 cannot use stops start-up with a message that names the setting (and
+/// never the password); one without the schema says which command makes it.
+#[tokio::test]
+async fn server1_refuses_to_start_on_a_database_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("server1.sqlite3").display());
+    prepare_dir_on(dir.path(), "http://localhost:1", &sqlite).await;
+    let start = |url: String| {
+        let (l, port) = listener();
+        let mut config = server1_config(dir.path(), port);
+        config.database = server1::db::DatabaseUrl::parse(&url).unwrap();
+        async move { server1::build_app(config, l).await.map(drop).unwrap_err().to_string() }
+    };
+    let (closed, port) = listener();
+    drop(closed);
+    let err = start(format!("postgres://handoff:s3cret@127.0.0.1:{port}/portal")).await;
+    assert!(err.contains("cannot open database") && err.contains("SERVER1_DATABASE_URL"), "{err}");
+    assert!(err.contains("127.0.0.1") && !err.contains("s3cret"), "{err}");
+    let err = start(PgServer::shared().fresh_database().await).await;
+    assert!(err.contains("server1 users add"), "no schema: {err}");
+}

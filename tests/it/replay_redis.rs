@@ -91,3 +91,28 @@ async fn a_redis_that_stops_refuses_everything_and_one_that_restarts_empty_forge
     assert_eq!(submit(&c, &s.server2, &again).await.status(), 303);
     assert_eq!(submit(&c, &s.server2, &again).await.status(), 401, "and used once only");
 }
+
+#[tokio::test]
+async fn a_server2_whose_redis_is_not_up_yet_starts_not_ready_and_recovers_by_itself() {
+    let mut redis = RedisServer::not_started();
+    let s = spawn_with(on(&redis)).await;
+    let c = plain_client();
+    let token = |id: &str| report_token(&minter(&s, 60), &s.server2, "alice", id, now());
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 503, "no Redis yet");
+    assert_eq!(submit(&c, &s.server2, token("1").as_str()).await.status(), 503, "fails closed");
+    redis.restart().await;
+    // The next handoff reconnects (the background probe would within 5 s too); its token was
+    // issued after the store's epoch, which this first use writes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let fresh = loop {
+        let t = token("2");
+        let status = submit(&c, &s.server2, t.as_str()).await.status();
+        if status == 303 {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "SERVER2 did not recover: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(submit(&c, &s.server2, fresh.as_str()).await.status(), 401, "used once");
+    assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
+}
