@@ -262,10 +262,10 @@ fn set_grant(state: &AppState, resp: &mut Response, grant: &Grant, sealed: &str,
     add_cookie(resp, state.set_cookie(Cookie::Holder, &state.grants.seal_holder(grant), Some(ttl)));
 }
 
+/// `handoff_web`'s `add_cookie`, for cookies that can always be written: names are constants and
+/// values base64url.
 fn add_cookie(resp: &mut Response, value: Option<poem::http::HeaderValue>) {
-    if let Some(value) = value {
-        resp.headers_mut().append(header::SET_COOKIE, value);
-    }
+    let _ = handoff_web::cookies::add_cookie(resp, value);
 }
 
 fn internal_error() -> Response {
