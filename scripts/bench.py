@@ -127,6 +127,37 @@ def unaccepted(name, r):
     return None
 
 
+# ring's Ed25519 verification (its C field and group arithmetic and SHA-512): SERVER2 does nothing
+# else with these, so their share of SERVER2's CPU samples is the share of verify in a handoff.
+VERIFY_SYMBOLS = re.compile(r"(ge_|x25519_|fe_|slide$|sc_|fiat_25519|ring_core_\S*(x25519|sha512))")
+PROFILE_ROUNDS = 3
+
+
+def verify_share(pid, url, args, work, name):
+    """One wrk run against `pid` with `perf record` sampling its CPU (user and kernel): the share
+    of the samples in ring's verify. The verify costs the same in every handoff, so the ratio of
+    two servers' shares is the inverse ratio of their CPU per handoff. Both sides of that ratio
+    come from one process's own samples, so the VM's drift in speed cancels out. None when perf
+    cannot sample here."""
+    data = os.path.join(work, f"perf.{name}.data")
+    perf = subprocess.Popen(["perf", "record", "-F", "1999", "-o", data, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = wrk(url, args)
+    finally:
+        perf.send_signal(2)
+        perf.wait(timeout=60)
+    report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "sym", "-g", "none",
+                             "--percent-limit", "0"], capture_output=True, text=True)
+    share = 0.0
+    for line in report.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[\.\]\s+(\S+)", line)
+        if m and VERIFY_SYMBOLS.match(m.group(2)):
+            share += float(m.group(1)) / 100
+    os.remove(data)
+    return (share or None), result
+
+
 def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
     generator), reached over TCP and through its socket file: two more SERVER2s beside the
@@ -154,7 +185,7 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
         tokens_dir = os.path.join(work, "redis-tokens")
         os.makedirs(tokens_dir)
         shutil.copy(os.path.join(work, "signing.pk8"), tokens_dir)
-        count = per_run // 2 * REDIS_ROUNDS * 2 + rate * DURATION * 2
+        count = per_run // 2 * REDIS_ROUNDS * 2 + rate * DURATION * 2 + per_run * PROFILE_ROUNDS * 2
         run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
              "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
         valid = os.path.join(tokens_dir, "valid.txt")
@@ -171,6 +202,22 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
                                              [valid, "post", first, last, 0], yardstick="verify"))
                 redis_cpu[name] += cpu_seconds(redis.pid) - before
                 first = last + 1
+        # The same comparison from profiles: the share of verify in each server's CPU samples.
+        profiled = {name: [] for name in ["memory"] + [name for name, _, _ in variants]}
+        if shutil.which("perf"):
+            for i in range(PROFILE_ROUNDS):
+                m_first, m_last = memory_tokens(per_run)
+                share, r = verify_share(memory_pid, f"{server2_url}/handoff", [memory_valid, "post", m_first, m_last, 0],
+                                        work, f"memory{i}")
+                failures += filter(None, [unaccepted("accept, memory store (profiled)", r)])
+                profiled["memory"].append(share)
+                for (name, _, listen), server in zip(variants, servers):
+                    last = first + per_run - 1
+                    share, r = verify_share(server.pid, f"http://127.0.0.1:{listen}/handoff",
+                                            [valid, "post", first, last, 0], work, f"{listen}-{i}")
+                    failures += filter(None, [unaccepted(f"accept with Redis ({name}, profiled)", r)])
+                    profiled[name].append(share)
+                    first = last + 1
         base = median_round(memory)
         rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
         failures += filter(None, (unaccepted("accept, memory store", x) for x in memory))
@@ -187,6 +234,17 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
                 failures.append(f"constant load, Redis ({name}): {load['completed'] - load['status_3xx']} of "
                                 f"{load['completed']} not accepted")
             handled = sum(x["total"] for x in results[name])
+            pairs = [m / x for m, x in zip(profiled["memory"], profiled[name]) if m and x]
+            if pairs:
+                pairs.sort()
+                notes.append(
+                    f"Redis replay store over {name}, from profiles (`perf record` of each server under the same wrk "
+                    f"load, {len(pairs)} rounds alternating; the share of ring's verify in each server's CPU samples, "
+                    f"verify costing the same in every handoff): SERVER2 handles {pairs[len(pairs) // 2]:.0%} as many "
+                    f"handoffs per CPU-second as with the memory store (rounds {', '.join(f'{x:.0%}' for x in pairs)})")
+            else:
+                notes.append(f"Redis replay store over {name}, from profiles: skipped (perf is not installed or cannot "
+                             "sample here: apt-get install linux-perf)")
             notes.append(
                 f"Redis replay store over {name}: SERVER2 handles {r['vs_accept']:.0%} as many handoffs per CPU-second "
                 f"as with the memory store (each beside the yardstick, {REDIS_ROUNDS} rounds of each alternating, medians); "
@@ -300,7 +358,7 @@ def main():
         # the yardstick (which get about half the core), at well over any rate this machine reaches.
         per_run = 25_000 * DURATION
         # (and the memory-store rounds that alternate with the Redis stores')
-        count = per_run * (3 + ROUNDS + REDIS_ROUNDS // 2 + 1)
+        count = per_run * (3 + ROUNDS + REDIS_ROUNDS // 2 + 1 + PROFILE_ROUNDS)
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
         prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
                    "--audience", server2_url, "--count", str(count)]

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 /// Password of every test user.
-pub const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "violet harbour tangent 42";
 
 /// The log of one in-process server: every line it wrote (debug level unless `RUST_LOG` says
 /// otherwise), also echoed to standard error when `TEST_LOG` is set.
@@ -268,7 +268,8 @@ pub fn targets_for(server2: &str) -> String {
     include_str!("../server1/targets.example.toml").replace("http://localhost:8002", server2)
 }
 
-/// Writes a key, targets and users (alice: reports+billing; bob: reports) into `dir`, with
+/// Writes a key, targets and users (alice: reports+billing; bob: reports; each with a verified
+/// address NAME@example.com) into `dir`, with
 /// SERVER1's database a SQLite file there, or a fresh PostgreSQL database when the run is
 /// [`on_postgres`] (its URL kept in `dir/database_url` for [`server1_config`]).
 pub async fn prepare_dir(dir: &Path, server2: &str) -> Arc<SigningKey> {
@@ -300,8 +301,9 @@ pub async fn prepare_dir_on(dir: &Path, server2: &str, database_url: &str) -> Ar
     );
     for (name, roles) in [("alice", &["reports", "billing"][..]), ("bob", &["reports"][..])] {
         let roles: Vec<_> = roles.iter().map(|r| server1::names::Role::parse(r).unwrap()).collect();
+        let email = server1::names::Email::parse(&format!("{name}@example.com")).unwrap();
         let name = server1::names::UserName::parse(name).unwrap();
-        accounts.add_user(&name, PASSWORD, &roles).await.unwrap();
+        accounts.add_user(&name, PASSWORD, &roles, Some(&email)).await.unwrap();
     }
     Arc::new(key)
 }
@@ -320,11 +322,13 @@ pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
         .unwrap_or_else(|_| format!("sqlite://{}", dir.join("server1.sqlite3").display()));
     let keys = dir.join("keys").display().to_string();
     let targets = dir.join("targets.toml").display().to_string();
+    let mail = dir.join("mail").display().to_string();
     server1::Config::from_pairs([
         ("public_url", url.as_str()),
         ("database_url", db.as_str()),
         ("keys_dir", keys.as_str()),
         ("targets_file", targets.as_str()),
+        ("mail_dir", mail.as_str()),
     ])
     .unwrap()
 }
@@ -1106,4 +1110,212 @@ impl Drop for PgServer {
 /// pass of `make test` does) rather than SQLite.
 pub fn on_postgres() -> bool {
     std::env::var("HANDOFF_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// Points SERVER1's `config` at the SMTP server `url`, with sign-up open (new accounts get the
+/// `reports` role).
+pub fn with_mail(config: &mut server1::Config, url: &str) {
+    config.mail.transport =
+        server1::mail::MailTransport::Smtp(server1::mail::SmtpUrl::parse(url).unwrap());
+    config.mail.from = "Handoff Portal <portal@example.com>".into();
+    config.accounts.signup_open = true;
+    config.accounts.signup_roles = vec![server1::names::Role::parse("reports").unwrap()];
+}
+
+/// A real SMTP server on a free loopback port (`tests/smtp_sink.py`, on Python's aiosmtpd;
+/// `.ci/run` installs Debian's python3-aiosmtpd). It keeps every message it accepts as a file;
+/// [`SmtpServer::refuse`] makes it answer 451 (try later), [`SmtpServer::stop`] takes it down.
+/// Killed when dropped.
+pub struct SmtpServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+/// A message the SMTP server accepted.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The `To` header.
+    pub to: String,
+    /// The `Subject` header (unfolded).
+    pub subject: String,
+    /// The whole message, quoted-printable decoded.
+    pub text: String,
+}
+
+impl Mail {
+    /// The links in the message that carry a one-time token, each once.
+    pub fn links(&self) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut rest = self.text.as_str();
+        while let Some(at) = rest.find("http") {
+            let end = rest[at..]
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+                .map_or(rest.len(), |e| at + e);
+            let link = rest[at..end].replace("&amp;", "&");
+            if link.contains("token=") && !found.contains(&link) {
+                found.push(link);
+            }
+            rest = &rest[end..];
+        }
+        found
+    }
+
+    /// The one link in the message (panics when there is not exactly one).
+    pub fn link(&self) -> String {
+        let links = self.links();
+        assert_eq!(links.len(), 1, "one link in {self:?}");
+        links[0].clone()
+    }
+
+    /// The token in the message's link.
+    pub fn token(&self) -> String {
+        self.link().split("token=").nth(1).unwrap().to_owned()
+    }
+}
+
+/// Parses a message as the SMTP server stored it.
+pub fn parse_mail(raw: &str) -> Mail {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, _) = raw.split_once("\n\n").unwrap_or((&raw, ""));
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    // Quoted-printable: soft line breaks go, =XX become their byte.
+    let joined = raw.replace("=\n", "");
+    let mut text = Vec::with_capacity(joined.len());
+    let bytes = joined.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                text.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                text.push(b);
+                i += 1;
+            }
+        }
+    }
+    Mail {
+        to: header("To:"),
+        subject: header("Subject:"),
+        text: String::from_utf8_lossy(&text).into_owned(),
+    }
+}
+
+impl SmtpServer {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> SmtpServer {
+        let mut server = SmtpServer::not_started();
+        server.launch().await;
+        server
+    }
+
+    /// One with a free port and a directory, not started yet ([`SmtpServer::start_again`]
+    /// starts it): a mail server that is down.
+    pub fn not_started() -> SmtpServer {
+        let (l, port) = listener();
+        drop(l);
+        SmtpServer { port, child: None, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp_sink.py");
+        // Debian's Python, which python3-aiosmtpd installs into (a pyenv or venv `python3`
+        // earlier on PATH would not have it).
+        let python =
+            if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let child = std::process::Command::new(python)
+            .arg(script)
+            .arg(self.port.to_string())
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs (with python3-aiosmtpd; .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the SMTP server exited ({status}): is python3-aiosmtpd installed?");
+            }
+            assert!(Instant::now() < deadline, "the SMTP server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts it (again) on the same port, keeping the messages it had.
+    pub async fn start_again(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    /// Kills it and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// While `refusing`, every message is answered 451.
+    pub fn refuse(&self, refusing: bool) {
+        let flag = self.dir.path().join("refuse");
+        if refusing {
+            std::fs::write(flag, b"").unwrap();
+        } else {
+            let _ = std::fs::remove_file(flag);
+        }
+    }
+
+    /// Every message accepted so far, oldest first.
+    pub fn messages(&self) -> Vec<Mail> {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort();
+        files.iter().map(|f| parse_mail(&std::fs::read_to_string(f).unwrap())).collect()
+    }
+
+    /// The messages to `to`, oldest first.
+    pub fn messages_to(&self, to: &str) -> Vec<Mail> {
+        self.messages().into_iter().filter(|m| m.to == to).collect()
+    }
+
+    /// Waits (up to `secs`) until `to` has `count` messages, and returns them.
+    pub async fn wait_for(&self, to: &str, count: usize, secs: u64) -> Vec<Mail> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.messages_to(to);
+            if got.len() >= count {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{to} got {} of {count} messages within {secs} s: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -261,10 +261,19 @@ fn prepare_server1(dir: &Path, audience: &str, database_url: Option<&str>) -> an
         let now = SystemClock.now();
         let name = server1::names::UserName::parse("bench")?;
         let role = server1::names::Role::parse("reports")?;
-        let user = db.add_user(&name, &hash, &[role], now).await?;
+        let new = server1::db::NewUser {
+            name: &name,
+            password_hash: &hash,
+            roles: &[role],
+            email: None,
+            email_verified: true,
+        };
+        let user = db.add_user(&new, now).await?;
         let session = server1::accounts::random_token().context("randomness")?;
         let hash = server1::accounts::SessionHash::of(&session);
-        db.create_session(hash.as_bytes(), &user.id, now, now.plus(3600)).await?;
+        let meta =
+            server1::db::SessionMeta { public_id: "bench".into(), client: None, user_agent: None };
+        db.create_session(hash.as_bytes(), &user.id, &meta, now, now.plus(3600)).await?;
         anyhow::Ok(session)
     })?;
     println!("{}", serde_json::json!({ "cookie": format!("__Host-handoff_session={session}") }));

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use handoff::{Clock, Issuer, SystemClock, Ttl};
 
+use crate::accounts::AccountSettings;
 use crate::db::{DatabaseUrl, PoolSettings};
+use crate::mail::{MailTransport, SmtpUrl};
+use crate::throttle::MailLimits;
 use handoff_web::config::public_url_problems;
 use handoff_web::TrustedProxies;
 
@@ -41,8 +44,142 @@ pub struct Config {
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client (for the sign-in
     /// throttle and logs); none by default.
     pub trusted_proxies: TrustedProxies,
+    /// Sign-up, verified addresses and mail limits.
+    pub accounts: AccountSettings,
+    /// How mail is sent, and its links.
+    pub mail: MailSettings,
     /// The clock (tests pass a manual one).
     pub clock: Arc<dyn Clock>,
+}
+
+/// How SERVER1 sends mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailSettings {
+    /// SMTP (`SERVER1_SMTP_URL`), or files in `SERVER1_MAIL_DIR`.
+    pub transport: MailTransport,
+    /// The sender (`SERVER1_MAIL_FROM`).
+    pub from: String,
+    /// Lifetime of verification links (`SERVER1_VERIFY_LINK_TTL_SECS`).
+    pub verify_ttl_secs: u64,
+    /// Lifetime of reset links (`SERVER1_RESET_LINK_TTL_SECS`).
+    pub reset_ttl_secs: u64,
+}
+
+/// The default sender when mail goes to files: fine for the demo, and SMTP needs a real one.
+pub const DEFAULT_MAIL_FROM: &str = "Handoff Portal <no-reply@localhost>";
+
+/// `raw`'s `name` as a whole number within `range`, or `default`; on anything else, `fail`
+/// is told what was expected.
+fn number_in(
+    raw: &Vars,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &str,
+    fail: &mut impl FnMut(&str, &str),
+) -> Result<u64, ()> {
+    match raw.get(name) {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| fail(&name.to_ascii_uppercase(), expected)),
+    }
+}
+
+/// The account and mail settings.
+fn accounts_and_mail(
+    raw: &Vars,
+    fail: &mut impl FnMut(&str, &str),
+) -> Result<(AccountSettings, MailSettings), ()> {
+    let signup_open = match raw.get("signup").map(str::trim) {
+        None | Some("closed") => Ok(false),
+        Some("open") => Ok(true),
+        Some(_) => {
+            fail("SIGNUP", "open or closed");
+            Err(())
+        }
+    };
+    let require_verified_email = match raw.get("require_verified_email").map(str::trim) {
+        None | Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(_) => {
+            fail("REQUIRE_VERIFIED_EMAIL", "true or false");
+            Err(())
+        }
+    };
+    let signup_roles = raw
+        .get("signup_roles")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(crate::names::Role::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| fail("SIGNUP_ROLES", "a comma-separated list of roles (a-z 0-9 - _)"));
+    let per_address =
+        number_in(raw, "mail_limit_per_address", 5, 1..=1000, "1 to 1000 messages an hour", fail);
+    let per_client = number_in(
+        raw,
+        "mail_limit_per_client",
+        20,
+        1..=100_000,
+        "1 to 100000 messages an hour",
+        fail,
+    );
+    let verify_ttl_secs = number_in(
+        raw,
+        "verify_link_ttl_secs",
+        86_400,
+        300..=604_800,
+        "300 to 604800 seconds",
+        fail,
+    );
+    let reset_ttl_secs =
+        number_in(raw, "reset_link_ttl_secs", 1800, 300..=86_400, "300 to 86400 seconds", fail);
+    let transport = match raw.get("smtp_url").filter(|v| !v.trim().is_empty()) {
+        Some(url) => SmtpUrl::parse(url.trim()).map(MailTransport::Smtp).map_err(|why| {
+            fail(
+                "SMTP_URL",
+                &format!("smtp://[USER:PASSWORD@]HOST[:PORT][?tls=starttls] or smtps://… ({why})"),
+            )
+        }),
+        None => non_empty_path(raw.get("mail_dir").unwrap_or(".demo/mail"))
+            .map(MailTransport::Dir)
+            .map_err(|()| fail("MAIL_DIR", "a directory path")),
+    };
+    let from = match (raw.get("mail_from"), &transport) {
+        (Some(from), _) => from
+            .trim()
+            .parse::<lettre::message::Mailbox>()
+            .map(|_| from.trim().to_owned())
+            .map_err(|_| {
+                fail("MAIL_FROM", "a sender such as \"Handoff Portal <no-reply@portal.example>\"")
+            }),
+        (None, Ok(MailTransport::Smtp(_))) => {
+            fail("MAIL_FROM", "the sender of the portal's mail, required with SERVER1_SMTP_URL");
+            Err(())
+        }
+        (None, _) => Ok(DEFAULT_MAIL_FROM.to_owned()),
+    };
+    let accounts = AccountSettings {
+        signup_open: signup_open?,
+        signup_roles: signup_roles?,
+        require_verified_email: require_verified_email?,
+        mail_limits: MailLimits {
+            per_address: u32::try_from(per_address?).map_err(drop)?,
+            per_client: u32::try_from(per_client?).map_err(drop)?,
+        },
+    };
+    let mail = MailSettings {
+        transport: transport?,
+        from: from?,
+        verify_ttl_secs: verify_ttl_secs?,
+        reset_ttl_secs: reset_ttl_secs?,
+    };
+    Ok((accounts, mail))
 }
 
 pub use handoff_web::config::{ConfigError, EnvConfig};
@@ -135,6 +272,7 @@ impl EnvConfig for Config {
                 }),
         };
 
+        let accounts_and_mail = accounts_and_mail(&raw, &mut fail);
         let trusted_proxies = TrustedProxies::parse(raw.get("trusted_proxies").unwrap_or(""))
             .map_err(|why| {
                 fail(
@@ -166,6 +304,7 @@ impl EnvConfig for Config {
             cookies,
             password_slots,
             trusted_proxies,
+            accounts_and_mail,
         ) {
             (
                 Ok(listen),
@@ -179,6 +318,7 @@ impl EnvConfig for Config {
                 Ok(cookies),
                 Ok(password_slots),
                 Ok(trusted_proxies),
+                Ok((accounts, mail)),
             ) if errors.is_empty() => Ok(Self {
                 listen,
                 public_url,
@@ -191,6 +331,8 @@ impl EnvConfig for Config {
                 cookies,
                 password_slots,
                 trusted_proxies,
+                accounts,
+                mail,
                 clock: Arc::new(SystemClock),
             }),
             _ => Err(ConfigError(errors)),
@@ -220,6 +362,58 @@ mod tests {
         assert_eq!(config.cookies, CookieSecurity::InsecureDevelopment);
         assert_eq!(config.password_slots, default_password_slots());
         assert_eq!(Config::from_pairs([]).expect("secure default").cookies, CookieSecurity::Secure);
+        assert!(!config.accounts.signup_open && config.accounts.require_verified_email);
+        assert_eq!(config.accounts.mail_limits, MailLimits { per_address: 5, per_client: 20 });
+        assert_eq!(config.mail.transport, MailTransport::Dir(PathBuf::from(".demo/mail")));
+        assert_eq!((config.mail.verify_ttl_secs, config.mail.reset_ttl_secs), (86_400, 1800));
+        assert_eq!(config.mail.from, DEFAULT_MAIL_FROM);
+    }
+
+    #[test]
+    fn account_and_mail_settings() {
+        let config = Config::from_pairs([
+            ("signup", "open"),
+            ("signup_roles", "reports, billing"),
+            ("require_verified_email", "false"),
+            ("smtp_url", "smtps://mailer:s3cret@mail.example"),
+            ("mail_from", "Portal <portal@example.com>"),
+            ("reset_link_ttl_secs", "600"),
+            ("mail_limit_per_address", "2"),
+        ])
+        .expect("settings");
+        assert!(config.accounts.signup_open && !config.accounts.require_verified_email);
+        assert_eq!(config.accounts.signup_roles, vec!["reports", "billing"]);
+        assert!(matches!(config.mail.transport, MailTransport::Smtp(_)));
+        assert_eq!((config.mail.reset_ttl_secs, config.accounts.mail_limits.per_address), (600, 2));
+        assert!(!format!("{config:?}").contains("s3cret"), "the SMTP password never shows");
+        let err = Config::from_pairs([
+            ("signup", "maybe"),
+            ("signup_roles", "Admins"),
+            ("require_verified_email", "sometimes"),
+            ("smtp_url", "smtp://mail.example:25"),
+            ("reset_link_ttl_secs", "10"),
+            ("verify_link_ttl_secs", "x"),
+            ("mail_limit_per_address", "0"),
+            ("mail_limit_per_client", "-1"),
+            ("mail_from", "nobody"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for var in [
+            "SIGNUP",
+            "SIGNUP_ROLES",
+            "REQUIRE_VERIFIED_EMAIL",
+            "SMTP_URL",
+            "RESET_LINK_TTL_SECS",
+            "VERIFY_LINK_TTL_SECS",
+            "MAIL_LIMIT_PER_ADDRESS",
+            "MAIL_LIMIT_PER_CLIENT",
+            "MAIL_FROM",
+        ] {
+            assert!(err.contains(&format!("SERVER1_{var}")), "{var} missing from: {err}");
+        }
+        let err = Config::from_pairs([("smtp_url", "smtp://127.0.0.1:2525")]).unwrap_err();
+        assert!(err.to_string().contains("SERVER1_MAIL_FROM"), "SMTP needs a real sender");
     }
 
     #[test]

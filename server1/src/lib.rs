@@ -10,6 +10,8 @@ pub mod config;
 pub mod db;
 pub mod handoffs;
 pub mod keyring;
+pub mod links;
+pub mod mail;
 pub mod names;
 pub mod passwords;
 pub mod signing;
@@ -29,6 +31,8 @@ pub use config::Config;
 use db::Db;
 pub use handoff_web::App;
 use handoffs::Handoffs;
+use mail::outbox::{LinkSettings, MailMetrics};
+use mail::{Mailer, Outbox};
 use passwords::Passwords;
 use signing::Keys;
 use targets::Targets;
@@ -56,6 +60,9 @@ pub enum StartupError {
     /// Crypto set-up failed.
     #[error("crypto set-up failed: {0}")]
     Crypto(String),
+    /// Mail cannot be set up.
+    #[error("{0}")]
+    Mail(String),
 }
 
 fn key_hint(e: &KeyError) -> &'static str {
@@ -85,10 +92,29 @@ pub async fn build_app(
     let csrf = Csrf::new(&db.secret("csrf").await?);
     let passwords =
         Passwords::new(config.password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let accounts =
-        Accounts::new(Arc::clone(&db), passwords, config.session_ttl_secs, config.clock.clone());
     let registry = Registry::new();
     let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let mail_metrics =
+        MailMetrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let mailer =
+        Mailer::new(&config.mail.transport, &config.mail.from).map_err(StartupError::Mail)?;
+    let links = LinkSettings {
+        public_url: url::Url::parse(config.public_url.as_str())
+            .map_err(|e| StartupError::Mail(format!("SERVER1_PUBLIC_URL: {e}")))?,
+        verify_ttl_secs: config.mail.verify_ttl_secs,
+        reset_ttl_secs: config.mail.reset_ttl_secs,
+    };
+    let outbox = Arc::new(Outbox::new(
+        Arc::clone(&db),
+        mailer,
+        links,
+        web::pages::BRAND.name,
+        config.clock.clone(),
+        mail_metrics,
+    ));
+    let accounts =
+        Accounts::new(Arc::clone(&db), passwords, config.session_ttl_secs, config.clock.clone())
+            .with_mail(Arc::clone(&outbox), config.accounts.clone());
     let hardening = Hardening {
         csp: web::pages::DEFAULT_CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
@@ -104,10 +130,10 @@ pub async fn build_app(
     });
     let settings = Settings { registry, hardening, limits: Limits::FORMS };
     let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
-    Ok(app.with_background(sweep_sessions(state)))
+    Ok(app.with_background(sweep_sessions(state)).with_background(outbox.run()))
 }
 
-/// Every ten minutes, forgets expired sessions and idle sign-in throttle counts.
+/// Every ten minutes, forgets expired sessions and links, and idle throttle counts.
 async fn sweep_sessions(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {

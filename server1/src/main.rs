@@ -12,7 +12,7 @@ use server1::accounts::Accounts;
 use server1::config::EnvConfig;
 use server1::db::{Db, OpenMode};
 use server1::handoffs::{HandoffError, Handoffs};
-use server1::names::{Role, UserName};
+use server1::names::{Email, Role, UserName};
 use server1::passwords::Passwords;
 use server1::signing::Keys;
 use server1::targets::Targets;
@@ -87,6 +87,41 @@ enum UsersCommand {
         /// Role (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// E-mail address, verified by you.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List the users: name, address, roles, state.
+    List,
+    /// Disable a user: they cannot sign in, and their sessions end at once.
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// User name.
+        name: String,
+    },
+    /// Replace a user's roles (no --role: none).
+    SetRoles {
+        /// User name.
+        name: String,
+        /// Role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Remove a user with their sessions.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// Set a user's e-mail address, verified by you.
+    SetEmail {
+        /// User name.
+        name: String,
+        /// The address.
+        address: String,
     },
 }
 
@@ -121,9 +156,10 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command: KeysCommand::List } => list_keys(&config),
-        Command::Users { command: UsersCommand::Add { name, password_stdin, roles } } => {
-            block_on(add_user(&config, &name, password_stdin, &roles))
+        Command::Users { command: UsersCommand::Add { name, password_stdin, roles, email } } => {
+            block_on(add_user(&config, &name, password_stdin, &roles, email.as_deref()))
         }
+        Command::Users { command } => block_on(manage_users(&config, command)),
         Command::Mint { target, user, op, args } => {
             block_on(mint(&config, &target, &user, &op, &args))
         }
@@ -167,24 +203,38 @@ async fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
     Ok(Accounts::new(db, Passwords::new(1)?, config.session_ttl_secs, config.clock.clone()))
 }
 
-async fn add_user(
-    config: &Config,
-    name: &str,
-    password_stdin: bool,
-    roles: &[String],
-) -> anyhow::Result<()> {
-    if !password_stdin {
-        bail!("pass --password-stdin and write the password to standard input");
-    }
-    let name = UserName::normalize(name)
-        .map_err(|_| anyhow!("a user name is 1 to 64 characters of a-z 0-9 . _ -"))?;
-    let roles = roles
+fn user_name(name: &str) -> anyhow::Result<UserName> {
+    UserName::normalize(name)
+        .map_err(|_| anyhow!("a user name is 1 to 64 characters of a-z 0-9 . _ -"))
+}
+
+fn roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
+    roles
         .iter()
         .map(|r| {
             Role::parse(r)
                 .map_err(|_| anyhow!("role {r:?}: a role is 1 to 32 characters of a-z 0-9 - _"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+fn email(address: &str) -> anyhow::Result<Email> {
+    Email::normalize(address).map_err(|_| anyhow!("{address:?} is not an e-mail address"))
+}
+
+async fn add_user(
+    config: &Config,
+    name: &str,
+    password_stdin: bool,
+    roles: &[String],
+    address: Option<&str>,
+) -> anyhow::Result<()> {
+    if !password_stdin {
+        bail!("pass --password-stdin and write the password to standard input");
+    }
+    let name = user_name(name)?;
+    let roles = self::roles(roles)?;
+    let address = address.map(email).transpose()?;
     let mut password = String::new();
     std::io::stdin()
         .lock()
@@ -192,9 +242,78 @@ async fn add_user(
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
     let accounts = accounts(config, OpenMode::CreateIfMissing).await?;
-    let user = accounts.add_user(&name, password, &roles).await?;
+    let user = accounts.add_user(&name, password, &roles, address.as_ref()).await?;
     let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
     eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, roles.join(", "));
+    Ok(())
+}
+
+/// The user commands besides `add`. Each says what it did, or fails naming the user it could
+/// not find.
+async fn manage_users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
+    let accounts = accounts(config, OpenMode::Existing).await?;
+    let found = |done: bool, name: &UserName| {
+        if done {
+            Ok(())
+        } else {
+            Err(anyhow!("no user {:?}", name.as_str()))
+        }
+    };
+    match command {
+        UsersCommand::Add { .. } => bail!("`users add` is handled by add_user"),
+        UsersCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<24} {:<32} {:<9} {:<8} roles",
+                "name", "e-mail", "verified", "state"
+            )?;
+            for user in accounts.users().await? {
+                let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
+                writeln!(
+                    out,
+                    "{:<24} {:<32} {:<9} {:<8} {}",
+                    user.name,
+                    user.email.as_ref().map_or("-", |e| e.as_str()),
+                    if user.email_verified { "yes" } else { "no" },
+                    if user.disabled { "disabled" } else { "active" },
+                    roles.join(",")
+                )?;
+            }
+        }
+        UsersCommand::Disable { name } => {
+            let name = user_name(&name)?;
+            found(accounts.set_disabled(&name, true).await?, &name)?;
+            eprintln!("disabled user {name}; their sessions ended");
+        }
+        UsersCommand::Enable { name } => {
+            let name = user_name(&name)?;
+            found(accounts.set_disabled(&name, false).await?, &name)?;
+            eprintln!("enabled user {name}");
+        }
+        UsersCommand::SetRoles { name, roles } => {
+            let name = user_name(&name)?;
+            let roles = self::roles(&roles)?;
+            found(accounts.set_roles(&name, &roles).await?, &name)?;
+            let shown: Vec<&str> = roles.iter().map(Role::as_str).collect();
+            eprintln!("user {name} now has roles [{}]", shown.join(", "));
+        }
+        UsersCommand::Remove { name } => {
+            let name = user_name(&name)?;
+            found(accounts.remove(&name).await?, &name)?;
+            eprintln!("removed user {name} and their sessions");
+        }
+        UsersCommand::SetEmail { name, address } => {
+            let name = user_name(&name)?;
+            let address = email(&address)?;
+            let done = accounts.set_email(&name, &address).await.map_err(|e| match e {
+                server1::db::DbError::EmailTaken => anyhow!("another user has {address}"),
+                other => other.into(),
+            })?;
+            found(done, &name)?;
+            eprintln!("user {name} now has the verified address {address}");
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! SERVER1's names, parsed once at the edge (a form, the command line, the targets file) and
-//! passed around as types from then on: [`UserName`], [`Role`] and [`TargetId`].
+//! passed around as types from then on: [`UserName`], [`Role`], [`TargetId`] and [`Email`].
 
 use std::fmt;
 
@@ -84,6 +84,48 @@ name_type!(
     "1 to 32 characters of a-z 0-9 - _, starting with a letter or digit"
 );
 
+name_type!(
+    /// An e-mail address as SERVER1 stores it (see [`Email::normalize`]): lower-case ASCII, at
+    /// most 254 characters, a local part of 1 to 64 characters of letters, digits and
+    /// `.!#$%&'*+/=?^_`{|}~-` (no leading, trailing or doubled dot), and a domain of at least two
+    /// labels of a-z 0-9 and inner hyphens.
+    Email,
+    is_email,
+    "an e-mail address such as name@example.com"
+);
+
+fn is_email(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else { return false };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
+        });
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    value.len() <= 254 && local_ok && domain_ok
+}
+
+impl Email {
+    /// What a person typed, as the address it stands for: surrounding white space dropped and
+    /// lower-cased (one mailbox, one account, however it is spelled), then checked.
+    ///
+    /// # Errors
+    ///
+    /// When the result is not a valid address.
+    pub fn normalize(typed: &str) -> Result<Self, NameError> {
+        Self::parse(&typed.trim().to_ascii_lowercase())
+    }
+}
+
 impl UserName {
     /// What a person typed, as the name it stands for: surrounding white space dropped,
     /// lower-cased (sign-in names are case-insensitive), then checked.
@@ -114,5 +156,39 @@ mod tests {
             assert!(TargetId::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(TargetId::parse("partner-2").expect("id").to_string(), "partner-2");
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            Email::normalize("  Alice.Example+tag@Mail.Example.COM ").expect("email").as_str(),
+            "alice.example+tag@mail.example.com"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@localhost",
+            "alice@@example.com",
+            "a@b@example.com",
+            ".alice@example.com",
+            "alice.@example.com",
+            "al..ice@example.com",
+            "alice@-example.com",
+            "alice@example-.com",
+            "alice@exa_mple.com",
+            "alice@example..com",
+            "al ice@example.com",
+            "alice@exämple.com",
+            "\"alice\"@example.com",
+            "alice@example.com\r\nBcc: x@example.com",
+        ] {
+            assert!(Email::normalize(bad).is_err(), "{bad:?}");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(64))).is_ok());
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+        let long_domain = format!("a@{}.com", vec!["x".repeat(63); 4].join("."));
+        assert!(long_domain.len() > 254 && Email::parse(&long_domain).is_err());
     }
 }

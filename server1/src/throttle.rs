@@ -110,10 +110,82 @@ pub async fn success(db: &Db, account: &Key) -> Result<(), DbError> {
     db.throttle_clear(&account.id()).await
 }
 
+/// How much mail the account forms may cause per hour: to one address, and for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailLimits {
+    /// Messages to one address (`SERVER1_MAIL_LIMIT_PER_ADDRESS`).
+    pub per_address: u32,
+    /// Messages caused by one client address (`SERVER1_MAIL_LIMIT_PER_CLIENT`).
+    pub per_client: u32,
+}
+
+/// Counts one message that `client` asks for and answers whether it is within the limit
+/// (counts idle for an hour start again). A request without a known client address counts
+/// against one shared key, so it is limited too.
+///
+/// # Errors
+///
+/// When the database fails (the request is then refused: fail closed).
+pub async fn mail_from_client(
+    db: &Db,
+    client: Option<IpAddr>,
+    limits: MailLimits,
+    now: UnixTime,
+) -> Result<bool, DbError> {
+    let key = match client.map(Key::client) {
+        Some(Key::Client(ip)) => format!("mail-from:{ip}"),
+        _ => "mail-from:unknown".to_owned(),
+    };
+    let counted = db.throttle_count(&key, now, IDLE_SECS).await?;
+    Ok(counted.failures <= limits.per_client)
+}
+
+/// Counts one message to `address` and answers whether it is within the limit.
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn mail_to_address(
+    db: &Db,
+    address: &str,
+    limits: MailLimits,
+    now: UnixTime,
+) -> Result<bool, DbError> {
+    let counted = db.throttle_count(&format!("mail-to:{address}"), now, IDLE_SECS).await?;
+    Ok(counted.failures <= limits.per_address)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::{DatabaseUrl, OpenMode, PoolSettings};
+
+    #[tokio::test]
+    async fn mail_limits_count_per_address_and_per_client_for_an_hour() {
+        let (t, _dir) = db().await;
+        let limits = MailLimits { per_address: 2, per_client: 3 };
+        let now = UnixTime::from_secs(5000);
+        let to = |a: &'static str, at: UnixTime| {
+            let t = &t;
+            async move { mail_to_address(t, a, limits, at).await.expect("count") }
+        };
+        assert!(to("a@example.com", now).await && to("a@example.com", now).await);
+        assert!(!to("a@example.com", now).await, "the third to one address");
+        assert!(to("b@example.com", now).await, "another address has its own count");
+        assert!(to("a@example.com", now.plus(IDLE_SECS)).await, "an hour later it starts again");
+        let ip: IpAddr = "198.51.100.4".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(mail_from_client(&t, Some(ip), limits, now).await.expect("count"));
+        }
+        assert!(!mail_from_client(&t, Some(ip), limits, now).await.expect("count"));
+        for _ in 0..3 {
+            assert!(mail_from_client(&t, None, limits, now).await.expect("count"));
+        }
+        assert!(
+            !mail_from_client(&t, None, limits, now).await.expect("count"),
+            "unknown clients share one count"
+        );
+    }
 
     async fn db() -> (Db, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -128,7 +128,8 @@ impl RedisReplayStore {
         let client = redis::Client::open(url.0.as_str()).map_err(|e| e.to_string())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            // Each request is bounded by `bounded` (one timer per request, not two).
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
         let conn =

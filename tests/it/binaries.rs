@@ -126,6 +126,102 @@ async fn real_processes_end_to_end() {
     assert_eq!(resp.status(), 303);
 }
 
+/// `server1 users …` with `password` on standard input.
+fn users(dir: &std::path::Path, port: u16, args: &[&str], password: &str) -> std::process::Output {
+    let mut cmd = server1(dir, port)
+        .arg("users")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = cmd.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes());
+    cmd.wait_with_output().unwrap()
+}
+
+/// The operator's user commands: add with an address, list, disable (sessions end at once),
+/// enable, set roles, set an address, remove; each failure names its reason.
+#[tokio::test]
+async fn operators_manage_users_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p1 = free_port();
+    std::fs::write(dir.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    assert!(server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap().status.success());
+    let add =
+        ["add", "carol", "--password-stdin", "--role", "reports", "--email", "Carol@Example.com"];
+    let out = users(dir.path(), p1, &add, PASSWORD);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let weak = users(dir.path(), p1, &["add", "dave", "--password-stdin"], "dave1234");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 12 characters"));
+    let out = users(
+        dir.path(),
+        p1,
+        &["add", "erin", "--password-stdin", "--email", "carol@example.com"],
+        PASSWORD,
+    );
+    assert!(!out.status.success(), "the address is taken");
+    let list = |expect: &str| {
+        let out = users(dir.path(), p1, &["list"], "");
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text.lines().find(|l| l.starts_with("carol ")).unwrap_or_default().to_owned();
+        assert!(
+            line.split_whitespace().collect::<Vec<_>>().join(" ").contains(expect),
+            "{expect:?} in {text}"
+        );
+    };
+    list("carol carol@example.com yes active reports");
+
+    let _s1 = Running(server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap());
+    let base = format!("http://127.0.0.1:{p1}");
+    wait_until_up(&format!("{base}/healthz")).await;
+    let browser = client();
+    sign_in(&browser, &base, "carol").await;
+    assert_eq!(status_of(&browser, &format!("{base}/")).await, 200);
+
+    assert!(users(dir.path(), p1, &["disable", "carol"], "").status.success());
+    list("disabled");
+    assert_eq!(status_of(&browser, &format!("{base}/")).await, 303, "the session ended at once");
+    assert_eq!(try_sign_in(&client(), &base, "carol", PASSWORD, None).await.status(), 403);
+    assert!(users(dir.path(), p1, &["enable", "carol"], "").status.success());
+    sign_in(&browser, &base, "carol").await;
+
+    assert!(users(
+        dir.path(),
+        p1,
+        &["set-roles", "carol", "--role", "billing", "--role", "reports"],
+        ""
+    )
+    .status
+    .success());
+    list("billing,reports");
+    assert!(users(dir.path(), p1, &["set-email", "carol", "carol.new@example.com"], "")
+        .status
+        .success());
+    list("carol.new@example.com yes");
+    for (args, why) in [
+        (&["disable", "nobody"][..], "no user"),
+        (&["set-email", "carol", "not-an-address"][..], "not an e-mail address"),
+        (&["set-roles", "carol", "--role", "Bad Role"][..], "a role is"),
+        (&["remove", "nobody"][..], "no user"),
+    ] {
+        let out = users(dir.path(), p1, args, "");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(users(dir.path(), p1, &["remove", "carol"], "").status.success());
+    assert_eq!(status_of(&browser, &format!("{base}/")).await, 303, "removed: signed out");
+    assert_eq!(try_sign_in(&client(), &base, "carol", PASSWORD, None).await.status(), 401);
+    let out = users(dir.path(), p1, &["list"], "");
+    assert!(!String::from_utf8(out.stdout).unwrap().contains("carol"));
+}
+
 #[test]
 fn bad_configuration_stops_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,13 +471,37 @@ impl Drop for Group {
     }
 }
 
-/// Starts scripts/demo.sh on `data` (with `CARGO_TARGET_DIR` set to `target_dir` if given);
-/// returns it and the password its banner shows.
+/// A started demo script: the process, its process group, the password its banner shows, and
+/// the lines it prints after the banner.
+struct Demo {
+    child: Child,
+    group: Group,
+    password: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    /// The next line the script prints that contains `needle`, within `secs`.
+    fn line_with(&self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("the demo printed no line with {needle:?}"));
+            if line.contains(needle) {
+                return line.trim().to_owned();
+            }
+        }
+    }
+}
+
+/// Starts scripts/demo.sh on `data` (with `CARGO_TARGET_DIR` set to `target_dir` if given).
 fn start_demo(
     root: &std::path::Path,
     data: &std::path::Path,
     target_dir: Option<&std::path::Path>,
-) -> (Child, Group, String) {
+) -> Demo {
     start_script("scripts/demo.sh", root, data, target_dir)
 }
 
@@ -391,7 +511,7 @@ fn start_script(
     root: &std::path::Path,
     data: &std::path::Path,
     target_dir: Option<&std::path::Path>,
-) -> (Child, Group, String) {
+) -> Demo {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut demo = Command::new("bash");
@@ -425,7 +545,7 @@ fn start_script(
             break p.trim().to_owned();
         }
     };
-    (child, group, password)
+    Demo { child, group, password, lines: rx }
 }
 
 /// Ctrl-C as a terminal sends it (SIGINT to the whole process group); the script and both
@@ -476,7 +596,8 @@ async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
     let data = tempfile::tempdir().unwrap();
     let (s1, s2) = ("http://127.0.0.1:8001", "http://localhost:8002");
 
-    let (child, group, password) = start_demo(root, data.path(), target_dir);
+    let demo = start_demo(root, data.path(), target_dir);
+    let password = demo.password.clone();
     assert!(password.len() >= 20, "a generated password");
     let c = client();
     let resp = try_sign_in(&c, s1, "demo", &password, None).await;
@@ -488,13 +609,64 @@ async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
     assert_eq!(landing, "/reports/42");
     let page = text_of(&c, &format!("{s2}{landing}")).await;
     assert!(page.contains("Report 42"), "{page}");
-    ctrl_c(child, group);
 
-    let (child, group, again) = start_demo(root, data.path(), target_dir);
-    assert_eq!(again, password, "the second run keeps the first run's user");
+    // A newcomer signs up, verifies and resets with the links the console shows.
+    let newcomer = client();
+    let page = text_of(&newcomer, &format!("{s1}/signup")).await;
+    let csrf = form_value(&page, "csrf").expect("the sign-up form");
+    let chosen = "walnut ferry compass 19";
+    let resp = newcomer
+        .post(format!("{s1}/signup"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "nina"),
+            ("email", "nina@example.com"),
+            ("password", chosen),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(demo.line_with("Mail to nina@example.com", 20).contains("Verify your e-mail address"));
+    let link = demo.line_with("/verify-email?token=", 5);
+    assert!(link.starts_with(&format!("{s1}/verify-email?token=")), "{link}");
+    let page = text_of(&newcomer, &link).await;
+    let form: Vec<(&str, String)> =
+        ["csrf", "token"].iter().map(|f| (*f, form_value(&page, f).unwrap())).collect();
+    let resp = newcomer.post(format!("{s1}/verify-email")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the printed link verifies the address");
+    let page = text_of(&newcomer, &format!("{s1}/forgot-password")).await;
+    let csrf = form_value(&page, "csrf").unwrap();
+    let resp = newcomer
+        .post(format!("{s1}/forgot-password"))
+        .form(&[("csrf", csrf.as_str()), ("email", "nina@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let link = demo.line_with("/reset-password?token=", 20);
+    let page = text_of(&newcomer, &link).await;
+    let (csrf, token) = (form_value(&page, "csrf").unwrap(), form_value(&page, "token").unwrap());
+    let renewed = "harbor violet summit 64";
+    let resp = newcomer
+        .post(format!("{s1}/reset-password"))
+        .form(&[("csrf", csrf.as_str()), ("token", token.as_str()), ("password", renewed)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the printed reset link works");
+    assert_eq!(try_sign_in(&client(), s1, "nina", renewed, None).await.status(), 303);
+    let nina = client();
+    assert_eq!(try_sign_in(&nina, s1, "nina", renewed, None).await.status(), 303);
+    let token = open_handoff(&nina, s1, "/handoff/partner/report.view?report_id=7").await;
+    assert_eq!(submit(&nina, s2, &token).await.status(), 303, "a new account hands off");
+    ctrl_c(demo.child, demo.group);
+
+    let again = start_demo(root, data.path(), target_dir);
+    assert_eq!(again.password, password, "the second run keeps the first run's user");
     let c = client();
     assert_eq!(try_sign_in(&c, s1, "demo", &password, None).await.status(), 303);
-    ctrl_c(child, group);
+    ctrl_c(again.child, again.group);
 }
 
 /// The binaries this test run built: in ./target by default (None), or where CARGO_TARGET_DIR
@@ -522,8 +694,8 @@ async fn the_demo_cluster_serves_the_walkthrough_through_haproxy_and_stops_on_ct
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let data = tempfile::tempdir().unwrap();
     let target = built_in();
-    let (child, group, password) =
-        start_script("scripts/demo-cluster.sh", root, data.path(), target.as_deref());
+    let demo = start_script("scripts/demo-cluster.sh", root, data.path(), target.as_deref());
+    let password = demo.password.clone();
     let (s1, s2) = ("http://127.0.0.1:8001", "http://localhost:8002");
     let c = client();
     assert_eq!(try_sign_in(&c, s1, "demo", &password, None).await.status(), 303);
@@ -539,7 +711,7 @@ async fn the_demo_cluster_serves_the_walkthrough_through_haproxy_and_stops_on_ct
             assert_eq!(submit(&plain_client(), s2, &token).await.status(), 401, "report {id}");
         }
     }
-    ctrl_c_closes(child, group, &PORTS);
+    ctrl_c_closes(demo.child, demo.group, &PORTS);
 }
 
 /// `make demo`, end to end (see [`demo_serves_and_stops`]).

@@ -142,6 +142,11 @@ impl Browser {
         self.client.title().await.unwrap()
     }
 
+    /// Types `text` into the field with id `id`.
+    async fn type_into(&self, id: &str, text: &str) {
+        self.client.find(Locator::Id(id)).await.unwrap().send_keys(text).await.unwrap();
+    }
+
     async fn click_link(&self, text: &str) {
         self.client.find(Locator::LinkText(text)).await.unwrap().click().await.unwrap();
     }
@@ -155,9 +160,13 @@ impl Browser {
     }
 
     async fn sign_in(&self, s: &Servers, user: &str) {
+        self.sign_in_with(s, user, PASSWORD).await;
+    }
+
+    async fn sign_in_with(&self, s: &Servers, user: &str, password: &str) {
         self.goto(&format!("{}/login", s.server1)).await;
-        self.client.find(Locator::Id("username")).await.unwrap().send_keys(user).await.unwrap();
-        self.client.find(Locator::Id("password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+        self.type_into("username", user).await;
+        self.type_into("password", password).await;
         self.click("button[type=submit]").await;
         let dashboard = format!("{}/", s.server1);
         self.wait_url("the dashboard", |u| u == dashboard).await;
@@ -438,5 +447,74 @@ async fn a_posted_handoff_for_another_user_asks_before_switching() {
     b.click("button[value=stay]").await;
     let home = format!("{}/", s.server2);
     b.wait_url("SERVER2's home", |u| u == home).await;
+    b.close().await;
+}
+
+/// A newcomer signs up, opens the verification link from the mail, signs in and hands off.
+#[tokio::test]
+async fn sign_up_verify_and_hand_off_in_the_browser() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let s = spawn_both(move |c| with_mail(c, &url), |_| {}).await;
+    let b = Browser::start(true).await;
+    b.goto(&format!("{}/login", s.server1)).await;
+    b.click_link("Create an account").await;
+    b.wait_url("the sign-up page", |u| u.ends_with("/signup")).await;
+    b.type_into("email", "nina@example.com").await;
+    b.type_into("username", "nina").await;
+    b.type_into("password", "walnut ferry compass 19").await;
+    b.screenshot("11-sign-up").await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("Check your mail", |t| t.contains("Check your mail")).await;
+    b.screenshot("12-check-your-mail").await;
+
+    let link = smtp.wait_for("nina@example.com", 1, 10).await.remove(0).link();
+    b.goto(&link).await;
+    b.wait_text("the verification page", |t| t.contains("Verify my address")).await;
+    b.screenshot("13-verify-address").await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("Address verified", |t| t.contains("Address verified")).await;
+    b.screenshot("14-address-verified").await;
+
+    b.sign_in_with(&s, "nina", "walnut ferry compass 19").await;
+    let landed = b.open_report_42().await;
+    assert!(landed.starts_with(&s.server2), "{landed}");
+    b.wait_text("Report 42", |t| t.contains("Report 42")).await;
+    b.close().await;
+}
+
+/// "Forgot your password?" from the sign-in page to a new password, and the account page with
+/// its sessions.
+#[tokio::test]
+async fn reset_the_password_in_the_browser() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let s = spawn_both(move |c| with_mail(c, &url), |_| {}).await;
+    let other = client();
+    sign_in(&other, &s.server1, "alice").await;
+    let b = Browser::start(true).await;
+    b.goto(&format!("{}/login", s.server1)).await;
+    b.click_link("Forgot your password?").await;
+    b.wait_url("the forgot page", |u| u.ends_with("/forgot-password")).await;
+    b.type_into("email", "alice@example.com").await;
+    b.screenshot("15-forgot-password").await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("the answer", |t| t.contains("If an account uses that address")).await;
+
+    let link = smtp.wait_for("alice@example.com", 1, 10).await.remove(0).link();
+    b.goto(&link).await;
+    b.wait_text("the reset form", |t| t.contains("Choose a new password")).await;
+    b.type_into("password", "amber lantern orchard 77").await;
+    b.screenshot("16-reset-password").await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("Password changed", |t| t.contains("Password changed")).await;
+    assert_eq!(status_of(&other, &format!("{}/", s.server1)).await, 303, "the other session ended");
+
+    b.sign_in_with(&s, "alice", "amber lantern orchard 77").await;
+    b.goto(&format!("{}/account", s.server1)).await;
+    let page = b.wait_text("the account page", |t| t.contains("Where you are signed in")).await;
+    assert!(page.contains("alice@example.com") && page.contains("This browser"), "{page}");
+    b.js("document.querySelector('table.sessions').scrollIntoView({block: 'center'})").await;
+    b.screenshot("17-account").await;
     b.close().await;
 }

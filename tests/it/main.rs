@@ -1,6 +1,7 @@
 //! Integration tests: both servers, driven over real HTTP.
 #![allow(clippy::unwrap_used)]
 
+mod accounts;
 mod attacks;
 mod binaries;
 mod browser;

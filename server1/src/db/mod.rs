@@ -1,5 +1,5 @@
-//! SERVER1's database: users and their roles, sign-in sessions, the sign-in throttle's counts
-//! and the shared secrets, on SQLite (one host; the embedded default) or PostgreSQL (several
+//! SERVER1's database: users and their roles, sign-in sessions, one-time links, the outbox of
+//! mail to send, the sign-in throttle's counts and the shared secrets, on SQLite (one host; the embedded default) or PostgreSQL (several
 //! replicas). [`Db`] is the one async interface both engines sit behind; each engine has its own
 //! schema migrations, applied at start-up.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use handoff::{Subject, UnixTime};
 
-use crate::names::{Role, UserName};
+use crate::names::{Email, Role, UserName};
 pub use postgres::{PgDb, PgUrl};
 pub use sqlite::SqliteDb;
 
@@ -33,6 +33,9 @@ pub enum DbError {
     /// A user with that name exists.
     #[error("a user with that name already exists")]
     Conflict,
+    /// Another user has that e-mail address.
+    #[error("another user has that e-mail address")]
+    EmailTaken,
     /// The database is down, locked, read-only or failing.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -99,6 +102,12 @@ pub struct User {
     pub name: UserName,
     /// Roles, sorted.
     pub roles: Vec<Role>,
+    /// Their e-mail address, if they have one.
+    pub email: Option<Email>,
+    /// True when the address was verified (by a link, or by the operator who added the user).
+    pub email_verified: bool,
+    /// A disabled user cannot sign in and has no sessions.
+    pub disabled: bool,
 }
 
 impl User {
@@ -108,14 +117,57 @@ impl User {
     }
 }
 
-/// A user from stored text. Ids, names and roles are written only by `add_user`, checked; one
-/// that fails the check now means a tampered database, and that user simply does not exist (a
-/// role that fails it is not held).
-fn user_from_row(id: &str, name: &str, roles: &str) -> Option<User> {
-    let mut roles: Vec<Role> =
-        roles.split(' ').filter(|r| !r.is_empty()).filter_map(|r| Role::parse(r).ok()).collect();
-    roles.sort();
-    Some(User { id: Subject::parse(id).ok()?, name: UserName::parse(name).ok()?, roles })
+/// What a new user is made of.
+#[derive(Debug, Clone)]
+pub struct NewUser<'a> {
+    /// Sign-in name.
+    pub name: &'a UserName,
+    /// The argon2 hash of their password.
+    pub password_hash: &'a str,
+    /// Roles.
+    pub roles: &'a [Role],
+    /// E-mail address.
+    pub email: Option<&'a Email>,
+    /// Whether the address counts as verified already.
+    pub email_verified: bool,
+}
+
+/// The columns every user query selects, in this order (`u` is the users table): id, name,
+/// roles (space-separated), email, email_verified, disabled, password_hash.
+struct UserRow {
+    id: String,
+    name: String,
+    roles: Option<String>,
+    email: Option<String>,
+    email_verified: bool,
+    disabled: bool,
+    password_hash: String,
+}
+
+impl UserRow {
+    /// The user, from stored text. Ids, names, roles and addresses are written only checked;
+    /// one that fails the check now means a tampered database, and that user simply does not
+    /// exist (a role that fails it is not held, an address that fails it is none).
+    fn into_user(self) -> Option<(User, String)> {
+        let mut roles: Vec<Role> = self
+            .roles
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|r| !r.is_empty())
+            .filter_map(|r| Role::parse(r).ok())
+            .collect();
+        roles.sort();
+        let user = User {
+            id: Subject::parse(&self.id).ok()?,
+            name: UserName::parse(&self.name).ok()?,
+            roles,
+            email: self.email.as_deref().and_then(|e| Email::parse(e).ok()),
+            email_verified: self.email_verified,
+            disabled: self.disabled,
+        };
+        Some((user, self.password_hash))
+    }
 }
 
 /// A new user's id: `u_` and 128 random bits.
@@ -126,6 +178,86 @@ fn new_user_id() -> Result<Subject, DbError> {
     ring::rand::SystemRandom::new().fill(&mut raw).map_err(|_| DbError::Random)?;
     let id = format!("u_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
     Subject::parse(&id).map_err(|_| DbError::Random)
+}
+
+/// What is kept of a session besides its hash, for the account page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMeta {
+    /// An id the account page names the session by (never its cookie or hash).
+    pub public_id: String,
+    /// The client address it was opened from.
+    pub client: Option<String>,
+    /// The browser's `User-Agent`, shortened.
+    pub user_agent: Option<String>,
+}
+
+/// A live session, as the account page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The hash of its id (to mark the browser's own).
+    pub id_hash: Vec<u8>,
+    /// See [`SessionMeta`].
+    pub meta: SessionMeta,
+    /// When it was opened.
+    pub created: UnixTime,
+    /// When it was last used (to the minute).
+    pub last_seen: UnixTime,
+}
+
+/// A one-time link's purpose: a link for one purpose never serves another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// Verify the account's address.
+    VerifyEmail,
+    /// Set a new password.
+    ResetPassword,
+    /// Confirm a new address before it replaces the old one.
+    ChangeEmail,
+}
+
+impl LinkPurpose {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+            Self::ChangeEmail => "change_email",
+        }
+    }
+}
+
+/// A live one-time link's owner, and the address it confirms (for [`LinkPurpose::ChangeEmail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkOwner {
+    /// The user it was issued to.
+    pub user: Subject,
+    /// The address it confirms.
+    pub address: Option<Email>,
+}
+
+/// One piece of mail to send, as the outbox keeps it: what to send and to whom, never a link
+/// (links are made when the mail is sent, so the database never holds one that works).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// What to send (see [`crate::mail::Kind`]).
+    pub kind: String,
+    /// The user it is about, when there is one.
+    pub user: Option<Subject>,
+    /// The address it goes to.
+    pub address: String,
+}
+
+/// A job taken from the outbox to work on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// Its row.
+    pub id: i64,
+    /// What it is.
+    pub job: Job,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created: UnixTime,
 }
 
 /// The database, on either engine.
@@ -144,6 +276,19 @@ pub struct Counted {
     pub failures: u32,
 }
 
+/// Calls the same method on whichever engine this is (SQLite's are synchronous: each is one
+/// short statement or transaction).
+macro_rules! on_engine {
+    ($self:ident . $method:ident ( $($arg:expr),* $(,)? )) => {
+        match $self {
+            Db::Sqlite(db) => db.$method($($arg),*),
+            Db::Postgres(db) => db.$method($($arg),*).await,
+        }
+    };
+}
+
+/// Every method fails with [`DbError::Unavailable`] when the database does; other errors are
+/// named where they can happen.
 impl Db {
     /// Opens (and migrates) the database at `url`.
     ///
@@ -164,10 +309,7 @@ impl Db {
 
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
-        match self {
-            Self::Sqlite(db) => db.ping(),
-            Self::Postgres(db) => db.ping().await,
-        }
+        on_engine!(self.ping())
     }
 
     /// The named 32-byte secret, created on first use (shared by every SERVER1 on this
@@ -175,30 +317,19 @@ impl Db {
     ///
     /// # Errors
     ///
-    /// When the database fails or randomness fails.
+    /// Also [`DbError::Random`].
     pub async fn secret(&self, name: &str) -> Result<Vec<u8>, DbError> {
-        match self {
-            Self::Sqlite(db) => db.secret(name),
-            Self::Postgres(db) => db.secret(name).await,
-        }
+        on_engine!(self.secret(name))
     }
 
     /// Adds a user with roles, all or nothing.
     ///
     /// # Errors
     ///
-    /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
-    pub async fn add_user(
-        &self,
-        name: &UserName,
-        password_hash: &str,
-        roles: &[Role],
-        now: UnixTime,
-    ) -> Result<User, DbError> {
-        match self {
-            Self::Sqlite(db) => db.add_user(name, password_hash, roles, now),
-            Self::Postgres(db) => db.add_user(name, password_hash, roles, now).await,
-        }
+    /// [`DbError::Conflict`] when the name is taken, [`DbError::EmailTaken`] when the address
+    /// is.
+    pub async fn add_user(&self, user: &NewUser<'_>, now: UnixTime) -> Result<User, DbError> {
+        on_engine!(self.add_user(user, now))
     }
 
     /// The user called `name` and their password hash.
@@ -207,10 +338,106 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub async fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
-        match self {
-            Self::Sqlite(db) => db.user_by_name(name),
-            Self::Postgres(db) => db.user_by_name(name).await,
-        }
+        on_engine!(self.user_by("u.name", name.as_str()))
+    }
+
+    /// The user with address `email` and their password hash.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn user_by_email(&self, email: &Email) -> Result<Option<(User, String)>, DbError> {
+        on_engine!(self.user_by("u.email", email.as_str()))
+    }
+
+    /// The user with id `id` and their password hash.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn user_by_id(&self, id: &Subject) -> Result<Option<(User, String)>, DbError> {
+        on_engine!(self.user_by("u.id", id.as_str()))
+    }
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn users(&self) -> Result<Vec<User>, DbError> {
+        on_engine!(self.users())
+    }
+
+    /// Disables (ending every session at once) or enables a user; false when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_disabled(&self, user: &Subject, disabled: bool) -> Result<bool, DbError> {
+        on_engine!(self.set_disabled(user, disabled))
+    }
+
+    /// Replaces a user's roles; false when there is no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_roles(&self, user: &Subject, roles: &[Role]) -> Result<bool, DbError> {
+        on_engine!(self.set_roles(user, roles))
+    }
+
+    /// Removes a user with their sessions and links; false when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn remove_user(&self, user: &Subject) -> Result<bool, DbError> {
+        on_engine!(self.remove_user(user))
+    }
+
+    /// Sets a user's address and whether it is verified; false when there is no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::EmailTaken`] when another user has it.
+    pub async fn set_email(
+        &self,
+        user: &Subject,
+        email: &Email,
+        verified: bool,
+    ) -> Result<bool, DbError> {
+        on_engine!(self.set_email(user, email, verified))
+    }
+
+    /// Replaces a user's password hash, ends every session of theirs but `keep`, and moves
+    /// their `tokens_valid_after` to `now`: all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_password(
+        &self,
+        user: &Subject,
+        password_hash: &str,
+        keep: Option<&[u8]>,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        on_engine!(self.set_password(user, password_hash, keep, now))
+    }
+
+    /// Ends every session of `user` but `keep`, and with `revoke_at` moves their
+    /// `tokens_valid_after` there; how many sessions ended.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn end_sessions(
+        &self,
+        user: &Subject,
+        keep: Option<&[u8]>,
+        revoke_at: Option<UnixTime>,
+    ) -> Result<u64, DbError> {
+        on_engine!(self.end_sessions(user, keep, revoke_at))
     }
 
     /// Records a session (by the hash of its id) for `user`.
@@ -222,16 +449,14 @@ impl Db {
         &self,
         id_hash: &[u8],
         user: &Subject,
+        meta: &SessionMeta,
         now: UnixTime,
         expires: UnixTime,
     ) -> Result<(), DbError> {
-        match self {
-            Self::Sqlite(db) => db.create_session(id_hash, user, now, expires),
-            Self::Postgres(db) => db.create_session(id_hash, user, now, expires).await,
-        }
+        on_engine!(self.create_session(id_hash, user, meta, now, expires))
     }
 
-    /// The user of a live session.
+    /// The user of a live session (never a disabled one) and when it was last seen.
     ///
     /// # Errors
     ///
@@ -240,11 +465,44 @@ impl Db {
         &self,
         id_hash: &[u8],
         now: UnixTime,
-    ) -> Result<Option<User>, DbError> {
-        match self {
-            Self::Sqlite(db) => db.session_user(id_hash, now),
-            Self::Postgres(db) => db.session_user(id_hash, now).await,
-        }
+    ) -> Result<Option<(User, UnixTime)>, DbError> {
+        on_engine!(self.session_user(id_hash, now))
+    }
+
+    /// Records that a session was used at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn touch_session(&self, id_hash: &[u8], now: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.touch_session(id_hash, now))
+    }
+
+    /// The live sessions of `user`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn sessions_of(
+        &self,
+        user: &Subject,
+        now: UnixTime,
+    ) -> Result<Vec<SessionInfo>, DbError> {
+        on_engine!(self.sessions_of(user, now))
+    }
+
+    /// Ends the session of `user` named `public_id` on the account page; false when there is
+    /// none (another user's is none).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn end_session_by_public_id(
+        &self,
+        user: &Subject,
+        public_id: &str,
+    ) -> Result<bool, DbError> {
+        on_engine!(self.end_session_by_public_id(user, public_id))
     }
 
     /// Ends a session.
@@ -253,23 +511,115 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub async fn delete_session(&self, id_hash: &[u8]) -> Result<(), DbError> {
-        match self {
-            Self::Sqlite(db) => db.delete_session(id_hash),
-            Self::Postgres(db) => db.delete_session(id_hash).await,
-        }
+        on_engine!(self.delete_session(id_hash))
     }
 
-    /// Deletes expired sessions and throttle counts idle for `idle_secs` with no block left;
-    /// returns how many rows.
+    /// Records a one-time link for `user` and `purpose` by the hash of its token, replacing
+    /// the one issued before (only the latest works).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn issue_link(
+        &self,
+        user: &Subject,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        address: Option<&Email>,
+        now: UnixTime,
+        expires: UnixTime,
+    ) -> Result<(), DbError> {
+        on_engine!(self.issue_link(user, purpose, token_hash, address, now, expires))
+    }
+
+    /// Who a live link belongs to, leaving it live.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn peek_link(
+        &self,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<LinkOwner>, DbError> {
+        on_engine!(self.link(purpose, token_hash, now, false))
+    }
+
+    /// Uses up a live link, atomically (of two requests with one link, one gets its owner).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn consume_link(
+        &self,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<LinkOwner>, DbError> {
+        on_engine!(self.link(purpose, token_hash, now, true))
+    }
+
+    /// Queues mail to send.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn enqueue(&self, job: &Job, now: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.enqueue(job, now))
+    }
+
+    /// Takes up to `limit` jobs that are due at `now`, counting an attempt for each and
+    /// holding them until `lease_until` (another replica takes a job only once its lease ran
+    /// out: a replica that died mid-send loses no mail).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn claim_jobs(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, DbError> {
+        on_engine!(self.claim_jobs(now, lease_until, limit))
+    }
+
+    /// Removes a job that is done (sent, or given up).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn finish_job(&self, id: i64) -> Result<(), DbError> {
+        on_engine!(self.finish_job(id))
+    }
+
+    /// Schedules a failed job's next attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn retry_job(&self, id: i64, at: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.retry_job(id, at))
+    }
+
+    /// How many jobs wait in the outbox.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn outbox_len(&self) -> Result<u64, DbError> {
+        on_engine!(self.outbox_len())
+    }
+
+    /// Deletes expired sessions and links, and throttle counts idle for `idle_secs` with no
+    /// block left; returns how many rows.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
     pub async fn purge(&self, now: UnixTime, idle_secs: u64) -> Result<usize, DbError> {
-        match self {
-            Self::Sqlite(db) => db.purge(now, idle_secs),
-            Self::Postgres(db) => db.purge(now, idle_secs).await,
-        }
+        on_engine!(self.purge(now, idle_secs))
     }
 
     /// The latest `blocked_until` (seconds) of any of `keys`, 0 when none is blocked.
@@ -278,10 +628,7 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub async fn throttle_blocked_until(&self, keys: &[String]) -> Result<u64, DbError> {
-        match self {
-            Self::Sqlite(db) => db.throttle_blocked_until(keys),
-            Self::Postgres(db) => db.throttle_blocked_until(keys).await,
-        }
+        on_engine!(self.throttle_blocked_until(keys))
     }
 
     /// Counts one failure against `key` at `now` (a count idle for `idle_secs` starts again)
@@ -296,10 +643,7 @@ impl Db {
         now: UnixTime,
         idle_secs: u64,
     ) -> Result<Counted, DbError> {
-        match self {
-            Self::Sqlite(db) => db.throttle_count(key, now, idle_secs),
-            Self::Postgres(db) => db.throttle_count(key, now, idle_secs).await,
-        }
+        on_engine!(self.throttle_count(key, now, idle_secs))
     }
 
     /// Blocks `key` until `until` (seconds), unless it is blocked longer already.
@@ -308,10 +652,7 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub async fn throttle_block(&self, key: &str, until: u64) -> Result<(), DbError> {
-        match self {
-            Self::Sqlite(db) => db.throttle_block(key, until),
-            Self::Postgres(db) => db.throttle_block(key, until).await,
-        }
+        on_engine!(self.throttle_block(key, until))
     }
 
     /// Forgets `key`'s failures (a successful sign-in clears the account's).
@@ -320,10 +661,7 @@ impl Db {
     ///
     /// [`DbError::Unavailable`].
     pub async fn throttle_clear(&self, key: &str) -> Result<(), DbError> {
-        match self {
-            Self::Sqlite(db) => db.throttle_clear(key),
-            Self::Postgres(db) => db.throttle_clear(key).await,
-        }
+        on_engine!(self.throttle_clear(key))
     }
 }
 

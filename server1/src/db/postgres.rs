@@ -16,8 +16,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::{new_user_id, user_from_row, Counted, DbError, OpenMode, PoolSettings, User};
-use crate::names::{Role, UserName};
+use super::{
+    new_user_id, ClaimedJob, Counted, DbError, Job, LinkOwner, LinkPurpose, NewUser, OpenMode,
+    PoolSettings, SessionInfo, SessionMeta, User, UserRow,
+};
+use crate::names::{Email, Role};
 
 /// A `postgres://` URL. `Debug` and `Display` never show its password.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,7 +97,102 @@ const MIGRATIONS: &[&str] = &[
         last_seen BIGINT NOT NULL
      );
      CREATE INDEX signin_throttle_last_seen ON signin_throttle(last_seen);",
+    // v2: what SQLite's v3 adds (accounts, session details, one-time links, the outbox).
+    "ALTER TABLE users ADD COLUMN email TEXT;
+     ALTER TABLE users ADD COLUMN email_verified BOOLEAN NOT NULL DEFAULT TRUE;
+     ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
+     ALTER TABLE users ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX users_email ON users(email);
+     ALTER TABLE sessions ADD COLUMN public_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE sessions ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN client TEXT;
+     ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+     CREATE INDEX sessions_user ON sessions(user_id);
+     CREATE TABLE one_time_links (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        purpose TEXT NOT NULL,
+        token_hash BYTEA NOT NULL UNIQUE,
+        address TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, purpose)
+     );
+     CREATE INDEX one_time_links_expiry ON one_time_links(expires_at);
+     CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        user_id TEXT,
+        address TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX outbox_due ON outbox(next_attempt_at);",
 ];
+
+/// The user columns [`UserRow`] reads, and `FROM users u`.
+macro_rules! select_user {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT u.id, u.name, (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id),
+                    u.email, u.email_verified, u.disabled, u.password_hash",
+            $($rest),*
+        )
+    };
+}
+
+fn user_row(row: &Row) -> UserRow {
+    UserRow {
+        id: row.get(0),
+        name: row.get(1),
+        roles: row.get(2),
+        email: row.get(3),
+        email_verified: row.get(4),
+        disabled: row.get(5),
+        password_hash: row.get(6),
+    }
+}
+
+fn time(secs: i64) -> UnixTime {
+    UnixTime::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// A unique-constraint failure, by the constraint it names.
+fn conflict(e: &tokio_postgres::Error) -> Option<DbError> {
+    let db = e.as_db_error()?;
+    (db.code() == &SqlState::UNIQUE_VIOLATION).then(|| {
+        if db.constraint() == Some("users_email") {
+            DbError::EmailTaken
+        } else {
+            DbError::Conflict
+        }
+    })
+}
+
+/// Ends the sessions of `user` but `keep`, and moves `tokens_valid_after` to `revoke_at`.
+async fn end_sessions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user: &Subject,
+    keep: Option<&[u8]>,
+    revoke_at: Option<UnixTime>,
+) -> Result<u64, DbError> {
+    let ended = tx
+        .execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND id_hash IS DISTINCT FROM $2",
+            &[&user.as_str(), &keep],
+        )
+        .await
+        .map_err(unavailable)?;
+    if let Some(at) = revoke_at {
+        tx.execute(
+            "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $2) WHERE id = $1",
+            &[&user.as_str(), &secs(at)],
+        )
+        .await
+        .map_err(unavailable)?;
+    }
+    Ok(ended)
+}
 
 /// The advisory lock migrations run under (any constant all SERVER1s agree on).
 const MIGRATION_LOCK: i64 = 0x4841_4e44_4f46_4631;
@@ -275,34 +373,30 @@ impl PgDb {
     ///
     /// # Errors
     ///
-    /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
-    pub async fn add_user(
-        &self,
-        name: &UserName,
-        password_hash: &str,
-        roles: &[Role],
-        now: UnixTime,
-    ) -> Result<User, DbError> {
+    /// [`DbError::Conflict`], [`DbError::EmailTaken`] or [`DbError::Unavailable`].
+    pub async fn add_user(&self, new: &NewUser<'_>, now: UnixTime) -> Result<User, DbError> {
         let id = new_user_id()?;
-        let mut roles = roles.to_vec();
+        let mut roles = new.roles.to_vec();
         roles.sort();
         roles.dedup();
         let (id2, roles2) = (id.clone(), roles.clone());
+        let email = new.email.map(Email::as_str);
         self.with(|mut conn| async move {
             let tx = conn.transaction().await.map_err(unavailable)?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO users (id, name, password_hash, created_at) \
-                     VALUES ($1, $2, $3, $4)",
-                    &[&id2.as_str(), &name.as_str(), &password_hash, &secs(now)],
-                )
-                .await;
-            match inserted {
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    return Err(DbError::Conflict)
-                }
-                other => other.map_err(unavailable)?,
-            };
+            tx.execute(
+                "INSERT INTO users (id, name, password_hash, created_at, email, email_verified) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &id2.as_str(),
+                    &new.name.as_str(),
+                    &new.password_hash,
+                    &secs(now),
+                    &email,
+                    &new.email_verified,
+                ],
+            )
+            .await
+            .map_err(|e| conflict(&e).unwrap_or_else(|| unavailable(e)))?;
             for role in &roles2 {
                 tx.execute(
                     "INSERT INTO user_roles (user_id, role) VALUES ($1, $2)",
@@ -314,29 +408,185 @@ impl PgDb {
             tx.commit().await.map_err(unavailable)
         })
         .await?;
-        Ok(User { id, name: name.clone(), roles })
+        Ok(User {
+            id,
+            name: new.name.clone(),
+            roles,
+            email: new.email.cloned(),
+            email_verified: new.email_verified,
+            disabled: false,
+        })
     }
 
-    /// See [`super::Db::user_by_name`].
+    /// See [`super::SqliteDb::user_by`].
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub async fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
-        let row = self
-            .query_opt(
-                "SELECT u.id, u.password_hash,
-                        (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                 FROM users u WHERE u.name = $1",
-                &[&name.as_str()],
-            )
+    pub async fn user_by(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<(User, String)>, DbError> {
+        let sql = match column {
+            "u.name" => select_user!(" FROM users u WHERE u.name = $1"),
+            "u.email" => select_user!(" FROM users u WHERE u.email = $1"),
+            _ => select_user!(" FROM users u WHERE u.id = $1"),
+        };
+        let row = self.query_opt(sql, &[&value]).await?;
+        Ok(row.and_then(|row| user_row(&row).into_user()))
+    }
+
+    /// See [`super::Db::users`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn users(&self) -> Result<Vec<User>, DbError> {
+        let rows = self
+            .with(|conn| async move {
+                conn.query(select_user!(" FROM users u ORDER BY u.name"), &[])
+                    .await
+                    .map_err(unavailable)
+            })
             .await?;
-        Ok(row.and_then(|row| {
-            let (id, hash, roles): (String, String, Option<String>) =
-                (row.get(0), row.get(1), row.get(2));
-            user_from_row(&id, name.as_str(), roles.as_deref().unwrap_or_default())
-                .map(|u| (u, hash))
-        }))
+        Ok(rows.iter().filter_map(|r| user_row(r).into_user()).map(|(u, _)| u).collect())
+    }
+
+    /// See [`super::Db::set_disabled`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_disabled(&self, user: &Subject, disabled: bool) -> Result<bool, DbError> {
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let found = tx
+                .execute(
+                    "UPDATE users SET disabled = $2 WHERE id = $1",
+                    &[&user.as_str(), &disabled],
+                )
+                .await
+                .map_err(unavailable)?;
+            if disabled {
+                tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&user.as_str()])
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(found > 0)
+        })
+        .await
+    }
+
+    /// See [`super::Db::set_roles`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_roles(&self, user: &Subject, roles: &[Role]) -> Result<bool, DbError> {
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let found = tx
+                .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user.as_str()])
+                .await
+                .map_err(unavailable)?
+                .is_some();
+            if found {
+                tx.execute("DELETE FROM user_roles WHERE user_id = $1", &[&user.as_str()])
+                    .await
+                    .map_err(unavailable)?;
+                for role in roles {
+                    tx.execute(
+                        "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&user.as_str(), &role.as_str()],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// See [`super::Db::remove_user`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn remove_user(&self, user: &Subject) -> Result<bool, DbError> {
+        Ok(self.execute("DELETE FROM users WHERE id = $1", &[&user.as_str()]).await? > 0)
+    }
+
+    /// See [`super::Db::set_email`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::EmailTaken`] or [`DbError::Unavailable`].
+    pub async fn set_email(
+        &self,
+        user: &Subject,
+        email: &Email,
+        verified: bool,
+    ) -> Result<bool, DbError> {
+        self.with(|conn| async move {
+            conn.execute(
+                "UPDATE users SET email = $2, email_verified = $3 WHERE id = $1",
+                &[&user.as_str(), &email.as_str(), &verified],
+            )
+            .await
+            .map(|n| n > 0)
+            .map_err(|e| conflict(&e).unwrap_or_else(|| unavailable(e)))
+        })
+        .await
+    }
+
+    /// See [`super::Db::set_password`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_password(
+        &self,
+        user: &Subject,
+        password_hash: &str,
+        keep: Option<&[u8]>,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            tx.execute(
+                "UPDATE users SET password_hash = $2 WHERE id = $1",
+                &[&user.as_str(), &password_hash],
+            )
+            .await
+            .map_err(unavailable)?;
+            end_sessions(&tx, user, keep, Some(now)).await?;
+            tx.commit().await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// See [`super::Db::end_sessions`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn end_sessions(
+        &self,
+        user: &Subject,
+        keep: Option<&[u8]>,
+        revoke_at: Option<UnixTime>,
+    ) -> Result<u64, DbError> {
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let ended = end_sessions(&tx, user, keep, revoke_at).await?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(ended)
+        })
+        .await
     }
 
     /// See [`super::Db::create_session`].
@@ -348,12 +598,23 @@ impl PgDb {
         &self,
         id_hash: &[u8],
         user: &Subject,
+        meta: &SessionMeta,
         now: UnixTime,
         expires: UnixTime,
     ) -> Result<(), DbError> {
         self.execute(
-            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            &[&id_hash, &user.as_str(), &secs(now), &secs(expires)],
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, public_id, last_seen,
+                                   client, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $3, $6, $7)",
+            &[
+                &id_hash,
+                &user.as_str(),
+                &secs(now),
+                &secs(expires),
+                &meta.public_id,
+                &meta.client,
+                &meta.user_agent,
+            ],
         )
         .await
         .map(drop)
@@ -368,21 +629,86 @@ impl PgDb {
         &self,
         id_hash: &[u8],
         now: UnixTime,
-    ) -> Result<Option<User>, DbError> {
+    ) -> Result<Option<(User, UnixTime)>, DbError> {
         let row = self
             .query_opt(
-                "SELECT u.id, u.name,
-                        (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                 FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.id_hash = $1 AND s.expires_at > $2",
+                select_user!(
+                    ", s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.id_hash = $1 AND s.expires_at > $2 AND NOT u.disabled"
+                ),
                 &[&id_hash, &secs(now)],
             )
             .await?;
         Ok(row.and_then(|row| {
-            let (id, name, roles): (String, String, Option<String>) =
-                (row.get(0), row.get(1), row.get(2));
-            user_from_row(&id, &name, roles.as_deref().unwrap_or_default())
+            let seen = time(row.get(7));
+            user_row(&row).into_user().map(|(u, _)| (u, seen))
         }))
+    }
+
+    /// See [`super::Db::touch_session`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn touch_session(&self, id_hash: &[u8], now: UnixTime) -> Result<(), DbError> {
+        self.execute(
+            "UPDATE sessions SET last_seen = $2 WHERE id_hash = $1",
+            &[&id_hash, &secs(now)],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// See [`super::Db::sessions_of`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn sessions_of(
+        &self,
+        user: &Subject,
+        now: UnixTime,
+    ) -> Result<Vec<SessionInfo>, DbError> {
+        let rows = self
+            .with(|conn| async move {
+                conn.query(
+                    "SELECT id_hash, public_id, client, user_agent, created_at, last_seen
+                     FROM sessions WHERE user_id = $1 AND expires_at > $2
+                     ORDER BY created_at DESC, public_id",
+                    &[&user.as_str(), &secs(now)],
+                )
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SessionInfo {
+                id_hash: r.get(0),
+                meta: SessionMeta { public_id: r.get(1), client: r.get(2), user_agent: r.get(3) },
+                created: time(r.get(4)),
+                last_seen: time(r.get(5)),
+            })
+            .collect())
+    }
+
+    /// See [`super::Db::end_session_by_public_id`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn end_session_by_public_id(
+        &self,
+        user: &Subject,
+        public_id: &str,
+    ) -> Result<bool, DbError> {
+        let ended = self
+            .execute(
+                "DELETE FROM sessions WHERE user_id = $1 AND public_id = $2 AND public_id <> ''",
+                &[&user.as_str(), &public_id],
+            )
+            .await?;
+        Ok(ended > 0)
     }
 
     /// See [`super::Db::delete_session`].
@@ -394,6 +720,156 @@ impl PgDb {
         self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash]).await.map(drop)
     }
 
+    /// See [`super::Db::issue_link`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn issue_link(
+        &self,
+        user: &Subject,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        address: Option<&Email>,
+        now: UnixTime,
+        expires: UnixTime,
+    ) -> Result<(), DbError> {
+        self.execute(
+            "INSERT INTO one_time_links (user_id, purpose, token_hash, address, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id, purpose) DO UPDATE SET
+                token_hash = excluded.token_hash, address = excluded.address,
+                created_at = excluded.created_at, expires_at = excluded.expires_at",
+            &[
+                &user.as_str(),
+                &purpose.as_str(),
+                &token_hash,
+                &address.map(Email::as_str),
+                &secs(now),
+                &secs(expires),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// See [`super::SqliteDb::link`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn link(
+        &self,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        now: UnixTime,
+        consume: bool,
+    ) -> Result<Option<LinkOwner>, DbError> {
+        let sql = if consume {
+            "DELETE FROM one_time_links WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3
+             RETURNING user_id, address"
+        } else {
+            "SELECT user_id, address FROM one_time_links
+             WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3"
+        };
+        let row = self.query_opt(sql, &[&token_hash, &purpose.as_str(), &secs(now)]).await?;
+        Ok(row.and_then(|row| {
+            let (user, address): (String, Option<String>) = (row.get(0), row.get(1));
+            Some(LinkOwner {
+                user: Subject::parse(&user).ok()?,
+                address: address.and_then(|a| Email::parse(&a).ok()),
+            })
+        }))
+    }
+
+    /// See [`super::Db::enqueue`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn enqueue(&self, job: &Job, now: UnixTime) -> Result<(), DbError> {
+        self.execute(
+            "INSERT INTO outbox (kind, user_id, address, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $4)",
+            &[&job.kind, &job.user.as_ref().map(Subject::as_str), &job.address, &secs(now)],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// See [`super::Db::claim_jobs`]. `SKIP LOCKED`: replicas claiming at once take different
+    /// jobs instead of waiting on each other.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn claim_jobs(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, DbError> {
+        let limit = i64::from(limit);
+        let rows = self
+            .with(|conn| async move {
+                conn.query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2
+                     WHERE id IN (SELECT id FROM outbox WHERE next_attempt_at <= $1
+                                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING id, kind, user_id, address, attempts, created_at",
+                    &[&secs(now), &secs(lease_until), &limit],
+                )
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
+        let mut jobs: Vec<ClaimedJob> = rows
+            .iter()
+            .map(|r| ClaimedJob {
+                id: r.get(0),
+                job: Job {
+                    kind: r.get(1),
+                    user: r.get::<_, Option<String>>(2).and_then(|u| Subject::parse(&u).ok()),
+                    address: r.get(3),
+                },
+                attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(u32::MAX),
+                created: time(r.get(5)),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// See [`super::Db::finish_job`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn finish_job(&self, id: i64) -> Result<(), DbError> {
+        self.execute("DELETE FROM outbox WHERE id = $1", &[&id]).await.map(drop)
+    }
+
+    /// See [`super::Db::retry_job`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn retry_job(&self, id: i64, at: UnixTime) -> Result<(), DbError> {
+        self.execute("UPDATE outbox SET next_attempt_at = $2 WHERE id = $1", &[&id, &secs(at)])
+            .await
+            .map(drop)
+    }
+
+    /// See [`super::Db::outbox_len`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn outbox_len(&self) -> Result<u64, DbError> {
+        let row = self.query_one("SELECT count(*) FROM outbox", &[]).await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     /// See [`super::Db::purge`].
     ///
     /// # Errors
@@ -403,13 +879,15 @@ impl PgDb {
         let now = secs(now);
         let idle = now.saturating_sub(i64::try_from(idle_secs).unwrap_or(i64::MAX));
         let sessions = self.execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now]).await?;
+        let links =
+            self.execute("DELETE FROM one_time_links WHERE expires_at <= $1", &[&now]).await?;
         let counts = self
             .execute(
                 "DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2",
                 &[&idle, &now],
             )
             .await?;
-        Ok(usize::try_from(sessions + counts).unwrap_or(usize::MAX))
+        Ok(usize::try_from(sessions + links + counts).unwrap_or(usize::MAX))
     }
 
     /// See [`super::Db::throttle_blocked_until`].

@@ -11,8 +11,11 @@ use handoff::{Subject, UnixTime};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::{new_user_id, user_from_row, Counted, DbError, OpenMode, User};
-use crate::names::{Role, UserName};
+use super::{
+    new_user_id, ClaimedJob, Counted, DbError, Job, LinkOwner, LinkPurpose, NewUser, OpenMode,
+    SessionInfo, SessionMeta, User, UserRow,
+};
+use crate::names::{Email, Role};
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
@@ -69,7 +72,86 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX signin_throttle_last_seen ON signin_throttle(last_seen);",
+    // v3: accounts (addresses, disabling, revocation time), what the account page shows of a
+    // session, one-time links and the outbox. Users from before were added by an operator:
+    // their (absent) address counts as verified.
+    "ALTER TABLE users ADD COLUMN email TEXT;
+     ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE users ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX users_email ON users(email);
+     ALTER TABLE sessions ADD COLUMN public_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE sessions ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN client TEXT;
+     ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+     CREATE INDEX sessions_user ON sessions(user_id);
+     CREATE TABLE one_time_links (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        purpose TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        address TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, purpose)
+     ) STRICT;
+     CREATE INDEX one_time_links_expiry ON one_time_links(expires_at);
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        user_id TEXT,
+        address TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX outbox_due ON outbox(next_attempt_at);",
 ];
+
+/// The user columns [`UserRow`] reads, and `FROM users u`.
+macro_rules! select_user {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT u.id, u.name, (SELECT group_concat(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id),
+                    u.email, u.email_verified, u.disabled, u.password_hash",
+            $($rest),*
+        )
+    };
+}
+
+fn user_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(first)?,
+        name: r.get(first + 1)?,
+        roles: r.get(first + 2)?,
+        email: r.get(first + 3)?,
+        email_verified: r.get(first + 4)?,
+        disabled: r.get(first + 5)?,
+        password_hash: r.get(first + 6)?,
+    })
+}
+
+fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn time(secs: i64) -> UnixTime {
+    UnixTime::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// A unique-constraint failure, by the column it names.
+fn conflict(e: rusqlite::Error) -> DbError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if f.code == ErrorCode::ConstraintViolation && message.contains("users.email") =>
+        {
+            DbError::EmailTaken
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            DbError::Conflict
+        }
+        _ => e.into(),
+    }
+}
 
 impl SqliteDb {
     /// Opens and migrates the database at `path`; with [`OpenMode::CreateIfMissing`] a missing
@@ -129,34 +211,29 @@ impl SqliteDb {
         Ok(conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
-    /// Adds a user with roles, all or nothing.
+    /// See [`super::Db::add_user`].
     ///
     /// # Errors
     ///
-    /// [`DbError::Conflict`] when the name is taken; [`DbError::Unavailable`] otherwise.
-    pub fn add_user(
-        &self,
-        name: &UserName,
-        password_hash: &str,
-        roles: &[Role],
-        now: UnixTime,
-    ) -> Result<User, DbError> {
+    /// [`DbError::Conflict`], [`DbError::EmailTaken`] or [`DbError::Unavailable`].
+    pub fn add_user(&self, new: &NewUser<'_>, now: UnixTime) -> Result<User, DbError> {
         let id = new_user_id()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO users (id, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id.as_str(), name.as_str(), password_hash, now.as_secs() as i64],
-        );
-        match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == ErrorCode::ConstraintViolation =>
-            {
-                return Err(DbError::Conflict)
-            }
-            other => other?,
-        };
-        let mut roles = roles.to_vec();
+        tx.execute(
+            "INSERT INTO users (id, name, password_hash, created_at, email, email_verified)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id.as_str(),
+                new.name.as_str(),
+                new.password_hash,
+                secs(now),
+                new.email.map(Email::as_str),
+                new.email_verified
+            ],
+        )
+        .map_err(conflict)?;
+        let mut roles = new.roles.to_vec();
         roles.sort();
         roles.dedup();
         for role in &roles {
@@ -166,29 +243,161 @@ impl SqliteDb {
             )?;
         }
         tx.commit()?;
-        Ok(User { id, name: name.clone(), roles })
+        Ok(User {
+            id,
+            name: new.name.clone(),
+            roles,
+            email: new.email.cloned(),
+            email_verified: new.email_verified,
+            disabled: false,
+        })
     }
 
-    /// The user called `name` and their password hash.
+    /// The user whose `column` (`u.name`, `u.email` or `u.id`) is `value`, and their password
+    /// hash.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn user_by_name(&self, name: &UserName) -> Result<Option<(User, String)>, DbError> {
-        let conn = self.conn();
-        let row: Option<(String, String)> = conn
-            .query_row(
-                "SELECT id, password_hash FROM users WHERE name = ?1",
-                [name.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((id, hash)) = row else { return Ok(None) };
-        let user = load_user(&conn, &id, name)?;
-        Ok(user.map(|u| (u, hash)))
+    pub fn user_by(&self, column: &str, value: &str) -> Result<Option<(User, String)>, DbError> {
+        let sql = match column {
+            "u.name" => select_user!(" FROM users u WHERE u.name = ?1"),
+            "u.email" => select_user!(" FROM users u WHERE u.email = ?1"),
+            _ => select_user!(" FROM users u WHERE u.id = ?1"),
+        };
+        let row =
+            self.conn().prepare_cached(sql)?.query_row([value], |r| user_row(r, 0)).optional()?;
+        Ok(row.and_then(UserRow::into_user))
     }
 
-    /// Records a session (by the hash of its id) for `user`.
+    /// See [`super::Db::users`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn users(&self) -> Result<Vec<User>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(select_user!(" FROM users u ORDER BY u.name"))?;
+        let rows = stmt.query_map([], |r| user_row(r, 0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter_map(UserRow::into_user).map(|(u, _)| u).collect())
+    }
+
+    /// See [`super::Db::set_disabled`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn set_disabled(&self, user: &Subject, disabled: bool) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found = tx.execute(
+            "UPDATE users SET disabled = ?2 WHERE id = ?1",
+            params![user.as_str(), disabled],
+        )?;
+        if disabled {
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(found > 0)
+    }
+
+    /// See [`super::Db::set_roles`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn set_roles(&self, user: &Subject, roles: &[Role]) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found: bool = tx
+            .query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| Ok(true))
+            .optional()?
+            .unwrap_or(false);
+        if found {
+            tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [user.as_str()])?;
+            for role in roles {
+                tx.execute(
+                    "INSERT OR IGNORE INTO user_roles (user_id, role) VALUES (?1, ?2)",
+                    params![user.as_str(), role.as_str()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// See [`super::Db::remove_user`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn remove_user(&self, user: &Subject) -> Result<bool, DbError> {
+        Ok(self.conn().execute("DELETE FROM users WHERE id = ?1", [user.as_str()])? > 0)
+    }
+
+    /// See [`super::Db::set_email`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::EmailTaken`] or [`DbError::Unavailable`].
+    pub fn set_email(
+        &self,
+        user: &Subject,
+        email: &Email,
+        verified: bool,
+    ) -> Result<bool, DbError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE users SET email = ?2, email_verified = ?3 WHERE id = ?1",
+                params![user.as_str(), email.as_str(), verified],
+            )
+            .map_err(conflict)?;
+        Ok(changed > 0)
+    }
+
+    /// See [`super::Db::set_password`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn set_password(
+        &self,
+        user: &Subject,
+        password_hash: &str,
+        keep: Option<&[u8]>,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+            params![user.as_str(), password_hash],
+        )?;
+        end_sessions(&tx, user, keep, Some(now))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// See [`super::Db::end_sessions`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn end_sessions(
+        &self,
+        user: &Subject,
+        keep: Option<&[u8]>,
+        revoke_at: Option<UnixTime>,
+    ) -> Result<u64, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ended = end_sessions(&tx, user, keep, revoke_at)?;
+        tx.commit()?;
+        Ok(ended)
+    }
+
+    /// See [`super::Db::create_session`].
     ///
     /// # Errors
     ///
@@ -197,40 +406,104 @@ impl SqliteDb {
         &self,
         id_hash: &[u8],
         user: &Subject,
+        meta: &SessionMeta,
         now: UnixTime,
         expires: UnixTime,
     ) -> Result<(), DbError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id_hash, user.as_str(), now.as_secs() as i64, expires.as_secs() as i64],
+        self.conn().execute(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, public_id, last_seen,
+                                   client, user_agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6, ?7)",
+            params![
+                id_hash,
+                user.as_str(),
+                secs(now),
+                secs(expires),
+                meta.public_id,
+                meta.client,
+                meta.user_agent
+            ],
         )?;
         Ok(())
     }
 
-    /// The user of a live session.
+    /// See [`super::Db::session_user`].
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn session_user(&self, id_hash: &[u8], now: UnixTime) -> Result<Option<User>, DbError> {
-        let conn = self.conn();
+    pub fn session_user(
+        &self,
+        id_hash: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<(User, UnixTime)>, DbError> {
         // Every signed-in request runs this: one statement, compiled once and cached, brings
         // the user and their roles (space-separated; a role is lower-case letters, digits, `-`
         // and `_`).
-        let row: Option<(String, String, Option<String>)> = conn
-            .prepare_cached(
-                "SELECT u.id, u.name,
-                        (SELECT group_concat(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id)
-                 FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.id_hash = ?1 AND s.expires_at > ?2",
-            )?
-            .query_row(params![id_hash, now.as_secs() as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+        let row = self
+            .conn()
+            .prepare_cached(select_user!(
+                ", s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0"
+            ))?
+            .query_row(params![id_hash, secs(now)], |r| Ok((user_row(r, 0)?, r.get::<_, i64>(7)?)))
             .optional()?;
-        let Some((id, name, roles)) = row else { return Ok(None) };
-        Ok(user_from_row(&id, &name, roles.as_deref().unwrap_or_default()))
+        Ok(row.and_then(|(row, seen)| row.into_user().map(|(u, _)| (u, time(seen)))))
+    }
+
+    /// See [`super::Db::touch_session`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn touch_session(&self, id_hash: &[u8], now: UnixTime) -> Result<(), DbError> {
+        self.conn()
+            .prepare_cached("UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1")?
+            .execute(params![id_hash, secs(now)])?;
+        Ok(())
+    }
+
+    /// See [`super::Db::sessions_of`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn sessions_of(&self, user: &Subject, now: UnixTime) -> Result<Vec<SessionInfo>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id_hash, public_id, client, user_agent, created_at, last_seen FROM sessions
+             WHERE user_id = ?1 AND expires_at > ?2 ORDER BY created_at DESC, public_id",
+        )?;
+        let rows = stmt.query_map(params![user.as_str(), secs(now)], |r| {
+            Ok(SessionInfo {
+                id_hash: r.get(0)?,
+                meta: SessionMeta {
+                    public_id: r.get(1)?,
+                    client: r.get(2)?,
+                    user_agent: r.get(3)?,
+                },
+                created: time(r.get(4)?),
+                last_seen: time(r.get(5)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// See [`super::Db::end_session_by_public_id`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn end_session_by_public_id(
+        &self,
+        user: &Subject,
+        public_id: &str,
+    ) -> Result<bool, DbError> {
+        let ended = self.conn().execute(
+            "DELETE FROM sessions WHERE user_id = ?1 AND public_id = ?2 AND public_id <> ''",
+            params![user.as_str(), public_id],
+        )?;
+        Ok(ended > 0)
     }
 
     /// Ends a session.
@@ -243,7 +516,161 @@ impl SqliteDb {
         Ok(())
     }
 
-    /// Deletes expired sessions and idle, unblocked throttle counts; returns how many rows.
+    /// See [`super::Db::issue_link`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn issue_link(
+        &self,
+        user: &Subject,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        address: Option<&Email>,
+        now: UnixTime,
+        expires: UnixTime,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO one_time_links (user_id, purpose, token_hash, address, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (user_id, purpose) DO UPDATE SET
+                token_hash = excluded.token_hash, address = excluded.address,
+                created_at = excluded.created_at, expires_at = excluded.expires_at",
+            params![
+                user.as_str(),
+                purpose.as_str(),
+                token_hash,
+                address.map(Email::as_str),
+                secs(now),
+                secs(expires)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::peek_link`] and [`super::Db::consume_link`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn link(
+        &self,
+        purpose: LinkPurpose,
+        token_hash: &[u8],
+        now: UnixTime,
+        consume: bool,
+    ) -> Result<Option<LinkOwner>, DbError> {
+        let sql = if consume {
+            "DELETE FROM one_time_links WHERE token_hash = ?1 AND purpose = ?2 AND expires_at > ?3
+             RETURNING user_id, address"
+        } else {
+            "SELECT user_id, address FROM one_time_links
+             WHERE token_hash = ?1 AND purpose = ?2 AND expires_at > ?3"
+        };
+        let row: Option<(String, Option<String>)> = self
+            .conn()
+            .query_row(sql, params![token_hash, purpose.as_str(), secs(now)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(row.and_then(|(user, address)| {
+            Some(LinkOwner {
+                user: Subject::parse(&user).ok()?,
+                address: address.and_then(|a| Email::parse(&a).ok()),
+            })
+        }))
+    }
+
+    /// See [`super::Db::enqueue`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn enqueue(&self, job: &Job, now: UnixTime) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO outbox (kind, user_id, address, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![job.kind, job.user.as_ref().map(Subject::as_str), job.address, secs(now)],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::claim_jobs`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn claim_jobs(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2
+             WHERE id IN (SELECT id FROM outbox WHERE next_attempt_at <= ?1 ORDER BY id LIMIT ?3)
+             RETURNING id, kind, user_id, address, attempts, created_at",
+        )?;
+        let rows = stmt.query_map(params![secs(now), secs(lease_until), limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (id, kind, user, address, attempts, created) = row?;
+            jobs.push(ClaimedJob {
+                id,
+                job: Job { kind, user: user.and_then(|u| Subject::parse(&u).ok()), address },
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                created: time(created),
+            });
+        }
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// See [`super::Db::finish_job`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn finish_job(&self, id: i64) -> Result<(), DbError> {
+        self.conn().execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// See [`super::Db::retry_job`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn retry_job(&self, id: i64, at: UnixTime) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1",
+            params![id, secs(at)],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::outbox_len`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn outbox_len(&self) -> Result<u64, DbError> {
+        let n: i64 = self.conn().query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deletes expired sessions and links, and idle, unblocked throttle counts; returns how many
+    /// rows.
     ///
     /// # Errors
     ///
@@ -252,11 +679,12 @@ impl SqliteDb {
         let conn = self.conn();
         let now = now.as_secs() as i64;
         let sessions = conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+        let links = conn.execute("DELETE FROM one_time_links WHERE expires_at <= ?1", [now])?;
         let counts = conn.execute(
             "DELETE FROM signin_throttle WHERE last_seen <= ?1 AND blocked_until <= ?2",
             [now.saturating_sub(idle_secs as i64), now],
         )?;
-        Ok(sessions + counts)
+        Ok(sessions + links + counts)
     }
 
     /// See [`super::Db::throttle_blocked_until`].
@@ -324,11 +752,24 @@ impl SqliteDb {
     }
 }
 
-fn load_user(conn: &Connection, id: &str, name: &UserName) -> Result<Option<User>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role")?;
-    let roles = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(user_from_row(id, name.as_str(), &roles.join(" ")))
+/// Ends the sessions of `user` but `keep`, and moves `tokens_valid_after` to `revoke_at`.
+fn end_sessions(
+    tx: &rusqlite::Transaction<'_>,
+    user: &Subject,
+    keep: Option<&[u8]>,
+    revoke_at: Option<UnixTime>,
+) -> Result<u64, DbError> {
+    let ended = tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id_hash IS NOT ?2",
+        params![user.as_str(), keep],
+    )?;
+    if let Some(at) = revoke_at {
+        tx.execute(
+            "UPDATE users SET tokens_valid_after = max(tokens_valid_after, ?2) WHERE id = ?1",
+            params![user.as_str(), secs(at)],
+        )?;
+    }
+    Ok(u64::try_from(ended).unwrap_or(u64::MAX))
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -357,12 +798,40 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    use crate::names::UserName;
+
     fn name(n: &str) -> UserName {
         UserName::parse(n).expect("name")
     }
 
     fn roles(names: &[&str]) -> Vec<Role> {
         names.iter().map(|r| Role::parse(r).expect("role")).collect()
+    }
+
+    fn email(e: &str) -> Email {
+        Email::parse(e).expect("email")
+    }
+
+    fn meta(id: &str) -> SessionMeta {
+        SessionMeta { public_id: id.into(), client: Some("192.0.2.1".into()), user_agent: None }
+    }
+
+    fn add(
+        db: &SqliteDb,
+        n: &str,
+        r: &[&str],
+        e: Option<&str>,
+        now: UnixTime,
+    ) -> Result<User, DbError> {
+        let (n, r, e) = (name(n), roles(r), e.map(email));
+        let new = NewUser {
+            name: &n,
+            password_hash: "hash",
+            roles: &r,
+            email: e.as_ref(),
+            email_verified: false,
+        };
+        db.add_user(&new, now)
     }
 
     #[test]
@@ -378,32 +847,48 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "the database is private");
         }
         let now = UnixTime::from_secs(1000);
-        let user = db.add_user(&name("alice"), "hash", &roles(&["b", "a", "a"]), now).expect("add");
+        let user =
+            add(&db, "alice", &["b", "a", "a"], Some("alice@example.com"), now).expect("add");
         assert_eq!(user.roles, vec!["a", "b"]);
-        assert!(matches!(db.add_user(&name("alice"), "h", &[], now), Err(DbError::Conflict)));
-        let (found, hash) = db.user_by_name(&name("alice")).expect("query").expect("found");
+        assert!(matches!(add(&db, "alice", &[], None, now), Err(DbError::Conflict)));
+        assert!(matches!(
+            add(&db, "alice2", &[], Some("alice@example.com"), now),
+            Err(DbError::EmailTaken)
+        ));
+        let (found, hash) = db.user_by("u.name", "alice").expect("query").expect("found");
         assert_eq!(found, user);
         assert_eq!(hash, "hash");
-        assert!(db.user_by_name(&name("bob")).expect("query").is_none());
+        assert_eq!(
+            db.user_by("u.email", "alice@example.com").expect("q").map(|(u, _)| u),
+            Some(user.clone())
+        );
+        assert_eq!(
+            db.user_by("u.id", user.id.as_str()).expect("q").map(|(u, _)| u),
+            Some(user.clone())
+        );
+        assert!(db.user_by("u.name", "bob").expect("query").is_none());
 
-        db.create_session(b"h1", &user.id, now, now.plus(60)).expect("session");
-        assert_eq!(db.session_user(b"h1", now).expect("q"), Some(user.clone()));
+        db.create_session(b"h1", &user.id, &meta("p1"), now, now.plus(60)).expect("session");
+        assert_eq!(db.session_user(b"h1", now).expect("q"), Some((user.clone(), now)));
         assert_eq!(db.session_user(b"h1", now.plus(60)).expect("q"), None, "expired");
         assert_eq!(db.session_user(b"h2", now).expect("q"), None);
+        db.touch_session(b"h1", now.plus(30)).expect("touch");
+        assert_eq!(
+            db.session_user(b"h1", now).expect("q").map(|(_, seen)| seen),
+            Some(now.plus(30))
+        );
         db.delete_session(b"h1").expect("delete");
         assert_eq!(db.session_user(b"h1", now).expect("q"), None);
         // A user without roles, and one with several, come back from a session as they went in.
-        let carol = db.add_user(&name("carol"), "hash", &[], now).expect("add");
-        db.create_session(b"h3", &carol.id, now, now.plus(60)).expect("session");
+        let carol = add(&db, "carol", &[], None, now).expect("add");
+        db.create_session(b"h3", &carol.id, &meta("p3"), now, now.plus(60)).expect("session");
         assert_eq!(
-            db.session_user(b"h3", now).expect("q").expect("carol").roles,
+            db.session_user(b"h3", now).expect("q").expect("carol").0.roles,
             Vec::<String>::new()
         );
-        let dave = db
-            .add_user(&name("dave"), "hash", &roles(&["reports", "billing", "a-b_c"]), now)
-            .expect("add");
-        db.create_session(b"h4", &dave.id, now, now.plus(60)).expect("session");
-        assert_eq!(db.session_user(b"h4", now).expect("q"), Some(dave));
+        let dave = add(&db, "dave", &["reports", "billing", "a-b_c"], None, now).expect("add");
+        db.create_session(b"h4", &dave.id, &meta("p4"), now, now.plus(60)).expect("session");
+        assert_eq!(db.session_user(b"h4", now).expect("q").map(|(u, _)| u), Some(dave));
 
         let s1 = db.secret("csrf").expect("secret");
         assert_eq!(s1.len(), 32);
@@ -411,7 +896,123 @@ mod tests {
         drop(db);
         // Re-opening keeps data and does not re-run migrations.
         let db = SqliteDb::open(&path, OpenMode::Existing).expect("reopen");
-        assert!(db.user_by_name(&name("alice")).expect("q").is_some());
+        assert!(db.user_by("u.name", "alice").expect("q").is_some());
+    }
+
+    #[test]
+    fn accounts_sessions_links_and_the_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = SqliteDb::open(&dir.path().join("db.sqlite3"), OpenMode::CreateIfMissing)
+            .expect("open");
+        let now = UnixTime::from_secs(10_000);
+        let alice = add(&db, "alice", &["a"], Some("alice@example.com"), now).expect("add");
+        let bob = add(&db, "bob", &[], Some("bob@example.com"), now).expect("add");
+        for (hash, id, who) in
+            [(&b"a1"[..], "pa1", &alice), (b"a2", "pa2", &alice), (b"b1", "pb1", &bob)]
+        {
+            db.create_session(hash, &who.id, &meta(id), now, now.plus(600)).expect("session");
+        }
+        let listed = db.sessions_of(&alice.id, now).expect("list");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].meta.client.as_deref(), Some("192.0.2.1"));
+        // Bob cannot end Alice's session by its public id; Alice can.
+        assert!(!db.end_session_by_public_id(&bob.id, "pa1").expect("end"));
+        assert!(db.end_session_by_public_id(&alice.id, "pa1").expect("end"));
+        assert!(
+            !db.end_session_by_public_id(&alice.id, "").expect("end"),
+            "an empty id names nothing"
+        );
+        // A new password ends every other session and moves tokens_valid_after.
+        db.create_session(b"a3", &alice.id, &meta("pa3"), now, now.plus(600)).expect("session");
+        db.set_password(&alice.id, "new-hash", Some(b"a3"), now.plus(5)).expect("password");
+        assert_eq!(db.user_by("u.id", alice.id.as_str()).expect("q").expect("alice").1, "new-hash");
+        assert!(db.session_user(b"a2", now).expect("q").is_none());
+        assert!(db.session_user(b"a3", now).expect("q").is_some(), "the kept one");
+        let after: i64 = db
+            .conn()
+            .query_row(
+                "SELECT tokens_valid_after FROM users WHERE id = ?1",
+                [alice.id.as_str()],
+                |r| r.get(0),
+            )
+            .expect("q");
+        assert_eq!(after, 10_005);
+        assert_eq!(db.end_sessions(&alice.id, None, None).expect("end"), 1);
+        // Disabling ends sessions and hides the user from session lookups.
+        assert!(db.set_disabled(&bob.id, true).expect("disable"));
+        assert!(db.session_user(b"b1", now).expect("q").is_none());
+        assert!(db.user_by("u.name", "bob").expect("q").expect("bob").0.disabled);
+        assert!(db.set_disabled(&bob.id, false).expect("enable"));
+        assert!(db.set_roles(&bob.id, &roles(&["x", "y"])).expect("roles"));
+        assert_eq!(db.user_by("u.name", "bob").expect("q").expect("bob").0.roles, vec!["x", "y"]);
+        assert!(matches!(
+            db.set_email(&bob.id, &email("alice@example.com"), true),
+            Err(DbError::EmailTaken)
+        ));
+        assert!(db.set_email(&bob.id, &email("robert@example.com"), true).expect("email"));
+        assert_eq!(db.users().expect("list").len(), 2);
+
+        // Links: only the latest per user and purpose, single use, until expiry, by purpose.
+        let p = LinkPurpose::ResetPassword;
+        db.issue_link(&alice.id, p, b"t1", None, now, now.plus(60)).expect("issue");
+        db.issue_link(&alice.id, p, b"t2", None, now, now.plus(60)).expect("issue");
+        assert!(db.link(p, b"t1", now, false).expect("q").is_none(), "replaced");
+        assert!(
+            db.link(LinkPurpose::VerifyEmail, b"t2", now, false).expect("q").is_none(),
+            "another purpose"
+        );
+        assert!(db.link(p, b"t2", now.plus(60), false).expect("q").is_none(), "expired");
+        assert_eq!(
+            db.link(p, b"t2", now, false).expect("q").map(|o| o.user),
+            Some(alice.id.clone())
+        );
+        assert!(db.link(p, b"t2", now, true).expect("q").is_some());
+        assert!(db.link(p, b"t2", now, true).expect("q").is_none(), "used");
+        db.issue_link(
+            &alice.id,
+            LinkPurpose::ChangeEmail,
+            b"t3",
+            Some(&email("new@example.com")),
+            now,
+            now.plus(60),
+        )
+        .expect("issue");
+        assert_eq!(
+            db.link(LinkPurpose::ChangeEmail, b"t3", now, true).expect("q").and_then(|o| o.address),
+            Some(email("new@example.com"))
+        );
+
+        // The outbox: claimed with a lease, retried when due, removed when done.
+        let job = Job {
+            kind: "verify_email".into(),
+            user: Some(alice.id.clone()),
+            address: "alice@example.com".into(),
+        };
+        db.enqueue(&job, now).expect("enqueue");
+        db.enqueue(&Job { user: None, ..job.clone() }, now).expect("enqueue");
+        let claimed = db.claim_jobs(now, now.plus(120), 10).expect("claim");
+        assert_eq!(claimed.len(), 2);
+        assert_eq!((claimed[0].job.clone(), claimed[0].attempts), (job, 1));
+        assert!(
+            db.claim_jobs(now.plus(119), now.plus(240), 10).expect("claim").is_empty(),
+            "leased"
+        );
+        db.retry_job(claimed[0].id, now.plus(5)).expect("retry");
+        db.finish_job(claimed[1].id).expect("finish");
+        assert_eq!(db.outbox_len().expect("len"), 1);
+        let again = db.claim_jobs(now.plus(5), now.plus(125), 10).expect("claim");
+        assert_eq!((again.len(), again[0].attempts), (1, 2));
+
+        // Removing a user removes their sessions and links.
+        db.create_session(b"a9", &alice.id, &meta("pa9"), now, now.plus(600)).expect("session");
+        db.issue_link(&alice.id, p, b"t9", None, now, now.plus(60)).expect("issue");
+        assert!(db.remove_user(&alice.id).expect("remove"));
+        assert!(!db.remove_user(&alice.id).expect("remove"));
+        assert!(db.session_user(b"a9", now).expect("q").is_none());
+        assert!(db.link(p, b"t9", now, false).expect("q").is_none());
+        // Purge forgets expired links.
+        db.issue_link(&bob.id, p, b"t10", None, now, now.plus(60)).expect("issue");
+        assert!(db.purge(now.plus(61), 3600).expect("purge") >= 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::session::{LOGIN, SESSION};
 use super::{current_user, pages, AppError, AppState, State};
-use crate::accounts::{random_token, SessionHash, SignInError};
+use crate::accounts::{random_token, ClientInfo, SessionHash, SignInError};
 
 /// A local path to return to after sign-in; anything else becomes `/`.
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -55,6 +55,45 @@ pub(super) async fn login_page(
     render_login(state, &next, None, StatusCode::OK)
 }
 
+/// A page with a form that works before sign-in (sign-in, sign-up, reset): `render` gets the
+/// anti-forgery token, bound to a fresh random value in the pre-session cookie.
+pub(super) fn pre_session_form(
+    state: &AppState,
+    status: StatusCode,
+    render: impl FnOnce(&str) -> maud::Markup,
+) -> Result<Response, AppError> {
+    let nonce = random_token().ok_or_else(|| AppError::Internal("randomness failed".into()))?;
+    let csrf = state.csrf.token("login", nonce.as_bytes());
+    let mut resp = pages::html_response(status, render(&csrf));
+    add_cookie(&mut resp, state.cookies.set(LOGIN, &nonce, Some(3600)))?;
+    Ok(resp)
+}
+
+/// Checks a pre-session form's anti-forgery token against the pre-session cookie.
+pub(super) fn check_pre_session(
+    state: &AppState,
+    req: &Request,
+    csrf: &str,
+) -> Result<(), AppError> {
+    let cookie = state.cookies.read(req, LOGIN).unwrap_or_default();
+    if cookie.is_empty() || !state.csrf.check("login", cookie.as_bytes(), csrf) {
+        return Err(AppError::Csrf);
+    }
+    Ok(())
+}
+
+/// What the request says about its client.
+pub(super) fn client_info(state: &AppState, req: &Request) -> ClientInfo {
+    ClientInfo {
+        ip: state.config.trusted_proxies.client_ip(req),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
 /// The sign-in form with a fresh pre-session anti-forgery pair.
 fn render_login(
     state: &AppState,
@@ -62,11 +101,8 @@ fn render_login(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let nonce = random_token().ok_or_else(|| AppError::Internal("randomness failed".into()))?;
-    let csrf = state.csrf.token("login", nonce.as_bytes());
-    let mut resp = pages::html_response(status, pages::login_page(&csrf, next, error));
-    add_cookie(&mut resp, state.cookies.set(LOGIN, &nonce, Some(3600)))?;
-    Ok(resp)
+    let open = state.accounts.settings().signup_open;
+    pre_session_form(state, status, |csrf| pages::login_page(csrf, next, error, open))
 }
 
 #[derive(Deserialize)]
@@ -101,16 +137,13 @@ pub(super) async fn login(
     Data(state): Data<&State>,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
-    let login_cookie = state.cookies.read(req, LOGIN).unwrap_or_default();
-    if login_cookie.is_empty() || !state.csrf.check("login", login_cookie.as_bytes(), &form.csrf) {
-        return Err(AppError::Csrf);
-    }
+    check_pre_session(state, req, &form.csrf)?;
     let next = safe_next(Some(&form.next));
-    let client = state.config.trusted_proxies.client_ip(req);
+    let client = client_info(state, req);
     let previous = state.cookies.read(req, SESSION).map(|id| SessionHash::of(&id));
     let signed_in = match state
         .accounts
-        .sign_in(&form.username, form.password, client, previous)
+        .sign_in(&form.username, form.password, &client, previous)
         .await
     {
         Ok(signed_in) => signed_in,
@@ -120,6 +153,15 @@ pub(super) async fn login(
                 render_login(state, &next, Some(&wait_text(wait)), StatusCode::TOO_MANY_REQUESTS)?;
             resp.headers_mut().insert(header::RETRY_AFTER, wait.into());
             return Ok(resp);
+        }
+        Err(SignInError::Disabled) => {
+            state.metrics.signins.with_label_values(&["disabled"]).inc();
+            return render_login(
+                state,
+                &next,
+                Some("This account is disabled. Ask an administrator."),
+                StatusCode::FORBIDDEN,
+            );
         }
         Err(SignInError::WrongCredentials) => {
             state.metrics.signins.with_label_values(&["failed"]).inc();

@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem::Response;
 
 use super::pages;
-use crate::accounts::SignInError;
+use crate::accounts::{AccountError, SignInError};
 use crate::handoffs::HandoffError;
 use crate::names::Role;
 
@@ -16,6 +16,10 @@ pub enum AppError {
     /// No such page, target or operation.
     #[error("not found")]
     NotFound,
+    /// The page needs a signed-in user: the answer is the sign-in page, coming back to the
+    /// path given.
+    #[error("not signed in")]
+    SignInFirst(&'static str),
     /// The user lacks the role the operation needs.
     #[error("missing role {0}")]
     MissingRole(Role),
@@ -34,6 +38,12 @@ pub enum AppError {
     /// Too much work at once (sign-in slots all busy).
     #[error("busy")]
     Busy,
+    /// Handoffs wait until the user's address is verified.
+    #[error("e-mail address not verified")]
+    Unverified,
+    /// This client asked for too much mail within the hour.
+    #[error("mail limit reached")]
+    Limited,
     /// Something that should not happen.
     #[error("internal: {0}")]
     Internal(String),
@@ -75,7 +85,9 @@ impl ResponseError for AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MissingRole(_) | Self::Csrf => StatusCode::FORBIDDEN,
+            Self::SignInFirst(_) => StatusCode::SEE_OTHER,
+            Self::MissingRole(_) | Self::Csrf | Self::Unverified => StatusCode::FORBIDDEN,
+            Self::Limited => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(status) => *status,
             Self::Db(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +96,10 @@ impl ResponseError for AppError {
     }
 
     fn as_response(&self) -> Response {
+        if let Self::SignInFirst(_) = self {
+            // Not an event: every signed-out visit to an account page lands here.
+            return self.page();
+        }
         if self.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
@@ -103,12 +119,38 @@ impl AppError {
             other => Self::Internal(other.to_string()),
         }
     }
+
+    /// The error for an account failure that is not shown in its form.
+    pub(crate) fn from_account(e: AccountError) -> Self {
+        match e {
+            AccountError::Busy => Self::Busy,
+            AccountError::Db(e) => Self::Db(e),
+            AccountError::Limited => Self::Limited,
+            AccountError::SignupClosed => Self::NotFound,
+            AccountError::LinkInvalid => {
+                Self::BadRequest("This link does not work any more".into())
+            }
+            shown @ (AccountError::Password(_)
+            | AccountError::BadName
+            | AccountError::BadEmail
+            | AccountError::NameTaken
+            | AccountError::WrongPassword
+            | AccountError::SameEmail
+            | AccountError::EmailUnavailable) => Self::BadRequest(shown.to_string()),
+            AccountError::Internal(why) => Self::Internal(why),
+        }
+    }
 }
 
 impl ErrorPage for AppError {
     fn page(&self) -> Response {
+        if let Self::SignInFirst(back_to) = self {
+            let next: String = url::form_urlencoded::byte_serialize(back_to.as_bytes()).collect();
+            return handoff_web::see_other(&format!("/login?next={next}"));
+        }
         let status = self.status();
         let (title, message): (&str, String) = match self {
+            Self::SignInFirst(_) => ("Sign in", "Sign in first.".into()),
             Self::NotFound => ("Not found", "There is nothing here. Check the link, or go back to your dashboard.".into()),
             Self::MissingRole(role) => (
                 "Not allowed",
@@ -119,6 +161,14 @@ impl ErrorPage for AppError {
             Self::Csrf => (
                 "This form has expired",
                 "For your safety the form could not be accepted. Go back, reload the page and try again.".into(),
+            ),
+            Self::Unverified => (
+                "Verify your e-mail address first",
+                "Partner links open once your e-mail address is verified. Open the link we sent you, or send it again from your account page.".into(),
+            ),
+            Self::Limited => (
+                "Too many requests",
+                "Your network asked for too much mail within the hour. Please try again later.".into(),
             ),
             Self::Busy => (
                 "Busy",

@@ -67,6 +67,9 @@ pub(super) async fn start(
     // Target, operation and role first: a link to something that does not exist, or that this
     // user may not open, says so whatever its arguments.
     state.handoffs.permit(&user, &target_id, &operation)?;
+    if state.accounts.settings().require_verified_email && !user.email_verified {
+        return Err(AppError::Unverified);
+    }
     let query = req.uri().query().unwrap_or("");
     let (reserved, args) = parse_query(query)?;
     let args = args.iter().map(|(k, v)| (k.as_str(), v.as_str()));

@@ -1,8 +1,9 @@
 //! SERVER1's HTTP surface: its state, routes and metrics. Signing in and out lives in [`auth`],
-//! the handoff in [`handoff`]; both call the domain services ([`crate::accounts`],
+//! sign-up, one-time links and the account page in [`account`], the handoff in [`handoff`]; both call the domain services ([`crate::accounts`],
 //! [`crate::handoffs`]). The skeleton around them (health, readiness, metrics, error pages, the
 //! request guard) is `handoff-web`'s.
 
+mod account;
 mod auth;
 mod error;
 mod handoff;
@@ -63,7 +64,7 @@ impl Metrics {
             Opts::new("signin_total", "Sign-in attempts, by outcome"),
             &["outcome"],
         )?;
-        for outcome in ["ok", "failed", "throttled", "busy"] {
+        for outcome in ["ok", "failed", "throttled", "busy", "disabled"] {
             signins.with_label_values(&[outcome]);
         }
         let key_age = IntGauge::new("signing_key_age_seconds", "Age of the signing key file")?;
@@ -106,6 +107,17 @@ pub fn routes() -> Routes {
         .at("/", get(auth::dashboard))
         .at("/login", get(auth::login_page).post(auth::login))
         .at("/logout", post(auth::logout))
+        .at("/signup", get(account::signup_page).post(account::signup))
+        .at("/verify-email", get(account::verify_page).post(account::verify))
+        .at("/forgot-password", get(account::forgot_page).post(account::forgot))
+        .at("/reset-password", get(account::reset_page).post(account::reset))
+        .at("/confirm-email", get(account::confirm_email_page).post(account::confirm_email))
+        .at("/account", get(account::account))
+        .at("/account/verify", post(account::resend_verification))
+        .at("/account/email", post(account::change_email))
+        .at("/account/password", post(account::change_password))
+        .at("/account/sessions/end", post(account::end_session))
+        .at("/account/sessions/end-all", post(account::end_all_sessions))
         .at("/handoff/:target/:operation", get(handoff::start))
         .at(::handoff::protocol::JWKS_PATH, get(jwks))
         .at("/static/style.css", get(style))

@@ -21,7 +21,7 @@ fn layout(title: &str, user: Option<(&User, &str)>, content: Markup) -> Markup {
     let sign_out = user.map(|(user, csrf)| {
         html! {
             form.inline method="post" action="/logout" {
-                span.muted { "Signed in as " strong { (user.name) } " " }
+                span.muted { "Signed in as " a href="/account" { strong { (user.name) } } " " }
                 input type="hidden" name="csrf" value=(csrf);
                 button.secondary type="submit" { "Sign out" }
             }
@@ -35,8 +35,8 @@ pub fn message_page(title: &str, message: &str) -> Markup {
     BRAND.message(title, message, Some(("/", "Back to the portal")))
 }
 
-/// The sign-in form.
-pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+/// The sign-in form; with `signup_open`, a link to create an account.
+pub fn login_page(csrf: &str, next: &str, error: Option<&str>, signup_open: bool) -> Markup {
     layout(
         "Sign in",
         None,
@@ -49,12 +49,296 @@ pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
                 form method="post" action="/login" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="next" value=(next);
-                    label for="username" { "User name" }
+                    label for="username" { "User name or e-mail address" }
                     input #username type="text" name="username" autocomplete="username" required autofocus;
                     label for="password" { "Password" }
                     input #password type="password" name="password" autocomplete="current-password" required;
                     button type="submit" { "Sign in" }
                 }
+                p.links {
+                    a href="/forgot-password" { "Forgot your password?" }
+                    @if signup_open {
+                        " · " a href="/signup" { "Create an account" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A form's error line, if any.
+fn error_line(error: Option<&str>) -> Markup {
+    html! {
+        @if let Some(error) = error {
+            p.error role="alert" { (error) }
+        }
+    }
+}
+
+/// What the sign-up form was filled in with, to show it again after an error.
+#[derive(Debug, Default)]
+pub struct SignupValues<'a> {
+    /// The user name typed.
+    pub username: &'a str,
+    /// The address typed.
+    pub email: &'a str,
+}
+
+/// The sign-up form.
+pub fn signup_page(csrf: &str, values: &SignupValues<'_>, error: Option<&str>) -> Markup {
+    layout(
+        "Create an account",
+        None,
+        html! {
+            div.card {
+                h1 { "Create an account" }
+                (error_line(error))
+                form method="post" action="/signup" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="email" { "E-mail address" }
+                    input #email type="email" name="email" autocomplete="email" value=(values.email) required autofocus;
+                    label for="username" { "User name" }
+                    input #username type="text" name="username" autocomplete="username" value=(values.username) required;
+                    p.muted { "a-z, 0-9, dots, dashes and underscores" }
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="new-password" minlength="12" required;
+                    p.muted { "At least 12 characters; not your name or address, and not a common password." }
+                    button type="submit" { "Create account" }
+                }
+                p.links { "Have an account? " a href="/login" { "Sign in" } }
+            }
+        },
+    )
+}
+
+/// After sign-up, whether the address was new or not: the same words.
+pub fn signup_done(email: &str) -> Markup {
+    layout(
+        "Check your mail",
+        None,
+        html! {
+            div.card {
+                h1 { "Check your mail" }
+                p { "We sent a message to " strong { (email) } ". Open the link in it to verify your address." }
+                p.muted { "You can sign in now; opening partner links waits until the address is verified. Nothing arrived? Check the spam folder, or sign in and ask for another message on your account page." }
+                p { a.button href="/login" { "Sign in" } }
+            }
+        },
+    )
+}
+
+/// A page that turns a link from a mail into a POST: a link opened by a mail scanner or a
+/// preview is not used up, only the person's click does it.
+pub fn link_confirm_page(
+    title: &str,
+    text: &str,
+    action: &str,
+    token: &str,
+    csrf: &str,
+    button: &str,
+) -> Markup {
+    layout(
+        title,
+        None,
+        html! {
+            div.card {
+                h1 { (title) }
+                p { (text) }
+                form method="post" action=(action) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="token" value=(token);
+                    button type="submit" { (button) }
+                }
+            }
+        },
+    )
+}
+
+/// The form that asks for the address to send a reset link to.
+pub fn forgot_page(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Forgot your password?",
+        None,
+        html! {
+            div.card {
+                h1 { "Forgot your password?" }
+                p { "Enter your account's e-mail address and we will send you a link to choose a new password." }
+                (error_line(error))
+                form method="post" action="/forgot-password" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="email" { "E-mail address" }
+                    input #email type="email" name="email" autocomplete="email" required autofocus;
+                    button type="submit" { "Send the link" }
+                }
+                p.links { a href="/login" { "Back to sign-in" } }
+            }
+        },
+    )
+}
+
+/// The answer to a reset request: the same whether or not an account has the address.
+pub fn forgot_done(minutes: u64) -> Markup {
+    BRAND.message(
+        "Check your mail",
+        &format!("If an account uses that address, a message with a link is on its way. The link works once, for {minutes} minutes."),
+        Some(("/login", "Back to sign-in")),
+    )
+}
+
+/// The form for a new password, from a reset link.
+pub fn reset_page(csrf: &str, token: &str, user: &User, error: Option<&str>) -> Markup {
+    layout(
+        "Choose a new password",
+        None,
+        html! {
+            div.card {
+                h1 { "Choose a new password" }
+                p { "For the account " strong { (user.name) } ". Every session of this account will be signed out." }
+                (error_line(error))
+                form method="post" action="/reset-password" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="token" value=(token);
+                    input type="text" name="username" autocomplete="username" value=(user.name) hidden;
+                    label for="password" { "New password" }
+                    input #password type="password" name="password" autocomplete="new-password" minlength="12" required autofocus;
+                    p.muted { "At least 12 characters; not your name or address, and not a common password." }
+                    button type="submit" { "Set the new password" }
+                }
+            }
+        },
+    )
+}
+
+/// Fixed notices the account page shows after a change (chosen by a code in its URL, never by
+/// text from it).
+pub fn account_notice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "verification-sent" => "A new verification message is on its way; the link in any earlier one no longer works.",
+        "email-sent" => "A confirmation link is on its way to the new address. Your address changes when you open it.",
+        "password-changed" => "Your password was changed, and your other sessions were signed out.",
+        "session-ended" => "That session was signed out.",
+        _ => return None,
+    })
+}
+
+/// A duration in words, for "last seen".
+fn ago(now: u64, then: u64) -> String {
+    match now.saturating_sub(then) {
+        s if s < 120 => "just now".into(),
+        s if s < 7200 => format!("{} minutes ago", s / 60),
+        s if s < 172_800 => format!("{} hours ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// What the account page needs.
+#[derive(Debug)]
+pub struct AccountView<'a> {
+    /// Who.
+    pub user: &'a User,
+    /// The session anti-forgery token.
+    pub csrf: &'a str,
+    /// Their live sessions.
+    pub sessions: &'a [crate::db::SessionInfo],
+    /// The hash of this browser's session.
+    pub current: &'a [u8],
+    /// Now, in seconds.
+    pub now: u64,
+    /// A notice to show.
+    pub notice: Option<&'static str>,
+    /// An error to show.
+    pub error: Option<&'a str>,
+    /// Whether handoffs wait for a verified address.
+    pub verification_required: bool,
+}
+
+/// The account page: name, address, password, and every session.
+pub fn account_page(v: &AccountView<'_>) -> Markup {
+    let user = v.user;
+    layout(
+        "Your account",
+        Some((user, v.csrf)),
+        html! {
+            h1 { "Your account" }
+            @if let Some(notice) = v.notice { p.notice role="status" { (notice) } }
+            (error_line(v.error))
+            section.card {
+                h2 { "Profile" }
+                p { "User name: " strong { (user.name) } }
+                @match &user.email {
+                    Some(email) => {
+                        p { "E-mail address: " strong { (email) } " "
+                            @if user.email_verified { span.muted { "(verified)" } } @else { span.error { "(not verified)" } }
+                        }
+                    }
+                    None => { p.muted { "No e-mail address." } }
+                }
+                @if user.email.is_some() && !user.email_verified {
+                    @if v.verification_required {
+                        p { "Partner links open once your address is verified." }
+                    }
+                    form method="post" action="/account/verify" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        button.secondary type="submit" { "Send the verification e-mail again" }
+                    }
+                }
+            }
+            section.card {
+                h2 { "Change e-mail address" }
+                p.muted { "We send a link to the new address; the change takes effect when you open it, and the old address is told." }
+                form method="post" action="/account/email" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    label for="new-email" { "New e-mail address" }
+                    input #new-email type="email" name="email" autocomplete="email" required;
+                    label for="email-password" { "Current password" }
+                    input #email-password type="password" name="password" autocomplete="current-password" required;
+                    button type="submit" { "Send the confirmation link" }
+                }
+            }
+            section.card {
+                h2 { "Change password" }
+                form method="post" action="/account/password" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    input type="text" name="username" autocomplete="username" value=(user.name) hidden;
+                    label for="current-password" { "Current password" }
+                    input #current-password type="password" name="current" autocomplete="current-password" required;
+                    label for="new-password" { "New password" }
+                    input #new-password type="password" name="new" autocomplete="new-password" minlength="12" required;
+                    p.muted { "Your other sessions are signed out." }
+                    button type="submit" { "Change password" }
+                }
+            }
+            section.card {
+                h2 { "Where you are signed in" }
+                table.sessions {
+                    thead { tr { th { "Signed in" } th { "Last seen" } th { "From" } th { "Browser" } th {} } }
+                    tbody {
+                        @for s in v.sessions {
+                            tr {
+                                td { (ago(v.now, s.created.as_secs())) }
+                                td { (ago(v.now, s.last_seen.as_secs())) }
+                                td { (s.meta.client.as_deref().unwrap_or("unknown")) }
+                                td { (s.meta.user_agent.as_deref().unwrap_or("unknown")) }
+                                td {
+                                    @if s.id_hash == v.current {
+                                        strong { "This browser" }
+                                    } @else {
+                                        form.inline method="post" action="/account/sessions/end" {
+                                            input type="hidden" name="csrf" value=(v.csrf);
+                                            input type="hidden" name="session" value=(s.meta.public_id);
+                                            button.secondary type="submit" { "Sign out" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form method="post" action="/account/sessions/end-all" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    button type="submit" { "Sign out everywhere" }
+                }
+                p.muted { "Signing out everywhere ends every session, this one too." }
             }
         },
     )
@@ -82,6 +366,12 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
         Some((user, csrf)),
         html! {
             h1 { "Welcome, " (user.name) }
+            @if user.email.is_some() && !user.email_verified {
+                p.notice role="status" {
+                    "Verify your e-mail address to open partner links: open the link we sent, or "
+                    a href="/account" { "send it again from your account page" } "."
+                }
+            }
             p.muted {
                 "Your roles: "
                 @if user.roles.is_empty() { "none" } @else {
@@ -217,6 +507,9 @@ mod tests {
                 .iter()
                 .map(|r| crate::names::Role::parse(r).expect("role"))
                 .collect(),
+            email: None,
+            email_verified: true,
+            disabled: false,
         };
         let offers = vec![(target, target.operations.iter().collect::<Vec<_>>())];
         let html = dashboard(&user, "csrf\"><x", &offers).into_string();

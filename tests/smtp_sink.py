@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""A real SMTP server for Handoff's tests (aiosmtpd; Debian's python3-aiosmtpd).
+
+Usage: smtp_sink.py PORT DIR
+
+Listens on 127.0.0.1:PORT and writes each message it accepts, as received, to DIR/NNNNNN.eml
+(whole files only: written under a temporary name, then renamed). While a file DIR/refuse
+exists, it answers every message with 451 (try again later), as a mail server that is
+overloaded does. Prints "ready" once it listens; stops when its standard input closes or it is
+killed, so it never outlives the test that started it.
+"""
+import itertools
+import os
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, directory):
+        self.directory = directory
+        self.numbers = itertools.count(1)
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        if os.path.exists(os.path.join(self.directory, "refuse")):
+            return "451 4.3.0 Try again later"
+        with self.lock:
+            number = next(self.numbers)
+        name = os.path.join(self.directory, f"{number:06}.eml")
+        with open(name + ".tmp", "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(name + ".tmp", name)
+        return "250 2.0.0 Accepted"
+
+
+def main():
+    port, directory = int(sys.argv[1]), sys.argv[2]
+    os.makedirs(directory, exist_ok=True)
+    controller = Controller(Sink(directory), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
