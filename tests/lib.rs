@@ -400,6 +400,14 @@ pub async fn spawn_on(database_url: &str) -> Servers {
     spawn_both_on(Some(Engine::At(database_url.to_owned())), |_| {}, |_| {}).await
 }
 
+/// As [`spawn_on`], letting the caller adjust SERVER1's configuration.
+pub async fn spawn_both_on_database(
+    database_url: &str,
+    adjust1: impl FnOnce(&mut server1::Config),
+) -> Servers {
+    spawn_both_on(Some(Engine::At(database_url.to_owned())), adjust1, |_| {}).await
+}
+
 /// Which database [`spawn_both_on`] gives SERVER1.
 pub enum Engine {
     /// A SQLite file in the test's directory.
@@ -1131,6 +1139,16 @@ pub struct SmtpServer {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
+    tls: Option<SmtpTls>,
+}
+
+/// How a test SMTP server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS, required before mail is accepted.
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
 }
 
 /// A message the SMTP server accepted.
@@ -1223,7 +1241,93 @@ impl SmtpServer {
     pub fn not_started() -> SmtpServer {
         let (l, port) = listener();
         drop(l);
-        SmtpServer { port, child: None, dir: tempfile::tempdir().unwrap() }
+        SmtpServer { port, child: None, dir: tempfile::tempdir().unwrap(), tls: None }
+    }
+
+    /// Starts one that speaks TLS with a certificate for `localhost` and 127.0.0.1, issued by
+    /// a certificate authority made for it (`openssl`), whose certificate is
+    /// [`SmtpServer::ca_file`].
+    pub async fn start_tls(mode: SmtpTls) -> SmtpServer {
+        let mut server = SmtpServer::not_started();
+        server.tls = Some(mode);
+        let dir = server.dir.path().join("pki");
+        std::fs::create_dir(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=Handoff test mail CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        server.launch().await;
+        server
+    }
+
+    /// The certificate of the authority that issued a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("pki").join("ca.pem")
+    }
+
+    /// The server's URL for SERVER1, by the name its certificate carries.
+    pub fn tls_url(&self) -> String {
+        match self.tls {
+            Some(SmtpTls::StartTls) => format!("smtp://localhost:{}?tls=starttls", self.port),
+            Some(SmtpTls::Implicit) => format!("smtps://localhost:{}", self.port),
+            None => self.url(),
+        }
     }
 
     /// `smtp://127.0.0.1:PORT`.
@@ -1237,10 +1341,16 @@ impl SmtpServer {
         // earlier on PATH would not have it).
         let python =
             if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
-        let child = std::process::Command::new(python)
-            .arg(script)
-            .arg(self.port.to_string())
-            .arg(self.dir.path())
+        let mut command = std::process::Command::new(python);
+        command.arg(script).arg(self.port.to_string()).arg(self.dir.path());
+        if let Some(mode) = self.tls {
+            let pki = self.dir.path().join("pki");
+            command
+                .arg(if mode == SmtpTls::StartTls { "starttls" } else { "tls" })
+                .arg(pki.join("server.pem"))
+                .arg(pki.join("server.key"));
+        }
+        let child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -59,6 +59,9 @@ pub struct MailSettings {
     pub transport: MailTransport,
     /// The sender (`SERVER1_MAIL_FROM`).
     pub from: String,
+    /// Certificates of authorities to trust for the SMTP server besides the system's
+    /// (`SERVER1_SMTP_CA_FILE`, PEM): a mail server with a private CA.
+    pub smtp_ca_file: Option<PathBuf>,
     /// Lifetime of verification links (`SERVER1_VERIFY_LINK_TTL_SECS`).
     pub verify_ttl_secs: u64,
     /// Lifetime of reset links (`SERVER1_RESET_LINK_TTL_SECS`).
@@ -164,6 +167,12 @@ fn accounts_and_mail(
         }
         (None, _) => Ok(DEFAULT_MAIL_FROM.to_owned()),
     };
+    let smtp_ca_file = match raw.get("smtp_ca_file").map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(path) => non_empty_path(path)
+            .map(Some)
+            .map_err(|()| fail("SMTP_CA_FILE", "the path of a PEM file of CA certificates")),
+    };
     let accounts = AccountSettings {
         signup_open: signup_open?,
         signup_roles: signup_roles?,
@@ -176,6 +185,7 @@ fn accounts_and_mail(
     let mail = MailSettings {
         transport: transport?,
         from: from?,
+        smtp_ca_file: smtp_ca_file?,
         verify_ttl_secs: verify_ttl_secs?,
         reset_ttl_secs: reset_ttl_secs?,
     };

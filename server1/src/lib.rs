@@ -96,8 +96,9 @@ pub async fn build_app(
     let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
     let mail_metrics =
         MailMetrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let mailer =
-        Mailer::new(&config.mail.transport, &config.mail.from).map_err(StartupError::Mail)?;
+    let ca_file = config.mail.smtp_ca_file.as_deref();
+    let mailer = Mailer::new(&config.mail.transport, &config.mail.from, ca_file)
+        .map_err(StartupError::Mail)?;
     let links = LinkSettings {
         public_url: url::Url::parse(config.public_url.as_str())
             .map_err(|e| StartupError::Mail(format!("SERVER1_PUBLIC_URL: {e}")))?,

@@ -573,3 +573,63 @@ async fn accounts_of(s: &Servers) -> server1::accounts::Accounts {
         std::sync::Arc::new(handoff::SystemClock),
     )
 }
+
+/// Mail over STARTTLS and over TLS from the first byte reaches a server whose certificate
+/// chains to the CA in SERVER1_SMTP_CA_FILE; without that CA, nothing is sent in clear or to an
+/// unverified server: the mail waits.
+#[tokio::test]
+async fn mail_goes_over_verified_tls() {
+    for mode in [SmtpTls::StartTls, SmtpTls::Implicit] {
+        let smtp = SmtpServer::start_tls(mode).await;
+        let (url, ca) = (smtp.tls_url(), smtp.ca_file());
+        let s = spawn_both(
+            move |c| {
+                with_mail(c, &url);
+                c.mail.smtp_ca_file = Some(ca);
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(ask_reset(&client(), &s, "alice@example.com").await.status(), 200);
+        let mail = smtp.wait_for("alice@example.com", 1, 15).await.remove(0);
+        assert!(mail.subject.contains("Reset your"), "{mode:?}");
+
+        let url = smtp.tls_url();
+        let untrusting = spawn_both(move |c| with_mail(c, &url), |_| {}).await;
+        assert_eq!(ask_reset(&client(), &untrusting, "bob@example.com").await.status(), 200);
+        wait_jobs(&untrusting, "retried", 1).await;
+        assert!(
+            smtp.messages_to("bob@example.com").is_empty(),
+            "{mode:?}: not to an unverified server"
+        );
+    }
+}
+
+/// Mail that still cannot be sent a day after it was queued is given up (and counted), so the
+/// outbox does not grow for ever; until then it is retried with growing waits.
+#[tokio::test]
+async fn mail_that_fails_for_a_day_is_dropped() {
+    let smtp = SmtpServer::not_started();
+    let clock = manual_clock();
+    let (url, clock1) = (smtp.url(), clock.clone());
+    let s = spawn_both(
+        move |c| {
+            with_mail(c, &url);
+            c.clock = clock1;
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(ask_reset(&client(), &s, "alice@example.com").await.status(), 200);
+    wait_jobs(&s, "retried", 1).await;
+    // Not due again until the first wait (5 s) has passed on SERVER1's clock.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mail_jobs(&s, "retried").await, 1, "no retry before the wait is over");
+    clock.advance(5);
+    wait_jobs(&s, "retried", 2).await;
+    clock.advance(86_400);
+    wait_jobs(&s, "dropped", 1).await;
+    assert!(s.server1_logs().contains("mail dropped after a day of retries"));
+    let metrics = text_of(&plain_client(), &format!("{}/metrics", s.server1)).await;
+    assert!(metrics.contains("mail_outbox_pending 0"), "{metrics}");
+}

@@ -46,6 +46,65 @@ async fn two_server1_replicas_on_one_database_behave_as_one() {
     }
 }
 
+/// Two replicas share one outbox: every queued message is sent once, whichever replica's
+/// worker claims it, and a link mailed through one works on the other, the latest only.
+#[tokio::test]
+async fn two_replicas_send_each_message_once() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let database = PgServer::shared().fresh_database().await;
+    let s = spawn_both_on_database(&database, move |c| {
+        with_mail(c, &url);
+        c.accounts.mail_limits.per_address = 50;
+        c.accounts.mail_limits.per_client = 50;
+    })
+    .await;
+    let (l, port) = listener();
+    let mut config = server1_config(s.dir.path(), port);
+    config.public_url = handoff::Issuer::parse(&s.server1).unwrap();
+    with_mail(&mut config, &smtp.url());
+    config.accounts.mail_limits.per_address = 50;
+    config.accounts.mail_limits.per_client = 50;
+    let _b = serve_server1(config, l).await;
+    let b = format!("http://127.0.0.1:{port}");
+    for i in 0..12 {
+        let on = if i % 2 == 0 { &s.server1 } else { &b };
+        let c = client();
+        let page = text_of(&c, &format!("{on}/forgot-password")).await;
+        let csrf = form_value(&page, "csrf").unwrap();
+        let resp = c
+            .post(format!("{on}/forgot-password"))
+            .form(&[("csrf", csrf.as_str()), ("email", "alice@example.com")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let mails = smtp.wait_for("alice@example.com", 12, 20).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages_to("alice@example.com").len(), 12, "each job sent once");
+    let tokens: std::collections::HashSet<String> = mails.iter().map(Mail::token).collect();
+    assert_eq!(tokens.len(), 12, "every message its own link");
+    // Only the last link issued works, on either replica (the newest is the one mailed last).
+    let links: Vec<String> = smtp.messages_to("alice@example.com").iter().map(Mail::link).collect();
+    let status = |link: &str| {
+        let link = link.to_owned();
+        async move { client().get(link).send().await.unwrap().status().as_u16() }
+    };
+    let live: Vec<&String> = {
+        let mut live = Vec::new();
+        for link in &links {
+            if status(link).await == 200 {
+                live.push(link);
+            }
+        }
+        live
+    };
+    assert_eq!(live.len(), 1, "exactly one live link of 12");
+    let on_b = live[0].replace(&s.server1, &b);
+    assert_eq!(status(&on_b).await, 200, "a link works on the other replica too");
+}
+
 #[tokio::test]
 async fn a_database_that_goes_down_gives_503_and_service_resumes_by_itself() {
     let pg = PgServer::start();

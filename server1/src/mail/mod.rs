@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 pub use messages::Kind;
@@ -174,29 +175,54 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// A mailer sending from `from` through `transport`. Connects only when sending.
+    /// A mailer sending from `from` through `transport`, trusting the certificates in
+    /// `ca_file` (PEM) for the SMTP server besides the system's. Connects only when sending.
     ///
     /// # Errors
     ///
-    /// When `from` is not an address, or TLS cannot be set up for the SMTP host.
-    pub fn new(transport: &MailTransport, from: &str) -> Result<Self, String> {
+    /// When `from` is not an address, the CA file cannot be read or holds no certificate, or
+    /// TLS cannot be set up for the SMTP host.
+    pub fn new(
+        transport: &MailTransport,
+        from: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let from: Mailbox =
             from.parse().map_err(|_| "SERVER1_MAIL_FROM: expected an address such as \"Handoff Portal <no-reply@portal.example>\"".to_owned())?;
         let (sender, shown) = match transport {
             MailTransport::Dir(dir) => (Sender::Dir(dir.clone()), dir.display().to_string()),
             MailTransport::Smtp(url) => {
-                let builder = match url.security {
-                    SmtpSecurity::Plain => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host)
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host)
+                        .port(url.port)
+                        .timeout(Some(SMTP_TIMEOUT));
+                if url.security != SmtpSecurity::Plain {
+                    // The certificate must name the host and chain to a root the system (or
+                    // the CA file) trusts; rustls on ring, TLS 1.2 at least.
+                    let mut tls = TlsParameters::builder(url.host.clone());
+                    if let Some(path) = ca_file {
+                        let pem = std::fs::read(path).map_err(|e| {
+                            format!("SERVER1_SMTP_CA_FILE: cannot read {}: {e}", path.display())
+                        })?;
+                        let has_cert = pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
+                        let cert = Certificate::from_pem(&pem)
+                            .ok()
+                            .filter(|_| has_cert)
+                            .ok_or_else(|| {
+                                format!(
+                                    "SERVER1_SMTP_CA_FILE: {} holds no PEM certificate",
+                                    path.display()
+                                )
+                            })?;
+                        tls = tls.add_root_certificate(cert);
                     }
-                    SmtpSecurity::StartTls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)
-                            .map_err(|e| format!("SERVER1_SMTP_URL: {e}"))?
-                    }
-                    SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)
-                        .map_err(|e| format!("SERVER1_SMTP_URL: {e}"))?,
-                };
-                let mut builder = builder.port(url.port).timeout(Some(SMTP_TIMEOUT));
+                    let params =
+                        tls.build_rustls().map_err(|e| format!("SERVER1_SMTP_URL: TLS: {e}"))?;
+                    builder = builder.tls(match url.security {
+                        SmtpSecurity::Tls => Tls::Wrapper(params),
+                        _ => Tls::Required(params),
+                    });
+                }
                 if let Some((user, pass)) = &url.credentials {
                     builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
                 }
@@ -307,9 +333,9 @@ mod tests {
     async fn the_directory_transport_writes_one_private_file_per_message() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mail_dir = dir.path().join("mail");
+        let transport = MailTransport::Dir(mail_dir.clone());
         let mailer =
-            Mailer::new(&MailTransport::Dir(mail_dir.clone()), "Portal <no-reply@portal.example>")
-                .expect("mailer");
+            Mailer::new(&transport, "Portal <no-reply@portal.example>", None).expect("mailer");
         let message = Outgoing {
             to: "alice@example.com".into(),
             subject: "Hello".into(),
@@ -334,6 +360,14 @@ mod tests {
             let text = std::fs::read_to_string(file).expect("read");
             assert!(text.contains("To: alice@example.com") && text.contains("Hi Alice"), "{text}");
         }
-        assert!(Mailer::new(&MailTransport::Dir(mail_dir), "not an address").is_err());
+        assert!(Mailer::new(&MailTransport::Dir(mail_dir), "not an address", None).is_err());
+        let smtps = MailTransport::Smtp(SmtpUrl::parse("smtps://mail.example").expect("url"));
+        let missing = dir.path().join("missing.pem");
+        let err = Mailer::new(&smtps, "p@portal.example", Some(&missing)).unwrap_err();
+        assert!(err.contains("SERVER1_SMTP_CA_FILE") && err.contains("cannot read"), "{err}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let err = Mailer::new(&smtps, "p@portal.example", Some(&garbage)).unwrap_err();
+        assert!(err.contains("no PEM certificate"), "{err}");
     }
 }
