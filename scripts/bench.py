@@ -158,6 +158,18 @@ def verify_share(pid, url, args, work, name):
     return (share or None), result
 
 
+def operation_requests(pid, base, valid_file, line):
+    """Hands over the token on `line` of `valid_file` for its grant, then GETs that report with
+    the grant, beside the yardstick: what every operation request costs — the grant's check and
+    the revocation store's look-up (has a logout ended this session or user?)."""
+    with open(valid_file) as f:
+        token = next(t for i, t in enumerate(f, 1) if i == line).strip()
+    head = run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--data-urlencode", f"token={token}", f"{base}/handoff"])
+    cookie = re.search(r"^set-cookie: ((?:__Host-)?handoff_grant=[^;]+)", head, re.I | re.M).group(1)
+    report_id = (line - 1) % 999_999 + 1
+    return measure(pid, f"{base}/reports/{report_id}", None, headers=[f"Cookie: {cookie}"], yardstick="verify")
+
+
 def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
     generator), reached over TCP and through its socket file: two more SERVER2s beside the
@@ -185,7 +197,7 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
         tokens_dir = os.path.join(work, "redis-tokens")
         os.makedirs(tokens_dir)
         shutil.copy(os.path.join(work, "signing.pk8"), tokens_dir)
-        count = per_run // 2 * REDIS_ROUNDS * 2 + rate * DURATION * 2 + per_run * PROFILE_ROUNDS * 2
+        count = per_run // 2 * REDIS_ROUNDS * 2 + rate * DURATION * 2 + per_run * PROFILE_ROUNDS * 2 + 10
         run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
              "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
         valid = os.path.join(tokens_dir, "valid.txt")
@@ -218,6 +230,21 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
                     failures += filter(None, [unaccepted(f"accept with Redis ({name}, profiled)", r)])
                     profiled[name].append(share)
                     first = last + 1
+        # Operation requests with a grant: the revocation look-up in Redis (one script) on each.
+        m_line, _ = memory_tokens(1)
+        op_memory = operation_requests(memory_pid, server2_url, memory_valid, m_line)
+        rows.append(("operation request with a grant, memory stores", op_memory, "verify"))
+        for (name, _, listen), server in zip(variants, servers):
+            r = operation_requests(server.pid, f"http://127.0.0.1:{listen}", valid, first)
+            first += 1
+            r["vs_accept"] = r["vs_ring"] / op_memory["vs_ring"]
+            rows.append((f"operation request with a grant, Redis ({name})", r, "verify"))
+            notes.append(f"operation requests with Redis over {name} (its revocation look-up on each): "
+                         f"{r['per_cpu_s']:,.0f} per SERVER2 CPU-second, {r['vs_accept']:.0%} of the memory "
+                         f"stores' {op_memory['per_cpu_s']:,.0f} (each beside the yardstick); p99 {r['p99']} "
+                         f"against {op_memory['p99']}")
+            failures += filter(None, [unaccepted(f"operation request, Redis ({name})", r)])
+        failures += filter(None, [unaccepted("operation request, memory", op_memory)])
         base = median_round(memory)
         rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
         failures += filter(None, (unaccepted("accept, memory store", x) for x in memory))
@@ -358,7 +385,7 @@ def main():
         # the yardstick (which get about half the core), at well over any rate this machine reaches.
         per_run = 25_000 * DURATION
         # (and the memory-store rounds that alternate with the Redis stores')
-        count = per_run * (3 + ROUNDS + REDIS_ROUNDS // 2 + 1 + PROFILE_ROUNDS)
+        count = per_run * (3 + ROUNDS + REDIS_ROUNDS // 2 + 1 + PROFILE_ROUNDS) + 10
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
         prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
                    "--audience", server2_url, "--count", str(count)]

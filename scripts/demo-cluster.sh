@@ -76,6 +76,8 @@ export SERVER2_TRUSTED_PROXIES=127.0.0.1
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$SERVER1_TARGETS_FILE" ] || cp server1/targets.example.toml "$SERVER1_TARGETS_FILE"
+export SERVER1_CLIENTS_FILE="$data/clients.toml"
+[ -f "$SERVER1_CLIENTS_FILE" ] || cp server1/clients.example.toml "$SERVER1_CLIENTS_FILE"
 [ -f "$SERVER1_KEYS_DIR/keys.json" ] || "$bin/server1" keys generate
 [ -f "$SERVER2_COOKIE_KEY_FILE" ] || (umask 077 && head -c 32 /dev/urandom >"$SERVER2_COOKIE_KEY_FILE")
 if [ ! -f "$data/demo-password" ]; then

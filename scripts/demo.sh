@@ -32,6 +32,8 @@ export SERVER1_MAIL_DIR="${SERVER1_MAIL_DIR:-$data/mail}"
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$SERVER1_TARGETS_FILE" ] || cp server1/targets.example.toml "$SERVER1_TARGETS_FILE"
+export SERVER1_CLIENTS_FILE="${SERVER1_CLIENTS_FILE:-$data/clients.toml}"
+[ -f "$SERVER1_CLIENTS_FILE" ] || cp server1/clients.example.toml "$SERVER1_CLIENTS_FILE"
 [ -f "$SERVER1_KEYS_DIR/keys.json" ] || [ -f "$SERVER1_KEYS_DIR/signing.pk8" ] || "$bin/server1" keys generate
 
 if [ ! -f "$data/demo-password" ]; then

@@ -288,6 +288,8 @@ pub async fn prepare_dir_on(dir: &Path, server2: &str, database_url: &str) -> Ar
     let key = SigningKey::generate().unwrap();
     key.save(&keys.join("signing.pk8")).unwrap();
     std::fs::write(dir.join("targets.toml"), targets_for(server2)).unwrap();
+    std::fs::write(dir.join("clients.toml"), include_str!("../server1/clients.example.toml"))
+        .unwrap();
     std::fs::write(dir.join("database_url"), database_url).unwrap();
     let url = server1::db::DatabaseUrl::parse(database_url).unwrap();
     let pool = server1::db::PoolSettings { size: 2, timeout: Duration::from_secs(10) };
@@ -323,7 +325,9 @@ pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
     let keys = dir.join("keys").display().to_string();
     let targets = dir.join("targets.toml").display().to_string();
     let mail = dir.join("mail").display().to_string();
+    let clients = dir.join("clients.toml").display().to_string();
     server1::Config::from_pairs([
+        ("clients_file", clients.as_str()),
         ("public_url", url.as_str()),
         ("database_url", db.as_str()),
         ("keys_dir", keys.as_str()),

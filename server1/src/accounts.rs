@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use handoff::Clock;
+use handoff::{Clock, SessionRef};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -71,6 +71,18 @@ impl ClientInfo {
         });
         Some(SessionMeta { public_id, client: self.ip.map(|ip| ip.to_string()), user_agent })
     }
+}
+
+/// A live session: its user, the hash of its id, and its public id, which handoff tokens
+/// carry as `sid` (never the cookie's value or its hash) and back-channel logouts name.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub user: User,
+    /// What the database keeps of its id.
+    pub hash: SessionHash,
+    /// Its public id, as a token's `sid` (none for a session from before public ids).
+    pub sid: Option<SessionRef>,
 }
 
 /// A successful sign-in.
@@ -290,6 +302,9 @@ impl Accounts {
         let Some(user) = self.user(name).await? else { return Ok(false) };
         let done = self.db.set_disabled(&user.id, disabled).await?;
         tracing::info!(event = if disabled { "user.disabled" } else { "user.enabled" }, sub = %user.id, "user changed");
+        if disabled {
+            self.session_ended(&user, None).await?;
+        }
         Ok(done)
     }
 
@@ -312,6 +327,7 @@ impl Accounts {
         let Some(user) = self.user(name).await? else { return Ok(false) };
         let done = self.db.remove_user(&user.id).await?;
         tracing::info!(event = "user.removed", sub = %user.id, "user removed");
+        self.session_ended(&user, None).await?;
         Ok(done)
     }
 
@@ -417,36 +433,44 @@ impl Accounts {
         Ok(SignedIn { user, session_id })
     }
 
-    /// The user signed in with session `session_id`, if it is live (and the user not
-    /// disabled). Records the use, to the minute.
+    /// The session `session_id`, if it is live (and its user not disabled). Records the use,
+    /// to the minute.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn session_user(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<(User, SessionHash)>, DbError> {
+    pub async fn session(&self, session_id: &str) -> Result<Option<Session>, DbError> {
         let hash = SessionHash::of(session_id);
         let now = self.clock.now();
-        let Some((user, last_seen)) = self.db.session_user(hash.as_bytes(), now).await? else {
+        let Some((user, live)) = self.db.session_user(hash.as_bytes(), now).await? else {
             return Ok(None);
         };
-        if now.as_secs().saturating_sub(last_seen.as_secs()) >= LAST_SEEN_GRANULARITY_SECS {
+        if now.as_secs().saturating_sub(live.last_seen.as_secs()) >= LAST_SEEN_GRANULARITY_SECS {
             self.db.touch_session(hash.as_bytes(), now).await?;
         }
-        Ok(Some((user, hash)))
+        let sid = SessionRef::parse(&live.public_id).ok();
+        Ok(Some(Session { user, hash, sid }))
     }
 
-    /// Ends the session with hash `hash`.
+    /// Ends `session`, and tells the partners.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn sign_out(&self, user: &User, hash: SessionHash) -> Result<(), DbError> {
-        self.db.delete_session(hash.as_bytes()).await?;
-        tracing::info!(event = "signout", sub = %user.id, "signed out");
-        Ok(())
+    pub async fn sign_out(&self, session: &Session) -> Result<(), DbError> {
+        self.db.delete_session(session.hash.as_bytes()).await?;
+        tracing::info!(event = "signout", sub = %session.user.id, "signed out");
+        self.session_ended(&session.user, session.sid.as_ref()).await
+    }
+
+    /// Tells every partner that takes back-channel logouts that `sid` of `user` ended (or,
+    /// without a session, every session of the user up to now). Queued in the outbox with the
+    /// mail, so a partner that is down gets it when it is back.
+    async fn session_ended(&self, user: &User, sid: Option<&SessionRef>) -> Result<(), DbError> {
+        match &self.outbox {
+            Some(outbox) => outbox.enqueue_logouts(&user.id, sid).await,
+            None => Ok(()),
+        }
     }
 
     /// The live sessions of `user`, newest first.
@@ -468,6 +492,7 @@ impl Accounts {
         let ended = self.db.end_session_by_public_id(&user.id, public_id).await?;
         if ended {
             tracing::info!(event = "session.ended", sub = %user.id, "session ended from the account page");
+            self.session_ended(user, SessionRef::parse(public_id).ok().as_ref()).await?;
         }
         Ok(ended)
     }
@@ -481,6 +506,7 @@ impl Accounts {
     pub async fn sign_out_everywhere(&self, user: &User) -> Result<u64, DbError> {
         let ended = self.db.end_sessions(&user.id, None, Some(self.clock.now())).await?;
         tracing::info!(event = "signout.everywhere", sub = %user.id, sessions = ended, "signed out everywhere");
+        self.session_ended(user, None).await?;
         Ok(ended)
     }
 
@@ -667,6 +693,7 @@ impl Accounts {
         let (user, _) = self.link_owner(LinkPurpose::ResetPassword, token, true).await?;
         self.db.set_password(&user.id, &hash, None, self.clock.now()).await?;
         tracing::info!(event = "password.reset", sub = %user.id, "password reset; every session ended");
+        self.session_ended(&user, None).await?;
         if let Some(email) = &user.email {
             self.outbox()?.enqueue(Kind::PasswordChanged, Some(&user.id), email.as_str()).await?;
         }
@@ -693,8 +720,18 @@ impl Accounts {
         }
         check_policy(&new, user.name.as_str(), user.email.as_ref().map(Email::as_str))?;
         let hash = self.hash_password(new).await?;
+        let others: Vec<SessionInfo> = self
+            .sessions(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.id_hash != keep.as_bytes())
+            .collect();
         self.db.set_password(&user.id, &hash, Some(keep.as_bytes()), self.clock.now()).await?;
         tracing::info!(event = "password.changed", sub = %user.id, "password changed; other sessions ended");
+        for other in &others {
+            self.session_ended(user, SessionRef::parse(&other.meta.public_id).ok().as_ref())
+                .await?;
+        }
         if let Some(email) = &user.email {
             self.outbox()?.enqueue(Kind::PasswordChanged, Some(&user.id), email.as_str()).await?;
         }

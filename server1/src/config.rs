@@ -48,6 +48,10 @@ pub struct Config {
     pub accounts: AccountSettings,
     /// How mail is sent, and its links.
     pub mail: MailSettings,
+    /// The apps registered for the API (`SERVER1_CLIENTS_FILE`; a missing file registers none).
+    pub clients_file: PathBuf,
+    /// Token lifetimes of the API.
+    pub oauth: crate::oauth::OAuthSettings,
     /// The clock (tests pass a manual one).
     pub clock: Arc<dyn Clock>,
 }
@@ -283,6 +287,36 @@ impl EnvConfig for Config {
         };
 
         let accounts_and_mail = accounts_and_mail(&raw, &mut fail);
+        let clients_file = non_empty_path(raw.get("clients_file").unwrap_or(".demo/clients.toml"))
+            .map_err(|()| fail("CLIENTS_FILE", "a file path"));
+        let access_ttl =
+            number_in(&raw, "access_token_ttl_secs", 600, 60..=600, "60 to 600 seconds", &mut fail);
+        let refresh_idle = number_in(
+            &raw,
+            "refresh_idle_secs",
+            14 * 86_400,
+            300..=90 * 86_400,
+            "300 to 7776000 seconds",
+            &mut fail,
+        );
+        let refresh_max = number_in(
+            &raw,
+            "refresh_max_secs",
+            30 * 86_400,
+            300..=365 * 86_400,
+            "300 to 31536000 seconds",
+            &mut fail,
+        );
+        let oauth = match (access_ttl, refresh_idle, refresh_max) {
+            (Ok(access_ttl_secs), Ok(refresh_idle_secs), Ok(refresh_max_secs)) => {
+                Ok(crate::oauth::OAuthSettings {
+                    access_ttl_secs,
+                    refresh_idle_secs,
+                    refresh_max_secs,
+                })
+            }
+            _ => Err(()),
+        };
         let trusted_proxies = TrustedProxies::parse(raw.get("trusted_proxies").unwrap_or(""))
             .map_err(|why| {
                 fail(
@@ -315,6 +349,7 @@ impl EnvConfig for Config {
             password_slots,
             trusted_proxies,
             accounts_and_mail,
+            (clients_file, oauth),
         ) {
             (
                 Ok(listen),
@@ -329,6 +364,7 @@ impl EnvConfig for Config {
                 Ok(password_slots),
                 Ok(trusted_proxies),
                 Ok((accounts, mail)),
+                (Ok(clients_file), Ok(oauth)),
             ) if errors.is_empty() => Ok(Self {
                 listen,
                 public_url,
@@ -343,6 +379,8 @@ impl EnvConfig for Config {
                 trusted_proxies,
                 accounts,
                 mail,
+                clients_file,
+                oauth,
                 clock: Arc::new(SystemClock),
             }),
             _ => Err(ConfigError(errors)),

@@ -82,6 +82,11 @@ impl Handoffs {
         &self.keys
     }
 
+    /// The targets.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
     /// Every target with the operations `user` may open there, in file order.
     pub fn offers(&self, user: &User) -> Vec<(&Target, Vec<&TargetOperation>)> {
         let may = |op: &&TargetOperation| user.has_role(&op.role);

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod clients;
 pub mod config;
 pub mod db;
 pub mod handoffs;
@@ -13,6 +14,7 @@ pub mod keyring;
 pub mod links;
 pub mod mail;
 pub mod names;
+pub mod oauth;
 pub mod passwords;
 pub mod signing;
 pub mod targets;
@@ -30,7 +32,7 @@ use accounts::Accounts;
 pub use config::Config;
 use db::Db;
 pub use handoff_web::App;
-use handoffs::Handoffs;
+pub use handoffs::Handoffs;
 use mail::outbox::{LinkSettings, MailMetrics};
 use mail::{Mailer, Outbox};
 use passwords::Passwords;
@@ -63,6 +65,9 @@ pub enum StartupError {
     /// Mail cannot be set up.
     #[error("{0}")]
     Mail(String),
+    /// The clients file is invalid.
+    #[error("SERVER1_CLIENTS_FILE: {0}")]
+    Clients(String),
 }
 
 fn key_hint(e: &KeyError) -> &'static str {
@@ -71,6 +76,70 @@ fn key_hint(e: &KeyError) -> &'static str {
             " (run `server1 keys generate` to create one, or point SERVER1_KEYS_DIR at the keys directory)"
         }
         _ => "",
+    }
+}
+
+/// SERVER1's services over its database: what the web layer and the command line share.
+#[derive(Debug)]
+pub struct Services {
+    /// The database.
+    pub db: Arc<Db>,
+    /// Accounts, with mail and logouts going through the outbox.
+    pub accounts: Accounts,
+    /// The outbox (its worker runs in the server only).
+    pub outbox: Arc<Outbox>,
+    /// Targets and keys, when they could be loaded (the command line manages users without).
+    pub handoffs: Option<Arc<Handoffs>>,
+}
+
+impl Services {
+    /// Opens the database (`mode`) and builds the services, registering the outbox's metrics
+    /// in `registry`. With `handoffs`, back-channel logouts reach its targets.
+    ///
+    /// # Errors
+    ///
+    /// When the database, the mail settings or the metrics cannot be set up.
+    pub async fn open(
+        config: &Config,
+        mode: db::OpenMode,
+        password_slots: usize,
+        handoffs: Option<Arc<Handoffs>>,
+        registry: &Registry,
+    ) -> Result<Self, StartupError> {
+        let db = Arc::new(Db::open(&config.database, mode, config.database_pool).await?);
+        let passwords =
+            Passwords::new(password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
+        let mail_metrics =
+            MailMetrics::new(registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
+        let ca_file = config.mail.smtp_ca_file.as_deref();
+        let mailer = Mailer::new(&config.mail.transport, &config.mail.from, ca_file)
+            .map_err(StartupError::Mail)?;
+        let links = LinkSettings {
+            public_url: url::Url::parse(config.public_url.as_str())
+                .map_err(|e| StartupError::Mail(format!("SERVER1_PUBLIC_URL: {e}")))?,
+            verify_ttl_secs: config.mail.verify_ttl_secs,
+            reset_ttl_secs: config.mail.reset_ttl_secs,
+        };
+        let mut outbox = Outbox::new(
+            Arc::clone(&db),
+            mailer,
+            links,
+            web::pages::BRAND.name,
+            config.clock.clone(),
+            mail_metrics,
+        );
+        if let Some(handoffs) = &handoffs {
+            outbox = outbox.with_partners(Arc::clone(handoffs)).map_err(StartupError::Crypto)?;
+        }
+        let outbox = Arc::new(outbox);
+        let accounts = Accounts::new(
+            Arc::clone(&db),
+            passwords,
+            config.session_ttl_secs,
+            config.clock.clone(),
+        )
+        .with_mail(Arc::clone(&outbox), config.accounts.clone());
+        Ok(Self { db, accounts, outbox, handoffs })
     }
 }
 
@@ -87,45 +156,40 @@ pub async fn build_app(
     handoff::crypto::install().map_err(|e| StartupError::Crypto(e.to_string()))?;
     let keys = Keys::load(&config)?;
     let targets = Targets::load(&config.targets_file)?;
-    let db = Db::open(&config.database, db::OpenMode::Existing, config.database_pool).await?;
-    let db = Arc::new(db);
-    let csrf = Csrf::new(&db.secret("csrf").await?);
-    let passwords =
-        Passwords::new(config.password_slots).map_err(|e| StartupError::Crypto(e.to_string()))?;
+    let handoffs = Arc::new(Handoffs::new(targets, keys));
     let registry = Registry::new();
     let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let mail_metrics =
-        MailMetrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let ca_file = config.mail.smtp_ca_file.as_deref();
-    let mailer = Mailer::new(&config.mail.transport, &config.mail.from, ca_file)
-        .map_err(StartupError::Mail)?;
-    let links = LinkSettings {
-        public_url: url::Url::parse(config.public_url.as_str())
-            .map_err(|e| StartupError::Mail(format!("SERVER1_PUBLIC_URL: {e}")))?,
-        verify_ttl_secs: config.mail.verify_ttl_secs,
-        reset_ttl_secs: config.mail.reset_ttl_secs,
-    };
-    let outbox = Arc::new(Outbox::new(
-        Arc::clone(&db),
-        mailer,
-        links,
-        web::pages::BRAND.name,
+    let services = Services::open(
+        &config,
+        db::OpenMode::Existing,
+        config.password_slots,
+        Some(Arc::clone(&handoffs)),
+        &registry,
+    )
+    .await?;
+    let csrf = Csrf::new(&services.db.secret("csrf").await?);
+    let clients = clients::Clients::load(&config.clients_file).map_err(StartupError::Clients)?;
+    let oauth = oauth::OAuth::new(
+        Arc::clone(&services.db),
+        clients,
+        Arc::clone(&handoffs),
+        config.public_url.clone(),
+        config.oauth,
         config.clock.clone(),
-        mail_metrics,
-    ));
-    let accounts =
-        Accounts::new(Arc::clone(&db), passwords, config.session_ttl_secs, config.clock.clone())
-            .with_mail(Arc::clone(&outbox), config.accounts.clone());
+    )
+    .map_err(StartupError::Clients)?;
     let hardening = Hardening {
         csp: web::pages::DEFAULT_CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
     };
+    let outbox = Arc::clone(&services.outbox);
     let state = Arc::new(AppState {
         cookies: Cookies::new(Jar::new(config.cookies)),
         config,
-        db,
-        accounts,
-        handoffs: Handoffs::new(targets, keys),
+        db: services.db,
+        accounts: services.accounts,
+        oauth,
+        handoffs,
         csrf,
         metrics,
     });

@@ -10,13 +10,12 @@ use clap::{Parser, Subcommand};
 use handoff_web::main_support;
 use server1::accounts::Accounts;
 use server1::config::EnvConfig;
-use server1::db::{Db, OpenMode};
+use server1::db::OpenMode;
 use server1::handoffs::{HandoffError, Handoffs};
 use server1::names::{Email, Role, UserName};
-use server1::passwords::Passwords;
 use server1::signing::Keys;
 use server1::targets::Targets;
-use server1::Config;
+use server1::{Config, Services};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +41,11 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Take API tokens back.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Mint a handoff token and print only the token.
     Mint {
@@ -73,6 +77,23 @@ enum KeysCommand {
     },
     /// List the keys: id, created, state, and until when.
     List,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Revoke: one access token by its id (deny list, until it would expire anyway), or every
+    /// refresh family of a user (and their access tokens issued until now), or of an app.
+    Revoke {
+        /// An access token's `jti`.
+        #[arg(long, group = "what")]
+        jti: Option<String>,
+        /// A user name.
+        #[arg(long, group = "what")]
+        user: Option<String>,
+        /// An app's `client_id`.
+        #[arg(long, group = "what")]
+        client: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +181,9 @@ fn run() -> anyhow::Result<()> {
             block_on(add_user(&config, &name, password_stdin, &roles, email.as_deref()))
         }
         Command::Users { command } => block_on(manage_users(&config, command)),
+        Command::Tokens { command: TokensCommand::Revoke { jti, user, client } } => {
+            block_on(revoke(&config, jti, user, client))
+        }
         Command::Mint { target, user, op, args } => {
             block_on(mint(&config, &target, &user, &op, &args))
         }
@@ -197,10 +221,19 @@ fn list_keys(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The accounts service for a one-shot command (one argon2 run at a time).
+/// The accounts service for a one-shot command (one argon2 run at a time). When the keys and
+/// targets load, the logouts of what a command ends (disabling or removing a user) are queued
+/// for the running servers to deliver; without them (before `keys generate`), users are still
+/// managed.
 async fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
-    let db = Arc::new(Db::open(&config.database, mode, config.database_pool).await?);
-    Ok(Accounts::new(db, Passwords::new(1)?, config.session_ttl_secs, config.clock.clone()))
+    handoff::crypto::install()?;
+    let handoffs = match (Targets::load(&config.targets_file), Keys::load(config)) {
+        (Ok(targets), Ok(keys)) => Some(Arc::new(Handoffs::new(targets, keys))),
+        _ => None,
+    };
+    let registry = prometheus::Registry::new();
+    let services = Services::open(config, mode, 1, handoffs, &registry).await?;
+    Ok(services.accounts)
 }
 
 fn user_name(name: &str) -> anyhow::Result<UserName> {
@@ -313,6 +346,55 @@ async fn manage_users(config: &Config, command: UsersCommand) -> anyhow::Result<
             found(done, &name)?;
             eprintln!("user {name} now has the verified address {address}");
         }
+    }
+    Ok(())
+}
+
+async fn revoke(
+    config: &Config,
+    jti: Option<String>,
+    user: Option<String>,
+    client: Option<String>,
+) -> anyhow::Result<()> {
+    handoff::crypto::install()?;
+    let handoffs =
+        Arc::new(Handoffs::new(Targets::load(&config.targets_file)?, Keys::load(config)?));
+    let registry = prometheus::Registry::new();
+    let services = Services::open(config, OpenMode::Existing, 1, None, &registry).await?;
+    let clients =
+        server1::clients::Clients::load(&config.clients_file).map_err(anyhow::Error::msg)?;
+    let oauth = server1::oauth::OAuth::new(
+        Arc::clone(&services.db),
+        clients,
+        handoffs,
+        config.public_url.clone(),
+        config.oauth,
+        config.clock.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    match (jti, user, client) {
+        (Some(jti), None, None) => {
+            if handoff::Jti::parse(&jti).is_err() {
+                bail!("{jti:?} is not a token id (22 base64url characters)");
+            }
+            oauth.deny(&jti).await?;
+            eprintln!("access token {jti} is on the deny list until it would have expired");
+        }
+        (None, Some(name), None) => {
+            let name = user_name(&name)?;
+            let found = services
+                .accounts
+                .user(&name)
+                .await?
+                .ok_or_else(|| anyhow!("no user {:?}", name.as_str()))?;
+            let n = oauth.revoke_user(&found.id).await?;
+            eprintln!("revoked {n} refresh tokens of {name} and every access token issued to them until now");
+        }
+        (None, None, Some(client)) => {
+            let n = oauth.revoke_client(&client).await?;
+            eprintln!("revoked {n} refresh tokens of the app {client}");
+        }
+        _ => bail!("say what to revoke: --jti ID, --user NAME or --client ID"),
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ pub struct Target {
     pub audience: Audience,
     /// Where tokens are delivered.
     pub handoff_url: url::Url,
+    /// Where logout tokens are posted when a user's session ends (OpenID Connect Back-Channel
+    /// Logout), if the partner takes them.
+    pub backchannel_logout_url: Option<url::Url>,
     /// The operations users may open there.
     pub operations: Vec<TargetOperation>,
     /// The Content-Security-Policy of this target's handoff page (its form may post only to the
@@ -90,6 +93,8 @@ struct RawTarget {
     name: String,
     audience: String,
     handoff_url: String,
+    #[serde(default)]
+    backchannel_logout_url: Option<String>,
     #[serde(default)]
     operation: Vec<RawOperation>,
 }
@@ -181,23 +186,12 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         return Err(format!("{at}: name must be 1 to 80 characters"));
     }
     let audience = Audience::parse(&t.audience).map_err(|e| format!("{at}: audience: {e}"))?;
-    let handoff_url = url::Url::parse(&t.handoff_url)
-        .map_err(|_| format!("{at}: handoff_url must be an absolute URL"))?;
-    let audience_origin = url::Url::parse(audience.as_str()).map(|u| u.origin());
-    if audience_origin.ok() != Some(handoff_url.origin()) {
-        return Err(format!(
-            "{at}: handoff_url must be on the audience's origin ({})",
-            audience.as_str()
-        ));
-    }
-    if handoff_url.query().is_some() || handoff_url.fragment().is_some() {
-        return Err(format!("{at}: handoff_url must have no query or fragment"));
-    }
-    if handoff_url.scheme() == "http" && !handoff_web::config::is_loopback(&handoff_url) {
-        return Err(format!(
-            "{at}: handoff_url must be https:// (http is allowed only on loopback)"
-        ));
-    }
+    let handoff_url = partner_url(&at, "handoff_url", &t.handoff_url, &audience)?;
+    let backchannel_logout_url = t
+        .backchannel_logout_url
+        .as_deref()
+        .map(|url| partner_url(&at, "backchannel_logout_url", url, &audience))
+        .transpose()?;
     if t.operation.is_empty() {
         return Err(format!("{at}: declares no [[target.operation]]"));
     }
@@ -213,7 +207,36 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
             format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
         })?;
-    Ok(Target { id, name: t.name, audience, handoff_url, operations, handoff_csp })
+    Ok(Target {
+        id,
+        name: t.name,
+        audience,
+        handoff_url,
+        backchannel_logout_url,
+        operations,
+        handoff_csp,
+    })
+}
+
+/// A URL of the partner's (`name` in the file): absolute, on the audience's origin, without
+/// query or fragment, and https (http only on loopback).
+fn partner_url(at: &str, name: &str, value: &str, audience: &Audience) -> Result<url::Url, String> {
+    let url =
+        url::Url::parse(value).map_err(|_| format!("{at}: {name} must be an absolute URL"))?;
+    let audience_origin = url::Url::parse(audience.as_str()).map(|u| u.origin());
+    if audience_origin.ok() != Some(url.origin()) {
+        return Err(format!(
+            "{at}: {name} must be on the audience's origin ({})",
+            audience.as_str()
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{at}: {name} must have no query or fragment"));
+    }
+    if url.scheme() == "http" && !handoff_web::config::is_loopback(&url) {
+        return Err(format!("{at}: {name} must be https:// (http is allowed only on loopback)"));
+    }
+    Ok(url)
 }
 
 fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
@@ -270,6 +293,10 @@ mod tests {
         let partner = targets.get("partner").expect("partner");
         assert_eq!(partner.audience.as_str(), "http://localhost:8002");
         assert_eq!(partner.handoff_url.as_str(), "http://localhost:8002/handoff");
+        assert_eq!(
+            partner.backchannel_logout_url.as_ref().map(url::Url::as_str),
+            Some("http://localhost:8002/backchannel-logout")
+        );
         let report = partner.operation("report.view").expect("report.view");
         assert_eq!(
             report.example.as_deref(),
@@ -304,6 +331,16 @@ mod tests {
                 "handoff_url = \"http://localhost:8002/handoff\"",
                 "handoff_url = \"http://evil.example/handoff\"",
                 "origin",
+            ),
+            (
+                "backchannel_logout_url = \"http://localhost:8002/backchannel-logout\"",
+                "backchannel_logout_url = \"http://evil.example/logout\"",
+                "backchannel_logout_url must be on the audience's origin",
+            ),
+            (
+                "backchannel_logout_url = \"http://localhost:8002/backchannel-logout\"",
+                "backchannel_logout_url = \"http://localhost:8002/logout?x=1\"",
+                "no query",
             ),
             ("type = \"report.view\"", "type = \"report\"", "operation"),
             ("role = \"reports\"", "role = \"\"", "role"),

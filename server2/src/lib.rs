@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
+use handoff::logout::LogoutVerifier;
 use handoff::protocol::JWKS_MAX_AGE_SECS;
+use handoff::revocation::{MemoryRevocationStore, RevocationStore};
 use handoff::{MemoryReplayStore, ReplayStore, Verifier, VerifierSettings};
 use handoff_web::{Hardening, Jar, Limits, Settings};
 use prometheus::Registry;
@@ -25,7 +27,7 @@ pub use config::Config;
 use config::{KeysFrom, ReplayStoreSetting};
 pub use handoff_web::App;
 use keys::KeySource;
-use replay_redis::RedisReplayStore;
+use replay_redis::{RedisReplayStore, RedisRevocationStore};
 use web::AppState;
 
 /// How often the issuer's keys are fetched again when its JWKS gives no `max-age`.
@@ -88,7 +90,9 @@ pub async fn build_app(
         )
         .as_ref(),
     );
-    let replay = replay_store(&config).await?;
+    let (replay, revocations) = stores(&config).await?;
+    let logout_verifier =
+        LogoutVerifier::new(config.issuer.clone(), config.public_url.clone(), config.leeway);
     let hardening = Hardening {
         csp: web::pages::CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
@@ -104,6 +108,8 @@ pub async fn build_app(
         verifier,
         keys,
         replay,
+        revocations,
+        logout_verifier,
         grants,
         approvals: Mutex::new(HashMap::new()),
         metrics,
@@ -113,15 +119,20 @@ pub async fn build_app(
     Ok(app.with_background(background(state)))
 }
 
-/// The replay store the configuration names. The memory store is made now and remembers
-/// nothing from before this process (see `remembers_since`); the Redis store is probed once, so
-/// its epochs exist before the first handoff (a Redis that is down is not a start-up error:
-/// SERVER2 starts not ready, and the background task keeps probing).
-async fn replay_store(config: &Config) -> Result<Arc<dyn ReplayStore>, StartupError> {
+/// The replay store the configuration names, and where logouts are remembered beside it. The
+/// memory stores are made now and remember nothing from before this process (see
+/// `remembers_since`); the Redis stores share one connection and are probed once, so their
+/// epochs exist before the first handoff (a Redis that is down is not a start-up error: SERVER2
+/// starts not ready, and the background task keeps probing). With Redis every replica sees
+/// every logout.
+async fn stores(
+    config: &Config,
+) -> Result<(Arc<dyn ReplayStore>, Arc<dyn RevocationStore>), StartupError> {
     Ok(match &config.replay_store {
-        ReplayStoreSetting::Memory => {
-            Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now()))
-        }
+        ReplayStoreSetting::Memory => (
+            Arc::new(MemoryReplayStore::new(config.replay_capacity, config.clock.now())),
+            Arc::new(MemoryRevocationStore::new(config.replay_capacity)),
+        ),
         ReplayStoreSetting::Redis(url) => {
             let store = RedisReplayStore::new(
                 url,
@@ -131,10 +142,12 @@ async fn replay_store(config: &Config) -> Result<Arc<dyn ReplayStore>, StartupEr
                 config.clock.clone(),
             )
             .map_err(StartupError::ReplayStore)?;
+            let revocations = RedisRevocationStore::beside(&store);
             if let Err(e) = store.probe().await {
                 tracing::error!(error = %e, "replay store unavailable; refusing handoffs until it answers");
             }
-            Arc::new(store)
+            let _ = revocations.probe().await;
+            (Arc::new(store), Arc::new(revocations))
         }
     })
 }
@@ -202,6 +215,7 @@ async fn background(state: Arc<AppState>) {
         // A shared store that fails is refused loudly by every handoff; the probe brings
         // readiness back (and a restarted Redis its epochs) without waiting for one.
         let _ = state.replay.probe().await;
+        let _ = state.revocations.probe().await;
         web::log_suppressed(&state, state.unsigned_refusal_logs.overdue(now_secs.as_secs()));
         let now = tokio::time::Instant::now();
         if state.keys.is_ready() && now < next_fetch {

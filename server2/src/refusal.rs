@@ -19,6 +19,8 @@ handoff::coded_enum! {
         Replayed = "replayed",
         /// The replay store cannot take the entry (full, or unreachable): fail closed.
         ReplayStoreUnavailable = "replay_store_unavailable",
+        /// The session the token came from ended on the issuer (a back-channel logout).
+        SessionEnded = "session_ended",
     }
 }
 

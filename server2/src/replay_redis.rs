@@ -21,8 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use handoff::logout::Ended;
 use handoff::replay::{ProbeFuture, ReplayFuture};
-use handoff::{Audience, Clock, Freshness, Issuer, Jti, ReplayStore, ReplayStoreError, UnixTime};
+use handoff::revocation::{RevocationFuture, RevocationStore};
+use handoff::{
+    Audience, Clock, Freshness, Issuer, Jti, ReplayStore, ReplayStoreError, SessionRef, Subject,
+    UnixTime,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// How many hash tags the keys are spread over.
@@ -250,6 +255,176 @@ impl ReplayStore for RedisReplayStore {
 
     fn is_available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
+    }
+}
+
+/// Ends a session (KEYS[2], when ARGV[3] is 1) or a user up to ARGV[2] (KEYS[3], keeping the
+/// latest), remembered for ARGV[4] ms; writes the shard's epoch (KEYS[1]) when it is missing.
+/// ARGV[1]: now (s).
+const RECORD_LOGOUT: &str = r"
+if not redis.call('GET', KEYS[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+else
+  local before = redis.call('GET', KEYS[3])
+  if (not before) or tonumber(before) < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+  else
+    redis.call('PEXPIRE', KEYS[3], ARGV[4], 'GT')
+  end
+end
+return 1
+";
+
+/// Whether something issued at ARGV[2] in session KEYS[2] (when ARGV[3] is 1) of the user whose
+/// logouts are KEYS[3] has ended: also when it was issued before the shard's memory began
+/// (KEYS[1], written now when missing). ARGV[1]: now (s). Returns 1 ended, 0 not.
+const IS_ENDED: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+if tonumber(ARGV[2]) < tonumber(epoch) then
+  return 1
+end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 1
+end
+local before = redis.call('GET', KEYS[3])
+if before and tonumber(ARGV[2]) <= tonumber(before) then
+  return 1
+end
+return 0
+";
+
+/// The revocation store several SERVER2 replicas share: the same Redis as the replay store.
+///
+/// Keys are spread over [`SHARDS`] hash tags by the user (`{rNN}`): a user's session and user
+/// entries and their shard's epoch share a slot, so each script stays atomic on a Cluster.
+/// Like the replay store, each shard keeps an **epoch** (when its memory began): a Redis that
+/// restarted empty has forgotten logouts, so anything issued before its epoch counts as ended
+/// (fail closed: the person opens the link again). The epochs are written by every probe, so
+/// they exist before the first grant a new Redis could cover.
+pub struct RedisRevocationStore {
+    conn: ConnectionManager,
+    record: redis::Script,
+    is_ended: redis::Script,
+    namespace: String,
+    epochs: Vec<String>,
+    timeout: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisRevocationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRevocationStore")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRevocationStore {
+    /// The store for logouts to the same issuer and audience as `replay`, on its connection
+    /// (one connection to Redis per SERVER2, reconnected by whichever store needs it first).
+    pub fn beside(replay: &RedisReplayStore) -> Self {
+        let namespace = format!("{}:rev", replay.namespace);
+        let epochs =
+            (0..SHARDS).map(|shard| format!("{namespace}:{{r{shard:02}}}:epoch")).collect();
+        Self {
+            conn: replay.conn.clone(),
+            record: redis::Script::new(RECORD_LOGOUT),
+            is_ended: redis::Script::new(IS_ENDED),
+            namespace,
+            epochs,
+            timeout: replay.timeout,
+            clock: Arc::clone(&replay.clock),
+        }
+    }
+
+    /// The user's shard: its epoch key, and the prefix of its keys.
+    fn shard(&self, sub: &Subject) -> (&str, String) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, sub.as_str().as_bytes());
+        let shard = u128::from(digest.as_ref()[0]) % SHARDS;
+        let epoch = self.epochs.get(shard as usize).map_or("", String::as_str);
+        (epoch, format!("{}:{{r{shard:02}}}", self.namespace))
+    }
+
+    async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ReplayStoreError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(ReplayStoreError::Unavailable(format!("redis: {:?}", e.kind()))),
+            Err(_) => Err(ReplayStoreError::Unavailable("redis: timed out".into())),
+        }
+    }
+}
+
+impl RevocationStore for RedisRevocationStore {
+    fn record(&self, ended: &Ended, before: UnixTime, until: UnixTime) -> RevocationFuture<'_, ()> {
+        let ended = ended.clone();
+        Box::pin(async move {
+            // Every logout SERVER1 sends names the user; the key space is sharded by it.
+            let Some(sub) = &ended.sub else {
+                return Err(ReplayStoreError::Unavailable("a logout without `sub`".into()));
+            };
+            let (epoch, prefix) = self.shard(sub);
+            let now = self.clock.now();
+            let ms = until.as_secs().saturating_sub(now.as_secs()).max(1) * 1000;
+            let session = ended.sid.as_ref().map(|sid| format!("{prefix}:s:{sid}"));
+            let mut invocation = self.record.prepare_invoke();
+            invocation
+                .key(epoch)
+                .key(session.as_deref().unwrap_or(epoch))
+                .key(format!("{prefix}:u:{sub}"))
+                .arg(now.as_secs())
+                .arg(before.as_secs())
+                .arg(if session.is_some() { "1" } else { "0" })
+                .arg(ms);
+            let mut conn = self.conn.clone();
+            self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
+        })
+    }
+
+    fn is_ended<'a>(
+        &'a self,
+        sub: &'a Subject,
+        sid: Option<&'a SessionRef>,
+        issued_at: UnixTime,
+        now: UnixTime,
+    ) -> RevocationFuture<'a, bool> {
+        Box::pin(async move {
+            let (epoch, prefix) = self.shard(sub);
+            let session = sid.map(|sid| format!("{prefix}:s:{sid}"));
+            let mut invocation = self.is_ended.prepare_invoke();
+            invocation
+                .key(epoch)
+                .key(session.as_deref().unwrap_or(epoch))
+                .key(format!("{prefix}:u:{sub}"))
+                .arg(now.as_secs())
+                .arg(issued_at.as_secs())
+                .arg(if session.is_some() { "1" } else { "0" });
+            let mut conn = self.conn.clone();
+            let ended: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+            Ok(ended == 1)
+        })
+    }
+
+    /// Writes every shard's missing epoch, in one round trip.
+    fn probe(&self) -> RevocationFuture<'_, ()> {
+        Box::pin(async move {
+            let now = self.clock.now().as_secs();
+            let mut pipe = redis::pipe();
+            for epoch in &self.epochs {
+                pipe.cmd("SET").arg(epoch).arg(now).arg("NX").ignore();
+            }
+            let mut conn = self.conn.clone();
+            self.bounded(pipe.query_async::<()>(&mut conn)).await
+        })
     }
 }
 

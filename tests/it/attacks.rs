@@ -576,6 +576,8 @@ attack!(
             iat: handoff::UnixTime::from_secs(now_secs()),
             exp: handoff::UnixTime::from_secs(now_secs() + 60),
             jti: handoff::Jti::generate(&SystemRandom::new()).unwrap(),
+            sid: None,
+            token_iat: None,
         };
         one(grant.seal(&g).unwrap())
     }

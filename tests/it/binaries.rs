@@ -656,6 +656,9 @@ async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
         .unwrap();
     assert_eq!(resp.status(), 200, "the printed reset link works");
     assert_eq!(try_sign_in(&client(), s1, "nina", renewed, None).await.status(), 303);
+    // The reset signed nina out everywhere, partners included, up to its second: a handoff in
+    // that same second would be refused as from before it (docs/revocation.md).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let nina = client();
     assert_eq!(try_sign_in(&nina, s1, "nina", renewed, None).await.status(), 303);
     let token = open_handoff(&nina, s1, "/handoff/partner/report.view?report_id=7").await;

@@ -518,3 +518,28 @@ async fn reset_the_password_in_the_browser() {
     b.screenshot("17-account").await;
     b.close().await;
 }
+
+/// Signing out of the portal ends the partner's page in the same browser: SERVER1's logout
+/// reaches SERVER2 over the back channel.
+#[tokio::test]
+async fn signing_out_of_the_portal_ends_the_partner_page() {
+    let s = spawn().await;
+    let b = Browser::start(true).await;
+    b.sign_in(&s, "alice").await;
+    let report = b.open_report_42().await;
+    b.wait_text("Report 42", |t| t.contains("Report 42")).await;
+    b.goto(&format!("{}/", s.server1)).await;
+    b.click("form.inline button[type=submit]").await;
+    b.wait_url("the sign-in page", |u| u.ends_with("/login")).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        b.goto(&report).await;
+        if b.text().await.contains("You signed out of the portal") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the partner page still shows the report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.screenshot("18-signed-out-on-partner").await;
+    b.close().await;
+}

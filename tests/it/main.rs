@@ -8,6 +8,8 @@ mod browser;
 mod browser_binding;
 mod faults;
 mod flow;
+mod logout;
+mod oauth;
 mod postgres;
 mod proxies;
 mod rejections;

@@ -116,3 +116,88 @@ async fn a_server2_whose_redis_is_not_up_yet_starts_not_ready_and_recovers_by_it
     assert_eq!(submit(&c, &s.server2, fresh.as_str()).await.status(), 401, "used once");
     assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 200);
 }
+
+/// Replicas sharing a Redis share what logouts ended: SERVER1's logout reaches one replica, and
+/// the grant is refused on the other. A Redis that restarts empty forgets logouts, so grants
+/// from before its restart are refused (fail closed) and new ones work.
+#[tokio::test]
+async fn a_logout_on_one_replica_ends_the_grant_on_every_replica() {
+    let mut redis = RedisServer::start().await;
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), [9u8; 32]).unwrap();
+    let key_path = key_file.path().to_path_buf();
+    let shared = |redis: &RedisServer, key: std::path::PathBuf| {
+        let on = on(redis);
+        move |c: &mut server2::Config| {
+            on(c);
+            c.cookie_key_file = Some(key);
+        }
+    };
+    let s = spawn_with(shared(&redis, key_path.clone())).await;
+    let (l, port) = listener();
+    let mut config = server2_config(&s.server1, &s.server2);
+    shared(&redis, key_path.clone())(&mut config);
+    let _b = serve_server2(config, l).await;
+    let b = format!("http://127.0.0.1:{port}");
+
+    let browser = client();
+    sign_in(&browser, &s.server1, "alice").await;
+    let token =
+        open_handoff(&browser, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let landed = submit(&browser, &s.server2, &token).await;
+    let grant = set_cookie(&landed, "__Host-handoff_grant=");
+    let on_b = |grant: String| {
+        let url = format!("{b}/reports/42");
+        async move {
+            reqwest::Client::new().get(url).header("cookie", grant).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(on_b(grant.clone()).await, 200, "replica B honours replica A's grant");
+    let page = text_of(&browser, &format!("{}/", s.server1)).await;
+    let csrf = form_value(&page, "csrf").unwrap();
+    browser.post(format!("{}/logout", s.server1)).form(&[("csrf", csrf)]).send().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while on_b(grant.clone()).await != 403 {
+        assert!(std::time::Instant::now() < deadline, "replica B never learnt of the logout");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A fresh grant (a new session), then Redis restarts empty: the grant is from before the
+    // store's new memory, so it is refused; a handoff after the restart works again.
+    sign_in(&browser, &s.server1, "alice").await;
+    let token =
+        open_handoff(&browser, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let landed = submit(&browser, &s.server2, &token).await;
+    let grant = set_cookie(&landed, "__Host-handoff_grant=");
+    assert_eq!(on_b(grant.clone()).await, 200);
+    redis.restart().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The first request on a broken connection may find the store unavailable (503); never is
+    // the grant honoured.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = on_b(grant.clone()).await;
+        assert_ne!(status, 200, "forgotten logouts fail closed");
+        if status == 403 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "the store never answered again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A token issued in the second the store's new epochs were written may still be refused
+    // as from before them; the next one passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let landed = loop {
+        let path = "/handoff/partner/report.view?report_id=42";
+        let landed =
+            submit(&browser, &s.server2, &open_handoff(&browser, &s.server1, path).await).await;
+        if landed.status() == 303 {
+            break landed;
+        }
+        assert!(std::time::Instant::now() < deadline, "no handoff after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let grant = set_cookie(&landed, "__Host-handoff_grant=");
+    assert_eq!(on_b(grant).await, 200);
+}

@@ -191,6 +191,15 @@ pub struct SessionMeta {
     pub user_agent: Option<String>,
 }
 
+/// What a session lookup brings besides the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// When it was last used (to the minute).
+    pub last_seen: UnixTime,
+    /// Its public id (empty for a session from before public ids).
+    pub public_id: String,
+}
+
 /// A live session, as the account page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -243,8 +252,10 @@ pub struct Job {
     pub kind: String,
     /// The user it is about, when there is one.
     pub user: Option<Subject>,
-    /// The address it goes to.
+    /// The address it goes to (for a back-channel logout: the target's id).
     pub address: String,
+    /// For a back-channel logout, the session that ended (none: every session of the user).
+    pub sid: Option<String>,
 }
 
 /// A job taken from the outbox to work on.
@@ -258,6 +269,115 @@ pub struct ClaimedJob {
     pub attempts: u32,
     /// When it was queued.
     pub created: UnixTime,
+}
+
+/// A device authorization request to record (RFC 8628).
+#[derive(Debug, Clone, Copy)]
+pub struct NewDevice<'a> {
+    /// The SHA-256 of the device code (the app's secret).
+    pub device_hash: &'a [u8],
+    /// The code the person types (normalised: upper-case letters, no dash).
+    pub user_code: &'a str,
+    /// The app.
+    pub client_id: &'a str,
+    /// What it asks for.
+    pub scope: &'a str,
+    /// When the codes stop working.
+    pub expires: UnixTime,
+    /// The polling interval the app was told.
+    pub interval_secs: u64,
+}
+
+/// A pending device request, as the approval page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDevice {
+    /// The app.
+    pub client_id: String,
+    /// What it asks for.
+    pub scope: String,
+}
+
+/// What a poll of the token endpoint with a device code finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    /// No such code (never issued, used, or for another app).
+    Unknown,
+    /// The codes expired (and are now forgotten).
+    Expired,
+    /// Not decided yet; `too_fast` when polled before the interval passed (the interval then
+    /// grows by 5 s).
+    Pending {
+        /// Polled too soon.
+        too_fast: bool,
+    },
+    /// The person denied it (forgotten now).
+    Denied,
+    /// Approved by `user`: used up by this poll.
+    Approved {
+        /// Who approved.
+        user: Subject,
+        /// What was approved.
+        scope: String,
+    },
+}
+
+/// A refresh token to record, in its family.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRefresh<'a> {
+    /// The SHA-256 of the token.
+    pub hash: &'a [u8],
+    /// The family it belongs to (every token rotated from one grant).
+    pub family: &'a str,
+    /// The user.
+    pub user: &'a Subject,
+    /// The app.
+    pub client_id: &'a str,
+    /// The scopes.
+    pub scope: &'a str,
+    /// When this token stops working if unused (the idle lifetime).
+    pub expires: UnixTime,
+    /// When the whole family stops working (the absolute lifetime).
+    pub family_expires: UnixTime,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was live and is now used: a new one may be issued in the same family.
+    Rotated {
+        /// The family.
+        family: String,
+        /// The user.
+        user: Subject,
+        /// The app.
+        client_id: String,
+        /// The scopes.
+        scope: String,
+        /// When the token was issued.
+        created: UnixTime,
+        /// When the family ends.
+        family_expires: UnixTime,
+    },
+    /// It was used before: the whole family is now revoked.
+    Reused {
+        /// The family.
+        family: String,
+        /// The user.
+        user: Subject,
+    },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Which refresh-token families to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum RevokeBy<'a> {
+    /// One family.
+    Family(&'a str),
+    /// Every family of a user.
+    User(&'a Subject),
+    /// Every family of an app.
+    Client(&'a str),
 }
 
 /// The database, on either engine.
@@ -456,7 +576,8 @@ impl Db {
         on_engine!(self.create_session(id_hash, user, meta, now, expires))
     }
 
-    /// The user of a live session (never a disabled one) and when it was last seen.
+    /// The user of a live session (never a disabled one), when it was last seen and its
+    /// public id.
     ///
     /// # Errors
     ///
@@ -465,7 +586,7 @@ impl Db {
         &self,
         id_hash: &[u8],
         now: UnixTime,
-    ) -> Result<Option<(User, UnixTime)>, DbError> {
+    ) -> Result<Option<(User, LiveSession)>, DbError> {
         on_engine!(self.session_user(id_hash, now))
     }
 
@@ -610,6 +731,131 @@ impl Db {
     /// [`DbError::Unavailable`].
     pub async fn outbox_len(&self) -> Result<u64, DbError> {
         on_engine!(self.outbox_len())
+    }
+
+    /// Records a device authorization request.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Conflict`] when the user code is taken (make another).
+    pub async fn create_device(
+        &self,
+        device: &NewDevice<'_>,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        on_engine!(self.create_device(device, now))
+    }
+
+    /// The pending, live request with `user_code`.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn pending_device(
+        &self,
+        user_code: &str,
+        now: UnixTime,
+    ) -> Result<Option<PendingDevice>, DbError> {
+        on_engine!(self.pending_device(user_code, now))
+    }
+
+    /// Approves or denies the pending, live request with `user_code` as `user`; false when
+    /// there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn decide_device(
+        &self,
+        user_code: &str,
+        user: &Subject,
+        approve: bool,
+        now: UnixTime,
+    ) -> Result<bool, DbError> {
+        on_engine!(self.decide_device(user_code, user, approve, now))
+    }
+
+    /// A poll with `device_hash` by `client_id`, atomically (an approved code is used once).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn poll_device(
+        &self,
+        device_hash: &[u8],
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<DevicePoll, DbError> {
+        on_engine!(self.poll_device(device_hash, client_id, now))
+    }
+
+    /// Records a refresh token.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn insert_refresh(
+        &self,
+        token: &NewRefresh<'_>,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        on_engine!(self.insert_refresh(token, now))
+    }
+
+    /// Uses a refresh token, atomically: of two requests with one token, one rotates it; the
+    /// other (and any later use) finds it used, which revokes its whole family.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
+        on_engine!(self.rotate_refresh(hash, now))
+    }
+
+    /// Revokes refresh-token families: one (`family`), a user's, or an app's; how many
+    /// tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn revoke_refresh(&self, by: RevokeBy<'_>) -> Result<u64, DbError> {
+        on_engine!(self.revoke_refresh(by))
+    }
+
+    /// Puts an access token's id on the deny list until `until`.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn deny_token(&self, jti: &str, until: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.deny_token(jti, until))
+    }
+
+    /// True when `jti` is on the deny list.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn is_denied(&self, jti: &str, now: UnixTime) -> Result<bool, DbError> {
+        on_engine!(self.is_denied(jti, now))
+    }
+
+    /// The user's `tokens_valid_after`: tokens issued before it do not count.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn tokens_valid_after(&self, user: &Subject) -> Result<Option<UnixTime>, DbError> {
+        on_engine!(self.tokens_valid_after(user))
+    }
+
+    /// Moves the user's `tokens_valid_after` to `at` (never back).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn revoke_tokens_before(&self, user: &Subject, at: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.end_sessions_keeping_all(user, at))
     }
 
     /// Deletes expired sessions and links, and throttle counts idle for `idle_secs` with no

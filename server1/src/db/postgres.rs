@@ -17,8 +17,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    new_user_id, ClaimedJob, Counted, DbError, Job, LinkOwner, LinkPurpose, NewUser, OpenMode,
-    PoolSettings, SessionInfo, SessionMeta, User, UserRow,
+    new_user_id, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
+    LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, PoolSettings, RevokeBy,
+    Rotation, SessionInfo, SessionMeta, User, UserRow,
 };
 use crate::names::{Email, Role};
 
@@ -128,6 +129,42 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
      );
      CREATE INDEX outbox_due ON outbox(next_attempt_at);",
+    // v3: what SQLite's v4 adds (the session a back-channel logout names).
+    "ALTER TABLE outbox ADD COLUMN sid TEXT;",
+    // v4: what SQLite's v5 adds (the API: device requests, refresh families, the deny list).
+    "CREATE TABLE device_codes (
+        device_hash BYTEA PRIMARY KEY,
+        user_code TEXT NOT NULL UNIQUE,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        interval_secs BIGINT NOT NULL,
+        last_poll BIGINT NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        user_id TEXT REFERENCES users(id) ON DELETE CASCADE
+     );
+     CREATE INDEX device_codes_expiry ON device_codes(expires_at);
+     CREATE TABLE refresh_tokens (
+        token_hash BYTEA PRIMARY KEY,
+        family TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        family_expires_at BIGINT NOT NULL,
+        used_at BIGINT,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE
+     );
+     CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+     CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
+     CREATE INDEX refresh_tokens_client ON refresh_tokens(client_id);
+     CREATE INDEX refresh_tokens_expiry ON refresh_tokens(family_expires_at);
+     CREATE TABLE denied_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+     );",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -629,19 +666,19 @@ impl PgDb {
         &self,
         id_hash: &[u8],
         now: UnixTime,
-    ) -> Result<Option<(User, UnixTime)>, DbError> {
+    ) -> Result<Option<(User, LiveSession)>, DbError> {
         let row = self
             .query_opt(
                 select_user!(
-                    ", s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                    ", s.last_seen, s.public_id FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.id_hash = $1 AND s.expires_at > $2 AND NOT u.disabled"
                 ),
                 &[&id_hash, &secs(now)],
             )
             .await?;
         Ok(row.and_then(|row| {
-            let seen = time(row.get(7));
-            user_row(&row).into_user().map(|(u, _)| (u, seen))
+            let live = LiveSession { last_seen: time(row.get(7)), public_id: row.get(8) };
+            user_row(&row).into_user().map(|(u, _)| (u, live))
         }))
     }
 
@@ -789,9 +826,15 @@ impl PgDb {
     /// [`DbError::Unavailable`].
     pub async fn enqueue(&self, job: &Job, now: UnixTime) -> Result<(), DbError> {
         self.execute(
-            "INSERT INTO outbox (kind, user_id, address, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $4)",
-            &[&job.kind, &job.user.as_ref().map(Subject::as_str), &job.address, &secs(now)],
+            "INSERT INTO outbox (kind, user_id, address, sid, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $5)",
+            &[
+                &job.kind,
+                &job.user.as_ref().map(Subject::as_str),
+                &job.address,
+                &job.sid,
+                &secs(now),
+            ],
         )
         .await
         .map(drop)
@@ -816,7 +859,7 @@ impl PgDb {
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2
                      WHERE id IN (SELECT id FROM outbox WHERE next_attempt_at <= $1
                                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                     RETURNING id, kind, user_id, address, attempts, created_at",
+                     RETURNING id, kind, user_id, address, attempts, created_at, sid",
                     &[&secs(now), &secs(lease_until), &limit],
                 )
                 .await
@@ -831,6 +874,7 @@ impl PgDb {
                     kind: r.get(1),
                     user: r.get::<_, Option<String>>(2).and_then(|u| Subject::parse(&u).ok()),
                     address: r.get(3),
+                    sid: r.get(6),
                 },
                 attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(u32::MAX),
                 created: time(r.get(5)),
@@ -870,6 +914,318 @@ impl PgDb {
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
+    /// See [`super::Db::create_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Conflict`] or [`DbError::Unavailable`].
+    pub async fn create_device(&self, d: &NewDevice<'_>, now: UnixTime) -> Result<(), DbError> {
+        let interval = i64::try_from(d.interval_secs).unwrap_or(i64::MAX);
+        self.with(|conn| async move {
+            conn.execute(
+                "INSERT INTO device_codes (device_hash, user_code, client_id, scope, created_at,
+                                           expires_at, interval_secs)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &d.device_hash,
+                    &d.user_code,
+                    &d.client_id,
+                    &d.scope,
+                    &secs(now),
+                    &secs(d.expires),
+                    &interval,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| conflict(&e).unwrap_or_else(|| unavailable(e)))
+        })
+        .await
+    }
+
+    /// See [`super::Db::pending_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn pending_device(
+        &self,
+        user_code: &str,
+        now: UnixTime,
+    ) -> Result<Option<PendingDevice>, DbError> {
+        let row = self
+            .query_opt(
+                "SELECT client_id, scope FROM device_codes
+                 WHERE user_code = $1 AND state = 'pending' AND expires_at > $2",
+                &[&user_code, &secs(now)],
+            )
+            .await?;
+        Ok(row.map(|r| PendingDevice { client_id: r.get(0), scope: r.get(1) }))
+    }
+
+    /// See [`super::Db::decide_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn decide_device(
+        &self,
+        user_code: &str,
+        user: &Subject,
+        approve: bool,
+        now: UnixTime,
+    ) -> Result<bool, DbError> {
+        let state = if approve { "approved" } else { "denied" };
+        let changed = self
+            .execute(
+                "UPDATE device_codes SET state = $3, user_id = $2
+                 WHERE user_code = $1 AND state = 'pending' AND expires_at > $4",
+                &[&user_code, &user.as_str(), &state, &secs(now)],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// See [`super::Db::poll_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn poll_device(
+        &self,
+        device_hash: &[u8],
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<DevicePoll, DbError> {
+        let now = secs(now);
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let row = tx
+                .query_opt(
+                    "SELECT scope, expires_at, interval_secs, last_poll, state, user_id
+                     FROM device_codes WHERE device_hash = $1 AND client_id = $2 FOR UPDATE",
+                    &[&device_hash, &client_id],
+                )
+                .await
+                .map_err(unavailable)?;
+            let Some(row) = row else { return Ok(DevicePoll::Unknown) };
+            let (scope, expires, interval, last_poll, state, user): (
+                String,
+                i64,
+                i64,
+                i64,
+                String,
+                Option<String>,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+            let poll = if expires <= now {
+                DevicePoll::Expired
+            } else {
+                match (state.as_str(), user.and_then(|u| Subject::parse(&u).ok())) {
+                    ("approved", Some(user)) => DevicePoll::Approved { user, scope },
+                    ("denied", _) => DevicePoll::Denied,
+                    _ => {
+                        let too_fast = now - last_poll < interval;
+                        let next = if too_fast { interval + 5 } else { interval };
+                        tx.execute(
+                            "UPDATE device_codes SET last_poll = $2, interval_secs = $3 WHERE device_hash = $1",
+                            &[&device_hash, &now, &next],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        tx.commit().await.map_err(unavailable)?;
+                        return Ok(DevicePoll::Pending { too_fast });
+                    }
+                }
+            };
+            tx.execute("DELETE FROM device_codes WHERE device_hash = $1", &[&device_hash])
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(poll)
+        })
+        .await
+    }
+
+    /// See [`super::Db::insert_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn insert_refresh(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
+        self.execute(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
+                                         expires_at, family_expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &t.hash,
+                &t.family,
+                &t.user.as_str(),
+                &t.client_id,
+                &t.scope,
+                &secs(now),
+                &secs(t.expires),
+                &secs(t.family_expires),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// See [`super::Db::rotate_refresh`]. The `UPDATE … WHERE used_at IS NULL` takes the row's
+    /// lock: a second request with the same token waits, then finds it used.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
+        let now = secs(now);
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let rotated = tx
+                .query_opt(
+                    "UPDATE refresh_tokens SET used_at = $2
+                     WHERE token_hash = $1 AND used_at IS NULL AND NOT revoked
+                       AND expires_at > $2 AND family_expires_at > $2
+                     RETURNING family, user_id, client_id, scope, created_at, family_expires_at",
+                    &[&hash, &now],
+                )
+                .await
+                .map_err(unavailable)?;
+            let outcome = if let Some(r) = rotated {
+                match Subject::parse(&r.get::<_, String>(1)) {
+                    Ok(user) => Rotation::Rotated {
+                        family: r.get(0),
+                        user,
+                        client_id: r.get(2),
+                        scope: r.get(3),
+                        created: time(r.get(4)),
+                        family_expires: time(r.get(5)),
+                    },
+                    Err(_) => Rotation::Invalid,
+                }
+            } else {
+                let used = tx
+                    .query_opt(
+                        "SELECT family, user_id FROM refresh_tokens
+                         WHERE token_hash = $1 AND used_at IS NOT NULL",
+                        &[&hash],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                match used {
+                    Some(r) => {
+                        let family: String = r.get(0);
+                        tx.execute(
+                            "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1",
+                            &[&family],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        match Subject::parse(&r.get::<_, String>(1)) {
+                            Ok(user) => Rotation::Reused { family, user },
+                            Err(_) => Rotation::Invalid,
+                        }
+                    }
+                    None => Rotation::Invalid,
+                }
+            };
+            tx.commit().await.map_err(unavailable)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// See [`super::Db::revoke_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn revoke_refresh(&self, by: RevokeBy<'_>) -> Result<u64, DbError> {
+        match by {
+            RevokeBy::Family(f) => {
+                self.execute(
+                    "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND NOT revoked",
+                    &[&f],
+                )
+                .await
+            }
+            RevokeBy::User(u) => {
+                self.execute(
+                    "UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND NOT revoked",
+                    &[&u.as_str()],
+                )
+                .await
+            }
+            RevokeBy::Client(c) => {
+                self.execute(
+                    "UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = $1 AND NOT revoked",
+                    &[&c],
+                )
+                .await
+            }
+        }
+    }
+
+    /// See [`super::Db::deny_token`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn deny_token(&self, jti: &str, until: UnixTime) -> Result<(), DbError> {
+        self.execute(
+            "INSERT INTO denied_tokens (jti, expires_at) VALUES ($1, $2)
+             ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(denied_tokens.expires_at, excluded.expires_at)",
+            &[&jti, &secs(until)],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// See [`super::Db::is_denied`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn is_denied(&self, jti: &str, now: UnixTime) -> Result<bool, DbError> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM denied_tokens WHERE jti = $1 AND expires_at > $2",
+                &[&jti, &secs(now)],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// See [`super::Db::tokens_valid_after`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn tokens_valid_after(&self, user: &Subject) -> Result<Option<UnixTime>, DbError> {
+        let row = self
+            .query_opt("SELECT tokens_valid_after FROM users WHERE id = $1", &[&user.as_str()])
+            .await?;
+        Ok(row.map(|r| time(r.get(0))))
+    }
+
+    /// Moves `tokens_valid_after` to `at`, ending no session.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn end_sessions_keeping_all(
+        &self,
+        user: &Subject,
+        at: UnixTime,
+    ) -> Result<(), DbError> {
+        self.execute(
+            "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $2) WHERE id = $1",
+            &[&user.as_str(), &secs(at)],
+        )
+        .await
+        .map(drop)
+    }
+
     /// See [`super::Db::purge`].
     ///
     /// # Errors
@@ -881,13 +1237,18 @@ impl PgDb {
         let sessions = self.execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now]).await?;
         let links =
             self.execute("DELETE FROM one_time_links WHERE expires_at <= $1", &[&now]).await?;
+        let api = self.execute("DELETE FROM device_codes WHERE expires_at <= $1", &[&now]).await?
+            + self
+                .execute("DELETE FROM refresh_tokens WHERE family_expires_at <= $1", &[&now])
+                .await?
+            + self.execute("DELETE FROM denied_tokens WHERE expires_at <= $1", &[&now]).await?;
         let counts = self
             .execute(
                 "DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2",
                 &[&idle, &now],
             )
             .await?;
-        Ok(usize::try_from(sessions + links + counts).unwrap_or(usize::MAX))
+        Ok(usize::try_from(sessions + links + api + counts).unwrap_or(usize::MAX))
     }
 
     /// See [`super::Db::throttle_blocked_until`].

@@ -12,7 +12,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::{
-    new_user_id, ClaimedJob, Counted, DbError, Job, LinkOwner, LinkPurpose, NewUser, OpenMode,
+    new_user_id, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
+    LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, RevokeBy, Rotation,
     SessionInfo, SessionMeta, User, UserRow,
 };
 use crate::names::{Email, Role};
@@ -105,6 +106,42 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX outbox_due ON outbox(next_attempt_at);",
+    // v4: back-channel logouts go through the outbox too: the session that ended.
+    "ALTER TABLE outbox ADD COLUMN sid TEXT;",
+    // v5: the API: device authorization requests, refresh-token families, the deny list.
+    "CREATE TABLE device_codes (
+        device_hash BLOB PRIMARY KEY,
+        user_code TEXT NOT NULL UNIQUE,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        interval_secs INTEGER NOT NULL,
+        last_poll INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        user_id TEXT REFERENCES users(id) ON DELETE CASCADE
+     ) STRICT;
+     CREATE INDEX device_codes_expiry ON device_codes(expires_at);
+     CREATE TABLE refresh_tokens (
+        token_hash BLOB PRIMARY KEY,
+        family TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        family_expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+     CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
+     CREATE INDEX refresh_tokens_client ON refresh_tokens(client_id);
+     CREATE INDEX refresh_tokens_expiry ON refresh_tokens(family_expires_at);
+     CREATE TABLE denied_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -436,19 +473,23 @@ impl SqliteDb {
         &self,
         id_hash: &[u8],
         now: UnixTime,
-    ) -> Result<Option<(User, UnixTime)>, DbError> {
+    ) -> Result<Option<(User, LiveSession)>, DbError> {
         // Every signed-in request runs this: one statement, compiled once and cached, brings
         // the user and their roles (space-separated; a role is lower-case letters, digits, `-`
         // and `_`).
         let row = self
             .conn()
             .prepare_cached(select_user!(
-                ", s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                ", s.last_seen, s.public_id FROM sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0"
             ))?
-            .query_row(params![id_hash, secs(now)], |r| Ok((user_row(r, 0)?, r.get::<_, i64>(7)?)))
+            .query_row(params![id_hash, secs(now)], |r| {
+                Ok((user_row(r, 0)?, r.get::<_, i64>(7)?, r.get::<_, String>(8)?))
+            })
             .optional()?;
-        Ok(row.and_then(|(row, seen)| row.into_user().map(|(u, _)| (u, time(seen)))))
+        Ok(row.and_then(|(row, seen, public_id)| {
+            row.into_user().map(|(u, _)| (u, LiveSession { last_seen: time(seen), public_id }))
+        }))
     }
 
     /// See [`super::Db::touch_session`].
@@ -588,9 +629,15 @@ impl SqliteDb {
     /// [`DbError::Unavailable`].
     pub fn enqueue(&self, job: &Job, now: UnixTime) -> Result<(), DbError> {
         self.conn().execute(
-            "INSERT INTO outbox (kind, user_id, address, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![job.kind, job.user.as_ref().map(Subject::as_str), job.address, secs(now)],
+            "INSERT INTO outbox (kind, user_id, address, sid, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![
+                job.kind,
+                job.user.as_ref().map(Subject::as_str),
+                job.address,
+                job.sid,
+                secs(now)
+            ],
         )?;
         Ok(())
     }
@@ -610,7 +657,7 @@ impl SqliteDb {
         let mut stmt = conn.prepare_cached(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2
              WHERE id IN (SELECT id FROM outbox WHERE next_attempt_at <= ?1 ORDER BY id LIMIT ?3)
-             RETURNING id, kind, user_id, address, attempts, created_at",
+             RETURNING id, kind, user_id, address, attempts, created_at, sid",
         )?;
         let rows = stmt.query_map(params![secs(now), secs(lease_until), limit], |r| {
             Ok((
@@ -620,14 +667,15 @@ impl SqliteDb {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })?;
         let mut jobs = Vec::new();
         for row in rows {
-            let (id, kind, user, address, attempts, created) = row?;
+            let (id, kind, user, address, attempts, created, sid) = row?;
             jobs.push(ClaimedJob {
                 id,
-                job: Job { kind, user: user.and_then(|u| Subject::parse(&u).ok()), address },
+                job: Job { kind, user: user.and_then(|u| Subject::parse(&u).ok()), address, sid },
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                 created: time(created),
             });
@@ -669,6 +717,290 @@ impl SqliteDb {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// See [`super::Db::create_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Conflict`] or [`DbError::Unavailable`].
+    pub fn create_device(&self, d: &NewDevice<'_>, now: UnixTime) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT INTO device_codes (device_hash, user_code, client_id, scope, created_at,
+                                           expires_at, interval_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.device_hash,
+                    d.user_code,
+                    d.client_id,
+                    d.scope,
+                    secs(now),
+                    secs(d.expires),
+                    d.interval_secs as i64
+                ],
+            )
+            .map_err(conflict)?;
+        Ok(())
+    }
+
+    /// See [`super::Db::pending_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn pending_device(
+        &self,
+        user_code: &str,
+        now: UnixTime,
+    ) -> Result<Option<PendingDevice>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT client_id, scope FROM device_codes
+                 WHERE user_code = ?1 AND state = 'pending' AND expires_at > ?2",
+                params![user_code, secs(now)],
+                |r| Ok(PendingDevice { client_id: r.get(0)?, scope: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    /// See [`super::Db::decide_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn decide_device(
+        &self,
+        user_code: &str,
+        user: &Subject,
+        approve: bool,
+        now: UnixTime,
+    ) -> Result<bool, DbError> {
+        let state = if approve { "approved" } else { "denied" };
+        let changed = self.conn().execute(
+            "UPDATE device_codes SET state = ?3, user_id = ?2
+             WHERE user_code = ?1 AND state = 'pending' AND expires_at > ?4",
+            params![user_code, user.as_str(), state, secs(now)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// See [`super::Db::poll_device`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn poll_device(
+        &self,
+        device_hash: &[u8],
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<DevicePoll, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row: Option<(String, i64, i64, i64, String, Option<String>)> = tx
+            .query_row(
+                "SELECT scope, expires_at, interval_secs, last_poll, state, user_id
+                 FROM device_codes WHERE device_hash = ?1 AND client_id = ?2",
+                params![device_hash, client_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()?;
+        let Some((scope, expires, interval, last_poll, state, user)) = row else {
+            return Ok(DevicePoll::Unknown);
+        };
+        let now = secs(now);
+        let poll = if expires <= now {
+            DevicePoll::Expired
+        } else {
+            match (state.as_str(), user.and_then(|u| Subject::parse(&u).ok())) {
+                ("approved", Some(user)) => DevicePoll::Approved { user, scope },
+                ("denied", _) => DevicePoll::Denied,
+                _ => {
+                    let too_fast = now - last_poll < interval;
+                    tx.execute(
+                        "UPDATE device_codes SET last_poll = ?2, interval_secs = ?3 WHERE device_hash = ?1",
+                        params![device_hash, now, if too_fast { interval + 5 } else { interval }],
+                    )?;
+                    tx.commit()?;
+                    return Ok(DevicePoll::Pending { too_fast });
+                }
+            }
+        };
+        // Decided or expired: the codes are used up.
+        tx.execute("DELETE FROM device_codes WHERE device_hash = ?1", [device_hash])?;
+        tx.commit()?;
+        Ok(poll)
+    }
+
+    /// See [`super::Db::insert_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn insert_refresh(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
+                                         expires_at, family_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                t.hash,
+                t.family,
+                t.user.as_str(),
+                t.client_id,
+                t.scope,
+                secs(now),
+                secs(t.expires),
+                secs(t.family_expires)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::rotate_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rotated = tx
+            .query_row(
+                "UPDATE refresh_tokens SET used_at = ?2
+                 WHERE token_hash = ?1 AND used_at IS NULL AND revoked = 0
+                   AND expires_at > ?2 AND family_expires_at > ?2
+                 RETURNING family, user_id, client_id, scope, created_at, family_expires_at",
+                params![hash, secs(now)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let outcome = match rotated {
+            Some((family, user, client_id, scope, created, family_expires)) => {
+                match Subject::parse(&user) {
+                    Ok(user) => Rotation::Rotated {
+                        family,
+                        user,
+                        client_id,
+                        scope,
+                        created: time(created),
+                        family_expires: time(family_expires),
+                    },
+                    Err(_) => Rotation::Invalid,
+                }
+            }
+            None => {
+                let used: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT family, user_id FROM refresh_tokens
+                         WHERE token_hash = ?1 AND used_at IS NOT NULL",
+                        [hash],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match used {
+                    Some((family, user)) => {
+                        tx.execute(
+                            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                            [&family],
+                        )?;
+                        match Subject::parse(&user) {
+                            Ok(user) => Rotation::Reused { family, user },
+                            Err(_) => Rotation::Invalid,
+                        }
+                    }
+                    None => Rotation::Invalid,
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// See [`super::Db::revoke_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn revoke_refresh(&self, by: RevokeBy<'_>) -> Result<u64, DbError> {
+        let (sql, value) = match by {
+            RevokeBy::Family(f) => {
+                ("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1 AND revoked = 0", f)
+            }
+            RevokeBy::User(u) => (
+                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND revoked = 0",
+                u.as_str(),
+            ),
+            RevokeBy::Client(c) => {
+                ("UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1 AND revoked = 0", c)
+            }
+        };
+        Ok(u64::try_from(self.conn().execute(sql, [value])?).unwrap_or(u64::MAX))
+    }
+
+    /// See [`super::Db::deny_token`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn deny_token(&self, jti: &str, until: UnixTime) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO denied_tokens (jti, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            params![jti, secs(until)],
+        )?;
+        Ok(())
+    }
+
+    /// See [`super::Db::is_denied`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn is_denied(&self, jti: &str, now: UnixTime) -> Result<bool, DbError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT 1 FROM denied_tokens WHERE jti = ?1 AND expires_at > ?2")?
+            .query_row(params![jti, secs(now)], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// See [`super::Db::tokens_valid_after`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn tokens_valid_after(&self, user: &Subject) -> Result<Option<UnixTime>, DbError> {
+        let at: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT tokens_valid_after FROM users WHERE id = ?1")?
+            .query_row([user.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(at.map(time))
+    }
+
+    /// Moves `tokens_valid_after` to `at`, ending no session.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn end_sessions_keeping_all(&self, user: &Subject, at: UnixTime) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE users SET tokens_valid_after = max(tokens_valid_after, ?2) WHERE id = ?1",
+            params![user.as_str(), secs(at)],
+        )?;
+        Ok(())
+    }
+
     /// Deletes expired sessions and links, and idle, unblocked throttle counts; returns how many
     /// rows.
     ///
@@ -680,11 +1012,14 @@ impl SqliteDb {
         let now = now.as_secs() as i64;
         let sessions = conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
         let links = conn.execute("DELETE FROM one_time_links WHERE expires_at <= ?1", [now])?;
+        let api = conn.execute("DELETE FROM device_codes WHERE expires_at <= ?1", [now])?
+            + conn.execute("DELETE FROM refresh_tokens WHERE family_expires_at <= ?1", [now])?
+            + conn.execute("DELETE FROM denied_tokens WHERE expires_at <= ?1", [now])?;
         let counts = conn.execute(
             "DELETE FROM signin_throttle WHERE last_seen <= ?1 AND blocked_until <= ?2",
             [now.saturating_sub(idle_secs as i64), now],
         )?;
-        Ok(sessions + links + counts)
+        Ok(sessions + links + api + counts)
     }
 
     /// See [`super::Db::throttle_blocked_until`].
@@ -869,13 +1204,14 @@ mod tests {
         assert!(db.user_by("u.name", "bob").expect("query").is_none());
 
         db.create_session(b"h1", &user.id, &meta("p1"), now, now.plus(60)).expect("session");
-        assert_eq!(db.session_user(b"h1", now).expect("q"), Some((user.clone(), now)));
+        let live = LiveSession { last_seen: now, public_id: "p1".into() };
+        assert_eq!(db.session_user(b"h1", now).expect("q"), Some((user.clone(), live)));
         assert_eq!(db.session_user(b"h1", now.plus(60)).expect("q"), None, "expired");
         assert_eq!(db.session_user(b"h2", now).expect("q"), None);
         db.touch_session(b"h1", now.plus(30)).expect("touch");
         assert_eq!(
             db.session_user(b"h1", now).expect("q").map(|(_, seen)| seen),
-            Some(now.plus(30))
+            Some(LiveSession { last_seen: now.plus(30), public_id: "p1".into() })
         );
         db.delete_session(b"h1").expect("delete");
         assert_eq!(db.session_user(b"h1", now).expect("q"), None);
@@ -984,6 +1320,7 @@ mod tests {
 
         // The outbox: claimed with a lease, retried when due, removed when done.
         let job = Job {
+            sid: None,
             kind: "verify_email".into(),
             user: Some(alice.id.clone()),
             address: "alice@example.com".into(),

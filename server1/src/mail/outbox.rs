@@ -1,5 +1,5 @@
-//! The outbox: mail queued in the database by requests and sent by a worker in the
-//! background, with retries.
+//! The outbox: mail and back-channel logouts queued in the database by requests and delivered
+//! by a worker in the background, with retries.
 //!
 //! A job names what to send and to whom, never a link: links are made when the mail is sent
 //! (and only their hash stored), so no working link ever sits in the database. A job is
@@ -18,8 +18,14 @@ use tokio::sync::Notify;
 use super::messages::{self, Details, Kind};
 use super::{MailError, Mailer};
 use crate::db::{ClaimedJob, Db, DbError, Job, LinkPurpose};
+use crate::handoffs::Handoffs;
 use crate::links::LinkToken;
 use crate::names::Email;
+
+/// The job kind of a back-channel logout (its `address` is the target's id).
+pub const LOGOUT_KIND: &str = "backchannel_logout";
+/// How long one logout delivery may take.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Jobs taken per pass.
 const BATCH: u32 = 20;
@@ -49,6 +55,7 @@ pub struct LinkSettings {
 #[derive(Debug, Clone)]
 pub struct MailMetrics {
     outcomes: IntCounterVec,
+    logouts: IntCounterVec,
     pending: IntGauge,
 }
 
@@ -66,13 +73,23 @@ impl MailMetrics {
             ),
             &["outcome"],
         )?;
+        let logouts = IntCounterVec::new(
+            Opts::new(
+                "backchannel_logout_total",
+                "Back-channel logouts to partners, by outcome: sent, skipped (no such target or URL any more), retried, dropped",
+            ),
+            &["outcome"],
+        )?;
         for outcome in ["sent", "skipped", "retried", "dropped"] {
             outcomes.with_label_values(&[outcome]);
+            logouts.with_label_values(&[outcome]);
         }
-        let pending = IntGauge::new("mail_outbox_pending", "Jobs waiting in the outbox")?;
+        let pending =
+            IntGauge::new("mail_outbox_pending", "Jobs (mail and logouts) waiting in the outbox")?;
         registry.register(Box::new(outcomes.clone()))?;
+        registry.register(Box::new(logouts.clone()))?;
         registry.register(Box::new(pending.clone()))?;
-        Ok(Self { outcomes, pending })
+        Ok(Self { outcomes, logouts, pending })
     }
 }
 
@@ -86,6 +103,14 @@ pub struct Outbox {
     clock: Arc<dyn Clock>,
     wake: Notify,
     metrics: MailMetrics,
+    partners: Option<Partners>,
+}
+
+/// What back-channel logouts need: the targets, the keys to sign with, an HTTP client.
+#[derive(Debug)]
+struct Partners {
+    handoffs: Arc<Handoffs>,
+    http: reqwest::Client,
 }
 
 /// What became of a job.
@@ -104,7 +129,95 @@ impl Outbox {
         clock: Arc<dyn Clock>,
         metrics: MailMetrics,
     ) -> Self {
-        Self { db, mailer, links, site, clock, wake: Notify::new(), metrics }
+        Self { db, mailer, links, site, clock, wake: Notify::new(), metrics, partners: None }
+    }
+
+    /// The same, also delivering back-channel logouts to the targets of `handoffs` that take
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be set up.
+    pub fn with_partners(mut self, handoffs: Arc<Handoffs>) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(LOGOUT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("handoff-server1 back-channel logout")
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.partners = Some(Partners { handoffs, http });
+        Ok(self)
+    }
+
+    /// Queues a logout of `sid` (or, without one, of every session of `user` up to now) to
+    /// each target that takes back-channel logouts.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn enqueue_logouts(
+        &self,
+        user: &handoff::Subject,
+        sid: Option<&handoff::SessionRef>,
+    ) -> Result<(), DbError> {
+        let Some(partners) = &self.partners else { return Ok(()) };
+        let now = self.clock.now();
+        for target in partners.handoffs.targets().iter() {
+            if target.backchannel_logout_url.is_some() {
+                let job = Job {
+                    kind: LOGOUT_KIND.to_owned(),
+                    user: Some(user.clone()),
+                    address: target.id.as_str().to_owned(),
+                    sid: sid.map(|s| s.as_str().to_owned()),
+                };
+                self.db.enqueue(&job, now).await?;
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Posts one logout token to the target the job names. The token is minted now, so a
+    /// retry sends a fresh one.
+    async fn deliver_logout(&self, job: &Job) -> Result<Done, MailError> {
+        let Some(partners) = &self.partners else { return Ok(Done::Skipped) };
+        let Some(target) = partners.handoffs.targets().get(&job.address) else {
+            return Ok(Done::Skipped);
+        };
+        let Some(url) = &target.backchannel_logout_url else { return Ok(Done::Skipped) };
+        let ended = handoff::logout::Ended {
+            sid: job.sid.as_deref().and_then(|s| handoff::SessionRef::parse(s).ok()),
+            sub: job.user.clone(),
+        };
+        let now = self.clock.now();
+        let keys = partners.handoffs.keys().current(now);
+        let (token, jti) = keys
+            .minter(now)
+            .mint_logout(&target.audience, &ended, now)
+            .map_err(|e| MailError::Permanent(e.to_string()))?;
+        let sent = partners
+            .http
+            .post(url.clone())
+            .form(&[("logout_token", token.as_str())])
+            .send()
+            .await
+            .map_err(|e| MailError::Transient(format!("{}: {}", target.id, without_url(&e))))?;
+        let status = sent.status();
+        if status.is_success() {
+            tracing::info!(
+                event = "logout.sent",
+                target = %target.id,
+                jti = %jti,
+                sub = ?job.user.as_ref().map(handoff::Subject::as_str),
+                session = ended.sid.is_some(),
+                "back-channel logout delivered"
+            );
+            Ok(Done::Sent)
+        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(MailError::Transient(format!("{} answered {status}", target.id)))
+        } else {
+            Err(MailError::Permanent(format!("{} answered {status}", target.id)))
+        }
     }
 
     /// How long links of `purpose` work.
@@ -130,6 +243,7 @@ impl Outbox {
             kind: kind.as_str().to_owned(),
             user: user.cloned(),
             address: address.to_owned(),
+            sid: None,
         };
         self.db.enqueue(&job, self.clock.now()).await?;
         self.wake.notify_one();
@@ -173,6 +287,7 @@ impl Outbox {
         let kind = claimed.job.kind.as_str();
         let outcome = match Kind::parse(kind) {
             Some(kind) => self.deliver(kind, &claimed.job).await,
+            None if kind == LOGOUT_KIND => self.deliver_logout(&claimed.job).await,
             None => Err(MailError::Permanent(format!("unknown job kind {kind:?}"))),
         };
         let now = self.clock.now();
@@ -199,7 +314,9 @@ impl Outbox {
                 ("retried", false)
             }
         };
-        self.metrics.outcomes.with_label_values(&[label]).inc();
+        let counter =
+            if kind == LOGOUT_KIND { &self.metrics.logouts } else { &self.metrics.outcomes };
+        counter.with_label_values(&[label]).inc();
         if finished {
             if let Err(e) = self.db.finish_job(claimed.id).await {
                 tracing::warn!(error = %e, "mail outbox: cannot remove a finished job");
@@ -291,6 +408,18 @@ impl Outbox {
         url.query_pairs_mut().append_pair("token", token);
         url.into()
     }
+}
+
+/// A reqwest error's text without its URL (which is the partner's, not secret, but long).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    kind.to_owned()
 }
 
 /// Seconds before the next attempt after `attempts` failed ones: 5, 10, 20 … up to an hour.

@@ -8,7 +8,7 @@ use poem::{handler, Request, Response};
 use serde::Deserialize;
 
 use super::session::{LOGIN, SESSION};
-use super::{current_user, pages, AppError, AppState, State};
+use super::{current_session, current_user, pages, AppError, AppState, State};
 use crate::accounts::{random_token, ClientInfo, SessionHash, SignInError};
 
 /// A local path to return to after sign-in; anything else becomes `/`.
@@ -199,13 +199,13 @@ pub(super) async fn logout(
     Data(state): Data<&State>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some((user, hash)) = current_user(state, req).await? else {
+    let Some(session) = current_session(state, req).await? else {
         return Ok(see_other("/login"));
     };
-    if !state.csrf.check("session", hash.as_bytes(), &form.csrf) {
+    if !state.csrf.check("session", session.hash.as_bytes(), &form.csrf) {
         return Err(AppError::Csrf);
     }
-    state.accounts.sign_out(&user, hash).await?;
+    state.accounts.sign_out(&session).await?;
     let mut resp = see_other("/login");
     add_cookie(&mut resp, state.cookies.set(SESSION, "", None))?;
     Ok(resp)

@@ -7,15 +7,13 @@
 //! `confirm`, the person's consent when another site sent their browser here.
 
 use ::handoff::protocol::start_param;
-use ::handoff::{Nonce, SessionRef};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use ::handoff::Nonce;
 use handoff_web::see_other;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Path};
 use poem::{handler, Request, Response};
 
-use super::{current_user, pages, AppError, State};
+use super::{current_session, pages, AppError, State};
 use handoff_web::client::client_shown;
 
 /// What the reserved parameters of a start URL asked for.
@@ -59,21 +57,22 @@ pub(super) async fn start(
     Path((target_id, operation)): Path<(String, String)>,
     Data(state): Data<&State>,
 ) -> Result<Response, AppError> {
-    let Some((user, hash)) = current_user(state, req).await? else {
+    let Some(session) = current_session(state, req).await? else {
         let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
         return Ok(see_other(&format!("/login?next={next}")));
     };
+    let (user, hash) = (&session.user, session.hash);
     // Target, operation and role first: a link to something that does not exist, or that this
     // user may not open, says so whatever its arguments.
-    state.handoffs.permit(&user, &target_id, &operation)?;
+    state.handoffs.permit(user, &target_id, &operation)?;
     if state.accounts.settings().require_verified_email && !user.email_verified {
         return Err(AppError::Unverified);
     }
     let query = req.uri().query().unwrap_or("");
     let (reserved, args) = parse_query(query)?;
     let args = args.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let authorized = state.handoffs.authorize(&user, &target_id, &operation, args)?;
+    let authorized = state.handoffs.authorize(user, &target_id, &operation, args)?;
     let shown_args = authorized.shown_args();
     let (target, offered) = (authorized.target, authorized.offered);
 
@@ -97,10 +96,14 @@ pub(super) async fn start(
         ));
     }
 
-    let sid = SessionRef::try_from(URL_SAFE_NO_PAD.encode(&hash.as_bytes()[..16])).ok();
     let now = state.config.clock.now();
-    let minted =
-        state.handoffs.mint(&user, &authorized, sid.as_ref(), reserved.nonce.as_ref(), now)?;
+    let minted = state.handoffs.mint(
+        user,
+        &authorized,
+        session.sid.as_ref(),
+        reserved.nonce.as_ref(),
+        now,
+    )?;
     let kind = authorized.operation.kind();
     state.metrics.minted.with_label_values(&[target.id.as_str(), kind.as_str()]).inc();
     tracing::info!(

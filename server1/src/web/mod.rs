@@ -4,6 +4,7 @@
 //! request guard) is `handoff-web`'s.
 
 mod account;
+mod api;
 mod auth;
 mod error;
 mod handoff;
@@ -21,7 +22,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 pub use error::AppError;
 
-use crate::accounts::{Accounts, SessionHash};
+use crate::accounts::{Accounts, Session, SessionHash};
 use crate::config::Config;
 use crate::db::{Db, User};
 use crate::handoffs::Handoffs;
@@ -33,7 +34,8 @@ pub struct AppState {
     pub(crate) config: Config,
     pub(crate) db: Arc<Db>,
     pub(crate) accounts: Accounts,
-    pub(crate) handoffs: Handoffs,
+    pub(crate) handoffs: Arc<Handoffs>,
+    pub(crate) oauth: crate::oauth::OAuth,
     pub(crate) csrf: Csrf,
     pub(crate) cookies: Cookies,
     pub(crate) metrics: Metrics,
@@ -118,10 +120,23 @@ pub fn routes() -> Routes {
         .at("/account/password", post(account::change_password))
         .at("/account/sessions/end", post(account::end_session))
         .at("/account/sessions/end-all", post(account::end_all_sessions))
+        .at("/oauth/device_authorization", post(api::device_authorization))
+        .at("/oauth/token", post(api::token))
+        .at("/device", get(api::device_page).post(api::device_code))
+        .at("/device/decide", post(api::device_decide))
+        .at("/api/v1/me", get(api::me))
         .at("/handoff/:target/:operation", get(handoff::start))
         .at(::handoff::protocol::JWKS_PATH, get(jwks))
         .at("/static/style.css", get(style))
         .at("/static/handoff.js", get(script))
+}
+
+/// The live session the request carries, if any.
+async fn current_session(state: &AppState, req: &Request) -> Result<Option<Session>, AppError> {
+    let Some(id) = state.cookies.read(req, SESSION) else {
+        return Ok(None);
+    };
+    Ok(state.accounts.session(&id).await?)
 }
 
 /// The signed-in user and their session hash, if the request carries a live session.
@@ -129,10 +144,7 @@ async fn current_user(
     state: &AppState,
     req: &Request,
 ) -> Result<Option<(User, SessionHash)>, AppError> {
-    let Some(id) = state.cookies.read(req, SESSION) else {
-        return Ok(None);
-    };
-    Ok(state.accounts.session_user(&id).await?)
+    Ok(current_session(state, req).await?.map(|s| (s.user, s.hash)))
 }
 
 #[handler]

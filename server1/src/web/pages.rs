@@ -221,6 +221,60 @@ pub fn account_notice(code: &str) -> Option<&'static str> {
     })
 }
 
+/// The page where a signed-in person types an app's code.
+pub fn device_page(user: &User, csrf: &str, code: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Connect an app",
+        Some((user, csrf)),
+        html! {
+            div.card {
+                h1 { "Connect an app" }
+                p { "Type the code the app shows you. You will see what it asks for before anything happens." }
+                (error_line(error))
+                form method="post" action="/device" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="user_code" { "Code" }
+                    input #user_code type="text" name="user_code" value=(code) autocomplete="off" autocapitalize="characters" placeholder="BCDF-GHJK" required autofocus;
+                    button type="submit" { "Continue" }
+                }
+            }
+        },
+    )
+}
+
+/// The question: this app asks for this, as you.
+pub fn device_consent(
+    user: &User,
+    csrf: &str,
+    client: &crate::clients::Client,
+    scope: &str,
+    code: &str,
+) -> Markup {
+    layout(
+        "Approve this app?",
+        Some((user, csrf)),
+        html! {
+            div.card {
+                h1 { "Approve " (client.name) "?" }
+                p { strong { (client.name) } " (" code { (client.id) } ") asks to act as " strong { (user.name) } " and to:" }
+                ul {
+                    @for s in scope.split(' ') {
+                        li { (crate::clients::describe(s)) }
+                    }
+                }
+                p.muted { "Only approve if you started this in the app yourself and it shows the code " strong { (code) } "." }
+                form.inline method="post" action="/device/decide" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="user_code" value=(code);
+                    button type="submit" name="decision" value="approve" { "Approve" }
+                    " "
+                    button.secondary type="submit" name="decision" value="deny" { "Deny" }
+                }
+            }
+        },
+    )
+}
+
 /// A duration in words, for "last seen".
 fn ago(now: u64, then: u64) -> String {
     match now.saturating_sub(then) {

@@ -47,6 +47,8 @@ pub enum Denied {
     Expired,
     /// A grant for another operation or other arguments.
     OtherOperation,
+    /// The portal session the grant came from ended (a back-channel logout).
+    SessionEnded,
 }
 
 impl From<StatusClass> for AppError {
@@ -116,6 +118,9 @@ impl ErrorPage for AppError {
                     Denied::NoGrant => "You have not been signed in for this page.",
                     Denied::Expired => "Your access to this page has ended.",
                     Denied::OtherOperation => "You were signed in for something else.",
+                    Denied::SessionEnded => {
+                        "You signed out of the portal, so your access here ended too."
+                    }
                 };
                 BRAND.layout(
                     "Not allowed",

@@ -138,11 +138,26 @@ async fn verify_and_record(
     let recorded =
         state.replay.record_use(verified.jti(), verified.issued_at(), verified.replay_until(), now);
     match recorded.await {
-        Ok(Freshness::Fresh) => Ok((verified, binding)),
-        Ok(Freshness::Replayed) => Err((Policy::Replayed.into(), Some(verified))),
-        Ok(Freshness::Unvouched) => Err((Policy::IssuedBeforeStart.into(), Some(verified))),
+        Ok(Freshness::Fresh) => {}
+        Ok(Freshness::Replayed) => return Err((Policy::Replayed.into(), Some(verified))),
+        Ok(Freshness::Unvouched) => {
+            return Err((Policy::IssuedBeforeStart.into(), Some(verified)));
+        }
         Err(e) => {
             tracing::error!(error = %e, "replay store cannot record; refusing handoffs");
+            return Err((Policy::ReplayStoreUnavailable.into(), Some(verified)));
+        }
+    }
+    // A logout on the portal ended the session the token came from (or every session of the
+    // user up to then). After the replay store, so a token issued before a store's memory
+    // began is refused as such.
+    let ended =
+        state.revocations.is_ended(verified.subject(), verified.sid(), verified.issued_at(), now);
+    match ended.await {
+        Ok(false) => Ok((verified, binding)),
+        Ok(true) => Err((Policy::SessionEnded.into(), Some(verified))),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation store cannot answer; refusing handoffs");
             Err((Policy::ReplayStoreUnavailable.into(), Some(verified)))
         }
     }
@@ -206,6 +221,8 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         iat: now,
         exp: now.plus(state.config.grant_ttl.as_secs()),
         jti: verified.jti(),
+        sid: verified.sid().cloned(),
+        token_iat: Some(verified.issued_at()),
     };
     state.metrics.accepted.inc();
     tracing::info!(
@@ -404,6 +421,12 @@ fn rejection_class(r: Refusal) -> (StatusCode, &'static str, &'static str, &'sta
             "not-yet-valid",
             "This sign-in link is not valid yet",
             "The portal's clock and ours disagree. Wait a moment, then go back to the portal and try again.",
+        ),
+        Refusal::Policy(Policy::SessionEnded) => (
+            StatusCode::UNAUTHORIZED,
+            "session-ended",
+            "You signed out of the portal",
+            "This link came from a portal session that has ended. Sign in to the portal again and open what you need from there.",
         ),
         Refusal::Policy(Policy::NonceMismatch | Policy::UnboundRefused) => (
             StatusCode::UNAUTHORIZED,

@@ -4,6 +4,7 @@
 
 mod error;
 mod handoff;
+mod logout;
 mod operations;
 pub mod pages;
 
@@ -11,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
+use ::handoff::logout::LogoutVerifier;
+use ::handoff::revocation::RevocationStore;
 use ::handoff::Jti;
 use ::handoff::{ReplayStore, Verifier};
 use handoff_web::cookies::{CookieName, SameSite};
@@ -35,6 +38,9 @@ pub struct AppState {
     pub(crate) verifier: Verifier,
     pub(crate) keys: KeySource,
     pub(crate) replay: Arc<dyn ReplayStore>,
+    /// What the issuer's back-channel logouts ended.
+    pub(crate) revocations: Arc<dyn RevocationStore>,
+    pub(crate) logout_verifier: LogoutVerifier,
     pub(crate) grants: GrantKey,
     /// Anti-forgery tokens of the switch and operation forms, bound to a grant.
     pub(crate) forms: GrantForms,
@@ -62,6 +68,10 @@ pub struct Metrics {
     /// How far ahead of this server's clock the issuer's was, seen on the last token refused as
     /// not yet valid.
     pub(crate) issuer_clock_ahead: IntGauge,
+    /// Back-channel logouts received, by outcome (`recorded`, `refused`, `unavailable`).
+    pub(crate) logouts: IntCounterVec,
+    /// Operation requests refused because a logout ended their grant.
+    pub(crate) grants_ended: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +109,22 @@ impl Metrics {
             "issuer_clock_ahead_seconds",
             "How far ahead the issuer's clock was on the last token refused as not yet valid",
         )?;
+        let logouts = IntCounterVec::new(
+            Opts::new(
+                "backchannel_logout_received_total",
+                "Back-channel logouts received, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["recorded", "refused", "unavailable"] {
+            logouts.with_label_values(&[outcome]);
+        }
+        let grants_ended = IntCounter::new(
+            "grants_ended_total",
+            "Operation requests refused because a logout on the portal ended their grant",
+        )?;
+        registry.register(Box::new(logouts.clone()))?;
+        registry.register(Box::new(grants_ended.clone()))?;
         registry.register(Box::new(issuer_clock_ahead.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
@@ -112,6 +138,8 @@ impl Metrics {
             replay_entries,
             jwks_keys,
             issuer_clock_ahead,
+            logouts,
+            grants_ended,
         })
     }
 }
@@ -217,6 +245,7 @@ pub fn routes() -> Routes {
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
         .at("/handoff/start", get(handoff::start))
         .at("/handoff/switch", post(handoff::switch))
+        .at("/backchannel-logout", post(logout::backchannel_logout))
         .at("/static/style.css", get(style));
     operations::routes(routes)
 }

@@ -28,21 +28,51 @@ pub(super) fn routes(mut routes: Routes) -> Routes {
     routes
 }
 
-/// The grant in the request, if it is for exactly `def` with its argument equal to `value`.
-fn grant_for(
+/// The grant in the request, if it is for exactly `def` with its argument equal to `value` and
+/// no logout on the portal ended it.
+async fn grant_for(
+    state: &AppState,
+    req: &Request,
+    def: &OperationDef,
+    value: &str,
+) -> Result<Grant, AppError> {
+    let grant = sealed_grant_for(state, req, def, value)?;
+    let now = state.config.clock.now();
+    // Compared on the issuer's clock (the token's `iat`, as the logout's); a grant from before
+    // tokens were recorded in grants falls back to when it was made here.
+    let issued = grant.token_iat.unwrap_or(grant.iat);
+    match state.revocations.is_ended(&grant.sub, grant.sid.as_ref(), issued, now).await {
+        Ok(false) => Ok(grant),
+        Ok(true) => {
+            state.metrics.grants_ended.inc();
+            Err(denied_for(def, value, Denied::SessionEnded))
+        }
+        // Cannot tell: refuse (fail closed), as a store that is down for now.
+        Err(e) => {
+            tracing::error!(error = %e, "revocation store cannot answer; refusing operations");
+            Err(AppError::Status(StatusClass::ServerError(StatusCode::SERVICE_UNAVAILABLE)))
+        }
+    }
+}
+
+/// The refusal of `def` with `value`, with the way to get access.
+fn denied_for(def: &OperationDef, value: &str, why: Denied) -> AppError {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("type", def.kind)
+        .append_pair(def.arg, value)
+        .finish();
+    AppError::Denied { why, start: format!("/handoff/start?{query}") }
+}
+
+/// The grant cookie's content, if it is for exactly `def` with its argument equal to `value`.
+fn sealed_grant_for(
     state: &AppState,
     req: &Request,
     def: &OperationDef,
     value: &str,
 ) -> Result<Grant, AppError> {
     let now = state.config.clock.now();
-    let denied = |why| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("type", def.kind)
-            .append_pair(def.arg, value)
-            .finish();
-        AppError::Denied { why, start: format!("/handoff/start?{query}") }
-    };
+    let denied = |why| denied_for(def, value, why);
     let sealed = state.read_cookie(req, Cookie::Grant).ok_or_else(|| denied(Denied::NoGrant))?;
     match state.grants.open(&sealed, &state.config.public_url, now) {
         Ok(g) if g.op.kind().as_str() == def.kind && g.op.arg(def.arg) == Some(value) => Ok(g),
@@ -67,7 +97,7 @@ impl Endpoint for Show {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let (state, value) = state_and_value(&req)?;
-        let grant = grant_for(state, &req, self.0, &value)?;
+        let grant = grant_for(state, &req, self.0, &value).await?;
         let (title, content) = (self.0.page)(state, &grant, &value);
         let page = BRAND.layout(
             &title,
@@ -96,7 +126,7 @@ impl Endpoint for Act {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let (req, mut body) = req.split();
         let (state, value) = state_and_value(&req)?;
-        let grant = grant_for(state, &req, self.0, &value)?;
+        let grant = grant_for(state, &req, self.0, &value).await?;
         let Form(form) = Form::<CsrfForm>::from_request(&req, &mut body).await?;
         if !state.forms.check(grant.jti, &form.csrf) {
             tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");

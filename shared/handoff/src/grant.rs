@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::operation::Operation;
 use crate::time::UnixTime;
-use crate::values::{Audience, Issuer, Jti, Subject};
+use crate::values::{Audience, Issuer, Jti, SessionRef, Subject};
 
 /// The `typ` of a grant.
 pub const GRANT_TYP: &str = "handoff-grant+jwt";
@@ -42,6 +42,15 @@ pub struct Grant {
     pub exp: UnixTime,
     /// The handoff token's id.
     pub jti: Jti,
+    /// The issuer-side session the handoff came from, when the token named one: a logout of
+    /// that session ends the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<SessionRef>,
+    /// When the issuer made the handoff token (its `iat`, on the issuer's clock, as its
+    /// logouts are): a logout of every session of the user up to a time ends the grants whose
+    /// token was made by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_iat: Option<UnixTime>,
 }
 
 /// Why a grant was refused.
@@ -230,6 +239,8 @@ mod tests {
             iat: now,
             exp: now.plus(600),
             jti: Jti::generate(&SystemRandom::new()).expect("rng"),
+            sid: None,
+            token_iat: None,
         }
     }
 

@@ -11,14 +11,17 @@
 //! - [`time`]: the clock.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod codes;
 pub mod crypto;
 pub mod grant;
 pub mod keys;
+pub mod logout;
 pub mod mint;
 pub mod operation;
 pub mod protocol;
 pub mod replay;
+pub mod revocation;
 pub mod time;
 pub mod token;
 pub mod values;

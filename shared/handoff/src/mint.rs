@@ -147,6 +147,37 @@ impl Minter {
     }
 }
 
+impl Minter {
+    /// Mints a back-channel logout token to `audience` saying `ended`, signed with this
+    /// minter's key (see [`crate::logout`]).
+    ///
+    /// # Errors
+    ///
+    /// When randomness fails or `ended` names nothing.
+    pub fn mint_logout(
+        &self,
+        audience: &Audience,
+        ended: &crate::logout::Ended,
+        now: UnixTime,
+    ) -> Result<(String, Jti), MintError> {
+        crate::logout::mint_logout(&self.key, &self.issuer, audience, ended, now)
+    }
+
+    /// Mints an access token for the issuer's own API, signed with this minter's key (see
+    /// [`crate::access`]).
+    ///
+    /// # Errors
+    ///
+    /// When randomness fails.
+    pub fn mint_access(
+        &self,
+        request: &crate::access::AccessRequest<'_>,
+        now: UnixTime,
+    ) -> Result<(String, crate::access::AccessClaims), MintError> {
+        crate::access::mint_access(&self.key, &self.issuer, request, now)
+    }
+}
+
 impl fmt::Debug for Minter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Minter")

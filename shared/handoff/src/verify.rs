@@ -242,40 +242,7 @@ impl Verifier {
     /// [`Rejection::WrongType`], [`Rejection::WrongAlgorithm`], [`Rejection::MissingKid`] or
     /// [`Rejection::UnknownKid`] (a `kid` that cannot be a thumbprint).
     pub fn inspect<'t>(&self, token: &'t str) -> Result<Inspected<'t>, Rejection> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(Rejection::TooLarge);
-        }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Rejection::Malformed);
-        };
-        let segment_ok = |s: &str| !s.is_empty() && s.bytes().all(is_base64url_byte);
-        if !(segment_ok(header) && segment_ok(payload) && segment_ok(signature)) {
-            return Err(Rejection::Malformed);
-        }
-        let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
-        let fast = profile_header_kid(&header_json);
-        if let Some(kid) = fast {
-            let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
-            return Ok(Inspected { token, kid });
-        }
-        // serde would also read a struct from a JSON array; a header is an object or nothing.
-        if header_json.trim_ascii_start().first() != Some(&b'{') {
-            return Err(Rejection::BadHeader);
-        }
-        let header: HeaderIn =
-            serde_json::from_slice(&header_json).map_err(|_| Rejection::BadHeader)?;
-        if header.typ.as_deref() != Some(HANDOFF_TYP) {
-            return Err(Rejection::WrongType);
-        }
-        if header.alg != ALGORITHM_NAME {
-            return Err(Rejection::WrongAlgorithm);
-        }
-        let kid = header.kid.ok_or(Rejection::MissingKid)?;
-        let kid = Kid::parse(&kid).map_err(|_| Rejection::UnknownKid)?;
-        Ok(Inspected { token, kid })
+        inspect_typed(token, HANDOFF_TYP)
     }
 
     /// Checks the signature with `key` and then every claim, at time `now`.
@@ -289,32 +256,7 @@ impl Verifier {
         key: &VerificationKey,
         now: UnixTime,
     ) -> Result<VerifiedHandoff, Rejection> {
-        if key.kid() != &inspected.kid {
-            return Err(Rejection::UnknownKid);
-        }
-        // The signature, through jsonwebtoken's crypto API (running on ring) over exactly the
-        // first two segments. `inspect` has parsed and checked the header already, so the
-        // header is not parsed again, and the claims are decoded once, straight into their
-        // strict types (jsonwebtoken's `decode` would parse the header twice and the claims
-        // twice, and check times against the wall clock).
-        let (message, signature) = inspected.token.rsplit_once('.').ok_or(Rejection::Malformed)?;
-        let genuine =
-            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key.decoding(), ALGORITHM)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::InvalidAlgorithm
-                    | ErrorKind::MissingAlgorithm
-                    | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
-                    _ => Rejection::Malformed,
-                })?;
-        if !genuine {
-            return Err(Rejection::BadSignature);
-        }
-        let payload = message.split_once('.').map(|(_, p)| p).ok_or(Rejection::Malformed)?;
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Rejection::Malformed)?;
-        // A claims set is a JSON object (serde would also read a struct from an array).
-        if json.trim_ascii_start().first() != Some(&b'{') {
-            return Err(Rejection::MalformedClaims);
-        }
+        let json = signed_claims(&inspected, key)?;
         let claims: ClaimsIn =
             serde_json::from_slice(&json).map_err(|_| Rejection::MalformedClaims)?;
         let s = &self.settings;
@@ -372,6 +314,80 @@ impl Verifier {
         let key = keys.get(inspected.kid().as_str()).ok_or(Rejection::UnknownKid)?;
         self.verify(inspected, key, now)
     }
+}
+
+/// Checks what can be checked of a token of type `typ` without a key: size, shape and header
+/// (its `typ`, the pinned algorithm, a `kid` that can be a thumbprint, nothing else).
+pub(crate) fn inspect_typed<'t>(token: &'t str, typ: &str) -> Result<Inspected<'t>, Rejection> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Rejection::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::Malformed);
+    };
+    let segment_ok = |s: &str| !s.is_empty() && s.bytes().all(is_base64url_byte);
+    if !(segment_ok(header) && segment_ok(payload) && segment_ok(signature)) {
+        return Err(Rejection::Malformed);
+    }
+    let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
+    if typ == HANDOFF_TYP {
+        if let Some(kid) = profile_header_kid(&header_json) {
+            let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
+            return Ok(Inspected { token, kid });
+        }
+    }
+    // serde would also read a struct from a JSON array; a header is an object or nothing.
+    if header_json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Rejection::BadHeader);
+    }
+    let header: HeaderIn =
+        serde_json::from_slice(&header_json).map_err(|_| Rejection::BadHeader)?;
+    if header.typ.as_deref() != Some(typ) {
+        return Err(Rejection::WrongType);
+    }
+    if header.alg != ALGORITHM_NAME {
+        return Err(Rejection::WrongAlgorithm);
+    }
+    let kid = header.kid.ok_or(Rejection::MissingKid)?;
+    let kid = Kid::parse(&kid).map_err(|_| Rejection::UnknownKid)?;
+    Ok(Inspected { token, kid })
+}
+
+/// Checks an inspected token's signature with `key` and returns its claims' JSON (an object,
+/// not yet read). The signature goes through jsonwebtoken's crypto API (running on ring) over
+/// exactly the first two segments; the header was checked by [`inspect_typed`] and is not
+/// parsed again, and the claims are decoded once, straight into their strict types by the
+/// caller (jsonwebtoken's `decode` would parse the header twice and the claims twice, and
+/// check times against the wall clock).
+pub(crate) fn signed_claims(
+    inspected: &Inspected<'_>,
+    key: &VerificationKey,
+) -> Result<Vec<u8>, Rejection> {
+    if key.kid() != &inspected.kid {
+        return Err(Rejection::UnknownKid);
+    }
+    let (message, signature) = inspected.token.rsplit_once('.').ok_or(Rejection::Malformed)?;
+    let genuine =
+        jsonwebtoken::crypto::verify(signature, message.as_bytes(), key.decoding(), ALGORITHM)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::MissingAlgorithm
+                | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
+                _ => Rejection::Malformed,
+            })?;
+    if !genuine {
+        return Err(Rejection::BadSignature);
+    }
+    let payload = message.split_once('.').map(|(_, p)| p).ok_or(Rejection::Malformed)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Rejection::Malformed)?;
+    // A claims set is a JSON object (serde would also read a struct from an array).
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Rejection::MalformedClaims);
+    }
+    Ok(json)
 }
 
 /// The `kid` of a header written exactly as our minter writes it —

@@ -1,0 +1,110 @@
+//! `POST /backchannel-logout`: the issuer says a session (or every session of a user up to
+//! now) ended. The logout token is verified as strictly as a handoff — its own `typ`, the
+//! pinned algorithm, the issuer's keys, issuer and audience, a short life, the event, no
+//! `nonce` — and used once; then the revocation store remembers what ended, for as long as a
+//! grant or a handoff token it covers could still be honoured. Answers 200 (empty) when
+//! recorded, 400 `invalid_request` for a token that does not pass, and 503 when the stores
+//! cannot take it (the issuer retries).
+
+use ::handoff::logout::VerifiedLogout;
+use ::handoff::{Freshness, Rejection};
+use poem::http::{header, StatusCode};
+use poem::web::{Data, Form};
+use poem::{handler, Response};
+use serde::Deserialize;
+
+use super::State;
+
+#[derive(Deserialize)]
+pub(super) struct LogoutForm {
+    #[serde(default)]
+    logout_token: String,
+}
+
+impl std::fmt::Debug for LogoutForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogoutForm").finish_non_exhaustive()
+    }
+}
+
+/// Why a logout was not recorded.
+enum Failure {
+    /// The token does not pass (400).
+    Refused(&'static str),
+    /// A store cannot take it now (503).
+    Unavailable(String),
+}
+
+fn answer(status: StatusCode, body: &'static str) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body)
+}
+
+#[handler]
+pub(super) async fn backchannel_logout(
+    Data(state): Data<&State>,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    match record(state, &form.logout_token).await {
+        Ok(logout) => {
+            state.metrics.logouts.with_label_values(&["recorded"]).inc();
+            tracing::info!(
+                event = "logout.received",
+                jti = %logout.jti,
+                sub = ?logout.ended.sub.as_ref().map(::handoff::Subject::as_str),
+                session = logout.ended.sid.is_some(),
+                "back-channel logout recorded"
+            );
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CACHE_CONTROL, "no-store")
+                .finish()
+        }
+        Err(Failure::Refused(reason)) => {
+            state.metrics.logouts.with_label_values(&["refused"]).inc();
+            tracing::warn!(event = "logout.refused", reason, "back-channel logout refused");
+            answer(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#)
+        }
+        Err(Failure::Unavailable(why)) => {
+            state.metrics.logouts.with_label_values(&["unavailable"]).inc();
+            tracing::error!(event = "logout.unavailable", error = %why, "cannot record a back-channel logout");
+            answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#)
+        }
+    }
+}
+
+async fn record(state: &State, token: &str) -> Result<VerifiedLogout, Failure> {
+    let refused = |r: Rejection| Failure::Refused(r.code());
+    let inspected = state.logout_verifier.inspect(token).map_err(refused)?;
+    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(refused)?;
+    let key = set.get(inspected.kid().as_str()).ok_or(Failure::Refused("unknown_kid"))?;
+    let now = state.config.clock.now();
+    let logout = state.logout_verifier.verify(inspected, key, now).map_err(refused)?;
+    if logout.ended.sub.is_none() {
+        // Every logout this party acts on names the user (the stores are kept by user).
+        return Err(Failure::Refused("no_subject"));
+    }
+    match state.replay.check_and_set(logout.jti, logout.replay_until, now).await {
+        Ok(Freshness::Fresh) => {}
+        Ok(_) => return Err(Failure::Refused("replayed")),
+        Err(e) => return Err(Failure::Unavailable(e.to_string())),
+    }
+    // Everything the user had up to the logout: tokens, and grants by their token's `iat`, on
+    // the issuer's clock like the logout's own `iat`. Kept as long as a grant or a token issued
+    // before could still be honoured.
+    let leeway = state.config.leeway.as_secs();
+    let before = logout.issued_at;
+    let until = now
+        .plus(state.config.grant_ttl.as_secs())
+        .plus(state.config.max_token_lifetime.as_secs())
+        .plus(2 * leeway);
+    state
+        .revocations
+        .record(&logout.ended, before, until)
+        .await
+        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    Ok(logout)
+}
