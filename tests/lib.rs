@@ -1354,9 +1354,12 @@ impl SmtpServer {
                 .arg(pki.join("server.pem"))
                 .arg(pki.join("server.key"));
         }
+        // Its log (a TLS handshake a test makes fail on purpose prints a traceback) stays out
+        // of the test output.
         let child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("python3 runs (with python3-aiosmtpd; .ci/run installs it)");
         self.child = Some(child);

@@ -163,6 +163,9 @@ pub enum AccountError {
     /// This client asked for too much mail within the hour.
     #[error("too many requests from your network; try again in an hour")]
     Limited,
+    /// Too many wrong current passwords: try again after this many seconds.
+    #[error("too many wrong passwords; wait {0} seconds")]
+    Throttled(u64),
     /// Sign-up is closed.
     #[error("sign-up is closed")]
     SignupClosed,
@@ -399,6 +402,14 @@ impl Accounts {
                 Err(_) => None,
             }
         };
+        // One account, one more count whatever it was typed as (its name or its address).
+        if let Some((user, _)) = &found {
+            keys.push(Key::Account(format!("id:{}", user.id)));
+            if let Err(wait) = throttle::check(&self.db, &keys[keys.len() - 1..], now).await? {
+                tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
+                return Err(SignInError::Throttled { wait });
+            }
+        }
         let stored = found.as_ref().map(|(_, h)| h.clone());
         let ok = match self.verify_password(password, stored).await {
             Ok(ok) => ok,
@@ -414,6 +425,11 @@ impl Accounts {
             }
         };
         throttle::success(&self.db, &keys[0]).await?;
+        if let Some(id_key) =
+            keys.iter().find(|k| matches!(k, Key::Account(a) if a.starts_with("id:")))
+        {
+            throttle::success(&self.db, id_key).await?;
+        }
         if user.disabled {
             tracing::warn!(event = "signin.disabled", sub = %user.id, "sign-in to a disabled account");
             return Err(SignInError::Disabled);
@@ -700,6 +716,31 @@ impl Accounts {
         Ok(user)
     }
 
+    /// Checks `password` as `user`'s current one (to confirm a change), throttled as sign-ins
+    /// are: by the account and by the client address, so a stolen session cannot guess it.
+    async fn check_current_password(
+        &self,
+        user: &User,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<(), AccountError> {
+        let now = self.clock.now();
+        let mut keys = vec![Key::Account(format!("id:{}", user.id))];
+        keys.extend(client.ip.map(Key::client));
+        if let Err(wait) = throttle::check(&self.db, &keys, now).await? {
+            tracing::warn!(event = "password.check_throttled", sub = %user.id, wait, "current-password checks throttled");
+            return Err(AccountError::Throttled(wait));
+        }
+        let stored = self.db.user_by_id(&user.id).await?.map(|(_, hash)| hash);
+        if !self.verify_password(password, stored).await? {
+            throttle::failure(&self.db, &keys, now).await?;
+            tracing::warn!(event = "password.check_failed", sub = %user.id, "wrong current password");
+            return Err(AccountError::WrongPassword);
+        }
+        throttle::success(&self.db, &keys[0]).await?;
+        Ok(())
+    }
+
     /// Changes `user`'s password, given the current one: their other sessions end (the one
     /// in `keep` stays), tokens issued before now stop counting, and a notice goes to their
     /// address.
@@ -713,11 +754,9 @@ impl Accounts {
         keep: SessionHash,
         current: String,
         new: String,
+        client: &ClientInfo,
     ) -> Result<(), AccountError> {
-        let stored = self.db.user_by_id(&user.id).await?.map(|(_, hash)| hash);
-        if !self.verify_password(current, stored).await? {
-            return Err(AccountError::WrongPassword);
-        }
+        self.check_current_password(user, current, client).await?;
         check_policy(&new, user.name.as_str(), user.email.as_ref().map(Email::as_str))?;
         let hash = self.hash_password(new).await?;
         let others: Vec<SessionInfo> = self
@@ -756,10 +795,7 @@ impl Accounts {
         if user.email.as_ref() == Some(&email) {
             return Err(AccountError::SameEmail);
         }
-        let stored = self.db.user_by_id(&user.id).await?.map(|(_, hash)| hash);
-        if !self.verify_password(password, stored).await? {
-            return Err(AccountError::WrongPassword);
-        }
+        self.check_current_password(user, password, client).await?;
         self.client_may_mail(client).await?;
         self.mail(Kind::ConfirmNewEmail, Some(user), email.as_str()).await?;
         Ok(email)

@@ -336,11 +336,29 @@ impl OAuth {
             DevicePoll::Denied => Err(OAuthError::AccessDenied),
             DevicePoll::Pending { too_fast: true } => Err(OAuthError::SlowDown),
             DevicePoll::Pending { too_fast: false } => Err(OAuthError::AuthorizationPending),
-            DevicePoll::Approved { user, scope } => {
+            DevicePoll::Approved { user, scope, decided } => {
+                // An approval from before the user's tokens were revoked (a stolen session that
+                // approved, then "sign out everywhere") gives nothing.
+                let valid_after = self.db.tokens_valid_after(&user).await?;
+                if valid_after.is_some_and(|t| decided <= t) {
+                    return Err(OAuthError::InvalidGrant);
+                }
+                self.check_user(&user).await?;
                 let family =
                     family_id().ok_or_else(|| OAuthError::Internal("randomness failed".into()))?;
+                let refresh_token = secret()?;
                 let family_expires = now.plus(self.settings.refresh_max_secs);
-                self.issue(&user, client_id, &scope, &family, family_expires, now).await
+                let first = NewRefresh {
+                    hash: &hash_of(&refresh_token),
+                    family: &family,
+                    user: &user,
+                    client_id,
+                    scope: &scope,
+                    expires: now.plus(self.settings.refresh_idle_secs).min(family_expires),
+                    family_expires,
+                };
+                self.db.start_family(&first, now).await?;
+                self.tokens(&user, client_id, &scope, refresh_token, now)
             }
         }
     }
@@ -349,8 +367,9 @@ impl OAuth {
     ///
     /// # Errors
     ///
-    /// `invalid_grant` for a token that is unknown, expired, revoked, issued before the user's
-    /// `tokens_valid_after`, for another app — or used before, which revokes its family.
+    /// `invalid_grant` for a token that is unknown, expired, revoked, issued up to the user's
+    /// `tokens_valid_after`, for another app, of a disabled user — or used before, which
+    /// revokes its family.
     pub async fn refresh(
         &self,
         client_id: &str,
@@ -358,52 +377,52 @@ impl OAuth {
     ) -> Result<Tokens, OAuthError> {
         self.clients.get(client_id).ok_or(OAuthError::InvalidClient)?;
         let now = self.clock.now();
-        match self.db.rotate_refresh(&hash_of(refresh_token), now).await? {
+        let next = secret()?;
+        let idle = self.settings.refresh_idle_secs;
+        match self.db.rotate_refresh(&hash_of(refresh_token), &hash_of(&next), idle, now).await? {
             Rotation::Invalid => Err(OAuthError::InvalidGrant),
             Rotation::Reused { family, user } => {
                 tracing::warn!(
                     event = "security.refresh_reuse",
                     sub = %user,
+                    family = %family,
                     client_id,
                     "a rotated refresh token was used again: its whole family is revoked"
                 );
-                let _ = family;
                 Err(OAuthError::InvalidGrant)
             }
-            Rotation::Rotated {
-                family,
-                user,
-                client_id: owner,
-                scope,
-                created,
-                family_expires,
-            } => {
+            Rotation::Rotated { family, user, client_id: owner, scope, created, .. } => {
                 let valid_after = self.db.tokens_valid_after(&user).await?;
                 // Times are whole seconds: a token from the very second of a revocation is
                 // taken as from before it.
-                if owner != client_id || valid_after.is_some_and(|t| created <= t) {
+                let revoked = valid_after.is_some_and(|t| created <= t);
+                if owner != client_id || revoked || self.check_user(&user).await.is_err() {
+                    // The successor was recorded with the rotation: the family takes it along.
                     self.db.revoke_refresh(RevokeBy::Family(&family)).await?;
                     return Err(OAuthError::InvalidGrant);
                 }
-                self.issue(&user, client_id, &scope, &family, family_expires, now).await
+                self.tokens(&user, client_id, &scope, next, now)
             }
         }
     }
 
-    /// An access token and the family's next refresh token for `user`.
-    async fn issue(
+    /// The user exists and is not disabled.
+    async fn check_user(&self, user: &Subject) -> Result<(), OAuthError> {
+        match self.db.user_by_id(user).await? {
+            Some((u, _)) if !u.disabled => Ok(()),
+            _ => Err(OAuthError::InvalidGrant),
+        }
+    }
+
+    /// An access token for `user`, with `refresh_token` (recorded already).
+    fn tokens(
         &self,
         user: &Subject,
         client_id: &str,
         scope: &str,
-        family: &str,
-        family_expires: UnixTime,
+        refresh_token: String,
         now: UnixTime,
     ) -> Result<Tokens, OAuthError> {
-        match self.db.user_by_id(user).await? {
-            Some((u, _)) if !u.disabled => {}
-            _ => return Err(OAuthError::InvalidGrant),
-        }
         let keys = self.handoffs.keys().current(now);
         let request = AccessRequest {
             audience: &self.api,
@@ -416,18 +435,6 @@ impl OAuth {
             .minter(now)
             .mint_access(&request, now)
             .map_err(|e| OAuthError::Internal(e.to_string()))?;
-        let refresh_token = secret()?;
-        let expires = now.plus(self.settings.refresh_idle_secs).min(family_expires);
-        let refresh = NewRefresh {
-            hash: &hash_of(&refresh_token),
-            family,
-            user,
-            client_id,
-            scope,
-            expires,
-            family_expires,
-        };
-        self.db.insert_refresh(&refresh, now).await?;
         tracing::info!(event = "token.issued", sub = %user, client_id, jti = %claims.jti, "access token issued");
         Ok(Tokens {
             access_token,

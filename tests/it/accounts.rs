@@ -633,3 +633,58 @@ async fn mail_that_fails_for_a_day_is_dropped() {
     let metrics = text_of(&plain_client(), &format!("{}/metrics", s.server1)).await;
     assert!(metrics.contains("mail_outbox_pending 0"), "{metrics}");
 }
+
+/// Confirming a change with the current password is throttled like signing in: a stolen
+/// session cannot guess the password on the account page.
+#[tokio::test]
+async fn the_current_password_cannot_be_guessed_on_the_account_page() {
+    let s = spawn().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    for i in 0..5 {
+        let resp = post_account(
+            &c,
+            &s,
+            "/account/password",
+            &[("current", "guess wrong 1234"), ("new", NEW_PASSWORD)],
+        )
+        .await;
+        assert_eq!(resp.status(), 400, "guess {i}");
+    }
+    let resp = post_account(
+        &c,
+        &s,
+        "/account/email",
+        &[("email", "x@example.com"), ("password", "guess wrong 1234")],
+    )
+    .await;
+    assert_eq!(resp.status(), 429, "throttled, on either form");
+    let resp =
+        post_account(&c, &s, "/account/password", &[("current", PASSWORD), ("new", NEW_PASSWORD)])
+            .await;
+    assert_eq!(resp.status(), 429, "even the right password waits");
+}
+
+/// A change-of-address link does not survive a password reset: whoever asked for it no
+/// longer speaks for the account.
+#[tokio::test]
+async fn a_reset_kills_a_pending_change_of_address() {
+    let smtp = SmtpServer::start().await;
+    let s = spawn_mail(&smtp, |_| {}).await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let resp = post_account(
+        &c,
+        &s,
+        "/account/email",
+        &[("email", "thief@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let change = smtp.wait_for("thief@example.com", 1, 10).await.remove(0).link();
+    assert_eq!(ask_reset(&client(), &s, "alice@example.com").await.status(), 200);
+    let reset = smtp.wait_for("alice@example.com", 1, 10).await.remove(0).link();
+    assert_eq!(set_new_password(&client(), &reset, NEW_PASSWORD).await.status(), 200);
+    assert_eq!(client().get(&change).send().await.unwrap().status(), 200, "the page opens");
+    assert_eq!(follow(&client(), &change).await.status(), 400, "but the link is dead");
+}

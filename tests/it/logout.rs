@@ -158,7 +158,12 @@ async fn bad_logout_tokens_are_refused() {
     let forger = handoff::SigningKey::generate().unwrap();
     let other_aud = handoff::Audience::parse("http://localhost:1").unwrap();
     let bad: Vec<(&str, String)> = vec![
-        ("forged", mint_logout(&forger, &iss, &aud, &everything, now()).unwrap().0),
+        ("with a bad signature", {
+            let (good, _) = mint_logout(&s.key, &iss, &aud, &everything, now()).unwrap();
+            let (head, sig) = good.rsplit_once('.').unwrap();
+            let flipped = if sig.starts_with('A') { "B" } else { "A" };
+            format!("{head}.{flipped}{}", &sig[1..])
+        }),
         (
             "for another audience",
             mint_logout(&s.key, &iss, &other_aud, &everything, now()).unwrap().0,
@@ -211,6 +216,10 @@ async fn bad_logout_tokens_are_refused() {
         assert_eq!(resp.status(), 400, "{what}");
         assert_eq!(resp.text().await.unwrap(), r#"{"error":"invalid_request"}"#, "{what}");
     }
+    // Signed by a key SERVER2 does not know: maybe a key it has not fetched yet, so "try
+    // again" (503), which the issuer's outbox does; a forger gains nothing by it.
+    let forged = mint_logout(&forger, &iss, &aud, &everything, now()).unwrap().0;
+    assert_eq!(post(forged).await.status(), 503);
     assert_eq!(status_of(&browser, &report).await, 200, "nothing refused ended the grant");
     // A good one works once; its replay is refused.
     let good = sign(header, claims);

@@ -310,7 +310,7 @@ async fn racing_refreshes_one_wins() {
             expires: far,
             family_expires: far,
         };
-        db.insert_refresh(&new, now()).await.unwrap();
+        db.start_family(&new, now()).await.unwrap();
         let (a, b) = tokio::join!(refresh(&s, &token), refresh(&s, &token));
         *outcomes.entry((a.0, b.0)).or_insert(0u32) += 1;
     }
@@ -388,4 +388,46 @@ async fn revocation_by_time_and_by_list() {
         refresh(&s, fresh["refresh_token"].as_str().unwrap()).await.1["error"],
         "invalid_grant"
     );
+}
+
+/// An app approved by a session that is then signed out everywhere gets nothing, and guessing
+/// codes on the approval form is throttled.
+#[tokio::test]
+async fn approvals_end_with_the_sessions_and_codes_cannot_be_guessed() {
+    let s = spawn().await;
+    let browser = client();
+    sign_in(&browser, &s.server1, "alice").await;
+    let started = start(&s).await;
+    assert_eq!(
+        decide(&browser, &s, started["user_code"].as_str().unwrap(), "approve").await.status(),
+        200
+    );
+    let page = text_of(&browser, &format!("{}/account", s.server1)).await;
+    let csrf = form_value(&page, "csrf").unwrap();
+    browser
+        .post(format!("{}/account/sessions/end-all", s.server1))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        poll(&s, started["device_code"].as_str().unwrap()).await.1["error"],
+        "invalid_grant"
+    );
+
+    sign_in(&browser, &s.server1, "alice").await;
+    let page = text_of(&browser, &format!("{}/device", s.server1)).await;
+    let csrf = form_value(&page, "csrf").unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let resp = browser
+            .post(format!("{}/device/decide", s.server1))
+            .form(&[("csrf", csrf.as_str()), ("user_code", "BCDF-GHJK"), ("decision", "approve")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[400; 5], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "{statuses:?}");
 }

@@ -318,10 +318,12 @@ pub enum DevicePoll {
         user: Subject,
         /// What was approved.
         scope: String,
+        /// When.
+        decided: UnixTime,
     },
 }
 
-/// A refresh token to record, in its family.
+/// A new refresh family and its first token.
 #[derive(Debug, Clone, Copy)]
 pub struct NewRefresh<'a> {
     /// The SHA-256 of the token.
@@ -343,7 +345,7 @@ pub struct NewRefresh<'a> {
 /// What presenting a refresh token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// It was live and is now used: a new one may be issued in the same family.
+    /// It was live and is now used; the family's next token was recorded with it.
     Rotated {
         /// The family.
         family: String,
@@ -789,31 +791,36 @@ impl Db {
         on_engine!(self.poll_device(device_hash, client_id, now))
     }
 
-    /// Records a refresh token.
+    /// Starts a refresh family with its first token.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub async fn insert_refresh(
-        &self,
-        token: &NewRefresh<'_>,
-        now: UnixTime,
-    ) -> Result<(), DbError> {
-        on_engine!(self.insert_refresh(token, now))
+    pub async fn start_family(&self, token: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
+        on_engine!(self.start_family(token, now))
     }
 
-    /// Uses a refresh token, atomically: of two requests with one token, one rotates it; the
-    /// other (and any later use) finds it used, which revokes its whole family.
+    /// Uses the refresh token `hash` and records its successor `next_hash` (unused for
+    /// `idle_secs` it stops working; never past the family's end), in one transaction that
+    /// holds the family: of two requests with one token, one rotates it; the other — and any
+    /// later use — finds it used, which revokes the whole family. A family revoked while a
+    /// rotation runs takes the successor with it.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub async fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
-        on_engine!(self.rotate_refresh(hash, now))
+    pub async fn rotate_refresh(
+        &self,
+        hash: &[u8],
+        next_hash: &[u8],
+        idle_secs: u64,
+        now: UnixTime,
+    ) -> Result<Rotation, DbError> {
+        on_engine!(self.rotate_refresh(hash, next_hash, idle_secs, now))
     }
 
     /// Revokes refresh-token families: one (`family`), a user's, or an app's; how many
-    /// tokens.
+    /// families.
     ///
     /// # Errors
     ///

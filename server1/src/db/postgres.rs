@@ -165,6 +165,20 @@ const MIGRATIONS: &[&str] = &[
         jti TEXT PRIMARY KEY,
         expires_at BIGINT NOT NULL
      );",
+    // v5: what SQLite's v6 adds (refresh families as rows, when a device request was decided).
+    "CREATE TABLE refresh_families (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE,
+        expires_at BIGINT NOT NULL
+     );
+     INSERT INTO refresh_families (id, user_id, client_id, revoked, expires_at)
+        SELECT family, min(user_id), min(client_id), bool_or(revoked), max(family_expires_at)
+        FROM refresh_tokens GROUP BY family;
+     CREATE INDEX refresh_families_user ON refresh_families(user_id);
+     CREATE INDEX refresh_families_client ON refresh_families(client_id);
+     ALTER TABLE device_codes ADD COLUMN decided_at BIGINT;",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -227,6 +241,10 @@ async fn end_sessions(
         )
         .await
         .map_err(unavailable)?;
+        // App approvals not collected yet go with the sessions.
+        tx.execute("DELETE FROM device_codes WHERE user_id = $1", &[&user.as_str()])
+            .await
+            .map_err(unavailable)?;
     }
     Ok(ended)
 }
@@ -597,6 +615,13 @@ impl PgDb {
             tx.execute(
                 "UPDATE users SET password_hash = $2 WHERE id = $1",
                 &[&user.as_str(), &password_hash],
+            )
+            .await
+            .map_err(unavailable)?;
+            // A reset or change-of-address link from before no longer speaks for the account.
+            tx.execute(
+                "DELETE FROM one_time_links WHERE user_id = $1 AND purpose <> 'verify_email'",
+                &[&user.as_str()],
             )
             .await
             .map_err(unavailable)?;
@@ -978,7 +1003,7 @@ impl PgDb {
         let state = if approve { "approved" } else { "denied" };
         let changed = self
             .execute(
-                "UPDATE device_codes SET state = $3, user_id = $2
+                "UPDATE device_codes SET state = $3, user_id = $2, decided_at = $4
                  WHERE user_code = $1 AND state = 'pending' AND expires_at > $4",
                 &[&user_code, &user.as_str(), &state, &secs(now)],
             )
@@ -1002,7 +1027,7 @@ impl PgDb {
             let tx = conn.transaction().await.map_err(unavailable)?;
             let row = tx
                 .query_opt(
-                    "SELECT scope, expires_at, interval_secs, last_poll, state, user_id
+                    "SELECT scope, expires_at, interval_secs, last_poll, state, user_id, decided_at
                      FROM device_codes WHERE device_hash = $1 AND client_id = $2 FOR UPDATE",
                     &[&device_hash, &client_id],
                 )
@@ -1021,7 +1046,10 @@ impl PgDb {
                 DevicePoll::Expired
             } else {
                 match (state.as_str(), user.and_then(|u| Subject::parse(&u).ok())) {
-                    ("approved", Some(user)) => DevicePoll::Approved { user, scope },
+                    ("approved", Some(user)) => {
+                        let decided: Option<i64> = row.get(6);
+                        DevicePoll::Approved { user, scope, decided: time(decided.unwrap_or(0)) }
+                    }
                     ("denied", _) => DevicePoll::Denied,
                     _ => {
                         let too_fast = now - last_poll < interval;
@@ -1046,91 +1074,113 @@ impl PgDb {
         .await
     }
 
-    /// See [`super::Db::insert_refresh`].
+    /// See [`super::Db::start_family`].
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub async fn insert_refresh(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
-        self.execute(
-            "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
-                                         expires_at, family_expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &t.hash,
-                &t.family,
-                &t.user.as_str(),
-                &t.client_id,
-                &t.scope,
-                &secs(now),
-                &secs(t.expires),
-                &secs(t.family_expires),
-            ],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// See [`super::Db::rotate_refresh`]. The `UPDATE … WHERE used_at IS NULL` takes the row's
-    /// lock: a second request with the same token waits, then finds it used.
-    ///
-    /// # Errors
-    ///
-    /// [`DbError::Unavailable`].
-    pub async fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
-        let now = secs(now);
+    pub async fn start_family(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
         self.with(|mut conn| async move {
             let tx = conn.transaction().await.map_err(unavailable)?;
-            let rotated = tx
+            tx.execute(
+                "INSERT INTO refresh_families (id, user_id, client_id, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&t.family, &t.user.as_str(), &t.client_id, &secs(t.family_expires)],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
+                                             expires_at, family_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &t.hash,
+                    &t.family,
+                    &t.user.as_str(),
+                    &t.client_id,
+                    &t.scope,
+                    &secs(now),
+                    &secs(t.expires),
+                    &secs(t.family_expires),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// See [`super::Db::rotate_refresh`]. `FOR UPDATE OF t, f` holds the token and its family
+    /// for the transaction: rotations and revocations of one family take turns. A second
+    /// request with the same token waits, then reads the token as the first left it (locking
+    /// `t` too makes PostgreSQL read its newest version; with only `f` locked it would see
+    /// `used_at` from before the wait, and both would win), and finds it used. A revocation
+    /// that comes during a rotation waits and then covers the successor too (it marks the
+    /// family, not the tokens).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn rotate_refresh(
+        &self,
+        hash: &[u8],
+        next_hash: &[u8],
+        idle_secs: u64,
+        now: UnixTime,
+    ) -> Result<Rotation, DbError> {
+        let now = secs(now);
+        let idle = i64::try_from(idle_secs).unwrap_or(i64::MAX);
+        self.with(|mut conn| async move {
+            let tx = conn.transaction().await.map_err(unavailable)?;
+            let row = tx
                 .query_opt(
-                    "UPDATE refresh_tokens SET used_at = $2
-                     WHERE token_hash = $1 AND used_at IS NULL AND NOT revoked
-                       AND expires_at > $2 AND family_expires_at > $2
-                     RETURNING family, user_id, client_id, scope, created_at, family_expires_at",
-                    &[&hash, &now],
+                    "SELECT t.family, t.user_id, t.client_id, t.scope, t.created_at, t.used_at,
+                            t.expires_at, f.revoked, f.expires_at
+                     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family
+                     WHERE t.token_hash = $1 FOR UPDATE OF t, f",
+                    &[&hash],
                 )
                 .await
                 .map_err(unavailable)?;
-            let outcome = if let Some(r) = rotated {
-                match Subject::parse(&r.get::<_, String>(1)) {
-                    Ok(user) => Rotation::Rotated {
-                        family: r.get(0),
-                        user,
-                        client_id: r.get(2),
-                        scope: r.get(3),
-                        created: time(r.get(4)),
-                        family_expires: time(r.get(5)),
-                    },
-                    Err(_) => Rotation::Invalid,
-                }
-            } else {
-                let used = tx
-                    .query_opt(
-                        "SELECT family, user_id FROM refresh_tokens
-                         WHERE token_hash = $1 AND used_at IS NOT NULL",
-                        &[&hash],
-                    )
+            let Some(r) = row else { return Ok(Rotation::Invalid) };
+            let family: String = r.get(0);
+            let Ok(user) = Subject::parse(&r.get::<_, String>(1)) else {
+                return Ok(Rotation::Invalid);
+            };
+            let (client_id, scope): (String, String) = (r.get(2), r.get(3));
+            let (created, used, expires): (i64, Option<i64>, i64) = (r.get(4), r.get(5), r.get(6));
+            let (revoked, family_expires): (bool, i64) = (r.get(7), r.get(8));
+            if used.is_some() {
+                tx.execute("UPDATE refresh_families SET revoked = TRUE WHERE id = $1", &[&family])
                     .await
                     .map_err(unavailable)?;
-                match used {
-                    Some(r) => {
-                        let family: String = r.get(0);
-                        tx.execute(
-                            "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1",
-                            &[&family],
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                        match Subject::parse(&r.get::<_, String>(1)) {
-                            Ok(user) => Rotation::Reused { family, user },
-                            Err(_) => Rotation::Invalid,
-                        }
-                    }
-                    None => Rotation::Invalid,
-                }
-            };
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(Rotation::Reused { family, user });
+            }
+            if revoked || expires <= now || family_expires <= now {
+                return Ok(Rotation::Invalid);
+            }
+            tx.execute("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1", &[&hash, &now])
+                .await
+                .map_err(unavailable)?;
+            let next_expires = now.saturating_add(idle).min(family_expires);
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
+                                             expires_at, family_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&next_hash, &family, &user.as_str(), &client_id, &scope, &now, &next_expires, &family_expires],
+            )
+            .await
+            .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
-            Ok(outcome)
+            Ok(Rotation::Rotated {
+                family,
+                user,
+                client_id,
+                scope,
+                created: time(created),
+                family_expires: time(family_expires),
+            })
         })
         .await
     }
@@ -1143,25 +1193,13 @@ impl PgDb {
     pub async fn revoke_refresh(&self, by: RevokeBy<'_>) -> Result<u64, DbError> {
         match by {
             RevokeBy::Family(f) => {
-                self.execute(
-                    "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND NOT revoked",
-                    &[&f],
-                )
-                .await
+                self.execute("UPDATE refresh_families SET revoked = TRUE WHERE id = $1 AND NOT revoked", &[&f]).await
             }
             RevokeBy::User(u) => {
-                self.execute(
-                    "UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1 AND NOT revoked",
-                    &[&u.as_str()],
-                )
-                .await
+                self.execute("UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked", &[&u.as_str()]).await
             }
             RevokeBy::Client(c) => {
-                self.execute(
-                    "UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = $1 AND NOT revoked",
-                    &[&c],
-                )
-                .await
+                self.execute("UPDATE refresh_families SET revoked = TRUE WHERE client_id = $1 AND NOT revoked", &[&c]).await
             }
         }
     }

@@ -142,6 +142,21 @@ const MIGRATIONS: &[&str] = &[
         jti TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
      ) STRICT;",
+    // v6: refresh families as rows of their own (a rotation holds its family; a revocation
+    // marks it), and when a device request was decided.
+    "CREATE TABLE refresh_families (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        expires_at INTEGER NOT NULL
+     ) STRICT;
+     INSERT INTO refresh_families (id, user_id, client_id, revoked, expires_at)
+        SELECT family, min(user_id), min(client_id), max(revoked), max(family_expires_at)
+        FROM refresh_tokens GROUP BY family;
+     CREATE INDEX refresh_families_user ON refresh_families(user_id);
+     CREATE INDEX refresh_families_client ON refresh_families(client_id);
+     ALTER TABLE device_codes ADD COLUMN decided_at INTEGER;",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -410,6 +425,11 @@ impl SqliteDb {
         tx.execute(
             "UPDATE users SET password_hash = ?2 WHERE id = ?1",
             params![user.as_str(), password_hash],
+        )?;
+        // A reset or change-of-address link from before no longer speaks for the account.
+        tx.execute(
+            "DELETE FROM one_time_links WHERE user_id = ?1 AND purpose <> 'verify_email'",
+            [user.as_str()],
         )?;
         end_sessions(&tx, user, keep, Some(now))?;
         tx.commit()?;
@@ -777,7 +797,7 @@ impl SqliteDb {
     ) -> Result<bool, DbError> {
         let state = if approve { "approved" } else { "denied" };
         let changed = self.conn().execute(
-            "UPDATE device_codes SET state = ?3, user_id = ?2
+            "UPDATE device_codes SET state = ?3, user_id = ?2, decided_at = ?4
              WHERE user_code = ?1 AND state = 'pending' AND expires_at > ?4",
             params![user_code, user.as_str(), state, secs(now)],
         )?;
@@ -797,15 +817,26 @@ impl SqliteDb {
     ) -> Result<DevicePoll, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let row: Option<(String, i64, i64, i64, String, Option<String>)> = tx
+        type Row = (String, i64, i64, i64, String, Option<String>, Option<i64>);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT scope, expires_at, interval_secs, last_poll, state, user_id
+                "SELECT scope, expires_at, interval_secs, last_poll, state, user_id, decided_at
                  FROM device_codes WHERE device_hash = ?1 AND client_id = ?2",
                 params![device_hash, client_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
             )
             .optional()?;
-        let Some((scope, expires, interval, last_poll, state, user)) = row else {
+        let Some((scope, expires, interval, last_poll, state, user, decided)) = row else {
             return Ok(DevicePoll::Unknown);
         };
         let now = secs(now);
@@ -813,7 +844,9 @@ impl SqliteDb {
             DevicePoll::Expired
         } else {
             match (state.as_str(), user.and_then(|u| Subject::parse(&u).ok())) {
-                ("approved", Some(user)) => DevicePoll::Approved { user, scope },
+                ("approved", Some(user)) => {
+                    DevicePoll::Approved { user, scope, decided: time(decided.unwrap_or(0)) }
+                }
                 ("denied", _) => DevicePoll::Denied,
                 _ => {
                     let too_fast = now - last_poll < interval;
@@ -832,13 +865,19 @@ impl SqliteDb {
         Ok(poll)
     }
 
-    /// See [`super::Db::insert_refresh`].
+    /// See [`super::Db::start_family`].
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn insert_refresh(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
-        self.conn().execute(
+    pub fn start_family(&self, t: &NewRefresh<'_>, now: UnixTime) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO refresh_families (id, user_id, client_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![t.family, t.user.as_str(), t.client_id, secs(t.family_expires)],
+        )?;
+        tx.execute(
             "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
                                          expires_at, family_expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -853,76 +892,93 @@ impl SqliteDb {
                 secs(t.family_expires)
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// See [`super::Db::rotate_refresh`].
+    /// See [`super::Db::rotate_refresh`]. SQLite runs one transaction at a time, so the
+    /// family is held for the whole of it.
     ///
     /// # Errors
     ///
     /// [`DbError::Unavailable`].
-    pub fn rotate_refresh(&self, hash: &[u8], now: UnixTime) -> Result<Rotation, DbError> {
+    pub fn rotate_refresh(
+        &self,
+        hash: &[u8],
+        next_hash: &[u8],
+        idle_secs: u64,
+        now: UnixTime,
+    ) -> Result<Rotation, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let rotated = tx
+        type Row = (String, String, String, String, i64, Option<i64>, i64, bool, i64);
+        let row: Option<Row> = tx
             .query_row(
-                "UPDATE refresh_tokens SET used_at = ?2
-                 WHERE token_hash = ?1 AND used_at IS NULL AND revoked = 0
-                   AND expires_at > ?2 AND family_expires_at > ?2
-                 RETURNING family, user_id, client_id, scope, created_at, family_expires_at",
-                params![hash, secs(now)],
+                "SELECT t.family, t.user_id, t.client_id, t.scope, t.created_at, t.used_at,
+                        t.expires_at, f.revoked, f.expires_at
+                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family
+                 WHERE t.token_hash = ?1",
+                [hash],
                 |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
                     ))
                 },
             )
             .optional()?;
-        let outcome = match rotated {
-            Some((family, user, client_id, scope, created, family_expires)) => {
-                match Subject::parse(&user) {
-                    Ok(user) => Rotation::Rotated {
-                        family,
-                        user,
-                        client_id,
-                        scope,
-                        created: time(created),
-                        family_expires: time(family_expires),
-                    },
-                    Err(_) => Rotation::Invalid,
-                }
-            }
-            None => {
-                let used: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT family, user_id FROM refresh_tokens
-                         WHERE token_hash = ?1 AND used_at IS NOT NULL",
-                        [hash],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                match used {
-                    Some((family, user)) => {
-                        tx.execute(
-                            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
-                            [&family],
-                        )?;
-                        match Subject::parse(&user) {
-                            Ok(user) => Rotation::Reused { family, user },
-                            Err(_) => Rotation::Invalid,
-                        }
-                    }
-                    None => Rotation::Invalid,
-                }
-            }
+        let Some((family, user, client_id, scope, created, used, expires, revoked, family_expires)) =
+            row
+        else {
+            return Ok(Rotation::Invalid);
         };
+        let Ok(user) = Subject::parse(&user) else { return Ok(Rotation::Invalid) };
+        let now_s = secs(now);
+        if used.is_some() {
+            tx.execute("UPDATE refresh_families SET revoked = 1 WHERE id = ?1", [&family])?;
+            tx.commit()?;
+            return Ok(Rotation::Reused { family, user });
+        }
+        if revoked || expires <= now_s || family_expires <= now_s {
+            return Ok(Rotation::Invalid);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+            params![hash, now_s],
+        )?;
+        let next_expires =
+            now_s.saturating_add(i64::try_from(idle_secs).unwrap_or(i64::MAX)).min(family_expires);
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,
+                                         expires_at, family_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                next_hash,
+                family,
+                user.as_str(),
+                client_id,
+                scope,
+                now_s,
+                next_expires,
+                family_expires
+            ],
+        )?;
         tx.commit()?;
-        Ok(outcome)
+        Ok(Rotation::Rotated {
+            family,
+            user,
+            client_id,
+            scope,
+            created: time(created),
+            family_expires: time(family_expires),
+        })
     }
 
     /// See [`super::Db::revoke_refresh`].
@@ -933,14 +989,14 @@ impl SqliteDb {
     pub fn revoke_refresh(&self, by: RevokeBy<'_>) -> Result<u64, DbError> {
         let (sql, value) = match by {
             RevokeBy::Family(f) => {
-                ("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1 AND revoked = 0", f)
+                ("UPDATE refresh_families SET revoked = 1 WHERE id = ?1 AND revoked = 0", f)
             }
             RevokeBy::User(u) => (
-                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND revoked = 0",
+                "UPDATE refresh_families SET revoked = 1 WHERE user_id = ?1 AND revoked = 0",
                 u.as_str(),
             ),
             RevokeBy::Client(c) => {
-                ("UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ?1 AND revoked = 0", c)
+                ("UPDATE refresh_families SET revoked = 1 WHERE client_id = ?1 AND revoked = 0", c)
             }
         };
         Ok(u64::try_from(self.conn().execute(sql, [value])?).unwrap_or(u64::MAX))
@@ -994,10 +1050,12 @@ impl SqliteDb {
     ///
     /// [`DbError::Unavailable`].
     pub fn end_sessions_keeping_all(&self, user: &Subject, at: UnixTime) -> Result<(), DbError> {
-        self.conn().execute(
+        let conn = self.conn();
+        conn.execute(
             "UPDATE users SET tokens_valid_after = max(tokens_valid_after, ?2) WHERE id = ?1",
             params![user.as_str(), secs(at)],
         )?;
+        conn.execute("DELETE FROM device_codes WHERE user_id = ?1", [user.as_str()])?;
         Ok(())
     }
 
@@ -1014,6 +1072,7 @@ impl SqliteDb {
         let links = conn.execute("DELETE FROM one_time_links WHERE expires_at <= ?1", [now])?;
         let api = conn.execute("DELETE FROM device_codes WHERE expires_at <= ?1", [now])?
             + conn.execute("DELETE FROM refresh_tokens WHERE family_expires_at <= ?1", [now])?
+            + conn.execute("DELETE FROM refresh_families WHERE expires_at <= ?1", [now])?
             + conn.execute("DELETE FROM denied_tokens WHERE expires_at <= ?1", [now])?;
         let counts = conn.execute(
             "DELETE FROM signin_throttle WHERE last_seen <= ?1 AND blocked_until <= ?2",
@@ -1103,6 +1162,8 @@ fn end_sessions(
             "UPDATE users SET tokens_valid_after = max(tokens_valid_after, ?2) WHERE id = ?1",
             params![user.as_str(), secs(at)],
         )?;
+        // App approvals not collected yet go with the sessions.
+        tx.execute("DELETE FROM device_codes WHERE user_id = ?1", [user.as_str()])?;
     }
     Ok(u64::try_from(ended).unwrap_or(u64::MAX))
 }

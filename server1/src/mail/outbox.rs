@@ -213,10 +213,10 @@ impl Outbox {
                 "back-channel logout delivered"
             );
             Ok(Done::Sent)
-        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            Err(MailError::Transient(format!("{} answered {status}", target.id)))
         } else {
-            Err(MailError::Permanent(format!("{} answered {status}", target.id)))
+            // Even a refusal is retried (for a day, with the backoff): a partner that cannot
+            // check the token yet, or is misconfigured for a while, must not lose the logout.
+            Err(MailError::Transient(format!("{} answered {status}", target.id)))
         }
     }
 

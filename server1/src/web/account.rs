@@ -456,7 +456,8 @@ pub(super) async fn change_password(
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, AppError> {
     let (user, hash) = account_post(state, req, &form.csrf).await?;
-    match state.accounts.change_password(&user, hash, form.current, form.new).await {
+    let client = client_info(state, req);
+    match state.accounts.change_password(&user, hash, form.current, form.new, &client).await {
         Ok(()) => Ok(see_other("/account?notice=password-changed")),
         Err(e) => {
             let (_, text) = form_error(e)?;

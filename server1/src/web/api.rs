@@ -196,6 +196,14 @@ async fn device_user(
     Ok(Ok((user, state.csrf.token("session", hash.as_bytes()))))
 }
 
+/// What wrong codes count against: the signed-in user and the client address, as failed
+/// sign-ins do (guessing codes is throttled like guessing passwords).
+fn code_keys(state: &AppState, req: &Request, user: &crate::db::User) -> Vec<Key> {
+    let mut keys = vec![Key::Account(format!("device:{}", user.id))];
+    keys.extend(state.config.trusted_proxies.client_ip(req).map(Key::client));
+    keys
+}
+
 #[handler]
 pub(super) async fn device_code(
     req: &Request,
@@ -206,10 +214,7 @@ pub(super) async fn device_code(
         Ok(found) => found,
         Err(to_login) => return Ok(to_login),
     };
-    // Wrong codes count against the client address, as failed sign-ins do: guessing codes is
-    // throttled like guessing passwords.
-    let keys: Vec<Key> =
-        state.config.trusted_proxies.client_ip(req).map(Key::client).into_iter().collect();
+    let keys = code_keys(state, req, &user);
     let now = state.config.clock.now();
     if let Err(wait) = throttle::check(&state.db, &keys, now).await? {
         let mut resp = pages::html_response(
@@ -265,7 +270,14 @@ pub(super) async fn device_decide(
         "deny" => false,
         _ => return Err(AppError::BadRequest("Choose approve or deny".into())),
     };
+    // The decision names the code again: it is throttled like the code form.
+    let keys = code_keys(state, req, &user);
+    let now = state.config.clock.now();
+    if let Err(wait) = throttle::check(&state.db, &keys, now).await? {
+        return Err(AppError::Throttled(wait));
+    }
     if !state.oauth.decide(&form.user_code, &user, approve).await? {
+        throttle::failure(&state.db, &keys, now).await?;
         return Err(AppError::BadRequest("That code does not work any more".into()));
     }
     let (title, text) = if approve {

@@ -44,6 +44,9 @@ pub enum AppError {
     /// This client asked for too much mail within the hour.
     #[error("mail limit reached")]
     Limited,
+    /// Too many wrong passwords: wait this many seconds.
+    #[error("throttled for {0} s")]
+    Throttled(u64),
     /// Something that should not happen.
     #[error("internal: {0}")]
     Internal(String),
@@ -87,7 +90,7 @@ impl ResponseError for AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::SignInFirst(_) => StatusCode::SEE_OTHER,
             Self::MissingRole(_) | Self::Csrf | Self::Unverified => StatusCode::FORBIDDEN,
-            Self::Limited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Limited | Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(status) => *status,
             Self::Db(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +129,7 @@ impl AppError {
             AccountError::Busy => Self::Busy,
             AccountError::Db(e) => Self::Db(e),
             AccountError::Limited => Self::Limited,
+            AccountError::Throttled(wait) => Self::Throttled(wait),
             AccountError::SignupClosed => Self::NotFound,
             AccountError::LinkInvalid => {
                 Self::BadRequest("This link does not work any more".into())
@@ -165,6 +169,10 @@ impl ErrorPage for AppError {
             Self::Unverified => (
                 "Verify your e-mail address first",
                 "Partner links open once your e-mail address is verified. Open the link we sent you, or send it again from your account page.".into(),
+            ),
+            Self::Throttled(wait) => (
+                "Too many wrong passwords",
+                format!("Wait {wait} seconds, then try again."),
             ),
             Self::Limited => (
                 "Too many requests",

@@ -77,10 +77,18 @@ pub(super) async fn backchannel_logout(
 }
 
 async fn record(state: &State, token: &str) -> Result<VerifiedLogout, Failure> {
-    let refused = |r: Rejection| Failure::Refused(r.code());
+    // What may pass later — keys not fetched yet (a rotation), a clock ahead — is "try again"
+    // (503, and the issuer retries), not a refusal that would lose the logout.
+    let refused = |r: Rejection| match r {
+        Rejection::UnknownKid | Rejection::IssuedInFuture => {
+            Failure::Unavailable(format!("logout token not checkable yet: {}", r.code()))
+        }
+        r if r.is_server_side() => Failure::Unavailable(r.code().to_owned()),
+        r => Failure::Refused(r.code()),
+    };
     let inspected = state.logout_verifier.inspect(token).map_err(refused)?;
     let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(refused)?;
-    let key = set.get(inspected.kid().as_str()).ok_or(Failure::Refused("unknown_kid"))?;
+    let key = set.get(inspected.kid().as_str()).ok_or_else(|| refused(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
     let logout = state.logout_verifier.verify(inspected, key, now).map_err(refused)?;
     if logout.ended.sub.is_none() {
