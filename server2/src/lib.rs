@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod explain;
 pub mod keys;
 pub mod operations;
 pub mod refusal;

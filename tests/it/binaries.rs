@@ -750,3 +750,86 @@ async fn the_demo_script_finds_the_binaries_in_cargo_target_dir() {
         assert!(used.lines().any(|l| l == name), "{name} was not run from CARGO_TARGET_DIR");
     }
 }
+
+/// `server2 explain`: every check in order, the first failure's code and a hint, exit 0 only
+/// for a token SERVER2 would accept — and the token is not used up.
+#[test]
+fn server2_explains_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = std::sync::Arc::new(handoff::SigningKey::generate().unwrap());
+    let jwks = handoff::Jwks { keys: vec![key.public_jwk()] };
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, serde_json::to_string(&jwks).unwrap()).unwrap();
+    let (issuer, audience) = ("http://127.0.0.1:8001", "http://localhost:8002");
+    let minter = handoff::Minter::new(
+        key.clone(),
+        handoff::Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(60).unwrap(),
+    );
+    let explain = |token: &str, stdin: bool| {
+        let mut cmd = Command::new(binary("server2"));
+        cmd.env_clear()
+            .env("SERVER2_PUBLIC_URL", audience)
+            .env("SERVER2_ISSUER", issuer)
+            .env("SERVER2_JWKS_FILE", &jwks_file)
+            .arg("explain")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::piped());
+        if !stdin {
+            cmd.arg(token);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let valid = report_token(&minter, audience, "u_alice", "42", now()).into_string();
+    let (code, text) = explain(&valid, true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ok    signature and claims") && text.contains("accepted"), "{text}");
+    assert!(text.contains("explain never records the jti"));
+    assert_eq!(explain(&valid, false).0, Some(0), "still usable: explain did not use it up");
+
+    let expired = report_token(
+        &minter,
+        audience,
+        "u_alice",
+        "42",
+        handoff::UnixTime::from_secs(now_secs() - 400),
+    )
+    .into_string();
+    let (code, text) = explain(&expired, false);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("FAIL  signature and claims: expired"), "{text}");
+    assert!(text.contains("expired 3") && text.contains("s ago"), "the clock difference: {text}");
+    assert!(text.contains("docs/errors.md#expired") && text.ends_with("refused: expired\n"));
+
+    let elsewhere =
+        report_token(&minter, "http://localhost:9999", "u_alice", "42", now()).into_string();
+    let (code, text) = explain(&elsewhere, false);
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains(r#"expected aud "http://localhost:8002""#)
+            && text.contains(r#"received "http://localhost:9999""#),
+        "{text}"
+    );
+
+    let other_key = std::sync::Arc::new(handoff::SigningKey::generate().unwrap());
+    let other = handoff::Minter::new(
+        other_key,
+        handoff::Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(60).unwrap(),
+    );
+    let (code, text) =
+        explain(report_token(&other, audience, "u_alice", "42", now()).as_str(), false);
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("unknown_kid") && text.contains(key.kid().as_str()),
+        "the known ids: {text}"
+    );
+
+    let (code, text) = explain("not a token", false);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("FAIL  size, shape and header: malformed"), "{text}");
+}

@@ -420,6 +420,13 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// The ids of the keys, sorted.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(Kid::as_str).collect();
+        kids.sort_unstable();
+        kids.into_iter()
+    }
+
     /// True when the set holds no key (never the case for one built by [`KeySet::from_jwks`]).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
