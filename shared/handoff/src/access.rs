@@ -10,16 +10,14 @@
 //! the pinned algorithm, a known key, `iss` and `aud` byte for byte, `exp` with the leeway, a
 //! lifetime of at most [`MAX_ACCESS_LIFETIME_SECS`], nothing unknown.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeySet, SigningKey, VerificationKey};
-use crate::mint::MintError;
+use crate::mint::{sign_compact, MintError};
 use crate::time::UnixTime;
 use crate::values::{Audience, Issuer, Jti, Leeway, Subject};
-use crate::verify::{inspect_typed, signed_claims, Inspected, Rejection};
+use crate::verify::{inspect_typed, signed_claims, Inspected, Rejection, Window};
 
 /// The `typ` header of an access token (RFC 9068 §2.1).
 pub const ACCESS_TYP: &str = "at+jwt";
@@ -91,28 +89,20 @@ pub fn mint_access(
         exp: now.plus(request.ttl_secs.min(MAX_ACCESS_LIFETIME_SECS)),
         jti: Jti::generate(&SystemRandom::new()).map_err(|_| MintError::Random)?,
     };
-    let header = serde_json::json!({"typ": ACCESS_TYP, "alg": "EdDSA", "kid": key.kid().as_str()});
-    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
-    let signature = key.sign(token.as_bytes());
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
-    Ok((token, claims))
+    Ok((sign_compact(key, ACCESS_TYP, &claims)?, claims))
 }
 
 /// Verifies access tokens from one issuer for one API.
 #[derive(Debug, Clone)]
 pub struct AccessVerifier {
-    issuer: Issuer,
-    audience: Audience,
-    leeway: Leeway,
+    window: Window,
 }
 
 impl AccessVerifier {
     /// A verifier for tokens from `issuer` to `audience`.
     pub fn new(issuer: Issuer, audience: Audience, leeway: Leeway) -> Self {
-        Self { issuer, audience, leeway }
+        let max_lifetime_secs = MAX_ACCESS_LIFETIME_SECS;
+        Self { window: Window { issuer, audience, leeway, max_lifetime_secs } }
     }
 
     /// Size, shape and header, with the access token `typ`.
@@ -138,25 +128,7 @@ impl AccessVerifier {
         let json = signed_claims(&inspected, key)?;
         let claims: AccessClaims =
             serde_json::from_slice(&json).map_err(|_| Rejection::MalformedClaims)?;
-        if claims.iss != self.issuer.as_str() {
-            return Err(Rejection::WrongIssuer);
-        }
-        if claims.aud != self.audience.as_str() {
-            return Err(Rejection::WrongAudience);
-        }
-        let leeway = self.leeway.as_secs();
-        if now >= claims.exp.plus(leeway) {
-            return Err(Rejection::Expired);
-        }
-        if claims.iat > now.plus(leeway) {
-            return Err(Rejection::IssuedInFuture);
-        }
-        if claims.exp <= claims.iat {
-            return Err(Rejection::MalformedClaims);
-        }
-        if claims.exp.as_secs() - claims.iat.as_secs() > MAX_ACCESS_LIFETIME_SECS {
-            return Err(Rejection::LifetimeTooLong);
-        }
+        self.window.check(&claims.iss, &claims.aud, claims.iat, claims.exp, now)?;
         Ok(claims)
     }
 

@@ -14,18 +14,14 @@
 //! for byte, a short lifetime, the event present, no `nonce`, nothing unknown. Single use of
 //! the `jti` is the caller's (through its replay store).
 
-use std::sync::Arc;
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeySet, SigningKey, VerificationKey};
-use crate::mint::MintError;
+use crate::mint::{sign_compact, MintError};
 use crate::time::UnixTime;
 use crate::values::{Audience, Issuer, Jti, Leeway, SessionRef, Subject};
-use crate::verify::{inspect_typed, signed_claims, Inspected, Rejection};
+use crate::verify::{inspect_typed, signed_claims, Inspected, Rejection, Window};
 
 /// The `typ` header of a logout token.
 pub const LOGOUT_TYP: &str = "logout+jwt";
@@ -89,12 +85,9 @@ pub fn mint_logout(
     now: UnixTime,
 ) -> Result<(String, Jti), MintError> {
     if ended.sid.is_none() && ended.sub.is_none() {
-        return Err(MintError::Serialize(serde::ser::Error::custom(
-            "a logout token names a session, a user, or both",
-        )));
+        return Err(MintError::NothingEnded);
     }
     let jti = Jti::generate(&SystemRandom::new()).map_err(|_| MintError::Random)?;
-    let header = serde_json::json!({"typ": LOGOUT_TYP, "alg": "EdDSA", "kid": key.kid().as_str()});
     let claims = LogoutOut {
         iss: issuer,
         aud: audience,
@@ -105,13 +98,7 @@ pub fn mint_logout(
         sid: ended.sid.as_ref(),
         sub: ended.sub.as_ref(),
     };
-    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
-    let signature = key.sign(token.as_bytes());
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
-    Ok((token, jti))
+    Ok((sign_compact(key, LOGOUT_TYP, &claims)?, jti))
 }
 
 /// A logout token that passed every check but single use.
@@ -130,15 +117,15 @@ pub struct VerifiedLogout {
 /// Verifies logout tokens from one issuer to this party.
 #[derive(Debug, Clone)]
 pub struct LogoutVerifier {
-    issuer: Arc<Issuer>,
-    audience: Arc<Audience>,
-    leeway: Leeway,
+    window: Window,
 }
 
 impl LogoutVerifier {
     /// A verifier accepting tokens from `issuer` to `audience`, with `leeway` for clock skew.
     pub fn new(issuer: Issuer, audience: Audience, leeway: Leeway) -> Self {
-        Self { issuer: Arc::new(issuer), audience: Arc::new(audience), leeway }
+        Self {
+            window: Window { issuer, audience, leeway, max_lifetime_secs: LOGOUT_LIFETIME_SECS },
+        }
     }
 
     /// Size, shape and header, as for a handoff but with the logout `typ`.
@@ -166,25 +153,8 @@ impl LogoutVerifier {
         let json = signed_claims(&inspected, key)?;
         let claims: LogoutIn =
             serde_json::from_slice(&json).map_err(|_| Rejection::MalformedClaims)?;
-        if claims.iss != self.issuer.as_str() {
-            return Err(Rejection::WrongIssuer);
-        }
-        if claims.aud != self.audience.as_str() {
-            return Err(Rejection::WrongAudience);
-        }
-        let leeway = self.leeway.as_secs();
-        if now >= claims.exp.plus(leeway) {
-            return Err(Rejection::Expired);
-        }
-        if claims.iat > now.plus(leeway) {
-            return Err(Rejection::IssuedInFuture);
-        }
-        if claims.exp <= claims.iat {
-            return Err(Rejection::MalformedClaims);
-        }
-        if claims.exp.as_secs() - claims.iat.as_secs() > LOGOUT_LIFETIME_SECS {
-            return Err(Rejection::LifetimeTooLong);
-        }
+        let replay_until =
+            self.window.check(&claims.iss, &claims.aud, claims.iat, claims.exp, now)?;
         let event_ok =
             claims.events.get(BACKCHANNEL_EVENT).is_some_and(serde_json::Value::is_object);
         if !event_ok || claims.nonce.is_some() || (claims.sid.is_none() && claims.sub.is_none()) {
@@ -194,7 +164,7 @@ impl LogoutVerifier {
             ended: Ended { sid: claims.sid, sub: claims.sub },
             issued_at: claims.iat,
             jti: claims.jti,
-            replay_until: claims.exp.plus(leeway),
+            replay_until,
         })
     }
 
@@ -219,6 +189,8 @@ impl LogoutVerifier {
 mod tests {
     use super::*;
     use crate::keys::Jwks;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn setup() -> (SigningKey, KeySet, LogoutVerifier, Issuer, Audience) {
         crate::crypto::install().expect("ring provider");
@@ -248,7 +220,10 @@ mod tests {
             Err(Rejection::Expired)
         );
         let nobody = Ended { sid: None, sub: None };
-        assert!(mint_logout(&key, &iss, &aud, &nobody, now).is_err());
+        assert!(matches!(
+            mint_logout(&key, &iss, &aud, &nobody, now),
+            Err(MintError::NothingEnded)
+        ));
     }
 
     #[test]

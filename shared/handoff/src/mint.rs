@@ -91,6 +91,27 @@ pub enum MintError {
     /// The claims could not be serialised (not expected with validated values).
     #[error("cannot serialise claims: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A logout token would name neither a session nor a user.
+    #[error("a logout token names a session, a user, or both")]
+    NothingEnded,
+}
+
+/// Signs `claims` as a compact JWS with `key` under the header `{"typ","alg":"EdDSA","kid"}`:
+/// the issuer's other token types (logout, access), which are minted rarely enough to build
+/// their header each time.
+pub(crate) fn sign_compact(
+    key: &SigningKey,
+    typ: &str,
+    claims: &impl serde::Serialize,
+) -> Result<String, MintError> {
+    let header = serde_json::json!({"typ": typ, "alg": "EdDSA", "kid": key.kid().as_str()});
+    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims)?, &mut token);
+    let signature = key.sign(token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+    Ok(token)
 }
 
 impl Minter {

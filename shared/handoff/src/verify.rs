@@ -316,6 +316,51 @@ impl Verifier {
     }
 }
 
+/// Who a token of the issuer's other types (logout, access) must come from and be for, and
+/// how long it may live: the checks they share, in the handoff's order.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    pub issuer: Issuer,
+    pub audience: Audience,
+    pub leeway: Leeway,
+    /// Longest `exp - iat`, in seconds.
+    pub max_lifetime_secs: u64,
+}
+
+impl Window {
+    /// `iss` and `aud` byte for byte, then the times at `now`; returns until when the token
+    /// could still pass (`exp` plus the leeway: how long a replay store keeps its `jti`).
+    pub fn check(
+        &self,
+        iss: &str,
+        aud: &str,
+        iat: UnixTime,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<UnixTime, Rejection> {
+        if iss != self.issuer.as_str() {
+            return Err(Rejection::WrongIssuer);
+        }
+        if aud != self.audience.as_str() {
+            return Err(Rejection::WrongAudience);
+        }
+        let leeway = self.leeway.as_secs();
+        if now >= exp.plus(leeway) {
+            return Err(Rejection::Expired);
+        }
+        if iat > now.plus(leeway) {
+            return Err(Rejection::IssuedInFuture);
+        }
+        if exp <= iat {
+            return Err(Rejection::MalformedClaims);
+        }
+        if exp.as_secs() - iat.as_secs() > self.max_lifetime_secs {
+            return Err(Rejection::LifetimeTooLong);
+        }
+        Ok(exp.plus(leeway))
+    }
+}
+
 /// Checks what can be checked of a token of type `typ` without a key: size, shape and header
 /// (its `typ`, the pinned algorithm, a `kid` that can be a thumbprint, nothing else).
 pub(crate) fn inspect_typed<'t>(token: &'t str, typ: &str) -> Result<Inspected<'t>, Rejection> {
