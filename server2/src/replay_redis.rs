@@ -140,8 +140,7 @@ impl RedisReplayStore {
         let conn =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
         let namespace = namespace(issuer, audience);
-        let epochs =
-            (0..SHARDS).map(|shard| format!("{namespace}:{{s{shard:02}}}:epoch")).collect();
+        let epochs = epoch_keys(&namespace, 's');
         Ok(Self {
             conn,
             record_use: redis::Script::new(RECORD_USE),
@@ -167,11 +166,7 @@ impl RedisReplayStore {
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ReplayStoreError> {
-        let outcome = match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(ReplayStoreError::Unavailable(format!("redis: {:?}", e.kind()))),
-            Err(_) => Err(ReplayStoreError::Unavailable("redis: timed out".into())),
-        };
+        let outcome = within(self.timeout, request).await;
         let was = self.available.swap(outcome.is_ok(), Ordering::Relaxed);
         match (&outcome, was) {
             (Err(e), true) => tracing::error!(error = %e, store = %self.shown, "replay store lost"),
@@ -179,6 +174,32 @@ impl RedisReplayStore {
             _ => {}
         }
         outcome
+    }
+}
+
+/// Each shard's epoch key, under the hash tag `{` `tag` `NN}` of `namespace`.
+fn epoch_keys(namespace: &str, tag: char) -> Vec<String> {
+    (0..SHARDS).map(|shard| format!("{namespace}:{{{tag}{shard:02}}}:epoch")).collect()
+}
+
+/// One round trip writing every epoch in `keys` that is missing, as `now`.
+fn missing_epochs(keys: &[String], now: UnixTime) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("SET").arg(key).arg(now.as_secs()).arg("NX").ignore();
+    }
+    pipe
+}
+
+/// `request`, bounded by `timeout`; a Redis error or a timeout is the store being unavailable.
+async fn within<T>(
+    timeout: Duration,
+    request: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ReplayStoreError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(ReplayStoreError::Unavailable(format!("redis: {:?}", e.kind()))),
+        Err(_) => Err(ReplayStoreError::Unavailable("redis: timed out".into())),
     }
 }
 
@@ -243,11 +264,7 @@ impl ReplayStore for RedisReplayStore {
     /// back within one probe, not at the first handoff of each shard), in one round trip.
     fn probe(&self) -> ProbeFuture<'_> {
         Box::pin(async move {
-            let now = self.clock.now().as_secs();
-            let mut pipe = redis::pipe();
-            for epoch in &self.epochs {
-                pipe.cmd("SET").arg(epoch).arg(now).arg("NX").ignore();
-            }
+            let pipe = missing_epochs(&self.epochs, self.clock.now());
             let mut conn = self.conn.clone();
             self.bounded(pipe.query_async::<()>(&mut conn)).await
         })
@@ -331,8 +348,7 @@ impl RedisRevocationStore {
     /// (one connection to Redis per SERVER2, reconnected by whichever store needs it first).
     pub fn beside(replay: &RedisReplayStore) -> Self {
         let namespace = format!("{}:rev", replay.namespace);
-        let epochs =
-            (0..SHARDS).map(|shard| format!("{namespace}:{{r{shard:02}}}:epoch")).collect();
+        let epochs = epoch_keys(&namespace, 'r');
         Self {
             conn: replay.conn.clone(),
             record: redis::Script::new(RECORD_LOGOUT),
@@ -356,11 +372,7 @@ impl RedisRevocationStore {
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ReplayStoreError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(ReplayStoreError::Unavailable(format!("redis: {:?}", e.kind()))),
-            Err(_) => Err(ReplayStoreError::Unavailable("redis: timed out".into())),
-        }
+        within(self.timeout, request).await
     }
 }
 
@@ -417,11 +429,7 @@ impl RevocationStore for RedisRevocationStore {
     /// Writes every shard's missing epoch, in one round trip.
     fn probe(&self) -> RevocationFuture<'_, ()> {
         Box::pin(async move {
-            let now = self.clock.now().as_secs();
-            let mut pipe = redis::pipe();
-            for epoch in &self.epochs {
-                pipe.cmd("SET").arg(epoch).arg(now).arg("NX").ignore();
-            }
+            let pipe = missing_epochs(&self.epochs, self.clock.now());
             let mut conn = self.conn.clone();
             self.bounded(pipe.query_async::<()>(&mut conn)).await
         })
@@ -454,5 +462,9 @@ mod tests {
         let a = namespace(&iss, &aud);
         assert_eq!(a.len(), "handoff:".len() + 16);
         assert_ne!(a, namespace(&other_iss, &aud));
+        // The keys a running Redis already holds keep their names.
+        let keys = epoch_keys("handoff:ns", 's');
+        assert_eq!((keys.len(), keys[3].as_str()), (16, "handoff:ns:{s03}:epoch"));
+        assert_eq!(epoch_keys("handoff:ns:rev", 'r')[15], "handoff:ns:rev:{r15}:epoch");
     }
 }

@@ -49,53 +49,77 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug + 'static {
 
 /// The in-memory store: one process's memory, bounded. It starts empty with the process, and
 /// cannot share what it learns with replicas: several SERVER2s need the shared (Redis) store.
+/// A look-up (on every handoff and operation request) takes the lock and two map probes by
+/// borrowed keys: nothing is allocated.
 #[derive(Debug)]
 pub struct MemoryRevocationStore {
     capacity: usize,
-    // Key: "s:" + sid or "u:" + sub; value: (before, until). A session entry's `before` is
-    // unused (every token of the session is covered).
-    entries: Mutex<HashMap<String, (u64, u64)>>,
+    ended: Mutex<Maps>,
+}
+
+/// The ended sessions (until when to remember them) and users (everything issued up to
+/// `before`; until when).
+#[derive(Debug, Default)]
+struct Maps {
+    sessions: HashMap<String, u64>,
+    users: HashMap<String, (u64, u64)>,
+}
+
+impl Maps {
+    fn len(&self) -> usize {
+        self.sessions.len() + self.users.len()
+    }
+
+    fn forget_expired(&mut self, now: u64) {
+        self.sessions.retain(|_, until| *until > now);
+        self.users.retain(|_, (_, until)| *until > now);
+    }
 }
 
 impl MemoryRevocationStore {
     /// A store holding at most `capacity` live entries (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+        Self { capacity: capacity.max(1), ended: Mutex::new(Maps::default()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
-        // A panic while holding the lock leaves the map consistent (each write is one insert).
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding the lock leaves the maps consistent (each write is one insert).
+        self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record_now(&self, ended: &Ended, before: u64, until: u64) -> Result<(), ReplayStoreError> {
+        let mut maps = self.lock();
+        let known = match (&ended.sid, &ended.sub) {
+            (Some(sid), _) => maps.sessions.contains_key(sid.as_str()),
+            (None, Some(sub)) => maps.users.contains_key(sub.as_str()),
+            (None, None) => return Ok(()),
+        };
+        if !known && maps.len() >= self.capacity {
+            // Make room from what has expired (`before` is the logout's time, near enough to
+            // now); a store full of live entries refuses, and the issuer retries later.
+            maps.forget_expired(before);
+            if maps.len() >= self.capacity {
+                return Err(ReplayStoreError::Full);
+            }
+        }
+        match (&ended.sid, &ended.sub) {
+            (Some(sid), _) => {
+                let entry = maps.sessions.entry(sid.as_str().to_owned()).or_insert(0);
+                *entry = (*entry).max(until);
+            }
+            (None, Some(sub)) => {
+                let entry = maps.users.entry(sub.as_str().to_owned()).or_insert((0, 0));
+                *entry = (entry.0.max(before), entry.1.max(until));
+            }
+            (None, None) => {}
+        }
+        Ok(())
     }
 }
 
 impl RevocationStore for MemoryRevocationStore {
     fn record(&self, ended: &Ended, before: UnixTime, until: UnixTime) -> RevocationFuture<'_, ()> {
-        let key = match (&ended.sid, &ended.sub) {
-            (Some(sid), _) => Some(format!("s:{sid}")),
-            (None, Some(sub)) => Some(format!("u:{sub}")),
-            (None, None) => None,
-        };
-        let outcome = match key {
-            None => Ok(()),
-            Some(key) => {
-                let mut entries = self.lock();
-                if entries.len() >= self.capacity && !entries.contains_key(&key) {
-                    // Make room from what has expired; a store full of live entries refuses
-                    // (the issuer retries the logout later).
-                    let now = before.as_secs();
-                    entries.retain(|_, (_, until)| *until > now);
-                }
-                if entries.len() >= self.capacity && !entries.contains_key(&key) {
-                    Err(ReplayStoreError::Full)
-                } else {
-                    let entry = entries.entry(key).or_insert((0, 0));
-                    entry.0 = entry.0.max(before.as_secs());
-                    entry.1 = entry.1.max(until.as_secs());
-                    Ok(())
-                }
-            }
-        };
+        let outcome = self.record_now(ended, before.as_secs(), until.as_secs());
         Box::pin(async move { outcome })
     }
 
@@ -106,15 +130,16 @@ impl RevocationStore for MemoryRevocationStore {
         issued_at: UnixTime,
         now: UnixTime,
     ) -> RevocationFuture<'a, bool> {
-        let entries = self.lock();
-        let live =
-            |key: &str| entries.get(key).filter(|(_, until)| *until > now.as_secs()).copied();
-        let session = sid.is_some_and(|sid| live(&format!("s:{sid}")).is_some());
-        let user =
-            live(&format!("u:{sub}")).is_some_and(|(before, _)| issued_at.as_secs() <= before);
-        let ended = session || user;
-        drop(entries);
-        Box::pin(async move { Ok(ended) })
+        let (now, issued) = (now.as_secs(), issued_at.as_secs());
+        let maps = self.lock();
+        let session =
+            sid.and_then(|sid| maps.sessions.get(sid.as_str())).is_some_and(|until| *until > now);
+        let user = maps
+            .users
+            .get(sub.as_str())
+            .is_some_and(|(before, until)| *until > now && issued <= *before);
+        drop(maps);
+        Box::pin(async move { Ok(session || user) })
     }
 
     fn entries(&self) -> Option<usize> {
