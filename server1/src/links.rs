@@ -3,9 +3,7 @@
 //! link that works. Each is single use, short-lived, and only the latest one issued to an
 //! account for a purpose works (the database keeps one per account and purpose).
 
-use ring::digest;
-
-use crate::accounts::random_token;
+use crate::accounts::{random_token, SessionHash};
 
 /// A new link's token and the hash the database keeps.
 #[derive(Debug)]
@@ -25,11 +23,9 @@ impl LinkToken {
     }
 }
 
-/// The hash of a token from a link.
+/// The hash of a token from a link: the SHA-256 that session ids are kept as too.
 pub fn hash_of(token: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-    out
+    *SessionHash::of(token).as_bytes()
 }
 
 /// True when `token` looks like one of ours (43 base64url characters): anything else is

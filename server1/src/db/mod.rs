@@ -170,6 +170,16 @@ impl UserRow {
     }
 }
 
+/// A time as the databases store it (seconds, signed).
+fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A stored time (a negative one, from a tampered database, is the epoch).
+fn time(secs: i64) -> UnixTime {
+    UnixTime::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
 /// A new user's id: `u_` and 128 random bits.
 fn new_user_id() -> Result<Subject, DbError> {
     use base64::Engine as _;

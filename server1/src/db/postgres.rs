@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    new_user_id, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
+    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
     LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, PoolSettings, RevokeBy,
     Rotation, SessionInfo, SessionMeta, User, UserRow,
 };
@@ -204,10 +204,6 @@ fn user_row(row: &Row) -> UserRow {
     }
 }
 
-fn time(secs: i64) -> UnixTime {
-    UnixTime::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
 /// A unique-constraint failure, by the constraint it names.
 fn conflict(e: &tokio_postgres::Error) -> Option<DbError> {
     let db = e.as_db_error()?;
@@ -267,10 +263,6 @@ impl std::fmt::Debug for PgDb {
 
 fn unavailable(e: impl std::fmt::Display) -> DbError {
     DbError::Unavailable(e.to_string())
-}
-
-fn secs(t: UnixTime) -> i64 {
-    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl PgDb {

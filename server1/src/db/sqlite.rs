@@ -12,7 +12,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::{
-    new_user_id, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
+    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
     LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, RevokeBy, Rotation,
     SessionInfo, SessionMeta, User, UserRow,
 };
@@ -180,14 +180,6 @@ fn user_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UserRow> {
         disabled: r.get(first + 5)?,
         password_hash: r.get(first + 6)?,
     })
-}
-
-fn secs(t: UnixTime) -> i64 {
-    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn time(secs: i64) -> UnixTime {
-    UnixTime::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 /// A unique-constraint failure, by the column it names.

@@ -89,11 +89,7 @@ pub(super) struct SignupForm {
     password: String,
 }
 
-impl std::fmt::Debug for SignupForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignupForm").field("username", &self.username).finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(SignupForm: username);
 
 #[handler]
 pub(super) async fn signup(
@@ -160,11 +156,7 @@ pub(super) struct TokenForm {
     token: String,
 }
 
-impl std::fmt::Debug for TokenForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenForm").finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(TokenForm);
 
 #[handler]
 pub(super) async fn verify(
@@ -245,11 +237,7 @@ pub(super) struct ResetForm {
     password: String,
 }
 
-impl std::fmt::Debug for ResetForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResetForm").finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(ResetForm);
 
 #[handler]
 pub(super) async fn reset(
@@ -400,6 +388,25 @@ pub(super) async fn resend_verification(
     Ok(see_other("/account?notice=verification-sent"))
 }
 
+/// After a change asked on the account page: back to it with the notice `done`, or the page
+/// again with the error (a form error) or the error's own page.
+async fn after_change(
+    state: &AppState,
+    req: &Request,
+    user: &User,
+    hash: SessionHash,
+    outcome: Result<(), AccountError>,
+    done: &str,
+) -> Result<Response, AppError> {
+    match outcome {
+        Ok(()) => Ok(see_other(&format!("/account?notice={done}"))),
+        Err(e) => {
+            let (_, text) = form_error(e)?;
+            render_account(state, req, user, hash, Some(&text)).await
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct EmailForm {
     #[serde(default)]
@@ -410,11 +417,7 @@ pub(super) struct EmailForm {
     password: String,
 }
 
-impl std::fmt::Debug for EmailForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmailForm").finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(EmailForm);
 
 #[handler]
 pub(super) async fn change_email(
@@ -424,13 +427,8 @@ pub(super) async fn change_email(
 ) -> Result<Response, AppError> {
     let (user, hash) = account_post(state, req, &form.csrf).await?;
     let client = client_info(state, req);
-    match state.accounts.request_email_change(&user, &form.email, form.password, &client).await {
-        Ok(_) => Ok(see_other("/account?notice=email-sent")),
-        Err(e) => {
-            let (_, text) = form_error(e)?;
-            render_account(state, req, &user, hash, Some(&text)).await
-        }
-    }
+    let asked = state.accounts.request_email_change(&user, &form.email, form.password, &client);
+    after_change(state, req, &user, hash, asked.await.map(drop), "email-sent").await
 }
 
 #[derive(Deserialize)]
@@ -443,11 +441,7 @@ pub(super) struct PasswordForm {
     new: String,
 }
 
-impl std::fmt::Debug for PasswordForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordForm").finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(PasswordForm);
 
 #[handler]
 pub(super) async fn change_password(
@@ -457,13 +451,8 @@ pub(super) async fn change_password(
 ) -> Result<Response, AppError> {
     let (user, hash) = account_post(state, req, &form.csrf).await?;
     let client = client_info(state, req);
-    match state.accounts.change_password(&user, hash, form.current, form.new, &client).await {
-        Ok(()) => Ok(see_other("/account?notice=password-changed")),
-        Err(e) => {
-            let (_, text) = form_error(e)?;
-            render_account(state, req, &user, hash, Some(&text)).await
-        }
-    }
+    let changed = state.accounts.change_password(&user, hash, form.current, form.new, &client);
+    after_change(state, req, &user, hash, changed.await, "password-changed").await
 }
 
 #[derive(Debug, Deserialize)]

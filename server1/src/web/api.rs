@@ -20,11 +20,7 @@ const FORM_BODY: &str = "the body must be application/x-www-form-urlencoded";
 
 /// A JSON answer that no cache keeps.
 fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(body.to_string())
+    handoff_web::respond::json(status, body.to_string())
 }
 
 /// An OAuth error as JSON (RFC 6749 §5.2): 400, or 503 when the database is down.
@@ -95,14 +91,7 @@ pub(super) struct TokenForm {
     refresh_token: String,
 }
 
-impl std::fmt::Debug for TokenForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenForm")
-            .field("grant_type", &self.grant_type)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(TokenForm: grant_type, client_id);
 
 fn tokens(t: &Tokens) -> Response {
     json(

@@ -117,11 +117,7 @@ pub(super) struct LoginForm {
     next: String,
 }
 
-impl std::fmt::Debug for LoginForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginForm").field("username", &self.username).finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(LoginForm: username);
 
 fn wait_text(secs: u64) -> String {
     if secs < 60 {

@@ -8,6 +8,7 @@
 
 use ::handoff::logout::VerifiedLogout;
 use ::handoff::{Freshness, Rejection};
+use handoff_web::respond::json;
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
 use poem::{handler, Response};
@@ -21,11 +22,7 @@ pub(super) struct LogoutForm {
     logout_token: String,
 }
 
-impl std::fmt::Debug for LogoutForm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogoutForm").finish_non_exhaustive()
-    }
-}
+handoff_web::redacted_debug!(LogoutForm);
 
 /// Why a logout was not recorded.
 enum Failure {
@@ -33,14 +30,6 @@ enum Failure {
     Refused(&'static str),
     /// A store cannot take it now (503).
     Unavailable(String),
-}
-
-fn answer(status: StatusCode, body: &'static str) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(body)
 }
 
 #[handler]
@@ -66,12 +55,12 @@ pub(super) async fn backchannel_logout(
         Err(Failure::Refused(reason)) => {
             state.metrics.logouts.with_label_values(&["refused"]).inc();
             tracing::warn!(event = "logout.refused", reason, "back-channel logout refused");
-            answer(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#)
+            json(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#)
         }
         Err(Failure::Unavailable(why)) => {
             state.metrics.logouts.with_label_values(&["unavailable"]).inc();
             tracing::error!(event = "logout.unavailable", error = %why, "cannot record a back-channel logout");
-            answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#)
+            json(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#)
         }
     }
 }

@@ -30,3 +30,25 @@ pub use cookies::{CookieName, CookieSecurity, Csrf, Jar, SameSite};
 pub use guard::{Hardening, Limits};
 pub use pages::{Brand, StatusClass};
 pub use respond::see_other;
+
+/// `Debug` for a form that carries secrets (passwords, tokens): its name and only the fields
+/// listed, so a form in a log line or an error never shows the rest.
+///
+/// ```
+/// struct LoginForm { username: String, password: String }
+/// handoff_web::redacted_debug!(LoginForm: username);
+/// let form = LoginForm { username: "alice".into(), password: "s3cret".into() };
+/// assert_eq!(format!("{form:?}"), r#"LoginForm { username: "alice", .. }"#);
+/// ```
+#[macro_export]
+macro_rules! redacted_debug {
+    ($type:ident $(: $($field:ident),+)?) => {
+        impl ::std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($type))
+                    $($(.field(stringify!($field), &self.$field))+)?
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}

@@ -17,6 +17,15 @@ pub fn html(status: StatusCode, body: String) -> Response {
         .body(body)
 }
 
+/// A JSON answer no cache keeps (API answers and errors: tokens, refusals).
+pub fn json(status: StatusCode, body: impl Into<poem::Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body)
+}
+
 /// A static asset compiled into the binary, cacheable for an hour.
 pub fn asset(content_type: &'static str, body: &'static str) -> Response {
     Response::builder()
