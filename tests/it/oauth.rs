@@ -97,7 +97,8 @@ async fn refresh(s: &Servers, token: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn the_device_flow_end_to_end() {
-    let s = spawn().await;
+    let clock = manual_clock();
+    let s = spawn_clocked(&clock).await;
     let started = start(&s).await;
     let user_code = started["user_code"].as_str().unwrap();
     assert_eq!(user_code.len(), 9, "BCDF-GHJK");
@@ -107,6 +108,11 @@ async fn the_device_flow_end_to_end() {
     // Not approved yet; polled again at once: slow down.
     assert_eq!(poll(&s, device_code).await.1["error"], "authorization_pending");
     assert_eq!(poll(&s, device_code).await.1["error"], "slow_down");
+    // The interval grew from 5 to 10 s: 9 s later is still too soon, 10 s is not.
+    clock.advance(9);
+    assert_eq!(poll(&s, device_code).await.1["error"], "slow_down");
+    clock.advance(15);
+    assert_eq!(poll(&s, device_code).await.1["error"], "authorization_pending");
     // /device wants a signed-in person, and comes back to the code.
     let browser = client();
     let resp =
@@ -117,20 +123,9 @@ async fn the_device_flow_end_to_end() {
     let done = decide(&browser, &s, user_code, "approve").await;
     assert_eq!(done.status(), 200);
     assert!(done.text().await.unwrap().contains("App approved"));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Once approved, the next poll gets the tokens.
     let (status, tokens) = poll(&s, device_code).await;
-    // The interval grew to 10 s after the slow_down; a poll within it is slowed down again.
-    if status == 400 {
-        assert_eq!(tokens["error"], "slow_down");
-    }
-    let tokens = if status == 200 {
-        tokens
-    } else {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let (status, tokens) = poll(&s, device_code).await;
-        assert_eq!(status, 200, "{tokens}");
-        tokens
-    };
+    assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["scope"], "profile");
     assert!(tokens["expires_in"].as_u64().unwrap() <= 600);

@@ -122,6 +122,16 @@ async fn a_database_that_goes_down_gives_503_and_service_resumes_by_itself() {
     assert_eq!(status_of(&c, &format!("{}/readyz", s.server1)).await, 503);
     let signin = try_sign_in(&client(), &s.server1, "bob", PASSWORD, None).await;
     assert_eq!(signin.status(), 503, "sign-in refused, not let through");
+    // The API answers in its own terms: JSON, no cache, try later.
+    let resp = plain_client()
+        .post(format!("{}/oauth/device_authorization", s.server1))
+        .form(&[("client_id", "handoff-cli")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.text().await.unwrap(), r#"{"error":"temporarily_unavailable"}"#);
+    assert_eq!(status_of(&c, &format!("{}/account", s.server1)).await, 503);
 
     pg.restart();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -201,3 +201,37 @@ async fn a_logout_on_one_replica_ends_the_grant_on_every_replica() {
     let grant = set_cookie(&landed, "__Host-handoff_grant=");
     assert_eq!(on_b(grant).await, 200);
 }
+
+/// With the Redis stores down, an operation page cannot ask whether a logout ended its grant:
+/// it answers 503 (fail closed), never the page; back up, the grant works again.
+#[tokio::test]
+async fn an_operation_request_fails_closed_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let s = spawn_with(on(&redis)).await;
+    let browser = client();
+    sign_in(&browser, &s.server1, "alice").await;
+    let token =
+        open_handoff(&browser, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    assert_eq!(submit(&browser, &s.server2, &token).await.status(), 303);
+    let report = format!("{}/reports/42", s.server2);
+    assert_eq!(status_of(&browser, &report).await, 200);
+    // Epochs are whole seconds: a grant from the very second a Redis comes back counts as
+    // after it. Let that second pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    redis.stop();
+    let resp = browser.get(&report).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(!resp.text().await.unwrap().contains("Report 42"), "no page without the check");
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The grant is from before the Redis that came back empty: refused (403), never the page.
+    loop {
+        let status = status_of(&browser, &report).await;
+        assert_ne!(status, 200, "a grant from before an empty Redis fails closed");
+        if status == 403 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the store never answered again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

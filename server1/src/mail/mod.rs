@@ -361,6 +361,13 @@ mod tests {
             assert!(text.contains("To: alice@example.com") && text.contains("Hi Alice"), "{text}");
         }
         assert!(Mailer::new(&MailTransport::Dir(mail_dir), "not an address", None).is_err());
+        // A directory that cannot be made (a file stands there): the message waits, it is not
+        // lost (transient, so the outbox retries).
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, "a file").expect("write");
+        let mailer =
+            Mailer::new(&MailTransport::Dir(blocked), "p@portal.example", None).expect("mailer");
+        assert!(matches!(mailer.send(&message).await, Err(MailError::Transient(_))));
         let smtps = MailTransport::Smtp(SmtpUrl::parse("smtps://mail.example").expect("url"));
         let missing = dir.path().join("missing.pem");
         let err = Mailer::new(&smtps, "p@portal.example", Some(&missing)).unwrap_err();

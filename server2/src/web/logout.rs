@@ -68,12 +68,12 @@ pub(super) async fn backchannel_logout(
 async fn record(state: &State, token: &str) -> Result<VerifiedLogout, Failure> {
     // What may pass later — keys not fetched yet (a rotation), a clock ahead — is "try again"
     // (503, and the issuer retries), not a refusal that would lose the logout.
-    let refused = |r: Rejection| match r {
-        Rejection::UnknownKid | Rejection::IssuedInFuture => {
+    let refused = |r: Rejection| {
+        if r.may_pass_later() {
             Failure::Unavailable(format!("logout token not checkable yet: {}", r.code()))
+        } else {
+            Failure::Refused(r.code())
         }
-        r if r.is_server_side() => Failure::Unavailable(r.code().to_owned()),
-        r => Failure::Refused(r.code()),
     };
     let inspected = state.logout_verifier.inspect(token).map_err(refused)?;
     let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(refused)?;

@@ -90,6 +90,17 @@ impl Rejection {
         matches!(self, Self::KeysUnavailable)
     }
 
+    /// True when the same token may pass later, unchanged: the issuer's keys not loaded yet, a
+    /// key newer than the ones fetched (just after a rotation), or the issuer's clock ahead. A
+    /// sender that can retry (SERVER1's outbox) should; people are told to open the link
+    /// again.
+    pub const fn may_pass_later(&self) -> bool {
+        matches!(
+            self,
+            Self::KeysUnavailable | Self::UnknownKid | Self::NotYetValid | Self::IssuedInFuture
+        )
+    }
+
     /// True when the refusal came before the signature held: anyone can cause it at will, with
     /// no key (the shape, the header, an unknown key, a wrong signature). Every other refusal is
     /// about a token the issuer really signed.
@@ -940,5 +951,17 @@ mod tests {
     fn rejection_codes_are_unique() {
         let codes: HashSet<_> = Rejection::ALL.iter().map(Rejection::code).collect();
         assert_eq!(codes.len(), Rejection::ALL.len());
+    }
+}
+
+#[cfg(test)]
+mod later {
+    use super::Rejection;
+
+    #[test]
+    fn only_what_time_or_a_fetch_can_mend_may_pass_later() {
+        let later: Vec<&str> =
+            Rejection::ALL.iter().filter(|r| r.may_pass_later()).map(|r| r.code()).collect();
+        assert_eq!(later, ["unknown_kid", "keys_unavailable", "not_yet_valid", "issued_in_future"]);
     }
 }
