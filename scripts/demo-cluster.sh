@@ -76,6 +76,11 @@ export SERVER2_TRUSTED_PROXIES=127.0.0.1
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$SERVER1_TARGETS_FILE" ] || cp server1/targets.example.toml "$SERVER1_TARGETS_FILE"
+# The example's second partner ("desk", HS256) names secret files beside the targets file; the
+# cluster demo does not run that partner, but SERVER1 reads its secrets.
+for secret in desk.secret desk-api.secret; do
+  [ -f "$data/$secret" ] || "$bin/server1" secret new "$data/$secret"
+done
 export SERVER1_CLIENTS_FILE="$data/clients.toml"
 [ -f "$SERVER1_CLIENTS_FILE" ] || cp server1/clients.example.toml "$SERVER1_CLIENTS_FILE"
 [ -f "$SERVER1_KEYS_DIR/keys.json" ] || "$bin/server1" keys generate

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole product on one machine: SERVER1 (the portal) at http://127.0.0.1:8001 and
-# SERVER2 (the partner) at http://localhost:8002 — two different sites, as in a real deployment.
+# SERVER2 (the partner) at http://localhost:8002 — two different sites, as in a real deployment —
+# and a second partner, "Partner Desk", at http://127.0.0.1:8003: SERVER2 again, checking tokens
+# with a secret it shares with SERVER1 (HS256) and showing the user's name.
 # First run: creates a signing key, the targets file and a demo user with a generated password,
 # all under .demo/. Anyone may sign up; mail goes to files in .demo/mail/, and the link in each
 # new message is printed here. Ctrl-C stops both servers.
@@ -32,6 +34,12 @@ export SERVER1_MAIL_DIR="${SERVER1_MAIL_DIR:-$data/mail}"
 export RUST_LOG="${RUST_LOG:-info,poem=warn}"
 
 [ -f "$SERVER1_TARGETS_FILE" ] || cp server1/targets.example.toml "$SERVER1_TARGETS_FILE"
+# The second partner ("desk") checks tokens with a secret it shares with SERVER1, and its back end
+# calls SERVER1's partner API with a client secret: both files sit beside the targets file.
+targets_dir=$(dirname "$SERVER1_TARGETS_FILE")
+for secret in desk.secret desk-api.secret; do
+  [ -f "$targets_dir/$secret" ] || "$bin/server1" secret new "$targets_dir/$secret"
+done
 export SERVER1_CLIENTS_FILE="${SERVER1_CLIENTS_FILE:-$data/clients.toml}"
 [ -f "$SERVER1_CLIENTS_FILE" ] || cp server1/clients.example.toml "$SERVER1_CLIENTS_FILE"
 [ -f "$SERVER1_KEYS_DIR/keys.json" ] || [ -f "$SERVER1_KEYS_DIR/signing.pk8" ] || "$bin/server1" keys generate
@@ -39,7 +47,7 @@ export SERVER1_CLIENTS_FILE="${SERVER1_CLIENTS_FILE:-$data/clients.toml}"
 if [ ! -f "$data/demo-password" ]; then
   password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
   printf '%s\n' "$password" | "$bin/server1" users add demo --password-stdin --role reports --role billing \
-    --email demo@example.com
+    --email demo@example.com --display-name "Demo User"
   (umask 077 && printf '%s\n' "$password" > "$data/demo-password")
 fi
 password=$(cat "$data/demo-password")
@@ -76,6 +84,8 @@ trap stop INT TERM EXIT
 
 "$bin/server1" serve & pids+=($!)
 "$bin/server2" & pids+=($!)
+SERVER2_LISTEN=127.0.0.1:8003 SERVER2_PUBLIC_URL=http://127.0.0.1:8003 SERVER2_ISSUER_TARGET_ID=desk \
+  SERVER2_ISSUER_SECRET_FILE="$targets_dir/desk.secret" "$bin/server2" & pids+=($!)
 if [ -z "${SERVER1_SMTP_URL:-}" ]; then
   show_mail "$SERVER1_MAIL_DIR" & pids+=($!)
 fi
@@ -91,6 +101,7 @@ cat <<BANNER
 
     SERVER1 (portal):   http://127.0.0.1:8001
     SERVER2 (partner):  http://localhost:8002
+    Partner Desk:       http://127.0.0.1:8003   (a second SERVER2: HS256, shows your name)
 
     Sign in to SERVER1 as   demo
     with the password       $password

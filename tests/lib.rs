@@ -268,6 +268,26 @@ pub fn targets_for(server2: &str) -> String {
     include_str!("../server1/targets.example.toml").replace("http://localhost:8002", server2)
 }
 
+/// The shared-secret files the example targets file names (its `desk` partner's).
+pub const EXAMPLE_SECRETS: [&str; 2] = ["desk.secret", "desk-api.secret"];
+
+/// Writes the example targets file into `dir` as `targets.toml`, pointed at SERVER2's real
+/// address, and makes the secret files it names (when missing).
+pub fn write_targets(dir: &Path, server2: &str) {
+    write_targets_text(dir, &targets_for(server2));
+}
+
+/// Writes `text` as `dir/targets.toml` and makes the example's secret files (when missing).
+pub fn write_targets_text(dir: &Path, text: &str) {
+    std::fs::write(dir.join("targets.toml"), text).unwrap();
+    for name in EXAMPLE_SECRETS {
+        let path = dir.join(name);
+        if !path.exists() {
+            handoff::SharedSecret::create(&path).unwrap();
+        }
+    }
+}
+
 /// Writes a key, targets and users (alice: reports+billing; bob: reports; each with a verified
 /// address NAME@example.com) into `dir`, with
 /// SERVER1's database a SQLite file there, or a fresh PostgreSQL database when the run is
@@ -287,7 +307,7 @@ pub async fn prepare_dir_on(dir: &Path, server2: &str, database_url: &str) -> Ar
     std::fs::create_dir_all(&keys).unwrap();
     let key = SigningKey::generate().unwrap();
     key.save(&keys.join("signing.pk8")).unwrap();
-    std::fs::write(dir.join("targets.toml"), targets_for(server2)).unwrap();
+    write_targets(dir, server2);
     std::fs::write(dir.join("clients.toml"), include_str!("../server1/clients.example.toml"))
         .unwrap();
     std::fs::write(dir.join("database_url"), database_url).unwrap();
@@ -305,7 +325,7 @@ pub async fn prepare_dir_on(dir: &Path, server2: &str, database_url: &str) -> Ar
         let roles: Vec<_> = roles.iter().map(|r| server1::names::Role::parse(r).unwrap()).collect();
         let email = server1::names::Email::parse(&format!("{name}@example.com")).unwrap();
         let name = server1::names::UserName::parse(name).unwrap();
-        accounts.add_user(&name, PASSWORD, &roles, Some(&email)).await.unwrap();
+        accounts.add_user(&name, PASSWORD, &roles, Some(&email), None).await.unwrap();
     }
     Arc::new(key)
 }
@@ -750,6 +770,8 @@ pub fn report_token(
         operation: &op,
         sid: None,
         nonce: None,
+        profile: None,
+        lifetime: None,
     };
     minter.mint(&request, at).unwrap()
 }

@@ -199,6 +199,8 @@ fn prepare_server2(
             operation: &op,
             sid: None,
             nonce: None,
+            profile: None,
+            lifetime: None,
         };
         Ok(minter.mint(&request, at)?.into_string())
     };
@@ -251,6 +253,11 @@ fn prepare_server1(dir: &Path, audience: &str, database_url: Option<&str>) -> an
     let targets = include_str!("../../server1/targets.example.toml")
         .replace("http://localhost:8002", audience);
     std::fs::write(dir.join("targets.toml"), targets)?;
+    for secret in ["desk.secret", "desk-api.secret"] {
+        if !dir.join(secret).exists() {
+            handoff::SharedSecret::create(&dir.join(secret))?;
+        }
+    }
     let sqlite = format!("sqlite://{}", dir.join("server1.sqlite3").display());
     let url = DatabaseUrl::parse(database_url.unwrap_or(&sqlite)).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -267,6 +274,7 @@ fn prepare_server1(dir: &Path, audience: &str, database_url: Option<&str>) -> an
             roles: &[role],
             email: None,
             email_verified: true,
+            display_name: None,
         };
         let user = db.add_user(&new, now).await?;
         let session = server1::accounts::random_token().context("randomness")?;

@@ -41,6 +41,7 @@ fn world() -> &'static World {
             leeway: Leeway::from_secs(5).expect("leeway"),
             max_lifetime: Ttl::from_secs(120).expect("ttl"),
             catalog: Catalog::new([spec]).expect("catalog"),
+            algorithm: handoff::Alg::EdDsa,
         })
         .expect("verifier");
         World { key, keys, verifier }

@@ -259,7 +259,8 @@ impl Accounts {
     }
 
     /// Adds a user with `password`, `roles` and, optionally, an address the operator vouches
-    /// for (verified).
+    /// for (verified) and a display name (checked by the caller with
+    /// [`handoff::token::is_display_name`]).
     ///
     /// # Errors
     ///
@@ -270,10 +271,18 @@ impl Accounts {
         password: &str,
         roles: &[Role],
         email: Option<&Email>,
+        display_name: Option<&str>,
     ) -> Result<User, AddUserError> {
         check_policy(password, name.as_str(), email.map(Email::as_str))?;
         let hash = self.passwords.hash(password)?;
-        let new = NewUser { name, password_hash: &hash, roles, email, email_verified: true };
+        let new = NewUser {
+            name,
+            password_hash: &hash,
+            roles,
+            email,
+            email_verified: true,
+            display_name,
+        };
         Ok(self.db.add_user(&new, self.clock.now()).await?)
     }
 
@@ -319,6 +328,20 @@ impl Accounts {
     pub async fn set_roles(&self, name: &UserName, roles: &[Role]) -> Result<bool, DbError> {
         let Some(user) = self.user(name).await? else { return Ok(false) };
         self.db.set_roles(&user.id, roles).await
+    }
+
+    /// Sets or clears the display name of the user called `name`; false when there is none.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn set_display_name(
+        &self,
+        name: &UserName,
+        display_name: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let Some(user) = self.user(name).await? else { return Ok(false) };
+        self.db.set_display_name(&user.id, display_name).await
     }
 
     /// Removes the user called `name` with their sessions; false when there is none.
@@ -585,6 +608,7 @@ impl Accounts {
             roles: &self.settings.signup_roles,
             email: Some(&email),
             email_verified: false,
+            display_name: None,
         };
         match self.db.add_user(&new, self.clock.now()).await {
             Ok(user) => {

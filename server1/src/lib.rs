@@ -129,6 +129,8 @@ impl Services {
             mail_metrics,
         );
         if let Some(handoffs) = &handoffs {
+            // Pairwise subjects come from a secret every replica reads from the database.
+            handoffs.set_pairwise_secret(&db.secret("pairwise").await?);
             outbox = outbox.with_partners(Arc::clone(handoffs)).map_err(StartupError::Crypto)?;
         }
         let outbox = Arc::new(outbox);

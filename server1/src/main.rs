@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Make a shared secret for a partner (HS256 handoffs, or its API client secret).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Mint a handoff token and print only the token.
     Mint {
         /// Target id from the targets file.
@@ -77,6 +82,16 @@ enum KeysCommand {
     },
     /// List the keys: id, created, state, and until when.
     List,
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Write 32 random bytes to a new file with mode 0600 (never overwrites). Give the same
+    /// file to the partner over a secure channel, and name it in the targets file.
+    New {
+        /// The file to create.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +126,10 @@ enum UsersCommand {
         /// E-mail address, verified by you.
         #[arg(long)]
         email: Option<String>,
+        /// How the user is shown, e.g. "Alice Example" (partners whose policy lists the
+        /// `name` claim receive it).
+        #[arg(long)]
+        display_name: Option<String>,
     },
     /// List the users: name, address, roles, state.
     List,
@@ -144,6 +163,13 @@ enum UsersCommand {
         /// The address.
         address: String,
     },
+    /// Set (or with an empty string, clear) a user's display name.
+    SetDisplayName {
+        /// User name.
+        name: String,
+        /// The display name, e.g. "Alice Example".
+        display_name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,6 +178,11 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if let Command::Secret { command: SecretCommand::New { file } } = &command {
+        handoff::SharedSecret::create(file)?;
+        eprintln!("wrote a new 32-byte secret to {} (mode 0600)", file.display());
+        return Ok(());
+    }
     // The server batches its log lines; the one-shot commands write theirs at once, in order
     // with what they print.
     let _flush_logs = if matches!(command, Command::Serve) {
@@ -177,9 +208,17 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command: KeysCommand::List } => list_keys(&config),
-        Command::Users { command: UsersCommand::Add { name, password_stdin, roles, email } } => {
-            block_on(add_user(&config, &name, password_stdin, &roles, email.as_deref()))
-        }
+        Command::Users {
+            command: UsersCommand::Add { name, password_stdin, roles, email, display_name },
+        } => block_on(add_user(
+            &config,
+            &name,
+            password_stdin,
+            &roles,
+            email.as_deref(),
+            display_name.as_deref(),
+        )),
+        Command::Secret { .. } => Ok(()),
         Command::Users { command } => block_on(manage_users(&config, command)),
         Command::Tokens { command: TokensCommand::Revoke { jti, user, client } } => {
             block_on(revoke(&config, jti, user, client))
@@ -251,6 +290,14 @@ fn roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
         .collect()
 }
 
+fn display_name(name: &str) -> anyhow::Result<&str> {
+    if handoff::token::is_display_name(name) {
+        Ok(name)
+    } else {
+        Err(anyhow!("a display name is 1 to 80 characters, not blank, without control characters"))
+    }
+}
+
 fn email(address: &str) -> anyhow::Result<Email> {
     Email::normalize(address).map_err(|_| anyhow!("{address:?} is not an e-mail address"))
 }
@@ -261,6 +308,7 @@ async fn add_user(
     password_stdin: bool,
     roles: &[String],
     address: Option<&str>,
+    display_name: Option<&str>,
 ) -> anyhow::Result<()> {
     if !password_stdin {
         bail!("pass --password-stdin and write the password to standard input");
@@ -268,6 +316,7 @@ async fn add_user(
     let name = user_name(name)?;
     let roles = self::roles(roles)?;
     let address = address.map(email).transpose()?;
+    let display_name = display_name.map(self::display_name).transpose()?;
     let mut password = String::new();
     std::io::stdin()
         .lock()
@@ -275,7 +324,7 @@ async fn add_user(
         .context("cannot read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
     let accounts = accounts(config, OpenMode::CreateIfMissing).await?;
-    let user = accounts.add_user(&name, password, &roles, address.as_ref()).await?;
+    let user = accounts.add_user(&name, password, &roles, address.as_ref(), display_name).await?;
     let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
     eprintln!("added user {} ({}) with roles [{}]", user.name, user.id, roles.join(", "));
     Ok(())
@@ -298,18 +347,21 @@ async fn manage_users(config: &Config, command: UsersCommand) -> anyhow::Result<
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<24} {:<32} {:<9} {:<8} roles",
-                "name", "e-mail", "verified", "state"
+                "{:<24} {:<32} {:<9} {:<8} {:<24} roles",
+                "name", "e-mail", "verified", "state", "display name"
             )?;
             for user in accounts.users().await? {
                 let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
                 writeln!(
                     out,
-                    "{:<24} {:<32} {:<9} {:<8} {}",
+                    "{:<24} {:<32} {:<9} {:<8} {:<24} {}",
                     user.name,
                     user.email.as_ref().map_or("-", |e| e.as_str()),
                     if user.email_verified { "yes" } else { "no" },
                     if user.disabled { "disabled" } else { "active" },
+                    user.display_name
+                        .as_deref()
+                        .map_or_else(|| "-".to_owned(), |n| format!("{n:?}")),
                     roles.join(",")
                 )?;
             }
@@ -345,6 +397,19 @@ async fn manage_users(config: &Config, command: UsersCommand) -> anyhow::Result<
             })?;
             found(done, &name)?;
             eprintln!("user {name} now has the verified address {address}");
+        }
+        UsersCommand::SetDisplayName { name, display_name } => {
+            let name = user_name(&name)?;
+            let shown = if display_name.is_empty() {
+                None
+            } else {
+                Some(self::display_name(&display_name)?)
+            };
+            found(accounts.set_display_name(&name, shown).await?, &name)?;
+            match shown {
+                Some(shown) => eprintln!("user {name} is now shown as {shown:?}"),
+                None => eprintln!("user {name} has no display name now"),
+            }
         }
     }
     Ok(())
@@ -407,14 +472,14 @@ async fn mint(
     args: &[String],
 ) -> anyhow::Result<()> {
     handoff::crypto::install()?;
-    let targets = Targets::load(&config.targets_file)?;
-    let handoffs = Handoffs::new(targets, Keys::load(config)?);
+    let handoffs =
+        Arc::new(Handoffs::new(Targets::load(&config.targets_file)?, Keys::load(config)?));
+    let registry = prometheus::Registry::new();
+    let services =
+        Services::open(config, OpenMode::Existing, 1, Some(Arc::clone(&handoffs)), &registry)
+            .await?;
     let name = UserName::normalize(user).map_err(|_| anyhow!("no user {user:?}"))?;
-    let user = accounts(config, OpenMode::Existing)
-        .await?
-        .user(&name)
-        .await?
-        .ok_or_else(|| anyhow!("no user {user:?}"))?;
+    let user = services.accounts.user(&name).await?.ok_or_else(|| anyhow!("no user {user:?}"))?;
     let mut pairs = Vec::new();
     for arg in args {
         let (k, v) = arg.split_once('=').ok_or_else(|| anyhow!("--arg takes KEY=VALUE"))?;
@@ -429,7 +494,12 @@ async fn mint(
         }
         other => anyhow!("{other}"),
     })?;
-    let minted = handoffs.mint(&user, &authorized, None, None, config.clock.now())?;
+    let now = config.clock.now();
+    let minted = handoffs.mint(&user, &authorized, None, None, now)?;
+    if authorized.target.client.is_some() {
+        let target = authorized.target.id.as_str();
+        services.db.record_partner_subject(target, &minted.subject, &user.id, now).await?;
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.token.as_str())?;
     Ok(())

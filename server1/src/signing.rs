@@ -74,6 +74,16 @@ impl Keys {
         })
     }
 
+    /// The issuer the keys sign for.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// The default token lifetime.
+    pub fn ttl(&self) -> Ttl {
+        self.ttl
+    }
+
     /// The keys as of `now`, reloading first if the manifest changed since the last look (at
     /// most once a second). A manifest that fails to load leaves the current keys in place.
     pub fn current(&self, now: UnixTime) -> Arc<Loaded> {

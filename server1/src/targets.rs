@@ -5,10 +5,14 @@
 //! parameter ever names a destination.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use handoff::protocol::start_param;
-use handoff::{ArgName, ArgRule, ArgSpec, Audience, OperationSpec, OperationType};
+use handoff::{
+    Alg, ArgName, ArgRule, ArgSpec, Audience, KeySet, OperationSpec, OperationType, SharedSecret,
+    Ttl,
+};
 use poem::http::HeaderValue;
 use serde::Deserialize;
 
@@ -36,6 +40,92 @@ pub struct Target {
     /// The Content-Security-Policy of this target's handoff page (its form may post only to the
     /// handoff URL's origin), built once.
     pub handoff_csp: HeaderValue,
+    /// How its tokens are signed: with the issuer's Ed25519 keys (the default) or a secret
+    /// shared with this partner.
+    pub signing: Signing,
+    /// Its tokens' lifetime, when it sets one (else `SERVER1_TOKEN_TTL_SECS`).
+    pub lifetime: Option<Ttl>,
+    /// The profile claims it receives.
+    pub claims: ClaimSet,
+    /// How it sees the user's id.
+    pub subject: SubjectKind,
+    /// Its back end's credentials for the partner API, if it may call it.
+    pub client: Option<PartnerClient>,
+}
+
+/// How a target's tokens are signed.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    /// With the issuer's key ring, verified with its JWKS.
+    EdDsa,
+    /// HS256 with this secret, which the partner also holds.
+    Hs256(Arc<SharedSecret>),
+}
+
+impl Signing {
+    /// The algorithm.
+    pub fn alg(&self) -> Alg {
+        match self {
+            Self::EdDsa => Alg::EdDsa,
+            Self::Hs256(_) => Alg::Hs256,
+        }
+    }
+}
+
+/// Which profile claims a target receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimSet {
+    /// `name`: the user's display name, when they have one.
+    pub name: bool,
+    /// `email`, when they have an address.
+    pub email: bool,
+    /// `email_verified`, when they have an address.
+    pub email_verified: bool,
+    /// `groups`: their roles.
+    pub groups: bool,
+}
+
+impl ClaimSet {
+    /// The claim names a targets file may list.
+    pub const NAMES: [&'static str; 4] = ["name", "email", "email_verified", "groups"];
+
+    fn set(&mut self, name: &str) -> bool {
+        let slot = match name {
+            "name" => &mut self.name,
+            "email" => &mut self.email,
+            "email_verified" => &mut self.email_verified,
+            "groups" => &mut self.groups,
+            _ => return false,
+        };
+        !std::mem::replace(slot, true)
+    }
+}
+
+/// How a target sees the user's id (`sub`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// A different stable id per partner (the default): partners cannot correlate users.
+    Pairwise,
+    /// SERVER1's own user id.
+    Public,
+}
+
+/// A partner's back end, allowed to call the partner API with JWTs it signs itself.
+#[derive(Debug, Clone)]
+pub struct PartnerClient {
+    /// Its `client_id`: the `iss` and `sub` of its JWTs.
+    pub client_id: String,
+    /// What its JWTs are checked with.
+    pub key: ClientKey,
+}
+
+/// What a partner's API JWTs are checked with.
+#[derive(Debug, Clone)]
+pub enum ClientKey {
+    /// HS256 with its client secret.
+    Secret(Arc<SharedSecret>),
+    /// EdDSA with the public keys it registered.
+    Jwks(Arc<KeySet>),
 }
 
 impl Target {
@@ -96,8 +186,28 @@ struct RawTarget {
     #[serde(default)]
     backchannel_logout_url: Option<String>,
     #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    secret_file: Option<String>,
+    #[serde(default)]
+    token_ttl_secs: Option<u64>,
+    #[serde(default)]
+    claims: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default)]
+    client_jwks_file: Option<String>,
+    #[serde(default)]
     operation: Vec<RawOperation>,
 }
+
+/// Turns a file name from the targets file into a path (relative names are relative to the
+/// targets file's directory), or refuses files altogether.
+type FileResolver<'a> = &'a dyn Fn(&str) -> Result<PathBuf, String>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,15 +249,30 @@ impl Targets {
             return Err(err("larger than 1 MiB".into()));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::parse(&text).map_err(err)
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |name: &str| {
+            if name.is_empty() || name.len() > 4096 {
+                return Err("a file name is 1 to 4096 bytes".to_owned());
+            }
+            Ok(dir.join(name))
+        };
+        Self::parse_with(&text, &resolve).map_err(err)
     }
 
-    /// Parses the TOML text of a targets file.
+    /// Parses the TOML text of a targets file that names no secret or key file (those are read
+    /// only by [`Targets::load`], relative to the file).
     ///
     /// # Errors
     ///
     /// A message naming the entry at fault.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_with(text, &|_| {
+            Err("secret and key files are read only from a targets file on disk".to_owned())
+        })
+    }
+
+    /// Parses the TOML text of a targets file, reading the files it names through `resolve`.
+    fn parse_with(text: &str, resolve: FileResolver<'_>) -> Result<Self, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
         if raw.target.is_empty() {
             return Err("declares no [[target]]".into());
@@ -157,9 +282,20 @@ impl Targets {
         }
         let mut targets: Vec<Target> = Vec::new();
         for t in raw.target {
-            let target = convert_target(t)?;
+            let target = convert_target(t, resolve)?;
             if targets.iter().any(|other| other.id == target.id) {
                 return Err(format!("target {:?} is declared twice", target.id.as_str()));
+            }
+            let client_id = target.client.as_ref().map(|c| c.client_id.as_str());
+            if client_id.is_some()
+                && targets
+                    .iter()
+                    .any(|o| o.client.as_ref().map(|c| c.client_id.as_str()) == client_id)
+            {
+                return Err(format!(
+                    "target {:?}: client_id is another target's",
+                    target.id.as_str()
+                ));
             }
             targets.push(target);
         }
@@ -171,13 +307,20 @@ impl Targets {
         self.targets.iter().find(|t| t.id == id)
     }
 
+    /// The target whose back end is `client_id`.
+    pub fn by_client(&self, client_id: &str) -> Option<(&Target, &PartnerClient)> {
+        self.targets
+            .iter()
+            .find_map(|t| t.client.as_ref().filter(|c| c.client_id == client_id).map(|c| (t, c)))
+    }
+
     /// All targets, in file order.
     pub fn iter(&self) -> impl Iterator<Item = &Target> {
         self.targets.iter()
     }
 }
 
-fn convert_target(t: RawTarget) -> Result<Target, String> {
+fn convert_target(t: RawTarget, resolve: FileResolver<'_>) -> Result<Target, String> {
     let Ok(id) = TargetId::parse(&t.id) else {
         return Err(format!("target id {:?}: use 1 to 32 characters of a-z 0-9 - _", t.id));
     };
@@ -207,6 +350,76 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
             format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
         })?;
+    let secret = |field: &str, name: &str| -> Result<Arc<SharedSecret>, String> {
+        let path = resolve(name).map_err(|e| format!("{at}: {field}: {e}"))?;
+        SharedSecret::load(&path)
+            .map(Arc::new)
+            .map_err(|e| format!("{at}: {field}: {e} (make one with `server1 secret new FILE`)"))
+    };
+    let signing = match (t.algorithm.as_deref().unwrap_or("EdDSA"), t.secret_file.as_deref()) {
+        ("EdDSA", None) => Signing::EdDsa,
+        ("EdDSA", Some(_)) => {
+            return Err(format!("{at}: secret_file is only for algorithm = \"HS256\""))
+        }
+        ("HS256", Some(file)) => Signing::Hs256(secret("secret_file", file)?),
+        ("HS256", None) => return Err(format!("{at}: algorithm = \"HS256\" needs secret_file")),
+        _ => return Err(format!("{at}: algorithm must be \"EdDSA\" or \"HS256\"")),
+    };
+    let lifetime = t
+        .token_ttl_secs
+        .map(|secs| {
+            Ttl::from_secs(secs).map_err(|_| format!("{at}: token_ttl_secs must be 1 to 600"))
+        })
+        .transpose()?;
+    let mut claims = ClaimSet::default();
+    for name in &t.claims {
+        if !ClaimSet::NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "{at}: claims may list {}",
+                ClaimSet::NAMES.map(|n| format!("{n:?}")).join(", ")
+            ));
+        }
+        if !claims.set(name) {
+            return Err(format!("{at}: claim {name:?} is listed twice"));
+        }
+    }
+    let subject = match t.subject.as_deref().unwrap_or("pairwise") {
+        "pairwise" => SubjectKind::Pairwise,
+        "public" => SubjectKind::Public,
+        _ => return Err(format!("{at}: subject must be \"pairwise\" or \"public\"")),
+    };
+    let client = match (t.client_id, t.client_secret_file, t.client_jwks_file) {
+        (None, None, None) => None,
+        (Some(client_id), secret_file, jwks_file) => {
+            let ok = (1..=64).contains(&client_id.len())
+                && client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "{at}: client_id must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
+                ));
+            }
+            let key = match (secret_file, jwks_file) {
+                (Some(file), None) => ClientKey::Secret(secret("client_secret_file", &file)?),
+                (None, Some(file)) => {
+                    let path =
+                        resolve(&file).map_err(|e| format!("{at}: client_jwks_file: {e}"))?;
+                    let bytes = std::fs::read(&path)
+                        .map_err(|e| format!("{at}: client_jwks_file {}: {e}", path.display()))?;
+                    let keys = handoff::Jwks::parse(&bytes)
+                        .and_then(|jwks| KeySet::from_jwks(&jwks))
+                        .map_err(|e| format!("{at}: client_jwks_file {}: {e}", path.display()))?;
+                    ClientKey::Jwks(Arc::new(keys))
+                }
+                _ => return Err(format!(
+                    "{at}: client_id needs exactly one of client_secret_file and client_jwks_file"
+                )),
+            };
+            Some(PartnerClient { client_id, key })
+        }
+        (None, _, _) => {
+            return Err(format!("{at}: client_secret_file and client_jwks_file need client_id"))
+        }
+    };
     Ok(Target {
         id,
         name: t.name,
@@ -215,6 +428,11 @@ fn convert_target(t: RawTarget) -> Result<Target, String> {
         backchannel_logout_url,
         operations,
         handoff_csp,
+        signing,
+        lifetime,
+        claims,
+        subject,
+        client,
     })
 }
 
@@ -287,9 +505,21 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../targets.example.toml");
 
+    /// The example file in a directory of its own, beside the secret files it names.
+    fn example_on_disk(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("dir");
+        for secret in ["desk.secret", "desk-api.secret"] {
+            SharedSecret::create(&dir.path().join(secret)).expect("secret");
+        }
+        let path = dir.path().join("targets.toml");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
     #[test]
     fn the_shipped_example_loads() {
-        let targets = Targets::parse(EXAMPLE).expect("example");
+        let (_dir, path) = example_on_disk(EXAMPLE);
+        let targets = Targets::load(&path).expect("example");
         let partner = targets.get("partner").expect("partner");
         assert_eq!(partner.audience.as_str(), "http://localhost:8002");
         assert_eq!(partner.handoff_url.as_str(), "http://localhost:8002/handoff");
@@ -315,7 +545,91 @@ mod tests {
 
     fn with(edit: &str, replacement: &str) -> Result<Targets, String> {
         assert!(EXAMPLE.contains(edit), "fixture lacks {edit}");
-        Targets::parse(&EXAMPLE.replacen(edit, replacement, 1))
+        let (_dir, path) = example_on_disk(&EXAMPLE.replacen(edit, replacement, 1));
+        Targets::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_partner_has_its_own_policy() {
+        let (_dir, path) = example_on_disk(EXAMPLE);
+        let targets = Targets::load(&path).expect("example");
+        let partner = targets.get("partner").expect("partner");
+        assert_eq!(partner.signing.alg(), Alg::EdDsa);
+        assert_eq!(partner.subject, SubjectKind::Pairwise, "pairwise is the default");
+        assert_eq!(partner.claims, ClaimSet::default(), "no profile claims unless listed");
+        assert!(partner.lifetime.is_none() && partner.client.is_none());
+        let desk = targets.get("desk").expect("desk");
+        assert_eq!(desk.signing.alg(), Alg::Hs256);
+        assert_eq!(desk.claims, ClaimSet { name: true, ..ClaimSet::default() });
+        assert_eq!(desk.lifetime.map(Ttl::as_secs), Some(30));
+        let (found, client) = targets.by_client("desk-backend").expect("client");
+        assert_eq!(found.id.as_str(), "desk");
+        assert!(matches!(client.key, ClientKey::Secret(_)));
+        assert!(targets.by_client("partner").is_none());
+        // Without the files on disk, a text naming secrets is refused, not half-loaded.
+        assert!(Targets::parse(EXAMPLE).unwrap_err().contains("secret_file"));
+    }
+
+    #[test]
+    fn bad_policies_name_the_fault() {
+        let cases = [
+            ("algorithm = \"HS256\"", "algorithm = \"HS512\"", "algorithm must be"),
+            ("algorithm = \"HS256\"", "algorithm = \"none\"", "algorithm must be"),
+            ("algorithm = \"HS256\"", "algorithm = \"EdDSA\"", "secret_file is only for"),
+            ("secret_file = \"desk.secret\"", "", "needs secret_file"),
+            ("secret_file = \"desk.secret\"", "secret_file = \"missing.secret\"", "missing.secret"),
+            ("token_ttl_secs = 30", "token_ttl_secs = 601", "token_ttl_secs"),
+            ("token_ttl_secs = 30", "token_ttl_secs = 0", "token_ttl_secs"),
+            ("claims = [\"name\"]", "claims = [\"password\"]", "claims may list"),
+            ("claims = [\"name\"]", "claims = [\"name\", \"name\"]", "listed twice"),
+            ("claims = [\"name\"]", "subject = \"shared\"", "subject must be"),
+            ("client_id = \"desk-backend\"", "client_id = \"desk backend\"", "client_id must be"),
+            ("client_id = \"desk-backend\"", "", "need client_id"),
+            (
+                "client_secret_file = \"desk-api.secret\"",
+                "client_secret_file = \"desk-api.secret\"\nclient_jwks_file = \"x.json\"",
+                "exactly one of",
+            ),
+            ("client_secret_file = \"desk-api.secret\"", "", "exactly one of"),
+        ];
+        for (from, to, expected) in cases {
+            let err = with(from, to).unwrap_err();
+            assert!(err.contains(expected), "{from} -> {to}: {err}");
+        }
+        // A weak or world-readable secret is refused with its path and the fix.
+        let (dir, path) = example_on_disk(EXAMPLE);
+        std::fs::remove_file(dir.path().join("desk.secret")).expect("rm");
+        std::fs::write(dir.path().join("desk.secret"), "changeme").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("desk.secret"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        let weak = Targets::load(&path).unwrap_err().to_string();
+        assert!(weak.contains("desk.secret") && weak.contains("at least 32"), "{weak}");
+        std::fs::write(
+            dir.path().join("desk.secret"),
+            [
+                7u8, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+            ],
+        )
+        .expect("write");
+        std::fs::set_permissions(
+            dir.path().join("desk.secret"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let open = Targets::load(&path).unwrap_err().to_string();
+        assert!(open.contains("chmod 600"), "{open}");
+        // Two targets may not share a client id.
+        let twice = EXAMPLE.replacen("id = \"partner\"", "id = \"partner\"\nclient_id = \"desk-backend\"\nclient_secret_file = \"desk-api.secret\"", 1);
+        let (_d, path) = example_on_disk(&twice);
+        assert!(Targets::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("client_id is another target's"));
     }
 
     #[test]
@@ -357,7 +671,8 @@ mod tests {
         assert!(Targets::parse("not toml [").is_err());
         let twice =
             format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[target]]").expect("target")..]);
-        assert!(Targets::parse(&twice).unwrap_err().contains("declared twice"));
+        let (_dir, path) = example_on_disk(&twice);
+        assert!(Targets::load(&path).unwrap_err().to_string().contains("declared twice"));
     }
 
     #[test]

@@ -17,6 +17,18 @@ pub enum KeysFrom {
     Url(url::Url),
     /// A pinned JWKS file; no network at all.
     File(PathBuf),
+    /// A secret shared with the issuer: its tokens are HS256, checked with this file's bytes.
+    Secret(PathBuf),
+}
+
+impl KeysFrom {
+    /// The algorithm the issuer's tokens must use: fixed by where the keys come from.
+    pub fn alg(&self) -> handoff::Alg {
+        match self {
+            Self::Url(_) | Self::File(_) => handoff::Alg::EdDsa,
+            Self::Secret(_) => handoff::Alg::Hs256,
+        }
+    }
 }
 
 /// Where SERVER2 keeps the ids of used tokens.
@@ -136,15 +148,17 @@ impl EnvConfig for Config {
         let keys_from = match (
             raw.get("jwks_file").filter(|s| !s.is_empty()),
             raw.get("jwks_url").filter(|s| !s.is_empty()),
+            raw.get("issuer_secret_file").filter(|s| !s.is_empty()),
         ) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
                 errors.push(
-                    "SERVER2_JWKS_FILE and SERVER2_JWKS_URL: expected at most one of them".into(),
+                    "SERVER2_JWKS_FILE, SERVER2_JWKS_URL and SERVER2_ISSUER_SECRET_FILE: expected at most one of them".into(),
                 );
                 None
             }
-            (Some(file), None) => Some(KeysFrom::File(PathBuf::from(file))),
-            (None, url) => {
+            (Some(file), None, None) => Some(KeysFrom::File(PathBuf::from(file))),
+            (None, None, Some(file)) => Some(KeysFrom::Secret(PathBuf::from(file))),
+            (None, url, None) => {
                 let url = match (url, &issuer) {
                     (Some(u), _) => url::Url::parse(u).ok(),
                     (None, Some(iss)) => url::Url::parse(&iss.join(JWKS_PATH)).ok(),
@@ -414,6 +428,15 @@ mod tests {
         assert!(
             Config::from_pairs([("jwks_file", "a"), ("jwks_url", "https://x.example/j")]).is_err()
         );
+        let c = Config::from_pairs([("issuer_secret_file", "/etc/handoff/portal.secret")])
+            .expect("secret");
+        assert_eq!(c.keys_from, KeysFrom::Secret("/etc/handoff/portal.secret".into()));
+        assert_eq!(c.keys_from.alg(), handoff::Alg::Hs256);
+        for other in [("jwks_file", "a"), ("jwks_url", "https://x.example/j")] {
+            let err =
+                Config::from_pairs([("issuer_secret_file", "s"), other]).unwrap_err().to_string();
+            assert!(err.contains("SERVER2_ISSUER_SECRET_FILE"), "{err}");
+        }
         assert!(Config::from_pairs([("jwks_url", "http://portal.example/jwks.json")]).is_err());
         // Bounds and their relations, each refused with its own variable.
         for (var, value) in [

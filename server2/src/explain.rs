@@ -73,6 +73,23 @@ fn hint(refusal: Refusal, config: &Config, token: &str, keys: &[String]) -> Stri
             "authorization_details is {}; see the operations this server performs in the README",
             text("authorization_details")
         ),
+        Refusal::Token(Rejection::WrongAlgorithm) => {
+            let header = token
+                .split('.')
+                .next()
+                .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+                .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+                .and_then(|h| h.get("alg").map(ToString::to_string))
+                .unwrap_or_else(|| "(none)".to_owned());
+            let alg = config.keys_from.alg();
+            format!(
+                "this issuer's tokens are {alg} (fixed by SERVER2_{}), received alg {header}; the token's header never chooses the algorithm",
+                if alg == handoff::Alg::Hs256 { "ISSUER_SECRET_FILE" } else { "JWKS_URL or SERVER2_JWKS_FILE" }
+            )
+        }
+        Refusal::Token(Rejection::BadSignature) if config.keys_from.alg() == handoff::Alg::Hs256 => {
+            "the signature does not match this server's shared secret (SERVER2_ISSUER_SECRET_FILE): check both sides hold the same file, byte for byte".into()
+        }
         Refusal::Policy(Policy::UnboundRefused) => {
             "this server takes only browser-bound handoffs (SERVER2_UNBOUND_HANDOFFS=refuse): start at /handoff/start".into()
         }
@@ -93,11 +110,15 @@ pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
         leeway: config.leeway,
         max_lifetime: config.max_token_lifetime,
         catalog: crate::operations::catalog(),
+        algorithm: config.keys_from.alg(),
     })
     .map_err(|e| e.to_string())?;
     let keys = match &config.keys_from {
         crate::config::KeysFrom::File(path) => {
             KeySource::pinned(path).map_err(|e| e.to_string())?
+        }
+        crate::config::KeysFrom::Secret(path) => {
+            KeySource::shared_secret(path).map_err(|e| e.to_string())?
         }
         crate::config::KeysFrom::Url(url) => {
             let source = KeySource::remote(
@@ -122,7 +143,8 @@ pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
             Err(r) => break 'checks fail("size, shape and header", r.into()),
         };
         let kid = inspected.kid().as_str().to_owned();
-        let _ = writeln!(lines, "ok    size, shape and header (handoff+jwt, EdDSA, kid {kid})");
+        let alg = config.keys_from.alg();
+        let _ = writeln!(lines, "ok    size, shape and header (handoff+jwt, {alg}, kid {kid})");
         let Some(key) = keys.current().and_then(|set| set.get(&kid).cloned()) else {
             break 'checks fail("the issuer's key", Rejection::UnknownKid.into());
         };

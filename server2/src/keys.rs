@@ -74,6 +74,24 @@ impl KeySource {
         })
     }
 
+    /// The issuer's shared secret, from a file (mode 0600, at least 32 random bytes): its
+    /// tokens are HS256 and nothing is ever fetched.
+    ///
+    /// # Errors
+    ///
+    /// When the file is unreadable, readable by others or too weak a secret.
+    pub fn shared_secret(path: &Path) -> Result<Self, KeysError> {
+        let shown = path.display().to_string();
+        let secret = handoff::SharedSecret::load(path).map_err(|e| KeysError::Invalid(shown, e))?;
+        Ok(Self {
+            current: RwLock::new(Some(Arc::new(KeySet::shared_secret(&secret)))),
+            remote: None,
+            fetches: None,
+            cache_for: std::sync::Mutex::new(Duration::MAX),
+            cache_bounds: (Duration::MAX, Duration::MAX),
+        })
+    }
+
     /// Keys from `url`, not fetched yet (call [`KeySource::refresh`]).
     ///
     /// # Errors

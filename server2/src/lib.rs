@@ -40,8 +40,8 @@ pub enum StartupError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The pinned JWKS file is unusable.
-    #[error("{0} (check SERVER2_JWKS_FILE)")]
+    /// The pinned JWKS file or the issuer's secret file is unusable.
+    #[error("{0} (check SERVER2_JWKS_FILE or SERVER2_ISSUER_SECRET_FILE)")]
     Keys(#[from] keys::KeysError),
     /// The operation-cookie key file is unusable.
     #[error("cannot use SERVER2_COOKIE_KEY_FILE {0}: {1}")]
@@ -74,6 +74,7 @@ pub async fn build_app(
         leeway: config.leeway,
         max_lifetime: config.max_token_lifetime,
         catalog: operations::catalog(),
+        algorithm: handoff::Alg::EdDsa,
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
     let registry = Registry::new();
@@ -93,7 +94,8 @@ pub async fn build_app(
     );
     let (replay, revocations) = stores(&config).await?;
     let logout_verifier =
-        LogoutVerifier::new(config.issuer.clone(), config.public_url.clone(), config.leeway);
+        LogoutVerifier::new(config.issuer.clone(), config.public_url.clone(), config.leeway)
+            .with_algorithm(config.keys_from.alg());
     let hardening = Hardening {
         csp: web::pages::CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
@@ -158,6 +160,7 @@ async fn stores(
 async fn load_keys(config: &Config, metrics: &web::Metrics) -> Result<KeySource, StartupError> {
     Ok(match &config.keys_from {
         KeysFrom::File(path) => KeySource::pinned(path)?,
+        KeysFrom::Secret(path) => KeySource::shared_secret(path)?,
         KeysFrom::Url(url) => {
             let fetches = Some(metrics.jwks_fetches.clone());
             let source = KeySource::remote(

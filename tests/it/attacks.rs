@@ -578,6 +578,7 @@ attack!(
             jti: handoff::Jti::generate(&SystemRandom::new()).unwrap(),
             sid: None,
             token_iat: None,
+            name: None,
         };
         one(grant.seal(&g).unwrap())
     }

@@ -53,7 +53,7 @@ async fn real_processes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (p1, p2) = (free_port(), free_port());
     let server2_url = format!("http://localhost:{p2}");
-    std::fs::write(dir.path().join("targets.toml"), targets_for(&server2_url)).unwrap();
+    write_targets(dir.path(), &server2_url);
 
     let out = server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -146,10 +146,19 @@ fn users(dir: &std::path::Path, port: u16, args: &[&str], password: &str) -> std
 async fn operators_manage_users_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let p1 = free_port();
-    std::fs::write(dir.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    write_targets(dir.path(), "http://localhost:8002");
     assert!(server1(dir.path(), p1).args(["keys", "generate"]).output().unwrap().status.success());
-    let add =
-        ["add", "carol", "--password-stdin", "--role", "reports", "--email", "Carol@Example.com"];
+    let add = [
+        "add",
+        "carol",
+        "--password-stdin",
+        "--role",
+        "reports",
+        "--email",
+        "Carol@Example.com",
+        "--display-name",
+        "Carol Example",
+    ];
     let out = users(dir.path(), p1, &add, PASSWORD);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let weak = users(dir.path(), p1, &["add", "dave", "--password-stdin"], "dave1234");
@@ -172,7 +181,7 @@ async fn operators_manage_users_from_the_command_line() {
             "{expect:?} in {text}"
         );
     };
-    list("carol carol@example.com yes active reports");
+    list("carol carol@example.com yes active \"Carol Example\" reports");
 
     let _s1 = Running(server1(dir.path(), p1).stderr(Stdio::null()).spawn().unwrap());
     let base = format!("http://127.0.0.1:{p1}");
@@ -201,7 +210,17 @@ async fn operators_manage_users_from_the_command_line() {
         .status
         .success());
     list("carol.new@example.com yes");
+    assert!(users(dir.path(), p1, &["set-display-name", "carol", "Carol Q. Example"], "")
+        .status
+        .success());
+    list("\"Carol Q. Example\"");
+    assert!(users(dir.path(), p1, &["set-display-name", "carol", ""], "").status.success());
+    list("active - billing,reports");
     for (args, why) in [
+        (&["set-display-name", "carol", "   "][..], "a display name is"),
+        (&["set-display-name", "carol", "Bell\u{7}"][..], "a display name is"),
+        (&["set-display-name", "nobody", "Nobody"][..], "no user"),
+        (&["add", "frank", "--password-stdin", "--display-name", ""][..], "a display name is"),
         (&["disable", "nobody"][..], "no user"),
         (&["set-email", "carol", "not-an-address"][..], "not an e-mail address"),
         (&["set-roles", "carol", "--role", "Bad Role"][..], "a role is"),
@@ -249,7 +268,7 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
 
     // A key and targets but no database: serving refuses (adding a user creates it).
     let dir2 = tempfile::tempdir().unwrap();
-    std::fs::write(dir2.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    write_targets(dir2.path(), "http://localhost:8002");
     assert!(server1(dir2.path(), free_port())
         .args(["keys", "generate"])
         .status()
@@ -268,7 +287,7 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     // A keys "directory" that is a file, and a database path that is a directory: clear
     // errors, nothing created.
     let dir3 = tempfile::tempdir().unwrap();
-    std::fs::write(dir3.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    write_targets(dir3.path(), "http://localhost:8002");
     std::fs::write(dir3.path().join("keys"), b"not a directory").unwrap();
     let out = server1(dir3.path(), free_port()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -357,8 +376,7 @@ async fn pinned_jwks_file_needs_no_network() {
 async fn sigterm_stops_both_servers_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (p1, p2) = (free_port(), free_port());
-    std::fs::write(dir.path().join("targets.toml"), targets_for(&format!("http://localhost:{p2}")))
-        .unwrap();
+    write_targets(dir.path(), &format!("http://localhost:{p2}"));
     assert!(server1(dir.path(), p1).args(["keys", "generate"]).status().unwrap().success());
     let mut add = server1(dir.path(), p1)
         .args(["users", "add", "dave", "--password-stdin"])
@@ -432,7 +450,7 @@ fn read_only_database_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    std::fs::write(dir.path().join("targets.toml"), targets_for("http://localhost:8002")).unwrap();
+    write_targets(dir.path(), "http://localhost:8002");
     let port = free_port();
     let with_db = |cmd: &mut Command| {
         cmd.env("SERVER1_DATABASE_URL", format!("sqlite://{}", data.join("db.sqlite3").display()));

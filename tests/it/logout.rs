@@ -2,6 +2,7 @@
 //! logout token to SERVER2 when a session ends; SERVER2 refuses the grants and handoff tokens of
 //! that session from then on.
 
+use handoff::mint::MintKey;
 use std::time::{Duration, Instant};
 
 use handoff::logout::{mint_logout, Ended, BACKCHANNEL_EVENT, LOGOUT_TYP};
@@ -155,18 +156,21 @@ async fn bad_logout_tokens_are_refused() {
         "iss": s.server1, "aud": s.server2, "iat": now_secs(), "exp": now_secs() + 60,
         "jti": fresh_jti(), "events": { BACKCHANNEL_EVENT: {} }, "sub": sub.as_str(),
     });
-    let forger = handoff::SigningKey::generate().unwrap();
+    let forger = MintKey::from(std::sync::Arc::new(handoff::SigningKey::generate().unwrap()));
     let other_aud = handoff::Audience::parse("http://localhost:1").unwrap();
     let bad: Vec<(&str, String)> = vec![
         ("with a bad signature", {
-            let (good, _) = mint_logout(&s.key, &iss, &aud, &everything, now()).unwrap();
+            let (good, _) =
+                mint_logout(&MintKey::from(s.key.clone()), &iss, &aud, &everything, now()).unwrap();
             let (head, sig) = good.rsplit_once('.').unwrap();
             let flipped = if sig.starts_with('A') { "B" } else { "A" };
             format!("{head}.{flipped}{}", &sig[1..])
         }),
         (
             "for another audience",
-            mint_logout(&s.key, &iss, &other_aud, &everything, now()).unwrap().0,
+            mint_logout(&MintKey::from(s.key.clone()), &iss, &other_aud, &everything, now())
+                .unwrap()
+                .0,
         ),
         (
             "a handoff token",

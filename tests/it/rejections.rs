@@ -435,7 +435,8 @@ async fn tokens_never_reach_the_logs() {
     let events: Vec<&str> = logs.lines().filter(|l| l.contains(&jti)).collect();
     assert!(events.iter().any(|l| l.contains("event=\"handoff.minted\"")), "{events:?}");
     assert!(
-        events.iter().any(|l| l.contains("event=\"handoff.accepted\"") && l.contains("sub=u_")),
+        // The partner knows the user by a pairwise id (`p…`), never SERVER1's own.
+        events.iter().any(|l| l.contains("event=\"handoff.accepted\"") && l.contains("sub=p")),
         "{events:?}"
     );
     assert!(

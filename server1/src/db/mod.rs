@@ -108,6 +108,8 @@ pub struct User {
     pub email_verified: bool,
     /// A disabled user cannot sign in and has no sessions.
     pub disabled: bool,
+    /// How they are shown ("Alice Example"), if they set a name.
+    pub display_name: Option<String>,
 }
 
 impl User {
@@ -130,10 +132,12 @@ pub struct NewUser<'a> {
     pub email: Option<&'a Email>,
     /// Whether the address counts as verified already.
     pub email_verified: bool,
+    /// How they are shown, checked by [`handoff::token::is_display_name`].
+    pub display_name: Option<&'a str>,
 }
 
 /// The columns every user query selects, in this order (`u` is the users table): id, name,
-/// roles (space-separated), email, email_verified, disabled, password_hash.
+/// roles (space-separated), email, email_verified, disabled, password_hash, display_name.
 struct UserRow {
     id: String,
     name: String,
@@ -142,6 +146,7 @@ struct UserRow {
     email_verified: bool,
     disabled: bool,
     password_hash: String,
+    display_name: Option<String>,
 }
 
 impl UserRow {
@@ -165,6 +170,7 @@ impl UserRow {
             email: self.email.as_deref().and_then(|e| Email::parse(e).ok()),
             email_verified: self.email_verified,
             disabled: self.disabled,
+            display_name: self.display_name.filter(|n| handoff::token::is_display_name(n)),
         };
         Some((user, self.password_hash))
     }
@@ -516,6 +522,49 @@ impl Db {
     /// [`DbError::Unavailable`].
     pub async fn set_roles(&self, user: &Subject, roles: &[Role]) -> Result<bool, DbError> {
         on_engine!(self.set_roles(user, roles))
+    }
+
+    /// Sets (or with `None` clears) a user's display name; false when there is no such user.
+    /// The name was checked by [`handoff::token::is_display_name`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_display_name(
+        &self,
+        user: &Subject,
+        name: Option<&str>,
+    ) -> Result<bool, DbError> {
+        on_engine!(self.set_display_name(user, name))
+    }
+
+    /// Remembers that `user` was handed off to `target`, where they are `subject` (pairwise or
+    /// public): the partner API answers only for users so remembered. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn record_partner_subject(
+        &self,
+        target: &str,
+        subject: &Subject,
+        user: &Subject,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        on_engine!(self.record_partner_subject(target, subject, user, now))
+    }
+
+    /// The user `target` knows as `subject`, if they were ever handed off to it.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn partner_subject_user(
+        &self,
+        target: &str,
+        subject: &Subject,
+    ) -> Result<Option<User>, DbError> {
+        on_engine!(self.partner_subject_user(target, subject))
     }
 
     /// Removes a user with their sessions and links; false when there is none.

@@ -179,6 +179,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX refresh_families_user ON refresh_families(user_id);
      CREATE INDEX refresh_families_client ON refresh_families(client_id);
      ALTER TABLE device_codes ADD COLUMN decided_at BIGINT;",
+    // v6: display names, and which partner knows which user by which subject.
+    "ALTER TABLE users ADD COLUMN display_name TEXT;
+     CREATE TABLE partner_subjects (
+        target_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        first_seen BIGINT NOT NULL,
+        PRIMARY KEY (target_id, subject)
+     );
+     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -186,7 +196,7 @@ macro_rules! select_user {
     ($($rest:literal)*) => {
         concat!(
             "SELECT u.id, u.name, (SELECT string_agg(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id),
-                    u.email, u.email_verified, u.disabled, u.password_hash",
+                    u.email, u.email_verified, u.disabled, u.password_hash, u.display_name",
             $($rest),*
         )
     };
@@ -201,6 +211,7 @@ fn user_row(row: &Row) -> UserRow {
         email_verified: row.get(4),
         disabled: row.get(5),
         password_hash: row.get(6),
+        display_name: row.get(7),
     }
 }
 
@@ -431,8 +442,8 @@ impl PgDb {
         self.with(|mut conn| async move {
             let tx = conn.transaction().await.map_err(unavailable)?;
             tx.execute(
-                "INSERT INTO users (id, name, password_hash, created_at, email, email_verified) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO users (id, name, password_hash, created_at, email, email_verified, \
+                 display_name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &id2.as_str(),
                     &new.name.as_str(),
@@ -440,6 +451,7 @@ impl PgDb {
                     &secs(now),
                     &email,
                     &new.email_verified,
+                    &new.display_name,
                 ],
             )
             .await
@@ -462,6 +474,7 @@ impl PgDb {
             email: new.email.cloned(),
             email_verified: new.email_verified,
             disabled: false,
+            display_name: new.display_name.map(str::to_owned),
         })
     }
 
@@ -556,6 +569,56 @@ impl PgDb {
             Ok(found)
         })
         .await
+    }
+
+    /// See [`super::Db::set_display_name`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn set_display_name(
+        &self,
+        user: &Subject,
+        name: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let sql = "UPDATE users SET display_name = $2 WHERE id = $1";
+        Ok(self.execute(sql, &[&user.as_str(), &name]).await? > 0)
+    }
+
+    /// See [`super::Db::record_partner_subject`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn record_partner_subject(
+        &self,
+        target: &str,
+        subject: &Subject,
+        user: &Subject,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        let sql = "INSERT INTO partner_subjects (target_id, subject, user_id, first_seen) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+        self.execute(sql, &[&target, &subject.as_str(), &user.as_str(), &secs(now)]).await?;
+        Ok(())
+    }
+
+    /// See [`super::Db::partner_subject_user`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn partner_subject_user(
+        &self,
+        target: &str,
+        subject: &Subject,
+    ) -> Result<Option<User>, DbError> {
+        let sql = select_user!(
+            " FROM partner_subjects p JOIN users u ON u.id = p.user_id"
+            " WHERE p.target_id = $1 AND p.subject = $2"
+        );
+        let row = self.query_opt(sql, &[&target, &subject.as_str()]).await?;
+        Ok(row.and_then(|row| user_row(&row).into_user()).map(|(user, _)| user))
     }
 
     /// See [`super::Db::remove_user`].
@@ -694,7 +757,7 @@ impl PgDb {
             )
             .await?;
         Ok(row.and_then(|row| {
-            let live = LiveSession { last_seen: time(row.get(7)), public_id: row.get(8) };
+            let live = LiveSession { last_seen: time(row.get(8)), public_id: row.get(9) };
             user_row(&row).into_user().map(|(u, _)| (u, live))
         }))
     }

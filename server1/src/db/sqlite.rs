@@ -157,6 +157,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX refresh_families_user ON refresh_families(user_id);
      CREATE INDEX refresh_families_client ON refresh_families(client_id);
      ALTER TABLE device_codes ADD COLUMN decided_at INTEGER;",
+    // v7: display names, and which partner knows which user by which subject.
+    "ALTER TABLE users ADD COLUMN display_name TEXT;
+     CREATE TABLE partner_subjects (
+        target_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (target_id, subject)
+     ) STRICT;
+     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -164,7 +174,7 @@ macro_rules! select_user {
     ($($rest:literal)*) => {
         concat!(
             "SELECT u.id, u.name, (SELECT group_concat(r.role, ' ') FROM user_roles r WHERE r.user_id = u.id),
-                    u.email, u.email_verified, u.disabled, u.password_hash",
+                    u.email, u.email_verified, u.disabled, u.password_hash, u.display_name",
             $($rest),*
         )
     };
@@ -179,6 +189,7 @@ fn user_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UserRow> {
         email_verified: r.get(first + 4)?,
         disabled: r.get(first + 5)?,
         password_hash: r.get(first + 6)?,
+        display_name: r.get(first + 7)?,
     })
 }
 
@@ -265,15 +276,17 @@ impl SqliteDb {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO users (id, name, password_hash, created_at, email, email_verified)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO users (id, name, password_hash, created_at, email, email_verified,
+                                display_name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id.as_str(),
                 new.name.as_str(),
                 new.password_hash,
                 secs(now),
                 new.email.map(Email::as_str),
-                new.email_verified
+                new.email_verified,
+                new.display_name
             ],
         )
         .map_err(conflict)?;
@@ -294,6 +307,7 @@ impl SqliteDb {
             email: new.email.cloned(),
             email_verified: new.email_verified,
             disabled: false,
+            display_name: new.display_name.map(str::to_owned),
         })
     }
 
@@ -368,6 +382,62 @@ impl SqliteDb {
         }
         tx.commit()?;
         Ok(found)
+    }
+
+    /// See [`super::Db::set_display_name`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn set_display_name(&self, user: &Subject, name: Option<&str>) -> Result<bool, DbError> {
+        let changed = self.conn().execute(
+            "UPDATE users SET display_name = ?2 WHERE id = ?1",
+            params![user.as_str(), name],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// See [`super::Db::record_partner_subject`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn record_partner_subject(
+        &self,
+        target: &str,
+        subject: &Subject,
+        user: &Subject,
+        now: UnixTime,
+    ) -> Result<(), DbError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR IGNORE INTO partner_subjects (target_id, subject, user_id, first_seen)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![target, subject.as_str(), user.as_str(), secs(now)])?;
+        Ok(())
+    }
+
+    /// See [`super::Db::partner_subject_user`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn partner_subject_user(
+        &self,
+        target: &str,
+        subject: &Subject,
+    ) -> Result<Option<User>, DbError> {
+        let sql = select_user!(
+            " FROM partner_subjects p JOIN users u ON u.id = p.user_id"
+            " WHERE p.target_id = ?1 AND p.subject = ?2"
+        );
+        let row = self
+            .conn()
+            .prepare_cached(sql)?
+            .query_row(params![target, subject.as_str()], |r| user_row(r, 0))
+            .optional()?;
+        Ok(row.and_then(UserRow::into_user).map(|(user, _)| user))
     }
 
     /// See [`super::Db::remove_user`].
@@ -496,7 +566,7 @@ impl SqliteDb {
                  WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0"
             ))?
             .query_row(params![id_hash, secs(now)], |r| {
-                Ok((user_row(r, 0)?, r.get::<_, i64>(7)?, r.get::<_, String>(8)?))
+                Ok((user_row(r, 0)?, r.get::<_, i64>(8)?, r.get::<_, String>(9)?))
             })
             .optional()?;
         Ok(row.and_then(|(row, seen, public_id)| {
@@ -1218,6 +1288,7 @@ mod tests {
             roles: &r,
             email: e.as_ref(),
             email_verified: false,
+            display_name: None,
         };
         db.add_user(&new, now)
     }

@@ -185,15 +185,11 @@ impl Outbox {
             return Ok(Done::Skipped);
         };
         let Some(url) = &target.backchannel_logout_url else { return Ok(Done::Skipped) };
-        let ended = handoff::logout::Ended {
-            sid: job.sid.as_deref().and_then(|s| handoff::SessionRef::parse(s).ok()),
-            sub: job.user.clone(),
-        };
+        let sid = job.sid.as_deref().and_then(|s| handoff::SessionRef::parse(s).ok());
         let now = self.clock.now();
-        let keys = partners.handoffs.keys().current(now);
-        let (token, jti) = keys
-            .minter(now)
-            .mint_logout(&target.audience, &ended, now)
+        let (token, jti) = partners
+            .handoffs
+            .mint_logout(target, job.user.as_ref(), sid.as_ref(), now)
             .map_err(|e| MailError::Permanent(e.to_string()))?;
         let sent = partners
             .http
@@ -209,7 +205,7 @@ impl Outbox {
                 target = %target.id,
                 jti = %jti,
                 sub = ?job.user.as_ref().map(handoff::Subject::as_str),
-                session = ended.sid.is_some(),
+                session = sid.is_some(),
                 "back-channel logout delivered"
             );
             Ok(Done::Sent)

@@ -74,6 +74,7 @@ impl From<HandoffError> for AppError {
                 Self::BadRequest(format!("This link is not valid: {why}"))
             }
             HandoffError::Mint(why) => Self::Internal(why),
+            HandoffError::NoPairwiseSecret => Self::Internal(e.to_string()),
         }
     }
 }

@@ -104,15 +104,29 @@ pub(super) async fn start(
         reserved.nonce.as_ref(),
         now,
     )?;
+    if target.client.is_some() && state.handoffs.first_sighting(target, &minted.subject) {
+        // The partner API answers for users handed off to the partner: remember this one. A
+        // failure here does not stop the handoff (the next one records it again).
+        if let Err(e) = state
+            .db
+            .record_partner_subject(target.id.as_str(), &minted.subject, &user.id, now)
+            .await
+        {
+            state.handoffs.forget_sighting(target, &minted.subject);
+            tracing::warn!(error = %e, target = %target.id, "could not record the partner's subject");
+        }
+    }
     let kind = authorized.operation.kind();
     state.metrics.minted.with_label_values(&[target.id.as_str(), kind.as_str()]).inc();
     tracing::info!(
         event = "handoff.minted",
         jti = %minted.token.jti(),
         sub = %user.id,
+        partner_sub = %minted.subject,
         aud = %target.audience,
         operation = %kind,
-        kid = %minted.kid,
+        alg = %target.signing.alg(),
+        kid = minted.kid.as_ref().map_or("-", |k| k.as_str()),
         bound = reserved.nonce.is_some(),
         client = %client_shown(state.config.trusted_proxies.client_ip(req)),
         "handoff minted"

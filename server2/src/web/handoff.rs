@@ -223,6 +223,7 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
         jti: verified.jti(),
         sid: verified.sid().cloned(),
         token_iat: Some(verified.issued_at()),
+        name: verified.name().map(str::to_owned),
     };
     state.metrics.accepted.inc();
     tracing::info!(
@@ -245,16 +246,18 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let current_holder = state
         .read_cookie(req, Cookie::Grant)
         .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok())
-        .map(|g| g.sub)
+        .map(|g| (g.sub, g.name))
         .or_else(|| {
             state
                 .read_cookie(req, Cookie::Holder)
                 .and_then(|note| state.grants.open_holder(&note, now))
+                .map(|sub| (sub, None))
         });
     let mut resp = match current_holder {
         // Someone else is signed in here: ask before replacing their access.
-        Some(holder) if holder != grant.sub => {
-            let mut resp = html_response(StatusCode::OK, switch_page(state, &holder, &grant));
+        Some((holder, name)) if holder != grant.sub => {
+            let current = name.unwrap_or_else(|| holder.to_string());
+            let mut resp = html_response(StatusCode::OK, switch_page(state, &current, &grant));
             add_cookie(&mut resp, state.set_cookie(Cookie::Pending, &sealed, Some(PENDING_TTL)));
             resp
         }
@@ -290,7 +293,7 @@ fn internal_error() -> Response {
     AppError::Internal("cannot complete an accepted handoff".into()).page()
 }
 
-fn switch_page(state: &AppState, current: &::handoff::Subject, new: &Grant) -> maud::Markup {
+fn switch_page(state: &AppState, current: &str, new: &Grant) -> maud::Markup {
     let csrf = state.forms.token(new.jti);
     BRAND.layout(
         "Switch user?",
@@ -299,10 +302,10 @@ fn switch_page(state: &AppState, current: &::handoff::Subject, new: &Grant) -> m
             div.card {
                 h1 { "Switch user?" }
                 p { "This browser is signed in here as " code { (current) } "." }
-                p { "The link you followed signs you in as " code { (new.sub) } " for " strong { (new.op) } "." }
+                p { "The link you followed signs you in as " code { (new.shown_as()) } " for " strong { (new.op) } "." }
                 form method="post" action="/handoff/switch" {
                     input type="hidden" name="csrf" value=(csrf);
-                    button type="submit" name="choice" value="switch" { "Switch to " (new.sub) }
+                    button type="submit" name="choice" value="switch" { "Switch to " (new.shown_as()) }
                     " "
                     button.secondary type="submit" name="choice" value="stay" { "Stay as " (current) }
                 }

@@ -151,7 +151,10 @@ fn grant_details(state: &AppState, grant: &Grant) -> maud::Markup {
     html! {
         h2 { "Your access" }
         dl {
-            dt { "Signed in as" } dd { code { (grant.sub) } }
+            dt { "Signed in as" } dd {
+                @if let Some(name) = &grant.name { (name) " " small.muted { "(" code { (grant.sub) } ")" } }
+                @else { code { (grant.sub) } }
+            }
             dt { "Handed over by" } dd { a href=(grant.handed_by.as_str()) { (grant.handed_by) } }
             dt { "For" } dd { (grant.op) }
             dt { "Until" } dd { (when(grant.exp)) " (UTC)" }

@@ -39,6 +39,7 @@ fn benches(c: &mut Criterion) {
         leeway: Leeway::from_secs(5).unwrap(),
         max_lifetime: Ttl::from_secs(120).unwrap(),
         catalog: Catalog::new([spec]).unwrap(),
+        algorithm: handoff::Alg::EdDsa,
     })
     .unwrap();
     let minter = Minter::new(key.clone(), issuer, Ttl::from_secs(60).unwrap());
@@ -49,6 +50,8 @@ fn benches(c: &mut Criterion) {
         operation: &op,
         sid: None,
         nonce: None,
+        profile: None,
+        lifetime: None,
     };
     let token = minter.mint(&request, NOW).unwrap().into_string();
     let (input, sig) = token.rsplit_once('.').unwrap();

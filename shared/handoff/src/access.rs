@@ -13,7 +13,8 @@
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeySet, SigningKey, VerificationKey};
+use crate::keys::{KeySet, VerificationKey};
+use crate::mint::MintKey;
 use crate::mint::{sign_compact, MintError};
 use crate::time::UnixTime;
 use crate::values::{Audience, Issuer, Jti, Leeway, Subject};
@@ -74,7 +75,7 @@ pub struct AccessRequest<'a> {
 ///
 /// When randomness fails.
 pub fn mint_access(
-    key: &SigningKey,
+    key: &MintKey,
     issuer: &Issuer,
     request: &AccessRequest<'_>,
     now: UnixTime,
@@ -111,7 +112,7 @@ impl AccessVerifier {
     ///
     /// The first check that fails.
     pub fn inspect<'t>(&self, token: &'t str) -> Result<Inspected<'t>, Rejection> {
-        inspect_typed(token, ACCESS_TYP)
+        inspect_typed(token, ACCESS_TYP, crate::keys::Alg::EdDsa)
     }
 
     /// The signature with `key`, then every claim at `now`.
@@ -152,13 +153,14 @@ impl AccessVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Jwks;
+    use crate::keys::{Jwks, SigningKey};
 
     #[test]
     fn access_tokens_round_trip_and_are_strict() {
         crate::crypto::install().expect("ring provider");
-        let key = SigningKey::generate().expect("key");
+        let key = std::sync::Arc::new(SigningKey::generate().expect("key"));
         let keys = KeySet::from_jwks(&Jwks { keys: vec![key.public_jwk()] }).expect("keys");
+        let key = MintKey::from(key);
         let iss = Issuer::parse("https://portal.example").expect("iss");
         let api = Audience::parse("https://portal.example/api").expect("aud");
         let verifier =
@@ -190,7 +192,7 @@ mod tests {
         let ended = crate::logout::Ended { sid: None, sub: Some(sub.clone()) };
         let (logout, _) = crate::logout::mint_logout(&key, &iss, &api, &ended, now).expect("mint");
         assert_eq!(verifier.verify_with(&logout, &keys, now), Err(Rejection::WrongType));
-        let forger = SigningKey::generate().expect("key");
+        let forger = MintKey::from(std::sync::Arc::new(SigningKey::generate().expect("key")));
         let (forged, _) = mint_access(&forger, &iss, &request, now).expect("mint");
         assert!(verifier.verify_with(&forged, &keys, now).is_err());
     }

@@ -51,6 +51,16 @@ pub struct Grant {
     /// token was made by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_iat: Option<UnixTime>,
+    /// The user's display name, when the handoff token carried one (its `name` claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Grant {
+    /// Who the grant is for, as a person reads it: the display name, else the opaque id.
+    pub fn shown_as(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.sub.as_str())
+    }
 }
 
 /// Why a grant was refused.
@@ -241,6 +251,7 @@ mod tests {
             jti: Jti::generate(&SystemRandom::new()).expect("rng"),
             sid: None,
             token_iat: None,
+            name: None,
         }
     }
 

@@ -47,6 +47,48 @@ pub enum KeyError {
     /// A JWK or JWKS document is not what this profile accepts.
     #[error("invalid JWKS: {0}")]
     InvalidJwks(String),
+    /// A shared secret is too short, too long or not random.
+    #[error("secret {0} {1}")]
+    WeakSecret(String, String),
+}
+
+/// The one signature algorithm an issuer's tokens are checked with: fixed by configuration per
+/// issuer (or per partner), never taken from a token's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Alg {
+    /// Ed25519 (RFC 8037): the issuer's key pair, its public half in a JWKS. The default.
+    #[default]
+    EdDsa,
+    /// HMAC-SHA-256 with a secret both sides hold.
+    Hs256,
+}
+
+impl Alg {
+    /// The name in a JOSE header.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Hs256 => "HS256",
+        }
+    }
+
+    /// The algorithm named `name` exactly (`EdDSA` or `HS256`).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::EdDsa, Self::Hs256].into_iter().find(|a| a.name() == name)
+    }
+
+    pub(crate) const fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A key id: the RFC 7638 SHA-256 thumbprint of the public key, base64url without padding.
@@ -71,6 +113,12 @@ impl Kid {
     /// The key id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id under which a key set holds a shared secret (HS256 tokens carry no `kid`; the
+    /// issuer has exactly one secret). Not a thumbprint, so no JWKS key can ever have it.
+    pub fn shared_secret() -> Self {
+        Self("shared-secret".to_owned())
     }
 }
 
@@ -267,7 +315,7 @@ impl fmt::Debug for SigningKey {
 }
 
 #[cfg(unix)]
-fn check_private_mode(path: &Path, shown: &str) -> Result<(), KeyError> {
+pub(crate) fn check_private_mode(path: &Path, shown: &str) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
         action: "cannot inspect signing key",
@@ -282,7 +330,7 @@ fn check_private_mode(path: &Path, shown: &str) -> Result<(), KeyError> {
 }
 
 #[cfg(not(unix))]
-fn check_private_mode(_: &Path, _: &str) -> Result<(), KeyError> {
+pub(crate) fn check_private_mode(_: &Path, _: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
@@ -343,6 +391,7 @@ impl Jwks {
 #[derive(Clone)]
 pub struct VerificationKey {
     kid: Kid,
+    alg: Alg,
     decoding: DecodingKey,
 }
 
@@ -350,6 +399,11 @@ impl VerificationKey {
     /// The key id.
     pub fn kid(&self) -> &Kid {
         &self.kid
+    }
+
+    /// The one algorithm this key verifies.
+    pub fn alg(&self) -> Alg {
+        self.alg
     }
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
@@ -402,12 +456,29 @@ impl KeySet {
                 return Err(bad("a `kid` is not the RFC 7638 thumbprint of its key"));
             }
             let decoding = DecodingKey::from_ed_der(&raw);
-            keys.insert(kid.clone(), VerificationKey { kid, decoding });
+            keys.insert(kid.clone(), VerificationKey { kid, alg: Alg::EdDsa, decoding });
         }
         if keys.is_empty() {
             return Err(KeyError::InvalidJwks("no Ed25519 signing key in the set".into()));
         }
         Ok(Self { keys })
+    }
+
+    /// A set holding one shared secret, for an issuer whose tokens are HS256: it verifies HS256
+    /// only, under [`Kid::shared_secret`].
+    pub fn shared_secret(secret: &crate::secret::SharedSecret) -> Self {
+        let kid = Kid::shared_secret();
+        let key = VerificationKey {
+            kid: kid.clone(),
+            alg: Alg::Hs256,
+            decoding: secret.decoding().clone(),
+        };
+        Self { keys: HashMap::from([(kid, key)]) }
+    }
+
+    /// The algorithm of the set's keys (a set never mixes them).
+    pub fn alg(&self) -> Alg {
+        self.keys.values().next().map_or(Alg::EdDsa, VerificationKey::alg)
     }
 
     /// The key with this id, if the set has it.

@@ -22,15 +22,17 @@ pub mod operation;
 pub mod protocol;
 pub mod replay;
 pub mod revocation;
+pub mod secret;
 pub mod time;
 pub mod token;
 pub mod values;
 pub mod verify;
 
-pub use keys::{Jwks, KeySet, Kid, PublicJwk, SigningKey};
+pub use keys::{Alg, Jwks, KeySet, Kid, PublicJwk, SigningKey};
 pub use mint::{MintRequest, MintedToken, Minter};
 pub use operation::{ArgName, ArgRule, ArgSpec, Catalog, Operation, OperationSpec, OperationType};
 pub use replay::{Freshness, MemoryReplayStore, ReplayStore, ReplayStoreError};
+pub use secret::SharedSecret;
 pub use time::{Clock, ManualClock, SystemClock, UnixTime};
 pub use values::{Audience, Issuer, Jti, Leeway, Nonce, SessionRef, Subject, Ttl, ValueError};
 pub use verify::{Inspected, Rejection, VerifiedHandoff, Verifier, VerifierSettings};

@@ -17,7 +17,8 @@
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeySet, SigningKey, VerificationKey};
+use crate::keys::{Alg, KeySet, VerificationKey};
+use crate::mint::MintKey;
 use crate::mint::{sign_compact, MintError};
 use crate::time::UnixTime;
 use crate::values::{Audience, Issuer, Jti, Leeway, SessionRef, Subject};
@@ -78,7 +79,7 @@ struct LogoutIn {
 ///
 /// When randomness fails, or when `ended` names neither a session nor a user.
 pub fn mint_logout(
-    key: &SigningKey,
+    key: &MintKey,
     issuer: &Issuer,
     audience: &Audience,
     ended: &Ended,
@@ -118,6 +119,7 @@ pub struct VerifiedLogout {
 #[derive(Debug, Clone)]
 pub struct LogoutVerifier {
     window: Window,
+    alg: Alg,
 }
 
 impl LogoutVerifier {
@@ -125,7 +127,15 @@ impl LogoutVerifier {
     pub fn new(issuer: Issuer, audience: Audience, leeway: Leeway) -> Self {
         Self {
             window: Window { issuer, audience, leeway, max_lifetime_secs: LOGOUT_LIFETIME_SECS },
+            alg: Alg::EdDsa,
         }
+    }
+
+    /// The same verifier for an issuer whose tokens use `alg` (HS256: its shared secret).
+    #[must_use]
+    pub fn with_algorithm(mut self, alg: Alg) -> Self {
+        self.alg = alg;
+        self
     }
 
     /// Size, shape and header, as for a handoff but with the logout `typ`.
@@ -134,7 +144,7 @@ impl LogoutVerifier {
     ///
     /// The first check that fails.
     pub fn inspect<'t>(&self, token: &'t str) -> Result<Inspected<'t>, Rejection> {
-        inspect_typed(token, LOGOUT_TYP)
+        inspect_typed(token, LOGOUT_TYP, self.alg)
     }
 
     /// The signature with `key`, then every claim at `now`.
@@ -188,13 +198,14 @@ impl LogoutVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Jwks;
+    use crate::keys::{Jwks, SigningKey};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
+    use std::sync::Arc;
 
-    fn setup() -> (SigningKey, KeySet, LogoutVerifier, Issuer, Audience) {
+    fn setup() -> (Arc<SigningKey>, KeySet, LogoutVerifier, Issuer, Audience) {
         crate::crypto::install().expect("ring provider");
-        let key = SigningKey::generate().expect("key");
+        let key = Arc::new(SigningKey::generate().expect("key"));
         let keys = KeySet::from_jwks(&Jwks { keys: vec![key.public_jwk()] }).expect("keys");
         let iss = Issuer::parse("https://portal.example").expect("iss");
         let aud = Audience::parse("https://partner.example").expect("aud");
@@ -212,7 +223,8 @@ mod tests {
         let (key, keys, verifier, iss, aud) = setup();
         let now = UnixTime::from_secs(1_000_000);
         let ended = Ended { sid: Some(sid()), sub: Some(Subject::parse("u_1").expect("sub")) };
-        let (token, jti) = mint_logout(&key, &iss, &aud, &ended, now).expect("mint");
+        let (token, jti) =
+            mint_logout(&MintKey::from(key.clone()), &iss, &aud, &ended, now).expect("mint");
         let verified = verifier.verify_with(&token, &keys, now.plus(10)).expect("verify");
         assert_eq!((verified.ended, verified.jti, verified.issued_at), (ended, jti, now));
         assert_eq!(
@@ -221,7 +233,7 @@ mod tests {
         );
         let nobody = Ended { sid: None, sub: None };
         assert!(matches!(
-            mint_logout(&key, &iss, &aud, &nobody, now),
+            mint_logout(&MintKey::from(key.clone()), &iss, &aud, &nobody, now),
             Err(MintError::NothingEnded)
         ));
     }
@@ -231,9 +243,14 @@ mod tests {
         let (key, keys, verifier, iss, _) = setup();
         let now = UnixTime::from_secs(1_000_000);
         let other = Audience::parse("https://other.example").expect("aud");
-        let (token, _) =
-            mint_logout(&key, &iss, &other, &Ended { sid: Some(sid()), sub: None }, now)
-                .expect("mint");
+        let (token, _) = mint_logout(
+            &MintKey::from(key.clone()),
+            &iss,
+            &other,
+            &Ended { sid: Some(sid()), sub: None },
+            now,
+        )
+        .expect("mint");
         assert_eq!(verifier.verify_with(&token, &keys, now), Err(Rejection::WrongAudience));
         let sign = |header: serde_json::Value, claims: serde_json::Value| {
             let mut t = URL_SAFE_NO_PAD.encode(header.to_string());

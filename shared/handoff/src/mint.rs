@@ -14,15 +14,83 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, Header};
 use ring::rand::SystemRandom;
 
-use crate::keys::{Kid, SigningKey};
+use crate::keys::{Alg, Kid, SigningKey};
 use crate::operation::Operation;
+use crate::secret::SharedSecret;
 use crate::time::UnixTime;
-use crate::token::{ClaimsOut, HANDOFF_TYP};
+use crate::token::{ClaimsOut, Profile, HANDOFF_TYP};
 use crate::values::{Audience, Issuer, Jti, Nonce, SessionRef, Subject, Ttl};
+
+/// What a minter signs with: the issuer's Ed25519 key (the default, verified with its JWKS) or
+/// a secret shared with one partner (HS256).
+#[derive(Debug, Clone)]
+pub enum MintKey {
+    /// An Ed25519 key of the issuer's ring.
+    Ed25519(Arc<SigningKey>),
+    /// A partner's shared secret.
+    Hs256(Arc<SharedSecret>),
+}
+
+impl MintKey {
+    /// The algorithm it signs with.
+    pub fn alg(&self) -> Alg {
+        match self {
+            Self::Ed25519(_) => Alg::EdDsa,
+            Self::Hs256(_) => Alg::Hs256,
+        }
+    }
+
+    /// The key id written in headers: the key's thumbprint; none for a shared secret.
+    pub fn kid(&self) -> Option<&Kid> {
+        match self {
+            Self::Ed25519(key) => Some(key.kid()),
+            Self::Hs256(_) => None,
+        }
+    }
+
+    /// Signs `message` (on the stack: no allocation).
+    fn sign(&self, message: &[u8]) -> Signature {
+        match self {
+            Self::Ed25519(key) => Signature::Ed25519(key.sign(message)),
+            Self::Hs256(secret) => Signature::Hs256(secret.sign(message)),
+        }
+    }
+
+    /// The protected header of a token of type `typ` signed with this key.
+    fn header(&self, typ: &str) -> serde_json::Value {
+        match self.kid() {
+            Some(kid) => {
+                serde_json::json!({"typ": typ, "alg": self.alg().name(), "kid": kid.as_str()})
+            }
+            None => serde_json::json!({"typ": typ, "alg": self.alg().name()}),
+        }
+    }
+}
+
+/// A signature of either kind, as bytes.
+enum Signature {
+    Ed25519(ring::signature::Signature),
+    Hs256(ring::hmac::Tag),
+}
+
+impl AsRef<[u8]> for Signature {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Ed25519(s) => s.as_ref(),
+            Self::Hs256(t) => t.as_ref(),
+        }
+    }
+}
+
+impl From<Arc<SigningKey>> for MintKey {
+    fn from(key: Arc<SigningKey>) -> Self {
+        Self::Ed25519(key)
+    }
+}
 
 /// Mints handoff tokens for one issuer with one key.
 pub struct Minter {
-    key: Arc<SigningKey>,
+    key: MintKey,
     issuer: Issuer,
     ttl: Ttl,
     encoded_header: String,
@@ -42,6 +110,10 @@ pub struct MintRequest<'a> {
     pub sid: Option<&'a SessionRef>,
     /// The target's browser-binding nonce, when the target started the flow.
     pub nonce: Option<&'a Nonce>,
+    /// The profile claims this target receives (only those its policy lists).
+    pub profile: Option<&'a Profile>,
+    /// The token's lifetime, when the target's policy sets one; else the minter's.
+    pub lifetime: Option<Ttl>,
 }
 
 /// A freshly minted token. `Debug` shows its id, never the token.
@@ -96,28 +168,28 @@ pub enum MintError {
     NothingEnded,
 }
 
-/// Signs `claims` as a compact JWS with `key` under the header `{"typ","alg":"EdDSA","kid"}`:
-/// the issuer's other token types (logout, access), which are minted rarely enough to build
-/// their header each time.
+/// Signs `claims` as a compact JWS with `key` under the header `{"typ","alg","kid"?}`: the
+/// issuer's other token types (logout, access), which are minted rarely enough to build their
+/// header each time.
 pub(crate) fn sign_compact(
-    key: &SigningKey,
+    key: &MintKey,
     typ: &str,
     claims: &impl serde::Serialize,
 ) -> Result<String, MintError> {
-    let header = serde_json::json!({"typ": typ, "alg": "EdDSA", "kid": key.kid().as_str()});
-    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&key.header(typ))?);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims)?, &mut token);
     let signature = key.sign(token.as_bytes());
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(token)
 }
 
 impl Minter {
     /// A minter for `issuer`, signing with `key`, giving tokens a lifetime of `ttl`.
-    pub fn new(key: Arc<SigningKey>, issuer: Issuer, ttl: Ttl) -> Self {
-        let encoded_header = encode_header(key.kid());
+    pub fn new(key: impl Into<MintKey>, issuer: Issuer, ttl: Ttl) -> Self {
+        let key = key.into();
+        let encoded_header = encode_header(&key);
         Self { key, issuer, ttl, encoded_header, rng: SystemRandom::new() }
     }
 
@@ -126,9 +198,14 @@ impl Minter {
         &self.issuer
     }
 
-    /// The id of the key it signs with.
-    pub fn kid(&self) -> &Kid {
+    /// The id of the key it signs with (none for a shared secret).
+    pub fn kid(&self) -> Option<&Kid> {
         self.key.kid()
+    }
+
+    /// The algorithm it signs with.
+    pub fn alg(&self) -> Alg {
+        self.key.alg()
     }
 
     /// The lifetime of the tokens it mints.
@@ -143,7 +220,8 @@ impl Minter {
     /// Only when randomness fails; the inputs are validated by their types.
     pub fn mint(&self, request: &MintRequest<'_>, now: UnixTime) -> Result<MintedToken, MintError> {
         let jti = Jti::generate(&self.rng).map_err(|_| MintError::Random)?;
-        let expires_at = now.plus(self.ttl.as_secs());
+        let expires_at = now.plus(request.lifetime.unwrap_or(self.ttl).as_secs());
+        let profile = request.profile.unwrap_or(&Profile::NONE);
         let claims = ClaimsOut {
             iss: &self.issuer,
             sub: request.subject,
@@ -155,6 +233,10 @@ impl Minter {
             authorization_details: request.operation,
             sid: request.sid,
             nonce: request.nonce,
+            name: profile.name.as_deref(),
+            email: profile.email.as_deref(),
+            email_verified: profile.email_verified,
+            groups: profile.groups.as_deref(),
         };
         let json = serde_json::to_vec(&claims)?;
         let mut token = String::with_capacity(self.encoded_header.len() + json.len() * 4 / 3 + 90);
@@ -163,7 +245,7 @@ impl Minter {
         URL_SAFE_NO_PAD.encode_string(&json, &mut token);
         let signature = self.key.sign(token.as_bytes());
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok(MintedToken { token, jti, expires_at })
     }
 }
@@ -203,16 +285,25 @@ impl fmt::Debug for Minter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Minter")
             .field("issuer", &self.issuer)
-            .field("kid", self.key.kid())
+            .field("alg", &self.key.alg())
+            .field("kid", &self.key.kid())
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
 /// The base64url header for a key, serialised by jsonwebtoken's own `Header` type.
-fn encode_header(kid: &Kid) -> String {
-    // A header of three strings always serialises.
-    let json = serde_json::to_vec(&profile_header(kid)).unwrap_or_default();
+fn encode_header(key: &MintKey) -> String {
+    let header = match key {
+        MintKey::Ed25519(key) => profile_header(key.kid()),
+        MintKey::Hs256(_) => {
+            let mut header = Header::new(Algorithm::HS256);
+            header.typ = Some(HANDOFF_TYP.to_owned());
+            header
+        }
+    };
+    // A header of two or three strings always serialises.
+    let json = serde_json::to_vec(&header).unwrap_or_default();
     URL_SAFE_NO_PAD.encode(json)
 }
 

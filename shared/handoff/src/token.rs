@@ -3,7 +3,7 @@
 //! ```text
 //! header  {"typ":"handoff+jwt","alg":"EdDSA","kid":"<RFC 7638 thumbprint>"}
 //! claims  {"iss","sub","aud","iat","nbf","exp","jti","authorization_details":[{...}],
-//!          "sid"?, "nonce"?}
+//!          "sid"?, "nonce"?, "name"?, "email"?, "email_verified"?, "groups"?}
 //! ```
 //!
 //! Claims are strict: every required claim present exactly once, nothing unknown, times as
@@ -44,6 +44,73 @@ pub(crate) struct ClaimsOut<'a> {
     pub sid: Option<&'a SessionRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a Nonce>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<&'a [String]>,
+}
+
+/// Profile claims about the user (OpenID Connect's names), for targets whose policy lists them:
+/// only the listed ones are ever set. Each is checked on the way in, like every claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// How the user is shown ("Alice Example"): 1 to 80 characters, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The user's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the user proved they read that address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// The user's groups (the issuer's roles): short ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+}
+
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 80;
+/// Most groups a token may carry.
+pub const MAX_GROUPS: usize = 64;
+
+impl Profile {
+    /// No claims at all.
+    pub const NONE: Self = Self { name: None, email: None, email_verified: None, groups: None };
+
+    /// True when it sets no claim.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::NONE
+    }
+
+    /// True when every claim it sets is well formed: a name of 1 to 80 characters without
+    /// control characters, an address of at most 254 bytes with one `@` and no spaces or
+    /// controls, at most 64 groups of short ids.
+    pub fn is_valid(&self) -> bool {
+        let name_ok = self.name.as_deref().is_none_or(is_display_name);
+        let email_ok = self.email.as_deref().is_none_or(|e| {
+            e.len() <= 254
+                && e.bytes().filter(|&b| b == b'@').count() == 1
+                && !e.starts_with('@')
+                && !e.ends_with('@')
+                && !e.chars().any(|c| c.is_control() || c.is_whitespace())
+        });
+        let groups_ok = self.groups.as_deref().is_none_or(|g| {
+            g.len() <= MAX_GROUPS && g.iter().all(|g| crate::values::is_short_id(g, 32))
+        });
+        name_ok && email_ok && groups_ok
+    }
+}
+
+/// True for a display name: 1 to 80 characters, not blank, no control characters.
+pub fn is_display_name(name: &str) -> bool {
+    let chars = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&chars)
+        && !name.trim().is_empty()
+        && !name.chars().any(char::is_control)
 }
 
 /// The claims as they are read by the verifier, after the signature has been checked.
@@ -66,6 +133,26 @@ pub(crate) struct ClaimsIn {
     pub sid: Option<SessionRef>,
     #[serde(default)]
     pub nonce: Option<Nonce>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+}
+
+impl ClaimsIn {
+    /// The profile claims it carries.
+    pub fn profile(&self) -> Profile {
+        Profile {
+            name: self.name.clone(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 /// The protected header as the verifier reads it: these three members and nothing else, so

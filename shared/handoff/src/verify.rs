@@ -14,12 +14,11 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::Algorithm;
 
-use crate::keys::{is_base64url_byte, KeySet, Kid, VerificationKey};
+use crate::keys::{is_base64url_byte, Alg, KeySet, Kid, VerificationKey};
 use crate::operation::{Catalog, Operation, OperationError};
 use crate::time::UnixTime;
-use crate::token::{ClaimsIn, HeaderIn, HANDOFF_TYP, MAX_TOKEN_LEN};
+use crate::token::{ClaimsIn, HeaderIn, Profile, HANDOFF_TYP, MAX_TOKEN_LEN};
 use crate::values::{Audience, Issuer, Jti, Leeway, Nonce, SessionRef, Subject, Ttl};
 
 crate::coded_enum! {
@@ -132,6 +131,8 @@ pub struct VerifierSettings {
     pub max_lifetime: Ttl,
     /// The operations this party performs.
     pub catalog: Catalog,
+    /// The issuer's algorithm, pinned: EdDSA with its JWKS, or HS256 with a shared secret.
+    pub algorithm: Alg,
 }
 
 /// Verifies handoff tokens for one issuer and one audience.
@@ -140,16 +141,12 @@ pub struct Verifier {
     settings: Arc<VerifierSettings>,
 }
 
-/// The one algorithm handoff tokens are verified with, whatever a token says.
-const ALGORITHM: Algorithm = Algorithm::EdDSA;
-/// Its name in a JOSE header.
-const ALGORITHM_NAME: &str = "EdDSA";
-
 /// A token that passed [`Verifier::inspect`]: shape and header are right, signature unchecked.
 #[derive(Debug)]
 pub struct Inspected<'t> {
     token: &'t str,
     kid: Kid,
+    alg: Alg,
 }
 
 impl Inspected<'_> {
@@ -206,6 +203,15 @@ impl VerifiedHandoff {
     pub fn nonce(&self) -> Option<&Nonce> {
         self.claims.nonce.as_ref()
     }
+    /// The profile claims the token carries (none unless the issuer's policy for this party
+    /// lists them).
+    pub fn profile(&self) -> Profile {
+        self.claims.profile()
+    }
+    /// The user's display name, if the token carries one.
+    pub fn name(&self) -> Option<&str> {
+        self.claims.name.as_deref()
+    }
     /// The key that signed it.
     pub fn kid(&self) -> &Kid {
         &self.kid
@@ -253,7 +259,7 @@ impl Verifier {
     /// [`Rejection::WrongType`], [`Rejection::WrongAlgorithm`], [`Rejection::MissingKid`] or
     /// [`Rejection::UnknownKid`] (a `kid` that cannot be a thumbprint).
     pub fn inspect<'t>(&self, token: &'t str) -> Result<Inspected<'t>, Rejection> {
-        inspect_typed(token, HANDOFF_TYP)
+        inspect_typed(token, HANDOFF_TYP, self.settings.algorithm)
     }
 
     /// Checks the signature with `key` and then every claim, at time `now`.
@@ -293,6 +299,13 @@ impl Verifier {
         }
         if claims.exp.as_secs() - claims.iat.as_secs() > s.max_lifetime.as_secs() {
             return Err(Rejection::LifetimeTooLong);
+        }
+        let has_profile = claims.name.is_some()
+            || claims.email.is_some()
+            || claims.email_verified.is_some()
+            || claims.groups.is_some();
+        if has_profile && !claims.profile().is_valid() {
+            return Err(Rejection::MalformedClaims);
         }
         s.catalog.check(&claims.authorization_details).map_err(|e| match e {
             OperationError::Unknown => Rejection::UnknownOperation,
@@ -373,8 +386,14 @@ impl Window {
 }
 
 /// Checks what can be checked of a token of type `typ` without a key: size, shape and header
-/// (its `typ`, the pinned algorithm, a `kid` that can be a thumbprint, nothing else).
-pub(crate) fn inspect_typed<'t>(token: &'t str, typ: &str) -> Result<Inspected<'t>, Rejection> {
+/// (its `typ`, the algorithm `alg` pinned for its issuer, a `kid` that can be a thumbprint for
+/// EdDSA, nothing else). An HS256 token needs no `kid` (its issuer has one secret): one it
+/// carries is read like any header member and otherwise not used.
+pub(crate) fn inspect_typed<'t>(
+    token: &'t str,
+    typ: &str,
+    alg: Alg,
+) -> Result<Inspected<'t>, Rejection> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Rejection::TooLarge);
     }
@@ -390,9 +409,18 @@ pub(crate) fn inspect_typed<'t>(token: &'t str, typ: &str) -> Result<Inspected<'
     }
     let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| Rejection::Malformed)?;
     if typ == HANDOFF_TYP {
-        if let Some(kid) = profile_header_kid(&header_json) {
-            let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
-            return Ok(Inspected { token, kid });
+        match alg {
+            Alg::EdDsa => {
+                if let Some(kid) = profile_header_kid(&header_json) {
+                    let kid = Kid::parse(kid).map_err(|_| Rejection::UnknownKid)?;
+                    return Ok(Inspected { token, kid, alg });
+                }
+            }
+            Alg::Hs256 => {
+                if header_json == br#"{"typ":"handoff+jwt","alg":"HS256"}"# {
+                    return Ok(Inspected { token, kid: Kid::shared_secret(), alg });
+                }
+            }
         }
     }
     // serde would also read a struct from a JSON array; a header is an object or nothing.
@@ -404,12 +432,17 @@ pub(crate) fn inspect_typed<'t>(token: &'t str, typ: &str) -> Result<Inspected<'
     if header.typ.as_deref() != Some(typ) {
         return Err(Rejection::WrongType);
     }
-    if header.alg != ALGORITHM_NAME {
+    if header.alg != alg.name() {
         return Err(Rejection::WrongAlgorithm);
     }
-    let kid = header.kid.ok_or(Rejection::MissingKid)?;
-    let kid = Kid::parse(&kid).map_err(|_| Rejection::UnknownKid)?;
-    Ok(Inspected { token, kid })
+    let kid = match alg {
+        Alg::EdDsa => {
+            let kid = header.kid.ok_or(Rejection::MissingKid)?;
+            Kid::parse(&kid).map_err(|_| Rejection::UnknownKid)?
+        }
+        Alg::Hs256 => Kid::shared_secret(),
+    };
+    Ok(Inspected { token, kid, alg })
 }
 
 /// Checks an inspected token's signature with `key` and returns its claims' JSON (an object,
@@ -425,15 +458,24 @@ pub(crate) fn signed_claims(
     if key.kid() != &inspected.kid {
         return Err(Rejection::UnknownKid);
     }
+    // The key's algorithm is the pinned one: a set never holds a key of another (this is
+    // belt and braces; `inspect_typed` refused any other `alg`).
+    if key.alg() != inspected.alg {
+        return Err(Rejection::WrongAlgorithm);
+    }
     let (message, signature) = inspected.token.rsplit_once('.').ok_or(Rejection::Malformed)?;
-    let genuine =
-        jsonwebtoken::crypto::verify(signature, message.as_bytes(), key.decoding(), ALGORITHM)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::MissingAlgorithm
-                | ErrorKind::InvalidKeyFormat => Rejection::WrongAlgorithm,
-                _ => Rejection::Malformed,
-            })?;
+    let genuine = jsonwebtoken::crypto::verify(
+        signature,
+        message.as_bytes(),
+        key.decoding(),
+        key.alg().jwt(),
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidKeyFormat => {
+            Rejection::WrongAlgorithm
+        }
+        _ => Rejection::Malformed,
+    })?;
     if !genuine {
         return Err(Rejection::BadSignature);
     }
@@ -526,6 +568,7 @@ mod tests {
             leeway: Leeway::from_secs(5).expect("leeway"),
             max_lifetime: Ttl::from_secs(120).expect("ttl"),
             catalog: catalog(),
+            algorithm: crate::keys::Alg::EdDsa,
         })
         .expect("verifier");
         let op =
@@ -542,6 +585,8 @@ mod tests {
                 operation: &self.op,
                 sid: None,
                 nonce: None,
+                profile: None,
+                lifetime: None,
             };
             self.minter.mint(&request, now).expect("mint").into_string()
         }
@@ -668,6 +713,10 @@ mod tests {
             authorization_details: &claims.authorization_details,
             sid: None,
             nonce: None,
+            name: None,
+            email: None,
+            email_verified: None,
+            groups: None,
         };
         let der = f.key_der();
         let again = jsonwebtoken::encode(
@@ -933,7 +982,7 @@ mod tests {
         assert_eq!(f.check(&forged).unwrap_err(), Rejection::UnknownKid);
         // HS256 keyed with the public key (algorithm confusion).
         let public = f.key.public_key_bytes().to_vec();
-        let mut hs = Header::new(Algorithm::HS256);
+        let mut hs = Header::new(jsonwebtoken::Algorithm::HS256);
         hs.typ = Some(HANDOFF_TYP.into());
         hs.kid = Some(f.key.kid().to_string());
         let forged = jsonwebtoken::encode(&hs, &f.claims(), &EncodingKey::from_secret(&public))
@@ -963,5 +1012,205 @@ mod later {
         let later: Vec<&str> =
             Rejection::ALL.iter().filter(|r| r.may_pass_later()).map(|r| r.code()).collect();
         assert_eq!(later, ["unknown_kid", "keys_unavailable", "not_yet_valid", "issued_in_future"]);
+    }
+}
+
+/// Partners that verify with a shared secret: HS256 both ways, the algorithm fixed by the
+/// verifier's settings whatever a token's header says.
+#[cfg(test)]
+mod shared_secret {
+    use std::sync::Arc;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::mint::{MintKey, MintRequest, Minter};
+    use crate::operation::{ArgName, ArgRule, ArgSpec, OperationSpec, OperationType};
+    use crate::secret::SharedSecret;
+    use crate::token::Profile;
+
+    const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+    const SECRET: &[u8] = b"k7Qp2Zs9Wm4Xv8Rt1Ly6Nc3Bh5Jd0Gf!";
+    const OTHER: &[u8] = b"Z0x9C8v7B6n5M4a3S2d1F0g9H8j7K6l5";
+
+    fn catalog() -> Catalog {
+        let spec = OperationSpec::new(
+            OperationType::parse("report.view").expect("type"),
+            vec![ArgSpec {
+                name: ArgName::parse("report_id").expect("name"),
+                rule: ArgRule::Integer { min: 1, max: 999 },
+            }],
+        )
+        .expect("spec");
+        Catalog::new([spec]).expect("catalog")
+    }
+
+    fn verifier(algorithm: Alg) -> Verifier {
+        Verifier::new(VerifierSettings {
+            issuer: Issuer::parse("https://issuer.example").expect("iss"),
+            audience: Audience::parse("https://partner.example").expect("aud"),
+            leeway: Leeway::from_secs(5).expect("leeway"),
+            max_lifetime: Ttl::from_secs(120).expect("ttl"),
+            catalog: catalog(),
+            algorithm,
+        })
+        .expect("verifier")
+    }
+
+    fn secret(bytes: &[u8]) -> Arc<SharedSecret> {
+        Arc::new(SharedSecret::from_bytes(bytes, "test").expect("secret"))
+    }
+
+    fn mint(key: MintKey, profile: Option<&Profile>) -> String {
+        let minter = Minter::new(
+            key,
+            Issuer::parse("https://issuer.example").expect("iss"),
+            Ttl::from_secs(60).expect("ttl"),
+        );
+        let op =
+            catalog().get("report.view").expect("spec").build([("report_id", "7")]).expect("op");
+        let request = MintRequest {
+            audience: &Audience::parse("https://partner.example").expect("aud"),
+            subject: &Subject::parse("p_abc").expect("sub"),
+            operation: &op,
+            sid: None,
+            nonce: None,
+            profile,
+            lifetime: None,
+        };
+        minter.mint(&request, NOW).expect("mint").into_string()
+    }
+
+    #[test]
+    fn hs256_round_trips_with_its_profile_claims() {
+        let keys = KeySet::shared_secret(&secret(SECRET));
+        let profile = Profile {
+            name: Some("Alice Example".into()),
+            groups: Some(vec!["reports".into()]),
+            ..Profile::NONE
+        };
+        let token = mint(MintKey::Hs256(secret(SECRET)), Some(&profile));
+        let header = token.split('.').next().expect("header");
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(header).expect("b64"),
+            br#"{"typ":"handoff+jwt","alg":"HS256"}"#,
+            "no kid: the partner has one secret"
+        );
+        let verified = verifier(Alg::Hs256).verify_with(&token, &keys, NOW).expect("valid");
+        assert_eq!(verified.profile(), profile);
+        assert_eq!(verified.name(), Some("Alice Example"));
+        // The same token is what jsonwebtoken itself accepts with the secret.
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&["https://partner.example"]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(SECRET),
+            &validation,
+        )
+        .expect("jsonwebtoken agrees");
+    }
+
+    #[test]
+    fn the_algorithm_is_the_verifiers_never_the_tokens() {
+        let ed = Arc::new(crate::keys::SigningKey::generate().expect("key"));
+        let jwks =
+            KeySet::from_jwks(&crate::keys::Jwks { keys: vec![ed.public_jwk()] }).expect("keys");
+        let hs_keys = KeySet::shared_secret(&secret(SECRET));
+        // An HS256 token to an EdDSA issuer, even keyed with the issuer's public key.
+        let hs = mint(MintKey::Hs256(secret(SECRET)), None);
+        assert_eq!(
+            verifier(Alg::EdDsa).verify_with(&hs, &jwks, NOW).unwrap_err(),
+            Rejection::WrongAlgorithm
+        );
+        let mut confused = Header::new(jsonwebtoken::Algorithm::HS256);
+        confused.typ = Some(HANDOFF_TYP.into());
+        confused.kid = Some(ed.kid().to_string());
+        let claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD.decode(hs.split('.').nth(1).expect("claims")).expect("b64"),
+        )
+        .expect("json");
+        let forged = jsonwebtoken::encode(
+            &confused,
+            &claims,
+            &EncodingKey::from_secret(ed.public_key_bytes()),
+        )
+        .expect("encode");
+        assert_eq!(
+            verifier(Alg::EdDsa).verify_with(&forged, &jwks, NOW).unwrap_err(),
+            Rejection::WrongAlgorithm
+        );
+        // An EdDSA token to an HS256 issuer.
+        let eddsa = mint(MintKey::Ed25519(ed.clone()), None);
+        assert_eq!(
+            verifier(Alg::Hs256).verify_with(&eddsa, &hs_keys, NOW).unwrap_err(),
+            Rejection::WrongAlgorithm
+        );
+        // `alg: none`, with and without a signature.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"typ":"handoff+jwt","alg":"none"}"#),
+            hs.split('.').nth(1).expect("claims")
+        );
+        for token in [none.clone(), format!("{none}AAAA")] {
+            let refused = verifier(Alg::Hs256).verify_with(&token, &hs_keys, NOW).unwrap_err();
+            assert!(
+                matches!(refused, Rejection::Malformed | Rejection::WrongAlgorithm),
+                "{refused:?}"
+            );
+        }
+        // The wrong secret.
+        let other = mint(MintKey::Hs256(secret(OTHER)), None);
+        assert_eq!(
+            verifier(Alg::Hs256).verify_with(&other, &hs_keys, NOW).unwrap_err(),
+            Rejection::BadSignature
+        );
+        // A set holding a secret never verifies an EdDSA signature, and the reverse.
+        let inspected = verifier(Alg::Hs256).inspect(&hs).expect("inspect");
+        let ed_key = jwks.get(ed.kid().as_str()).expect("key");
+        assert!(verifier(Alg::Hs256).verify(inspected, ed_key, NOW).is_err());
+    }
+
+    #[test]
+    fn malformed_profile_claims_are_refused() {
+        let keys = KeySet::shared_secret(&secret(SECRET));
+        let token = mint(MintKey::Hs256(secret(SECRET)), None);
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD.decode(token.split('.').nth(1).expect("claims")).expect("b64"),
+        )
+        .expect("json");
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = Some(HANDOFF_TYP.into());
+        let sign = |claims: &serde_json::Value| {
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET))
+                .expect("encode")
+        };
+        assert!(verifier(Alg::Hs256).verify_with(&sign(&claims), &keys, NOW).is_ok());
+        for (claim, value) in [
+            ("name", json!("")),
+            ("name", json!("Alice\u{0007}")),
+            ("name", json!("x".repeat(81))),
+            ("name", json!(42)),
+            ("email", json!("alice")),
+            ("email", json!("a@b@c")),
+            ("email", json!("al ice@example.com")),
+            ("email_verified", json!("yes")),
+            ("groups", json!(["Admins!"])),
+            ("groups", json!("reports")),
+            ("groups", json!(vec!["g"; 65])),
+        ] {
+            let mut bad = claims.clone();
+            bad[claim] = value.clone();
+            assert_eq!(
+                verifier(Alg::Hs256).verify_with(&sign(&bad), &keys, NOW).unwrap_err(),
+                Rejection::MalformedClaims,
+                "{claim} = {value}"
+            );
+        }
+        claims["email"] = json!("alice@example.com");
+        claims["email_verified"] = json!(true);
+        let ok = verifier(Alg::Hs256).verify_with(&sign(&claims), &keys, NOW).expect("valid");
+        assert_eq!(ok.profile().email.as_deref(), Some("alice@example.com"));
     }
 }

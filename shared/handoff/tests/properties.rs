@@ -46,6 +46,7 @@ fn world() -> &'static World {
             leeway: Leeway::from_secs(5).unwrap(),
             max_lifetime: Ttl::from_secs(120).unwrap(),
             catalog: catalog.clone(),
+            algorithm: handoff::Alg::EdDsa,
         })
         .unwrap();
         let minter = Minter::new(key, issuer, Ttl::from_secs(60).unwrap());
@@ -95,7 +96,15 @@ fn mint(
     now: u64,
 ) -> String {
     let w = world();
-    let request = MintRequest { audience: &w.audience, subject: sub, operation: op, sid, nonce };
+    let request = MintRequest {
+        audience: &w.audience,
+        subject: sub,
+        operation: op,
+        sid,
+        nonce,
+        profile: None,
+        lifetime: None,
+    };
     w.minter.mint(&request, UnixTime::from_secs(now)).unwrap().into_string()
 }
 
@@ -164,7 +173,7 @@ proptest! {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let w = world();
         let header =
-            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{}"{extra}}}"#, w.minter.kid());
+            format!(r#"{{"typ":"handoff+jwt","alg":"EdDSA","kid":"{}"{extra}}}"#, w.minter.kid().expect("an Ed25519 minter has a kid"));
         let token = format!("{}.{}.AAAA", b64(&header), b64(&claims));
         let _ = w.verifier.verify_with(&token, &w.keys, UnixTime::from_secs(NOW));
     }
