@@ -115,17 +115,9 @@ pub enum SubjectKind {
 pub struct PartnerClient {
     /// Its `client_id`: the `iss` and `sub` of its JWTs.
     pub client_id: String,
-    /// What its JWTs are checked with.
-    pub key: ClientKey,
-}
-
-/// What a partner's API JWTs are checked with.
-#[derive(Debug, Clone)]
-pub enum ClientKey {
-    /// HS256 with its client secret.
-    Secret(Arc<SharedSecret>),
-    /// EdDSA with the public keys it registered.
-    Jwks(Arc<KeySet>),
+    /// What its JWTs are checked with: its client secret (HS256 only) or the public keys it
+    /// registered (EdDSA only).
+    pub keys: Arc<KeySet>,
 }
 
 impl Target {
@@ -398,8 +390,10 @@ fn convert_target(t: RawTarget, resolve: FileResolver<'_>) -> Result<Target, Str
                     "{at}: client_id must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
                 ));
             }
-            let key = match (secret_file, jwks_file) {
-                (Some(file), None) => ClientKey::Secret(secret("client_secret_file", &file)?),
+            let keys = match (secret_file, jwks_file) {
+                (Some(file), None) => {
+                    Arc::new(KeySet::shared_secret(&*secret("client_secret_file", &file)?))
+                }
                 (None, Some(file)) => {
                     let path =
                         resolve(&file).map_err(|e| format!("{at}: client_jwks_file: {e}"))?;
@@ -408,13 +402,15 @@ fn convert_target(t: RawTarget, resolve: FileResolver<'_>) -> Result<Target, Str
                     let keys = handoff::Jwks::parse(&bytes)
                         .and_then(|jwks| KeySet::from_jwks(&jwks))
                         .map_err(|e| format!("{at}: client_jwks_file {}: {e}", path.display()))?;
-                    ClientKey::Jwks(Arc::new(keys))
+                    Arc::new(keys)
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "{at}: client_id needs exactly one of client_secret_file and client_jwks_file"
-                )),
+                ))
+                }
             };
-            Some(PartnerClient { client_id, key })
+            Some(PartnerClient { client_id, keys })
         }
         (None, _, _) => {
             return Err(format!("{at}: client_secret_file and client_jwks_file need client_id"))
@@ -564,7 +560,7 @@ mod tests {
         assert_eq!(desk.lifetime.map(Ttl::as_secs), Some(30));
         let (found, client) = targets.by_client("desk-backend").expect("client");
         assert_eq!(found.id.as_str(), "desk");
-        assert!(matches!(client.key, ClientKey::Secret(_)));
+        assert_eq!(client.keys.alg(), Alg::Hs256);
         assert!(targets.by_client("partner").is_none());
         // Without the files on disk, a text naming secrets is refused, not half-loaded.
         assert!(Targets::parse(EXAMPLE).unwrap_err().contains("secret_file"));

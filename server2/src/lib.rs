@@ -74,7 +74,7 @@ pub async fn build_app(
         leeway: config.leeway,
         max_lifetime: config.max_token_lifetime,
         catalog: operations::catalog(),
-        algorithm: handoff::Alg::EdDsa,
+        algorithm: config.keys_from.alg(),
     })
     .map_err(|e| StartupError::Crypto(e.to_string()))?;
     let registry = Registry::new();

@@ -10,6 +10,7 @@ mod faults;
 mod flow;
 mod logout;
 mod oauth;
+mod partners;
 mod postgres;
 mod proxies;
 mod rejections;

@@ -567,6 +567,21 @@ impl Db {
         on_engine!(self.partner_subject_user(target, subject))
     }
 
+    /// Records a client token's id until `until`: true the first time, false when it is
+    /// already recorded and unexpired at `now` (a replay). Shared by every replica.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn use_jti(
+        &self,
+        jti: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, DbError> {
+        on_engine!(self.use_jti(jti, until, now))
+    }
+
     /// Removes a user with their sessions and links; false when there is none.
     ///
     /// # Errors

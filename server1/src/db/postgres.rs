@@ -188,7 +188,11 @@ const MIGRATIONS: &[&str] = &[
         first_seen BIGINT NOT NULL,
         PRIMARY KEY (target_id, subject)
      );
-     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);",
+     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);
+     CREATE TABLE used_jtis (
+        jti TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+     );",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -1274,6 +1278,24 @@ impl PgDb {
         .map(drop)
     }
 
+    /// See [`super::Db::use_jti`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn use_jti(
+        &self,
+        jti: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, DbError> {
+        // One statement: an expired entry is taken over, a live one stays and nothing changes.
+        let sql = "INSERT INTO used_jtis (jti, expires_at) VALUES ($1, $2) \
+                   ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                   WHERE used_jtis.expires_at <= $3";
+        Ok(self.execute(sql, &[&jti, &secs(until), &secs(now)]).await? == 1)
+    }
+
     /// See [`super::Db::is_denied`].
     ///
     /// # Errors
@@ -1334,7 +1356,8 @@ impl PgDb {
             + self
                 .execute("DELETE FROM refresh_tokens WHERE family_expires_at <= $1", &[&now])
                 .await?
-            + self.execute("DELETE FROM denied_tokens WHERE expires_at <= $1", &[&now]).await?;
+            + self.execute("DELETE FROM denied_tokens WHERE expires_at <= $1", &[&now]).await?
+            + self.execute("DELETE FROM used_jtis WHERE expires_at <= $1", &[&now]).await?;
         let counts = self
             .execute(
                 "DELETE FROM signin_throttle WHERE last_seen <= $1 AND blocked_until <= $2",

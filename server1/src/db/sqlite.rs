@@ -166,7 +166,11 @@ const MIGRATIONS: &[&str] = &[
         first_seen INTEGER NOT NULL,
         PRIMARY KEY (target_id, subject)
      ) STRICT;
-     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);",
+     CREATE INDEX partner_subjects_user ON partner_subjects(user_id);
+     CREATE TABLE used_jtis (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The user columns [`UserRow`] reads, and `FROM users u`.
@@ -1078,6 +1082,22 @@ impl SqliteDb {
         Ok(())
     }
 
+    /// See [`super::Db::use_jti`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn use_jti(&self, jti: &str, until: UnixTime, now: UnixTime) -> Result<bool, DbError> {
+        let conn = self.conn();
+        // An expired entry no longer counts: the token it names cannot pass anyway.
+        conn.prepare_cached("DELETE FROM used_jtis WHERE jti = ?1 AND expires_at <= ?2")?
+            .execute(params![jti, secs(now)])?;
+        let added = conn
+            .prepare_cached("INSERT OR IGNORE INTO used_jtis (jti, expires_at) VALUES (?1, ?2)")?
+            .execute(params![jti, secs(until)])?;
+        Ok(added == 1)
+    }
+
     /// See [`super::Db::is_denied`].
     ///
     /// # Errors
@@ -1135,7 +1155,8 @@ impl SqliteDb {
         let api = conn.execute("DELETE FROM device_codes WHERE expires_at <= ?1", [now])?
             + conn.execute("DELETE FROM refresh_tokens WHERE family_expires_at <= ?1", [now])?
             + conn.execute("DELETE FROM refresh_families WHERE expires_at <= ?1", [now])?
-            + conn.execute("DELETE FROM denied_tokens WHERE expires_at <= ?1", [now])?;
+            + conn.execute("DELETE FROM denied_tokens WHERE expires_at <= ?1", [now])?
+            + conn.execute("DELETE FROM used_jtis WHERE expires_at <= ?1", [now])?;
         let counts = conn.execute(
             "DELETE FROM signin_throttle WHERE last_seen <= ?1 AND blocked_until <= ?2",
             [now.saturating_sub(idle_secs as i64), now],

@@ -431,6 +431,30 @@ pub(super) async fn change_email(
     after_change(state, req, &user, hash, asked.await.map(drop), "email-sent").await
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct DisplayNameForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+#[handler]
+pub(super) async fn change_display_name(
+    req: &Request,
+    Data(state): Data<&State>,
+    Form(form): Form<DisplayNameForm>,
+) -> Result<Response, AppError> {
+    let (user, hash) = account_post(state, req, &form.csrf).await?;
+    let name = form.display_name.trim();
+    if !name.is_empty() && !::handoff::token::is_display_name(name) {
+        let why = "A display name is at most 80 characters, without control characters.";
+        return render_account(state, req, &user, hash, Some(why)).await;
+    }
+    state.db.set_display_name(&user.id, (!name.is_empty()).then_some(name)).await?;
+    Ok(see_other("/account?notice=name-changed"))
+}
+
 #[derive(Deserialize)]
 pub(super) struct PasswordForm {
     #[serde(default)]

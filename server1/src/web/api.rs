@@ -308,17 +308,20 @@ fn bearer_error(e: &BearerError) -> Response {
     resp
 }
 
-#[handler]
-pub(super) async fn me(req: &Request, Data(state): Data<&State>) -> Response {
-    let bearer = req
-        .headers()
+/// The `Authorization: Bearer` credential, if the request has one.
+fn bearer_of(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty());
-    let Some(bearer) = bearer else {
+        .filter(|value| !value.is_empty())
+}
+
+#[handler]
+pub(super) async fn me(req: &Request, Data(state): Data<&State>) -> Response {
+    let Some(bearer) = bearer_of(req) else {
         return bearer_error(&BearerError::Missing);
     };
     match state.oauth.authenticate(bearer, "profile").await {
@@ -330,4 +333,140 @@ pub(super) async fn me(req: &Request, Data(state): Data<&State>) -> Response {
             bearer_error(&e)
         }
     }
+}
+
+/// Clock-skew allowance for partners' client tokens.
+const CLIENT_LEEWAY_SECS: u64 = 5;
+
+/// Why a partner API request was refused.
+enum PartnerRefusal {
+    /// No bearer token (401 without an error code, RFC 6750 §3.1).
+    Missing,
+    /// The token failed a check: the reason code (also the `error_description`).
+    Invalid(&'static str),
+    /// The token's `jti` was used before.
+    Replayed,
+    /// No such user for this partner (or none handed off to it): 404, the same either way.
+    NotFound,
+    /// The database failed.
+    Unavailable,
+}
+
+impl PartnerRefusal {
+    fn outcome(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Missing => ("unauthenticated", ""),
+            Self::Invalid(code) => ("refused", code),
+            Self::Replayed => ("replayed", "replayed"),
+            Self::NotFound => ("not_found", ""),
+            Self::Unavailable => ("unavailable", ""),
+        }
+    }
+
+    fn response(&self) -> Response {
+        let invalid = |why: &str| {
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(format!(
+                    r#"Bearer realm="handoff", error="invalid_token", error_description="{why}""#
+                )),
+                serde_json::json!({"error": "invalid_token", "error_description": why}),
+            )
+        };
+        let (status, challenge, body) = match self {
+            Self::Missing => (
+                StatusCode::UNAUTHORIZED,
+                Some(r#"Bearer realm="handoff""#.to_owned()),
+                serde_json::json!({"error": "invalid_request", "error_description": "send Authorization: Bearer with a client token"}),
+            ),
+            Self::Invalid(code) => invalid(code),
+            Self::Replayed => invalid("replayed"),
+            Self::NotFound => {
+                (StatusCode::NOT_FOUND, None, serde_json::json!({"error": "not_found"}))
+            }
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                serde_json::json!({"error": "temporarily_unavailable"}),
+            ),
+        };
+        let mut resp = json(status, &body);
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        resp
+    }
+}
+
+/// `GET /api/v1/users/{sub}`: a partner's back end asks about a user it knows by `sub`,
+/// authenticated by a client token signed for exactly this request (see
+/// [`::handoff::client_auth`]). It learns the profile claims its policy lists, and only for
+/// users handed off to it; any other `sub` is 404, like one that does not exist.
+#[handler]
+pub(super) async fn partner_user(
+    req: &Request,
+    poem::web::Path(sub): poem::web::Path<String>,
+    Data(state): Data<&State>,
+) -> Response {
+    let result = serve_partner_user(state, req, &sub).await;
+    let (outcome, reason) = match &result {
+        Ok(_) => ("ok", ""),
+        Err(refusal) => refusal.outcome(),
+    };
+    state.metrics.partner_api.with_label_values(&[outcome, reason]).inc();
+    match result {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(refusal) => refusal.response(),
+    }
+}
+
+async fn serve_partner_user(
+    state: &AppState,
+    req: &Request,
+    sub: &str,
+) -> Result<serde_json::Value, PartnerRefusal> {
+    use ::handoff::client_auth::{claimed_client, ClientAuthVerifier, Expected};
+    let bearer = bearer_of(req).ok_or(PartnerRefusal::Missing)?;
+    let client_id = claimed_client(bearer).ok_or(PartnerRefusal::Invalid("malformed"))?;
+    let (target, client) = state
+        .handoffs
+        .targets()
+        .by_client(&client_id)
+        .ok_or(PartnerRefusal::Invalid("unknown_client"))?;
+    // The URL as this request reached SERVER1, without its query: what `htu` must name.
+    let htu = state.config.public_url.join(req.uri().path());
+    let expected = Expected { client_id: &client.client_id, htm: req.method().as_str(), htu: &htu };
+    let leeway = ::handoff::Leeway::from_secs(CLIENT_LEEWAY_SECS)
+        .map_err(|_| PartnerRefusal::Unavailable)?;
+    let verifier = ClientAuthVerifier::new(state.config.public_url.clone(), leeway);
+    let now = state.config.clock.now();
+    let verified = verifier
+        .verify(bearer, &client.keys, &expected, now)
+        .map_err(|r| PartnerRefusal::Invalid(r.code()))?;
+    let scoped_jti = format!("{} {}", verified.client_id, verified.jti);
+    match state.db.use_jti(&scoped_jti, verified.replay_until, now).await {
+        Ok(true) => {}
+        Ok(false) => return Err(PartnerRefusal::Replayed),
+        Err(_) => return Err(PartnerRefusal::Unavailable),
+    }
+    let subject = ::handoff::Subject::parse(sub).map_err(|_| PartnerRefusal::NotFound)?;
+    let user = state
+        .db
+        .partner_subject_user(target.id.as_str(), &subject)
+        .await
+        .map_err(|_| PartnerRefusal::Unavailable)?
+        .filter(|user| !user.disabled)
+        .ok_or(PartnerRefusal::NotFound)?;
+    tracing::info!(
+        event = "partner_api.served",
+        client = %client.client_id,
+        target = %target.id,
+        sub = %user.id,
+        partner_sub = %subject,
+        "partner API answered"
+    );
+    let mut body = serde_json::to_value(state.handoffs.profile_for(target, &user))
+        .map_err(|_| PartnerRefusal::Unavailable)?;
+    body["sub"] = serde_json::Value::String(subject.to_string());
+    Ok(body)
 }

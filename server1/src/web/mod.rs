@@ -48,6 +48,7 @@ type State = Arc<AppState>;
 pub struct Metrics {
     pub(crate) minted: IntCounterVec,
     pub(crate) signins: IntCounterVec,
+    pub(crate) partner_api: IntCounterVec,
     key_age: IntGauge,
 }
 
@@ -69,11 +70,19 @@ impl Metrics {
         for outcome in ["ok", "failed", "throttled", "busy", "disabled"] {
             signins.with_label_values(&[outcome]);
         }
+        let partner_api = IntCounterVec::new(
+            Opts::new(
+                "partner_api_requests_total",
+                "Partner API requests, by outcome: ok, not_found, unauthenticated (no token), refused (the token failed a check; the reason is its code), replayed, unavailable",
+            ),
+            &["outcome", "reason"],
+        )?;
         let key_age = IntGauge::new("signing_key_age_seconds", "Age of the signing key file")?;
         registry.register(Box::new(minted.clone()))?;
         registry.register(Box::new(signins.clone()))?;
+        registry.register(Box::new(partner_api.clone()))?;
         registry.register(Box::new(key_age.clone()))?;
-        Ok(Self { minted, signins, key_age })
+        Ok(Self { minted, signins, partner_api, key_age })
     }
 }
 
@@ -117,6 +126,7 @@ pub fn routes() -> Routes {
         .at("/account", get(account::account))
         .at("/account/verify", post(account::resend_verification))
         .at("/account/email", post(account::change_email))
+        .at("/account/name", post(account::change_display_name))
         .at("/account/password", post(account::change_password))
         .at("/account/sessions/end", post(account::end_session))
         .at("/account/sessions/end-all", post(account::end_all_sessions))
@@ -125,6 +135,7 @@ pub fn routes() -> Routes {
         .at("/device", get(api::device_page).post(api::device_code))
         .at("/device/decide", post(api::device_decide))
         .at("/api/v1/me", get(api::me))
+        .at("/api/v1/users/:sub", get(api::partner_user))
         .at("/handoff/:target/:operation", get(handoff::start))
         .at(::handoff::protocol::JWKS_PATH, get(jwks))
         .at("/static/style.css", get(style))

@@ -217,6 +217,7 @@ pub fn account_notice(code: &str) -> Option<&'static str> {
         "email-sent" => "A confirmation link is on its way to the new address. Your address changes when you open it.",
         "password-changed" => "Your password was changed, and your other sessions were signed out.",
         "session-ended" => "That session was signed out.",
+        "name-changed" => "Your display name was saved. Partners that receive it see it from your next handoff.",
         _ => return None,
     })
 }
@@ -319,6 +320,14 @@ pub fn account_page(v: &AccountView<'_>) -> Markup {
             section.card {
                 h2 { "Profile" }
                 p { "User name: " strong { (user.name) } }
+                form method="post" action="/account/name" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    label for="display-name" { "Display name" }
+                    input #display-name type="text" name="display_name" autocomplete="name" maxlength="80"
+                        value=(user.display_name.as_deref().unwrap_or(""));
+                    p.muted { "How partners that may receive your name show you. Leave it empty to share none." }
+                    button.secondary type="submit" { "Save the display name" }
+                }
                 @match &user.email {
                     Some(email) => {
                         p { "E-mail address: " strong { (email) } " "

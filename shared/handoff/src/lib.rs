@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod client_auth;
 mod codes;
 pub mod crypto;
 pub mod grant;

@@ -80,6 +80,9 @@ crate::coded_enum! {
         /// An operation argument is missing, unexpected or invalid.
         #[error("bad operation argument")]
         BadOperationArgument = "bad_operation_argument",
+        /// A client token's `htm` or `htu` names another request than the one it came with.
+        #[error("made for another request")]
+        WrongRequest = "wrong_request",
     }
 }
 

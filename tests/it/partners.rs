@@ -1,0 +1,386 @@
+//! Several partners, each with its own policy: the example's second partner ("desk") checks
+//! HS256 tokens with a secret it shares with SERVER1, receives the user's name and nothing else,
+//! knows users by pairwise ids, and its back end calls the partner API with client tokens.
+//! Everything over HTTP against both servers, with a second SERVER2 as the desk.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use handoff::client_auth::{mint_client_auth, ClientRequest};
+use handoff::mint::MintKey;
+use handoff::{Issuer, SharedSecret, UnixTime};
+use handoff_tests::*;
+use serde_json::Value;
+
+/// Both servers and the desk: a second SERVER2 trusting SERVER1 by the desk's shared secret.
+struct WithDesk {
+    s: Servers,
+    desk: String,
+    running: InProcess,
+}
+
+impl WithDesk {
+    fn logs(&self) -> String {
+        self.running.logs()
+    }
+
+    fn secret(&self, name: &str) -> Arc<SharedSecret> {
+        Arc::new(SharedSecret::load(&self.s.dir.path().join(name)).unwrap())
+    }
+}
+
+/// Starts both servers with the desk partner pointed at a second SERVER2 on its own port;
+/// `edit` may change the targets file first (it gets the text and the desk's URL).
+async fn spawn_with_desk(edit: impl FnOnce(String, &str) -> String) -> WithDesk {
+    let (l3, p3) = listener();
+    let desk = format!("http://127.0.0.1:{p3}");
+    let desk_for_targets = desk.clone();
+    let s = spawn_both(
+        move |c| {
+            let text = std::fs::read_to_string(&c.targets_file).unwrap();
+            let text =
+                edit(text.replace("http://127.0.0.1:8003", &desk_for_targets), &desk_for_targets);
+            std::fs::write(&c.targets_file, text).unwrap();
+        },
+        |_| {},
+    )
+    .await;
+    let mut config = server2_config(&s.server1, &desk);
+    config.keys_from = server2::config::KeysFrom::Secret(s.dir.path().join("desk.secret"));
+    config.issuer_target_id = "desk".into();
+    let running = serve_server2(config, l3).await;
+    WithDesk { s, desk, running }
+}
+
+/// Saves `name` as the signed-in user's display name on SERVER1's account page.
+async fn set_display_name(c: &reqwest::Client, server1: &str, name: &str) {
+    let page = text_of(c, &format!("{server1}/account")).await;
+    let csrf = form_value(&page, "csrf").expect("the account page's forms");
+    let resp = c
+        .post(format!("{server1}/account/name"))
+        .form(&[("csrf", csrf.as_str()), ("display_name", name)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "saved");
+}
+
+#[tokio::test]
+async fn an_hs256_partner_gets_the_name_and_a_pairwise_id_and_nothing_else() {
+    let w = spawn_with_desk(|t, _| t).await;
+    let s = &w.s;
+    let alice = client();
+    sign_in(&alice, &s.server1, "alice").await;
+    set_display_name(&alice, &s.server1, "Alice Example").await;
+    let account = text_of(&alice, &format!("{}/account", s.server1)).await;
+    assert!(account.contains("value=\"Alice Example\""), "shown on the account page");
+
+    let token = open_handoff(&alice, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    assert_eq!(token_header(&token), serde_json::json!({"typ": "handoff+jwt", "alg": "HS256"}));
+    let claims = token_claims(&token);
+    assert_eq!(claims["name"], "Alice Example");
+    for absent in ["email", "email_verified", "groups"] {
+        assert!(claims.get(absent).is_none(), "{absent} is not on the desk's list: {claims}");
+    }
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 30);
+    let desk_sub = claims["sub"].as_str().unwrap().to_owned();
+    assert!(desk_sub.starts_with('p'), "pairwise: {desk_sub}");
+
+    assert_eq!(submit(&alice, &w.desk, &token).await.status(), 303, "{}", w.logs());
+    let report = text_of(&alice, &format!("{}/reports/7", w.desk)).await;
+    assert!(report.contains("Alice Example"), "the desk shows the name: {report}");
+
+    // The first partner lists no claims: it gets none, and another id for the same user.
+    let token = open_handoff(&alice, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let claims = token_claims(&token);
+    assert_eq!(token_header(&token)["alg"], "EdDSA");
+    for absent in ["name", "email", "email_verified", "groups"] {
+        assert!(claims.get(absent).is_none(), "{absent}: {claims}");
+    }
+    let partner_sub = claims["sub"].as_str().unwrap().to_owned();
+    assert!(partner_sub.starts_with('p') && partner_sub != desk_sub, "{partner_sub} {desk_sub}");
+    assert_eq!(submit(&alice, &s.server2, &token).await.status(), 303);
+    let report = text_of(&alice, &format!("{}/reports/42", s.server2)).await;
+    assert!(report.contains(&partner_sub) && !report.contains("Alice Example"), "{report}");
+
+    // Stable per user and partner, different per user.
+    let again = open_handoff(&alice, &s.server1, "/handoff/desk/report.view?report_id=8").await;
+    assert_eq!(token_claims(&again)["sub"], desk_sub.as_str());
+    let bob = client();
+    sign_in(&bob, &s.server1, "bob").await;
+    let bobs = open_handoff(&bob, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    let bob_sub = token_claims(&bobs)["sub"].as_str().unwrap().to_owned();
+    assert!(bob_sub != desk_sub && bob_sub.starts_with('p'));
+    assert!(token_claims(&bobs).get("name").is_none(), "bob has no display name");
+
+    // A partner listed as public sees SERVER1's own id.
+    drop(w);
+    let w = spawn_with_desk(|t, _| {
+        t.replace(
+            "claims = [\"name\"]",
+            "claims = [\"name\", \"email\", \"email_verified\", \"groups\"]\nsubject = \"public\"",
+        )
+    })
+    .await;
+    let c = client();
+    sign_in(&c, &w.s.server1, "alice").await;
+    let token = open_handoff(&c, &w.s.server1, "/handoff/desk/report.view?report_id=7").await;
+    let claims = token_claims(&token);
+    assert!(claims["sub"].as_str().unwrap().starts_with("u_"), "{claims}");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(claims["groups"], serde_json::json!(["billing", "reports"]));
+    assert!(claims.get("name").is_none(), "no display name set in this run");
+    assert_eq!(submit(&c, &w.desk, &token).await.status(), 303);
+}
+
+#[tokio::test]
+async fn the_algorithm_is_fixed_per_issuer_whatever_the_token_says() {
+    let w = spawn_with_desk(|t, _| t).await;
+    let s = &w.s;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let reason_in = |logs: String, reason: &str| logs.contains(&format!("reason=\"{reason}\""));
+
+    // An EdDSA token (the first partner's) at the desk, and the desk's HS256 token at the
+    // first partner: each refused for its algorithm before anything else is read.
+    let eddsa = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    assert_eq!(submit(&c, &w.desk, &eddsa).await.status(), 401);
+    assert!(reason_in(w.logs(), "wrong_algorithm"), "{}", w.logs());
+    let hs256 = open_handoff(&c, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    assert_eq!(submit(&c, &s.server2, &hs256).await.status(), 401);
+    assert!(reason_in(s.server2_logs(), "wrong_algorithm"), "{}", s.server2_logs());
+
+    // Forgeries at the desk: the desk's claims signed with another secret, with SERVER1's
+    // public key as the HMAC key, and with no signature at all.
+    let claims = token_claims(&hs256).to_string();
+    let header = r#"{"typ":"handoff+jwt","alg":"HS256"}"#;
+    let other = jsonwebtoken::EncodingKey::from_secret(b"not the desk's secret, 32+ bytes!");
+    let forged = sign_raw(header, &claims, jsonwebtoken::Algorithm::HS256, &other);
+    assert_eq!(submit(&c, &w.desk, &forged).await.status(), 401);
+    assert!(reason_in(w.logs(), "bad_signature"));
+    let public = jsonwebtoken::EncodingKey::from_secret(s.key.public_key_bytes());
+    let confused = sign_raw(header, &claims, jsonwebtoken::Algorithm::HS256, &public);
+    assert_eq!(submit(&c, &w.desk, &confused).await.status(), 401);
+    let none =
+        format!("{}.{}.", b64(br#"{"typ":"handoff+jwt","alg":"none"}"#), b64(claims.as_bytes()));
+    assert_eq!(submit(&c, &w.desk, &none).await.status(), 400, "no signature: not even a token");
+    let none_signed = format!("{none}AAAA");
+    assert_eq!(submit(&c, &w.desk, &none_signed).await.status(), 401);
+    // The genuine one still works: none of the above used it up.
+    assert_eq!(submit(&c, &w.desk, &hs256).await.status(), 303);
+}
+
+/// A client token for `GET {server1}{path}` from the desk's back end.
+fn client_token(
+    w: &WithDesk,
+    path: &str,
+    edit: impl FnOnce(&mut ClientRequest<'_>, &mut UnixTime),
+) -> String {
+    let server1 = Issuer::parse(&w.s.server1).unwrap();
+    let htu = format!("{}{path}", w.s.server1);
+    let mut request = ClientRequest {
+        client_id: "desk-backend",
+        audience: &server1,
+        htm: "GET",
+        htu: &htu,
+        lifetime_secs: 60,
+    };
+    let mut at = now();
+    edit(&mut request, &mut at);
+    mint_client_auth(&MintKey::Hs256(w.secret("desk-api.secret")), &request, at).unwrap()
+}
+
+/// `GET {server1}{path}` with `token` as the bearer: status, `WWW-Authenticate`, body.
+async fn call(w: &WithDesk, path: &str, token: Option<&str>) -> (u16, String, Value) {
+    let mut request = client().get(format!("{}{path}", w.s.server1));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, challenge, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_partner_api_answers_one_request_per_token_for_users_handed_off() {
+    let w = spawn_with_desk(|t, _| t).await;
+    let s = &w.s;
+    let alice = client();
+    sign_in(&alice, &s.server1, "alice").await;
+    set_display_name(&alice, &s.server1, "Alice Example").await;
+    let token = open_handoff(&alice, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    let sub = token_claims(&token)["sub"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/users/{sub}");
+
+    let (status, _, body) = call(&w, &path, Some(&client_token(&w, &path, |_, _| {}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"sub": sub, "name": "Alice Example"}), "its claims only");
+
+    let refused = |expected: &'static str| {
+        move |(status, challenge, body): (u16, String, Value)| {
+            assert_eq!(status, 401, "{expected}: {body}");
+            assert!(
+                challenge.contains(r#"error="invalid_token""#)
+                    && challenge.contains(&format!(r#"error_description="{expected}""#)),
+                "{expected}: {challenge}"
+            );
+            assert_eq!(body["error"], "invalid_token");
+        }
+    };
+    // Replayed: the same token twice.
+    let once = client_token(&w, &path, |_, _| {});
+    assert_eq!(call(&w, &path, Some(&once)).await.0, 200);
+    refused("replayed")(call(&w, &path, Some(&once)).await);
+    // Made for another URL, another method, another audience; expired; from a stranger.
+    let other_path = "/api/v1/users/pSomebodyElse000000000000000000";
+    refused("wrong_request")(call(&w, other_path, Some(&client_token(&w, &path, |_, _| {}))).await);
+    refused("wrong_request")(
+        call(&w, &path, Some(&client_token(&w, &path, |r, _| r.htm = "POST"))).await,
+    );
+    let elsewhere = Issuer::parse("https://portal.example").unwrap();
+    let token = client_token(&w, &path, |r, _| r.audience = Box::leak(Box::new(elsewhere)));
+    refused("wrong_audience")(call(&w, &path, Some(&token)).await);
+    let token = client_token(&w, &path, |_, at| *at = UnixTime::from_secs(now_secs() - 400));
+    refused("expired")(call(&w, &path, Some(&token)).await);
+    let token = client_token(&w, &path, |r, _| r.client_id = "someone-else");
+    refused("unknown_client")(call(&w, &path, Some(&token)).await);
+    // Signed with the wrong secret, or with an EdDSA key for a client registered with a secret.
+    let server1 = Issuer::parse(&s.server1).unwrap();
+    let htu = format!("{}{path}", s.server1);
+    let request = ClientRequest {
+        client_id: "desk-backend",
+        audience: &server1,
+        htm: "GET",
+        htu: &htu,
+        lifetime_secs: 60,
+    };
+    let wrong = w.secret("desk.secret");
+    let token = mint_client_auth(&MintKey::Hs256(wrong), &request, now()).unwrap();
+    refused("bad_signature")(call(&w, &path, Some(&token)).await);
+    let token = mint_client_auth(&MintKey::Ed25519(s.key.clone()), &request, now()).unwrap();
+    refused("wrong_algorithm")(call(&w, &path, Some(&token)).await);
+    // A handoff token is not a client token, even one for the desk: it names the portal as
+    // its issuer, which is no client (the typ check is in the handoff crate's tests).
+    let handoff = open_handoff(&alice, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    refused("unknown_client")(call(&w, &path, Some(&handoff)).await);
+    // No token: the challenge alone (RFC 6750 §3.1).
+    let (status, challenge, _) = call(&w, &path, None).await;
+    assert_eq!((status, challenge.as_str()), (401, r#"Bearer realm="handoff""#));
+
+    // A user never handed off to the desk is not there, exactly like one who does not exist.
+    let bob = client();
+    sign_in(&bob, &s.server1, "bob").await;
+    let bobs = open_handoff(&bob, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let bob_elsewhere = token_claims(&bobs)["sub"].as_str().unwrap().to_owned();
+    for missing in [bob_elsewhere.as_str(), "pNobody0000000000000000000000000", "u_not!valid"] {
+        let path = format!("/api/v1/users/{missing}");
+        let (status, challenge, body) =
+            call(&w, &path, Some(&client_token(&w, &path, |_, _| {}))).await;
+        assert_eq!((status, body), (404, serde_json::json!({"error": "not_found"})), "{missing}");
+        assert!(challenge.is_empty());
+    }
+    let metrics = text_of(&client(), &format!("{}/metrics", s.server1)).await;
+    assert!(
+        metrics.contains(r#"partner_api_requests_total{outcome="replayed",reason="replayed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"partner_api_requests_total{outcome="not_found",reason=""} 3"#));
+}
+
+#[tokio::test]
+async fn a_logout_reaches_the_hs256_partner_signed_with_its_secret() {
+    let w = spawn_with_desk(|t, desk| {
+        let entry = format!("handoff_url = \"{desk}/handoff\"");
+        t.replace(
+            &entry,
+            &format!("{entry}\nbackchannel_logout_url = \"{desk}/backchannel-logout\""),
+        )
+    })
+    .await;
+    let c = client();
+    sign_in(&c, &w.s.server1, "alice").await;
+    let token = open_handoff(&c, &w.s.server1, "/handoff/desk/report.view?report_id=7").await;
+    assert_eq!(submit(&c, &w.desk, &token).await.status(), 303);
+    let report = format!("{}/reports/7", w.desk);
+    assert_eq!(status_of(&c, &report).await, 200);
+
+    // Signing out on the portal: the desk hears of it (an HS256 logout token naming the
+    // session as the desk knows it) and ends the grant.
+    let page = text_of(&c, &format!("{}/", w.s.server1)).await;
+    let csrf = form_value(&page, "csrf").expect("the sign-out form");
+    let resp =
+        c.post(format!("{}/logout", w.s.server1)).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let started = std::time::Instant::now();
+    while status_of(&c, &report).await != 403 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{}", w.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(w.logs().contains("backchannel"), "{}", w.logs());
+}
+
+#[test]
+fn server2_explains_an_hs256_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("portal.secret");
+    let secret = Arc::new(SharedSecret::create(&secret_file).unwrap());
+    let (issuer, audience) = ("http://127.0.0.1:8001", "http://127.0.0.1:8003");
+    let minter = handoff::Minter::new(
+        MintKey::Hs256(secret),
+        Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(30).unwrap(),
+    );
+    let explain = |token: &str| {
+        let mut child = Command::new(binary("server2"))
+            .env_clear()
+            .env("SERVER2_PUBLIC_URL", audience)
+            .env("SERVER2_ISSUER", issuer)
+            .env("SERVER2_ISSUER_SECRET_FILE", &secret_file)
+            .args(["explain", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let valid = report_token(&minter, audience, "p_alice", "7", now()).into_string();
+    let (code, text) = explain(&valid);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("(handoff+jwt, HS256, kid shared-secret)"), "{text}");
+
+    let key = Arc::new(handoff::SigningKey::generate().unwrap());
+    let eddsa = handoff::Minter::new(
+        key,
+        Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(30).unwrap(),
+    );
+    let (code, text) = explain(report_token(&eddsa, audience, "p_alice", "7", now()).as_str());
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("FAIL  size, shape and header: wrong_algorithm")
+            && text.contains("this issuer's tokens are HS256")
+            && text.contains(r#"received alg "EdDSA""#),
+        "{text}"
+    );
+
+    let other =
+        Arc::new(SharedSecret::from_bytes(b"another secret, thirty-two bytes!", "t").unwrap());
+    let forger = handoff::Minter::new(
+        MintKey::Hs256(other),
+        Issuer::parse(issuer).unwrap(),
+        handoff::Ttl::from_secs(30).unwrap(),
+    );
+    let (code, text) = explain(report_token(&forger, audience, "p_alice", "7", now()).as_str());
+    assert_eq!(code, Some(1));
+    assert!(text.contains("bad_signature") && text.contains("byte for byte"), "{text}");
+}
