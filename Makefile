@@ -1,7 +1,7 @@
 # Handoff: the two commands most people need are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo demo-cluster test build lint fmt clean-demo fuzz screenshots bench
+.PHONY: demo demo-cluster test build lint fmt clean-demo fuzz screenshots bench examples-deps
 
 ## demo: build and run SERVER1 (http://127.0.0.1:8001) and SERVER2 (http://localhost:8002); Ctrl-C stops both
 demo:
@@ -14,9 +14,15 @@ demo-cluster:
 
 ## test: formatting, lints, then every test (unit, integration, real binaries), and the
 ## integration suite again with SERVER1 on PostgreSQL
-test: lint build
+test: lint build examples-deps
 	$(CARGO) test --workspace --locked
 	HANDOFF_TEST_DATABASE=postgres $(CARGO) test -p handoff-tests --test it --locked
+
+## examples-deps: what the partner examples in examples/ need (the tests run them): PyJWT for
+## Python, jose for Node (from their lock files)
+examples-deps:
+	python3 -c 'import jwt, cryptography' 2>/dev/null || python3 -m pip install -q -r examples/python/requirements.txt
+	[ -d examples/node/node_modules/jose ] || npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 
 ## build: the server binaries (the process tests run them)
 build:

@@ -384,3 +384,97 @@ fn server2_explains_an_hs256_token() {
     assert_eq!(code, Some(1));
     assert!(text.contains("bad_signature") && text.contains("byte for byte"), "{text}");
 }
+
+/// One of the partner examples in `examples/`: its command line, by language.
+fn example(language: &str, program: &str) -> Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples");
+    match language {
+        "python" => {
+            let mut cmd = Command::new("python3");
+            cmd.arg(root.join("python").join(format!("{program}.py")));
+            cmd
+        }
+        "node" => {
+            assert!(
+                root.join("node/node_modules/jose").exists(),
+                "run `npm ci --prefix examples/node` first (.ci/run does)"
+            );
+            let mut cmd = Command::new("node");
+            cmd.arg(root.join("node").join(format!("{program}.mjs")));
+            cmd
+        }
+        _ => Command::new(binary(&program.replace('_', "-"))),
+    }
+}
+
+/// Runs `cmd`: exit code, stdout, stderr.
+fn run(mut cmd: Command) -> (Option<i32>, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+/// The examples docs/partners.md shows, run against the real SERVER1: each language accepts
+/// the desk's HS256 handoff and the first partner's EdDSA one, refuses the wrong algorithm and
+/// a replay, and calls the partner API with the desk's client secret.
+#[tokio::test]
+async fn the_partner_examples_work_against_the_real_portal_in_three_languages() {
+    let w = spawn_with_desk(|t, _| t).await;
+    let s = &w.s;
+    let alice = client();
+    sign_in(&alice, &s.server1, "alice").await;
+    set_display_name(&alice, &s.server1, "Alice Example").await;
+    let desk_token =
+        open_handoff(&alice, &s.server1, "/handoff/desk/report.view?report_id=7").await;
+    let desk_sub = token_claims(&desk_token)["sub"].as_str().unwrap().to_owned();
+    let partner_token =
+        open_handoff(&alice, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    let secret = s.dir.path().join("desk.secret");
+    let api_secret = s.dir.path().join("desk-api.secret");
+    let jwks = format!("{}/.well-known/jwks.json", s.server1);
+
+    for language in ["python", "node", "rust"] {
+        let seen = s.dir.path().join(format!("seen-{language}"));
+        let verify = |audience: &str, keys: [&str; 2], token: &str| {
+            let mut cmd = example(language, "verify_handoff");
+            cmd.args(["--issuer", &s.server1, "--audience", audience])
+                .args(keys)
+                .args(["--operation", "report.view", "--seen-file"])
+                .arg(&seen)
+                .arg(token);
+            run(cmd)
+        };
+        let secret_arg = ["--secret-file", secret.to_str().unwrap()];
+        let (code, out, err) = verify(&w.desk, secret_arg, &desk_token);
+        assert_eq!(code, Some(0), "{language}: {err}");
+        let accepted: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(accepted["sub"], desk_sub.as_str(), "{language}: {out}");
+        assert_eq!(accepted["claims"], serde_json::json!({"name": "Alice Example"}), "{language}");
+        assert_eq!(accepted["operation"]["report_id"], "7", "{language}");
+        assert!(!out.contains(&desk_token) && !err.contains(&desk_token), "{language}");
+        let (code, _, err) = verify(&w.desk, secret_arg, &desk_token);
+        assert_eq!((code, err.trim()), (Some(1), "refused: replayed"), "{language}");
+        let (code, _, err) = verify(&w.desk, secret_arg, &partner_token);
+        assert_eq!((code, err.trim()), (Some(1), "refused: wrong algorithm"), "{language}");
+        let (code, out, err) = verify(&s.server2, ["--jwks-url", &jwks], &partner_token);
+        assert_eq!(code, Some(0), "{language}: {err}");
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["claims"], serde_json::json!({}));
+        let (code, _, err) = verify(&s.server2, ["--jwks-url", &jwks], &desk_token);
+        assert_eq!((code, err.trim()), (Some(1), "refused: wrong algorithm"), "{language}");
+
+        let call = |sub: &str| {
+            let mut cmd = example(language, "call_api");
+            cmd.args(["--server1", &s.server1, "--client-id", "desk-backend", "--secret-file"])
+                .arg(&api_secret)
+                .args(["--sub", sub]);
+            run(cmd)
+        };
+        let (code, out, err) = call(&desk_sub);
+        assert_eq!(code, Some(0), "{language}: {err}");
+        let answer: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(answer, serde_json::json!({"sub": desk_sub, "name": "Alice Example"}));
+        let (code, _, err) = call("pNeverHandedOff000000000000000000");
+        assert_eq!(code, Some(1), "{language}");
+        assert!(err.contains("HTTP 404"), "{language}: {err}");
+    }
+}
