@@ -58,10 +58,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// SERVER2's public URL: the only `aud` it accepts.
     pub public_url: Audience,
-    /// The only issuer it trusts.
-    pub issuer: Issuer,
-    /// Where the issuer's keys come from.
-    pub keys_from: KeysFrom,
+    /// The issuers it trusts, each with its keys and operations; the first is the primary one
+    /// (where `/handoff/start` sends browsers). Never empty.
+    pub issuers: Vec<IssuerConfig>,
     /// Shortest time between two JWKS fetches triggered by unknown `kid`s.
     pub jwks_refresh_interval: Duration,
     /// Longest a JWKS fetch may take, connection included.
@@ -86,8 +85,6 @@ pub struct Config {
     pub cookies: CookieSecurity,
     /// Whether unbound (issuer-initiated) handoffs are accepted.
     pub unbound_handoffs: UnboundHandoffs,
-    /// This server's target id in the issuer's registry (where `/handoff/start` sends browsers).
-    pub issuer_target_id: String,
     /// A help page linked from the operation pages (another site; no Referer is sent to it).
     pub help_url: Option<url::Url>,
     /// Most log lines a second for refusals of tokens whose signature never held (garbage
@@ -104,7 +101,15 @@ pub use handoff_web::config::{ConfigError, EnvConfig};
 use handoff_web::env::Vars;
 use handoff_web::TrustedProxies;
 
+pub use crate::issuers::IssuerConfig;
 pub use crate::replay_redis::RedisUrl;
+
+impl Config {
+    /// The primary issuer: the only one, or the first of the issuers file.
+    pub fn primary(&self) -> &IssuerConfig {
+        &self.issuers[0]
+    }
+}
 
 impl EnvConfig for Config {
     const PREFIX: &'static str = "SERVER2_";
@@ -172,6 +177,35 @@ impl EnvConfig for Config {
                 )
                 .map(KeysFrom::Url)
             }
+        };
+        // The issuers file replaces the single-issuer variables; it cannot be mixed with them.
+        let issuers_file = raw.get("issuers_file").filter(|s| !s.is_empty());
+        let issuers = match issuers_file {
+            Some(file) => {
+                let short =
+                    ["issuer", "jwks_url", "jwks_file", "issuer_secret_file", "issuer_target_id"];
+                let mixed: Vec<String> = short
+                    .iter()
+                    .filter(|v| raw.get(v).is_some_and(|s| !s.is_empty()))
+                    .map(|v| format!("SERVER2_{}", v.to_uppercase()))
+                    .collect();
+                if !mixed.is_empty() {
+                    errors.push(format!(
+                        "SERVER2_ISSUERS_FILE: expected alone; also set: {} (put those in the file)",
+                        mixed.join(", ")
+                    ));
+                    None
+                } else {
+                    match crate::issuers::load_file(std::path::Path::new(file)) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            errors.push(format!("SERVER2_ISSUERS_FILE: {e}"));
+                            None
+                        }
+                    }
+                }
+            }
+            None => None,
         };
         let jwks_refresh = check!(
             "JWKS_REFRESH_SECS",
@@ -275,11 +309,23 @@ impl EnvConfig for Config {
             secs(raw.get("replay_timeout_ms"), 500).filter(|ms| (10..=10_000).contains(ms))
         );
 
+        // The short form: one issuer from the single-issuer variables.
+        let issuers = match (issuers_file, issuers) {
+            (Some(_), found) => found,
+            (None, _) => match (&issuer, &keys_from, &target_id) {
+                (Some(issuer), Some(keys_from), Some(target_id)) => Some(vec![IssuerConfig {
+                    issuer: issuer.clone(),
+                    keys_from: keys_from.clone(),
+                    target_id: target_id.clone(),
+                    operations: None,
+                }]),
+                _ => None,
+            },
+        };
         let (
             Some(listen),
             Some(public_url),
-            Some(issuer),
-            Some(keys_from),
+            Some(issuers),
             Some(refresh),
             Some(leeway),
             Some(max_token_lifetime),
@@ -287,7 +333,6 @@ impl EnvConfig for Config {
             Some(replay_capacity),
             Some(cookies),
             Some(unbound_handoffs),
-            Some(issuer_target_id),
             Some(help_url),
             Some(jwks_timeout),
             Some(cache_low),
@@ -299,8 +344,7 @@ impl EnvConfig for Config {
         ) = (
             listen,
             public_url,
-            issuer,
-            keys_from,
+            issuers,
             jwks_refresh,
             leeway,
             max_lifetime,
@@ -308,7 +352,6 @@ impl EnvConfig for Config {
             replay_capacity,
             cookies,
             unbound,
-            target_id,
             help_url,
             jwks_timeout,
             cache_low,
@@ -327,8 +370,7 @@ impl EnvConfig for Config {
         Ok(Self {
             listen,
             public_url,
-            issuer,
-            keys_from,
+            issuers,
             jwks_refresh_interval: Duration::from_secs(refresh),
             jwks_timeout: Duration::from_secs(jwks_timeout),
             jwks_cache_bounds: (Duration::from_secs(cache_low), Duration::from_secs(cache_high)),
@@ -341,7 +383,6 @@ impl EnvConfig for Config {
             cookie_key_file,
             cookies,
             unbound_handoffs,
-            issuer_target_id,
             help_url,
             unsigned_refusal_logs_per_sec,
             trusted_proxies,
@@ -359,9 +400,9 @@ mod tests {
         let c = Config::from_pairs([]).expect("defaults");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8002");
         assert_eq!(c.public_url.as_str(), "http://localhost:8002");
-        assert_eq!(c.issuer.as_str(), "http://127.0.0.1:8001");
+        assert_eq!(c.primary().issuer.as_str(), "http://127.0.0.1:8001");
         assert_eq!(
-            c.keys_from,
+            c.primary().keys_from,
             KeysFrom::Url(
                 url::Url::parse("http://127.0.0.1:8001/.well-known/jwks.json").expect("url")
             )
@@ -391,7 +432,7 @@ mod tests {
     #[test]
     fn pinned_file_and_bad_values() {
         let c = Config::from_pairs([("jwks_file", "/etc/handoff/jwks.json")]).expect("file");
-        assert_eq!(c.keys_from, KeysFrom::File("/etc/handoff/jwks.json".into()));
+        assert_eq!(c.primary().keys_from, KeysFrom::File("/etc/handoff/jwks.json".into()));
         let err = Config::from_pairs([
             ("listen", "x"),
             ("public_url", "http://partner.example"),
@@ -430,8 +471,8 @@ mod tests {
         );
         let c = Config::from_pairs([("issuer_secret_file", "/etc/handoff/portal.secret")])
             .expect("secret");
-        assert_eq!(c.keys_from, KeysFrom::Secret("/etc/handoff/portal.secret".into()));
-        assert_eq!(c.keys_from.alg(), handoff::Alg::Hs256);
+        assert_eq!(c.primary().keys_from, KeysFrom::Secret("/etc/handoff/portal.secret".into()));
+        assert_eq!(c.primary().keys_from.alg(), handoff::Alg::Hs256);
         for other in [("jwks_file", "a"), ("jwks_url", "https://x.example/j")] {
             let err =
                 Config::from_pairs([("issuer_secret_file", "s"), other]).unwrap_err().to_string();

@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use handoff::{Rejection, Verifier, VerifierSettings};
+use handoff::Rejection;
 
-use crate::config::{Config, UnboundHandoffs};
-use crate::keys::KeySource;
+use crate::config::{Config, IssuerConfig, UnboundHandoffs};
+use crate::issuers::Issuers;
 use crate::refusal::{Policy, Refusal};
 
 /// What `explain` found.
@@ -29,7 +29,13 @@ fn claims_of(token: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
-fn hint(refusal: Refusal, config: &Config, token: &str, keys: &[String]) -> String {
+fn hint(
+    refusal: Refusal,
+    config: &Config,
+    issuer: &IssuerConfig,
+    token: &str,
+    keys: &[String],
+) -> String {
     let claims = claims_of(token).unwrap_or_default();
     let now = config.clock.now().as_secs();
     let num = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
@@ -57,7 +63,12 @@ fn hint(refusal: Refusal, config: &Config, token: &str, keys: &[String]) -> Stri
         ),
         Refusal::Token(Rejection::WrongIssuer) => format!(
             "expected iss \"{}\" (SERVER2_ISSUER), received {}",
-            config.issuer.as_str(),
+            issuer.issuer.as_str(),
+            text("iss")
+        ),
+        Refusal::Token(Rejection::UnknownIssuer) => format!(
+            "this server trusts the issuers [{}] (SERVER2_ISSUERS_FILE), received iss {}",
+            config.issuers.iter().map(|i| format!("\"{}\"", i.issuer)).collect::<Vec<_>>().join(", "),
             text("iss")
         ),
         Refusal::Token(Rejection::UnknownKid) => format!(
@@ -81,13 +92,13 @@ fn hint(refusal: Refusal, config: &Config, token: &str, keys: &[String]) -> Stri
                 .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
                 .and_then(|h| h.get("alg").map(ToString::to_string))
                 .unwrap_or_else(|| "(none)".to_owned());
-            let alg = config.keys_from.alg();
+            let alg = issuer.keys_from.alg();
             format!(
                 "this issuer's tokens are {alg} (fixed by SERVER2_{}), received alg {header}; the token's header never chooses the algorithm",
                 if alg == handoff::Alg::Hs256 { "ISSUER_SECRET_FILE" } else { "JWKS_URL or SERVER2_JWKS_FILE" }
             )
         }
-        Refusal::Token(Rejection::BadSignature) if config.keys_from.alg() == handoff::Alg::Hs256 => {
+        Refusal::Token(Rejection::BadSignature) if issuer.keys_from.alg() == handoff::Alg::Hs256 => {
             "the signature does not match this server's shared secret (SERVER2_ISSUER_SECRET_FILE): check both sides hold the same file, byte for byte".into()
         }
         Refusal::Policy(Policy::UnboundRefused) => {
@@ -104,46 +115,38 @@ fn hint(refusal: Refusal, config: &Config, token: &str, keys: &[String]) -> Stri
 ///
 /// When the verifier cannot be set up or the keys cannot be loaded.
 pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
-    let verifier = Verifier::new(VerifierSettings {
-        issuer: config.issuer.clone(),
-        audience: config.public_url.clone(),
-        leeway: config.leeway,
-        max_lifetime: config.max_token_lifetime,
-        catalog: crate::operations::catalog(),
-        algorithm: config.keys_from.alg(),
-    })
-    .map_err(|e| e.to_string())?;
-    let keys = match &config.keys_from {
-        crate::config::KeysFrom::File(path) => {
-            KeySource::pinned(path).map_err(|e| e.to_string())?
-        }
-        crate::config::KeysFrom::Secret(path) => {
-            KeySource::shared_secret(path).map_err(|e| e.to_string())?
-        }
-        crate::config::KeysFrom::Url(url) => {
-            let source = KeySource::remote(
-                url.clone(),
-                config.jwks_refresh_interval,
-                config.jwks_timeout,
-                config.jwks_cache_bounds,
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-            source.refresh().await.map_err(|e| format!("cannot load the issuer's keys: {e}"))?;
-            source
-        }
-    };
-    let known: Vec<String> =
-        keys.current().map(|set| set.kids().map(str::to_owned).collect()).unwrap_or_default();
+    let issuers = Issuers::new(config, None).map_err(|e| e.to_string())?;
     let mut lines = String::new();
     let fail = |step: &'static str, refusal: Refusal| Some((step, refusal));
+    // The issuer first: the only one, or the one the token claims.
+    let trusted = match issuers.for_token(token) {
+        Ok(t) => t,
+        Err(r) => {
+            let refusal = Refusal::from(r);
+            let _ = writeln!(lines, "FAIL  the issuer: {}", refusal.code());
+            let hint = hint(refusal, config, &issuers.primary().config, token, &[]);
+            if !hint.is_empty() {
+                let _ = writeln!(lines, "      hint: {hint}");
+            }
+            let _ = writeln!(lines, "      see docs/errors.md#{}", refusal.code());
+            return Ok(Report { lines, refusal: Some(refusal) });
+        }
+    };
+    if issuers.iter().count() > 1 {
+        let _ = writeln!(lines, "ok    the issuer ({})", trusted.config.issuer);
+    }
+    trusted.keys.refresh().await.map_err(|e| format!("cannot load the issuer's keys: {e}"))?;
+    let keys = &trusted.keys;
+    let verifier = &trusted.verifier;
+    let known: Vec<String> =
+        keys.current().map(|set| set.kids().map(str::to_owned).collect()).unwrap_or_default();
     let failure = 'checks: {
         let inspected = match verifier.inspect(token) {
             Ok(i) => i,
             Err(r) => break 'checks fail("size, shape and header", r.into()),
         };
         let kid = inspected.kid().as_str().to_owned();
-        let alg = config.keys_from.alg();
+        let alg = trusted.config.keys_from.alg();
         let _ = writeln!(lines, "ok    size, shape and header (handoff+jwt, {alg}, kid {kid})");
         let Some(key) = keys.current().and_then(|set| set.get(&kid).cloned()) else {
             break 'checks fail("the issuer's key", Rejection::UnknownKid.into());
@@ -179,7 +182,7 @@ pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
     };
     if let Some((step, refusal)) = failure {
         let _ = writeln!(lines, "FAIL  {step}: {}", refusal.code());
-        let hint = hint(refusal, config, token, &known);
+        let hint = hint(refusal, config, &trusted.config, token, &known);
         if !hint.is_empty() {
             let _ = writeln!(lines, "      hint: {hint}");
         }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod explain;
+pub mod issuers;
 pub mod keys;
 pub mod operations;
 pub mod refusal;
@@ -16,18 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use handoff::grant::{GrantKey, MIN_GRANT_KEY_LEN};
-use handoff::logout::LogoutVerifier;
 use handoff::protocol::JWKS_MAX_AGE_SECS;
 use handoff::revocation::{MemoryRevocationStore, RevocationStore};
-use handoff::{MemoryReplayStore, ReplayStore, Verifier, VerifierSettings};
+use handoff::{MemoryReplayStore, ReplayStore};
 use handoff_web::{Hardening, Jar, Limits, Settings};
 use prometheus::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use config::Config;
-use config::{KeysFrom, ReplayStoreSetting};
+use config::ReplayStoreSetting;
 pub use handoff_web::App;
-use keys::KeySource;
+use issuers::Issuers;
 use replay_redis::{RedisReplayStore, RedisRevocationStore};
 use web::AppState;
 
@@ -68,18 +68,16 @@ pub async fn build_app(
     config: Config,
     listener: std::net::TcpListener,
 ) -> Result<App, StartupError> {
-    let verifier = Verifier::new(VerifierSettings {
-        issuer: config.issuer.clone(),
-        audience: config.public_url.clone(),
-        leeway: config.leeway,
-        max_lifetime: config.max_token_lifetime,
-        catalog: operations::catalog(),
-        algorithm: config.keys_from.alg(),
-    })
-    .map_err(|e| StartupError::Crypto(e.to_string()))?;
     let registry = Registry::new();
     let metrics = web::Metrics::new(&registry).map_err(|e| StartupError::Crypto(e.to_string()))?;
-    let keys = load_keys(&config, &metrics).await?;
+    let issuers = Issuers::new(&config, Some(&metrics.jwks_fetches))?;
+    // A first fetch of every remote key set; one that fails is retried in the background
+    // (SERVER2 starts not ready).
+    for trusted in issuers.iter() {
+        if let Err(e) = trusted.keys.refresh().await {
+            tracing::error!(error = %e, iss = %trusted.config.issuer, "issuer keys not loaded yet; will keep trying");
+        }
+    }
     let secret = cookie_secret(&config)?;
     let grants = GrantKey::from_bytes(&secret).map_err(|_| {
         StartupError::CookieKey("(generated)".into(), format!("needs {MIN_GRANT_KEY_LEN} bytes"))
@@ -93,26 +91,21 @@ pub async fn build_app(
         .as_ref(),
     );
     let (replay, revocations) = stores(&config).await?;
-    let logout_verifier =
-        LogoutVerifier::new(config.issuer.clone(), config.public_url.clone(), config.leeway)
-            .with_algorithm(config.keys_from.alg());
     let hardening = Hardening {
         csp: web::pages::CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
     };
     let state = Arc::new(AppState {
-        refusals: web::Refusals::new(config.issuer.as_str()),
+        refusals: web::Refusals::new(config.primary().issuer.as_str()),
         unsigned_refusal_logs: handoff_web::telemetry::LogBudget::new(
             config.unsigned_refusal_logs_per_sec,
         ),
         jar: Jar::new(config.cookies),
         forms,
         config,
-        verifier,
-        keys,
+        issuers,
         replay,
         revocations,
-        logout_verifier,
         grants,
         approvals: Mutex::new(HashMap::new()),
         metrics,
@@ -139,7 +132,7 @@ async fn stores(
         ReplayStoreSetting::Redis(url) => {
             let store = RedisReplayStore::new(
                 url,
-                &config.issuer,
+                &config.primary().issuer,
                 &config.public_url,
                 config.replay_timeout,
                 config.clock.clone(),
@@ -151,29 +144,6 @@ async fn stores(
             }
             let _ = revocations.probe().await;
             (Arc::new(store), Arc::new(revocations))
-        }
-    })
-}
-
-/// The issuer's keys: the pinned file, or a first fetch (which may fail: the background task
-/// keeps trying).
-async fn load_keys(config: &Config, metrics: &web::Metrics) -> Result<KeySource, StartupError> {
-    Ok(match &config.keys_from {
-        KeysFrom::File(path) => KeySource::pinned(path)?,
-        KeysFrom::Secret(path) => KeySource::shared_secret(path)?,
-        KeysFrom::Url(url) => {
-            let fetches = Some(metrics.jwks_fetches.clone());
-            let source = KeySource::remote(
-                url.clone(),
-                config.jwks_refresh_interval,
-                config.jwks_timeout,
-                config.jwks_cache_bounds,
-                fetches,
-            )?;
-            if let Err(e) = source.refresh().await {
-                tracing::error!(error = %e, "issuer keys not loaded yet; will keep trying");
-            }
-            source
         }
     })
 }
@@ -209,9 +179,13 @@ fn cookie_secret(config: &Config) -> Result<Vec<u8>, StartupError> {
 /// key the issuer stops publishing stops being trusted here too.
 async fn background(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
-    let mut backoff = Duration::from_secs(1);
-    let mut next_fetch =
-        tokio::time::Instant::now() + state.keys.cache_for().unwrap_or(KEY_REFRESH);
+    // Per issuer: when its keys are due again, and the backoff while they fail.
+    let start = tokio::time::Instant::now();
+    let mut schedule: Vec<(tokio::time::Instant, Duration)> = state
+        .issuers
+        .iter()
+        .map(|t| (start + t.keys.cache_for().unwrap_or(KEY_REFRESH), Duration::from_secs(1)))
+        .collect();
     loop {
         tick.tick().await;
         let now_secs = state.config.clock.now();
@@ -221,19 +195,21 @@ async fn background(state: Arc<AppState>) {
         let _ = state.replay.probe().await;
         let _ = state.revocations.probe().await;
         web::log_suppressed(&state, state.unsigned_refusal_logs.overdue(now_secs.as_secs()));
-        let now = tokio::time::Instant::now();
-        if state.keys.is_ready() && now < next_fetch {
-            continue;
-        }
-        match state.keys.refresh().await {
-            Ok(_) => {
-                backoff = Duration::from_secs(1);
-                next_fetch = now + state.keys.cache_for().unwrap_or(KEY_REFRESH);
+        for (trusted, (next_fetch, backoff)) in state.issuers.iter().zip(schedule.iter_mut()) {
+            let now = tokio::time::Instant::now();
+            if trusted.keys.is_ready() && now < *next_fetch {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "issuer keys not refreshed; keeping the last good keys");
-                next_fetch = now + backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            match trusted.keys.refresh().await {
+                Ok(_) => {
+                    *backoff = Duration::from_secs(1);
+                    *next_fetch = now + trusted.keys.cache_for().unwrap_or(KEY_REFRESH);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, iss = %trusted.config.issuer, "issuer keys not refreshed; keeping the last good keys");
+                    *next_fetch = now + *backoff;
+                    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+                }
             }
         }
     }

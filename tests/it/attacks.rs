@@ -592,7 +592,7 @@ async fn random_kid_flood_is_rate_limited() {
     let jwks = serde_json::to_string(&handoff::Jwks { keys: vec![some_key.public_jwk()] }).unwrap();
     let counter = FaultyJwks::start(JwksFault::Serve(jwks)).await;
     let jwks_url = counter.url.clone();
-    let s = spawn_with(|c| c.keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
+    let s = spawn_with(|c| c.issuers[0].keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
     assert_eq!(counter.hits(), 1, "one fetch at start-up");
     let started = std::time::Instant::now();
     let c = client();

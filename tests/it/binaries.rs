@@ -352,7 +352,7 @@ async fn pinned_jwks_file_needs_no_network() {
     let (l, port) = listener();
     let url = format!("http://localhost:{port}");
     let mut config = server2_config(issuer, &url);
-    config.keys_from = server2::config::KeysFrom::File(file);
+    config.issuers[0].keys_from = server2::config::KeysFrom::File(file);
     let pinned = serve_server2(config, l).await;
     assert!(pinned.ready_at_start);
 

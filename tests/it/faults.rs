@@ -24,8 +24,8 @@ async fn with_fault(fault: impl FnOnce(String) -> JwksFault) {
     let jwks_url = endpoint.url.clone();
     let issuer = "https://portal.example";
     let s = spawn_with(move |c| {
-        c.keys_from = server2::config::KeysFrom::Url(jwks_url);
-        c.issuer = Issuer::parse(issuer).unwrap();
+        c.issuers[0].keys_from = server2::config::KeysFrom::Url(jwks_url);
+        c.issuers[0].issuer = Issuer::parse(issuer).unwrap();
     })
     .await;
     assert_eq!(endpoint.hits(), 1);
@@ -147,7 +147,8 @@ async fn jwks_endpoint_that_hangs() {
 async fn jwks_endpoint_down_at_start_up_means_not_ready() {
     let endpoint = FaultyJwks::start(JwksFault::ServerError).await;
     let jwks_url = endpoint.url.clone();
-    let s = spawn_with(move |c| c.keys_from = server2::config::KeysFrom::Url(jwks_url)).await;
+    let s = spawn_with(move |c| c.issuers[0].keys_from = server2::config::KeysFrom::Url(jwks_url))
+        .await;
     let c = client();
     assert_eq!(status_of(&c, &format!("{}/readyz", s.server2)).await, 503);
     assert_eq!(status_of(&c, &format!("{}/healthz", s.server2)).await, 200);
@@ -210,7 +211,7 @@ async fn jwks_max_age_is_honoured() {
     let endpoint = FaultyJwks::start(JwksFault::ServeFor(jwks, 1)).await;
     let jwks_url = endpoint.url.clone();
     let s = spawn_with(move |c| {
-        c.keys_from = server2::config::KeysFrom::Url(jwks_url);
+        c.issuers[0].keys_from = server2::config::KeysFrom::Url(jwks_url);
         c.jwks_cache_bounds =
             (std::time::Duration::from_secs(1), std::time::Duration::from_secs(3600));
     })

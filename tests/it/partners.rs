@@ -47,8 +47,9 @@ async fn spawn_with_desk(edit: impl FnOnce(String, &str) -> String) -> WithDesk 
     )
     .await;
     let mut config = server2_config(&s.server1, &desk);
-    config.keys_from = server2::config::KeysFrom::Secret(s.dir.path().join("desk.secret"));
-    config.issuer_target_id = "desk".into();
+    config.issuers[0].keys_from =
+        server2::config::KeysFrom::Secret(s.dir.path().join("desk.secret"));
+    config.issuers[0].target_id = "desk".into();
     let running = serve_server2(config, l3).await;
     WithDesk { s, desk, running }
 }
@@ -477,4 +478,151 @@ async fn the_partner_examples_work_against_the_real_portal_in_three_languages() 
         assert_eq!(code, Some(1), "{language}");
         assert!(err.contains("HTTP 404"), "{language}: {err}");
     }
+}
+
+/// A token for `op` with `args` from `minter`, to `audience`.
+fn op_token(minter: &handoff::Minter, audience: &str, op: &str, args: &[(&str, &str)]) -> String {
+    let op = server2::operations::catalog().get(op).unwrap().build(args.iter().copied()).unwrap();
+    let request = handoff::MintRequest {
+        audience: &handoff::Audience::parse(audience).unwrap(),
+        subject: &handoff::Subject::parse("p_someone").unwrap(),
+        operation: &op,
+        sid: None,
+        nonce: None,
+        profile: None,
+        lifetime: None,
+    };
+    minter.mint(&request, now()).unwrap().into_string()
+}
+
+/// SERVER2 trusting two issuers, each with its own keys, algorithm and operations: the portal
+/// (EdDSA, its JWKS) may open reports, a billing system (HS256, a shared secret) may approve
+/// invoices. Neither can grant the other's operation, sign with the other's algorithm, or pass
+/// for a third issuer.
+#[tokio::test]
+async fn two_issuers_each_grant_only_their_own_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let billing_secret = dir.path().join("billing.secret");
+    let secret = Arc::new(SharedSecret::create(&billing_secret).unwrap());
+    let billing = "https://billing.example";
+    let file = billing_secret.clone();
+    let s = spawn_with(move |c| {
+        c.issuers[0].operations = Some(vec!["report.view".into()]);
+        c.issuers.push(server2::config::IssuerConfig {
+            issuer: Issuer::parse(billing).unwrap(),
+            keys_from: server2::config::KeysFrom::Secret(file),
+            target_id: "partner".into(),
+            operations: Some(vec!["invoice.approve".into()]),
+        });
+    })
+    .await;
+    let ttl = handoff::Ttl::from_secs(60).unwrap();
+    let billing_minter =
+        handoff::Minter::new(MintKey::Hs256(secret), Issuer::parse(billing).unwrap(), ttl);
+    let portal_minter = minter(&s, 60);
+    let reason = |reason: &str| s.server2_logs().contains(&format!("reason=\"{reason}\""));
+    let c = client();
+
+    let report = op_token(&portal_minter, &s.server2, "report.view", &[("report_id", "42")]);
+    assert_eq!(submit(&c, &s.server2, &report).await.status(), 303);
+    let invoice =
+        op_token(&billing_minter, &s.server2, "invoice.approve", &[("invoice_id", "INV-9")]);
+    let resp = submit(&client(), &s.server2, &invoice).await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/invoices/INV-9/approve");
+
+    // Each other's operations.
+    let portal_invoice =
+        op_token(&portal_minter, &s.server2, "invoice.approve", &[("invoice_id", "INV-9")]);
+    assert_eq!(submit(&client(), &s.server2, &portal_invoice).await.status(), 401);
+    assert!(reason("unknown_operation"));
+    let billing_report =
+        op_token(&billing_minter, &s.server2, "report.view", &[("report_id", "1")]);
+    assert_eq!(submit(&client(), &s.server2, &billing_report).await.status(), 401);
+
+    // The billing system's `iss` with the portal's algorithm, and the reverse.
+    let forged = handoff::Minter::new(s.key.clone(), Issuer::parse(billing).unwrap(), ttl);
+    let eddsa_billing =
+        op_token(&forged, &s.server2, "invoice.approve", &[("invoice_id", "INV-9")]);
+    assert_eq!(submit(&client(), &s.server2, &eddsa_billing).await.status(), 401);
+    assert!(reason("wrong_algorithm"));
+    let shared = Arc::new(SharedSecret::load(&billing_secret).unwrap());
+    let hs_portal =
+        handoff::Minter::new(MintKey::Hs256(shared), Issuer::parse(&s.server1).unwrap(), ttl);
+    let hs_report = op_token(&hs_portal, &s.server2, "report.view", &[("report_id", "42")]);
+    assert_eq!(submit(&client(), &s.server2, &hs_report).await.status(), 401);
+
+    // A third issuer is nobody here, whatever it signs with.
+    let stranger = handoff::Minter::new(
+        s.key.clone(),
+        Issuer::parse("https://stranger.example").unwrap(),
+        ttl,
+    );
+    let token = op_token(&stranger, &s.server2, "report.view", &[("report_id", "42")]);
+    assert_eq!(submit(&client(), &s.server2, &token).await.status(), 401);
+    assert!(reason("unknown_issuer"));
+    let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
+    assert!(metrics.contains(r#"handoff_rejected_total{reason="unknown_issuer"} 1"#), "{metrics}");
+}
+
+/// `SERVER2_ISSUERS_FILE` on the real binary: `explain` picks the issuer a token claims.
+#[test]
+fn server2_reads_an_issuers_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = Arc::new(SharedSecret::create(&dir.path().join("billing.secret")).unwrap());
+    let key = Arc::new(handoff::SigningKey::generate().unwrap());
+    let jwks = handoff::Jwks { keys: vec![key.public_jwk()] };
+    std::fs::write(dir.path().join("portal.jwks"), serde_json::to_string(&jwks).unwrap()).unwrap();
+    let issuers = dir.path().join("issuers.toml");
+    std::fs::write(
+        &issuers,
+        "[[issuer]]\niss = \"https://portal.example\"\njwks_file = \"portal.jwks\"\n\
+         operations = [\"report.view\"]\n\n\
+         [[issuer]]\niss = \"https://billing.example\"\nsecret_file = \"billing.secret\"\n\
+         operations = [\"invoice.approve\"]\n",
+    )
+    .unwrap();
+    let audience = "http://localhost:8002";
+    let explain = |token: &str, extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(binary("server2"));
+        cmd.env_clear()
+            .env("SERVER2_PUBLIC_URL", audience)
+            .env("SERVER2_ISSUERS_FILE", &issuers)
+            .envs(extra.iter().copied())
+            .args(["explain", token]);
+        run(cmd)
+    };
+    let ttl = handoff::Ttl::from_secs(60).unwrap();
+    let billing = handoff::Minter::new(
+        MintKey::Hs256(secret),
+        Issuer::parse("https://billing.example").unwrap(),
+        ttl,
+    );
+    let token = op_token(&billing, audience, "invoice.approve", &[("invoice_id", "INV-1")]);
+    let (code, out, err) = explain(&token, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("ok    the issuer (https://billing.example)"), "{out}");
+    assert!(out.contains("HS256"), "{out}");
+    let portal = handoff::Minter::new(key, Issuer::parse("https://portal.example").unwrap(), ttl);
+    let token = op_token(&portal, audience, "invoice.approve", &[("invoice_id", "INV-1")]);
+    let (code, out, _) = explain(&token, &[]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown_operation"), "the portal may not approve invoices: {out}");
+    let stranger = handoff::Minter::new(
+        Arc::new(handoff::SigningKey::generate().unwrap()),
+        Issuer::parse("https://stranger.example").unwrap(),
+        ttl,
+    );
+    let token = op_token(&stranger, audience, "report.view", &[("report_id", "1")]);
+    let (code, out, _) = explain(&token, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("FAIL  the issuer: unknown_issuer")
+            && out.contains(r#"received iss "https://stranger.example""#),
+        "{out}"
+    );
+    // The file and the single-issuer variables do not mix.
+    let (code, _, err) = explain(&token, &[("SERVER2_ISSUER", "https://portal.example")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("SERVER2_ISSUERS_FILE") && err.contains("SERVER2_ISSUER"), "{err}");
 }

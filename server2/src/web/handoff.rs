@@ -112,11 +112,12 @@ async fn verify_and_record(
     token: &str,
 ) -> Result<(VerifiedHandoff, Binding), (Refusal, Option<VerifiedHandoff>)> {
     let unsigned = |r: Rejection| (Refusal::Token(r), None);
-    let inspected = state.verifier.inspect(token).map_err(unsigned)?;
-    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(unsigned)?;
+    let issuer = state.issuers.for_token(token).map_err(unsigned)?;
+    let inspected = issuer.verifier.inspect(token).map_err(unsigned)?;
+    let set = issuer.keys.for_kid(inspected.kid().as_str()).await.map_err(unsigned)?;
     let key = set.get(inspected.kid().as_str()).ok_or(unsigned(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
-    let verified = state.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
+    let verified = issuer.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
     // Browser binding before the replay store: a token presented in the wrong browser is
     // refused without using it up.
     let binding = match verified.nonce() {
@@ -333,7 +334,9 @@ pub(super) fn switch(
         .read_cookie(req, Cookie::Pending)
         .and_then(|p| state.grants.open(&p, &state.config.public_url, now).ok().map(|g| (p, g)));
     let Some((sealed, grant)) = pending else {
-        return Err(AppError::NothingToSwitch { portal: state.config.issuer.as_str().to_owned() });
+        return Err(AppError::NothingToSwitch {
+            portal: state.config.primary().issuer.as_str().to_owned(),
+        });
     };
     if !state.forms.check(grant.jti, &form.csrf) {
         return Err(AppError::FormExpired("Open the link again from the portal."));
@@ -370,19 +373,24 @@ pub(super) fn start(req: &Request, Data(state): Data<&State>) -> Response {
             args.push((k.into_owned(), v.into_owned()));
         }
     }
-    let catalog = state.verifier.settings();
-    let op = kind
-        .as_deref()
-        .and_then(|k| catalog.catalog.get(k))
-        .and_then(|spec| spec.build(args.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok());
-    let (Some(op), Ok(nonce)) = (op, Nonce::generate(&SystemRandom::new())) else {
+    // The first issuer that may grant this operation here starts it.
+    let found = kind.as_deref().and_then(|k| {
+        state
+            .issuers
+            .iter()
+            .find_map(|t| t.verifier.settings().catalog.get(k).map(|spec| (t, spec)))
+    });
+    let op = found.and_then(|(issuer, spec)| {
+        spec.build(args.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok().map(|op| (issuer, op))
+    });
+    let (Some((issuer, op)), Ok(nonce)) = (op, Nonce::generate(&SystemRandom::new())) else {
         return html_response(
             StatusCode::BAD_REQUEST,
             BRAND.message("That did not work", "This page does not exist here.", None),
         );
     };
-    let path = start_path(&state.config.issuer_target_id, op.kind().as_str());
-    let Ok(mut target) = url::Url::parse(&state.config.issuer.join(&path)) else {
+    let path = start_path(&issuer.config.target_id, op.kind().as_str());
+    let Ok(mut target) = url::Url::parse(&issuer.config.issuer.join(&path)) else {
         return internal_error();
     };
     {

@@ -75,11 +75,12 @@ async fn record(state: &State, token: &str) -> Result<VerifiedLogout, Failure> {
             Failure::Refused(r.code())
         }
     };
-    let inspected = state.logout_verifier.inspect(token).map_err(refused)?;
-    let set = state.keys.for_kid(inspected.kid().as_str()).await.map_err(refused)?;
+    let issuer = state.issuers.for_token(token).map_err(refused)?;
+    let inspected = issuer.logout.inspect(token).map_err(refused)?;
+    let set = issuer.keys.for_kid(inspected.kid().as_str()).await.map_err(refused)?;
     let key = set.get(inspected.kid().as_str()).ok_or_else(|| refused(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
-    let logout = state.logout_verifier.verify(inspected, key, now).map_err(refused)?;
+    let logout = issuer.logout.verify(inspected, key, now).map_err(refused)?;
     if logout.ended.sub.is_none() {
         // Every logout this party acts on names the user (the stores are kept by user).
         return Err(Failure::Refused("no_subject"));

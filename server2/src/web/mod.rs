@@ -12,10 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ::handoff::grant::GrantKey;
-use ::handoff::logout::LogoutVerifier;
 use ::handoff::revocation::RevocationStore;
 use ::handoff::Jti;
-use ::handoff::{ReplayStore, Verifier};
+use ::handoff::ReplayStore;
 use handoff_web::cookies::{CookieName, SameSite};
 use handoff_web::{cookie_name, Csrf, Jar, Routes, Service};
 use poem::http::{HeaderValue, StatusCode};
@@ -24,7 +23,7 @@ use poem::{get, handler, post, Request, Response};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::Config;
-use crate::keys::KeySource;
+use crate::issuers::Issuers;
 use crate::operations::Approval;
 use crate::refusal::Refusal;
 pub use error::AppError;
@@ -35,12 +34,11 @@ pub(crate) use operations::when;
 #[derive(Debug)]
 pub struct AppState {
     pub(crate) config: Config,
-    pub(crate) verifier: Verifier,
-    pub(crate) keys: KeySource,
+    /// The issuers trusted, each with its verifiers and keys.
+    pub(crate) issuers: Issuers,
     pub(crate) replay: Arc<dyn ReplayStore>,
-    /// What the issuer's back-channel logouts ended.
+    /// What the issuers' back-channel logouts ended.
     pub(crate) revocations: Arc<dyn RevocationStore>,
-    pub(crate) logout_verifier: LogoutVerifier,
     pub(crate) grants: GrantKey,
     /// Anti-forgery tokens of the switch and operation forms, bound to a grant.
     pub(crate) forms: GrantForms,
@@ -223,7 +221,7 @@ impl Service for AppState {
     type Error = AppError;
 
     async fn readiness(&self) -> Result<(), &'static str> {
-        if !self.keys.is_ready() {
+        if !self.issuers.is_ready() {
             return Err("issuer keys not loaded");
         }
         self.replay.is_available().then_some(()).ok_or("replay store unavailable")
@@ -233,8 +231,7 @@ impl Service for AppState {
         let m = &self.metrics;
         m.replay_entries
             .set(self.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
-        m.jwks_keys
-            .set(self.keys.current().map_or(0, |k| i64::try_from(k.len()).unwrap_or(i64::MAX)));
+        m.jwks_keys.set(i64::try_from(self.issuers.key_count()).unwrap_or(i64::MAX));
     }
 }
 
@@ -252,7 +249,7 @@ pub fn routes() -> Routes {
 
 #[handler]
 fn home(Data(state): Data<&State>) -> Response {
-    let portal = state.config.issuer.as_str();
+    let portal = state.config.primary().issuer.as_str();
     pages::html_response(
         StatusCode::OK,
         pages::BRAND.message(

@@ -47,6 +47,9 @@ crate::coded_enum! {
         /// The `kid` names no key of the issuer.
         #[error("unknown key id")]
         UnknownKid = "unknown_kid",
+        /// The token claims an issuer this party does not trust (when it trusts several).
+        #[error("unknown issuer")]
+        UnknownIssuer = "unknown_issuer",
         /// The issuer's keys are not available (never loaded).
         #[error("issuer keys unavailable")]
         KeysUnavailable = "keys_unavailable",
@@ -116,6 +119,7 @@ impl Rejection {
                 | Self::WrongAlgorithm
                 | Self::MissingKid
                 | Self::UnknownKid
+                | Self::UnknownIssuer
                 | Self::BadSignature
         )
     }
@@ -664,6 +668,7 @@ mod tests {
                 "wrong_algorithm",
                 "missing_kid",
                 "unknown_kid",
+                "unknown_issuer",
                 "bad_signature"
             ]
         );
