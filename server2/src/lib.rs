@@ -96,7 +96,10 @@ pub async fn build_app(
         hsts: config.public_url.as_str().starts_with("https://"),
     };
     let state = Arc::new(AppState {
-        refusals: web::Refusals::new(config.primary().issuer.as_str()),
+        refusals: web::Refusals::new(
+            config.primary().issuer.as_str(),
+            &config.public_url.join(web::ERRORS_PATH),
+        ),
         unsigned_refusal_logs: handoff_web::telemetry::LogBudget::new(
             config.unsigned_refusal_logs_per_sec,
         ),

@@ -84,6 +84,10 @@ async fn expired_token_says_go_back_and_try_again() {
     assert!(body.contains("expired"), "{body}");
     assert!(body.contains("Go back to the portal and try again"));
     assert!(body.contains(&format!("href=\"{}\"", s.server1)), "links back to SERVER1");
+    // And developers to the class's entry among the reason codes, which SERVER2 serves.
+    let about = format!("{}/errors#class-expired", s.server2);
+    assert!(body.contains(&format!("href=\"{about}\"")), "{body}");
+    assert!(!body.contains("expired\u{201d} means") || body.contains("class-expired"));
     // The same as problem+json for API clients.
     let json = client()
         .post(format!("{}/handoff", s.server2))
@@ -94,7 +98,12 @@ async fn expired_token_says_go_back_and_try_again() {
         .unwrap();
     assert_eq!(json.headers()["content-type"], "application/problem+json");
     let problem: Value = json.json().await.unwrap();
-    assert_eq!(problem["type"], "urn:handoff:problem:expired");
+    assert_eq!(problem["type"], about.as_str());
+    let docs = client().get(format!("{}/errors", s.server2)).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert_eq!(docs.headers()["content-type"], "text/markdown; charset=utf-8");
+    let docs = docs.text().await.unwrap();
+    assert!(docs.contains("\n### class-expired\n") && docs.contains("\n## expired\n"));
     assert_eq!(problem["status"], 401);
     assert!(problem["title"].is_string() && problem["detail"].is_string());
 }

@@ -492,19 +492,34 @@ struct RefusalPage {
 }
 
 impl Refusals {
-    /// Renders every refusal, pointing people back to `portal`.
-    pub(crate) fn new(portal: &str) -> Self {
+    /// Renders every refusal, pointing people back to `portal` and developers to the entry of
+    /// its class in the reason codes served at `errors` (docs/errors.md). The class, not the
+    /// precise reason: that is in the log, the metrics and `server2 explain`, for whoever runs
+    /// the integration, and not for whoever probes it.
+    pub(crate) fn new(portal: &str, errors: &str) -> Self {
         let pages = Refusal::all()
             .map(|rejection| {
                 let (status, class, title, text) = rejection_class(rejection);
+                let about = format!("{errors}#class-{class}");
                 let json = serde_json::json!({
-                    "type": format!("urn:handoff:problem:{class}"),
+                    "type": about,
                     "title": title,
                     "status": status.as_u16(),
                     "detail": text,
                     "retry_at": portal,
                 });
-                let html = BRAND.message(title, text, Some((portal, "Back to the portal")));
+                let html = BRAND.layout(
+                    title,
+                    None,
+                    maud::html! {
+                        div.card {
+                            h1 { (title) }
+                            p { (text) }
+                            p { a.button href=(portal) { "Back to the portal" } }
+                            p.muted { "For developers: " a href=(about) rel="help" { "what \u{201c}" (class) "\u{201d} means" } "." }
+                        }
+                    },
+                );
                 RefusalPage {
                     status,
                     html: html.into_string().into(),
@@ -534,6 +549,24 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::token_field;
+
+    /// Every refusal's class has its entry in docs/errors.md, and that entry names the code.
+    #[test]
+    fn every_class_is_documented_with_its_codes() {
+        let docs = include_str!("../../../docs/errors.md");
+        for refusal in crate::refusal::Refusal::all() {
+            let class = super::rejection_class(refusal).1;
+            let heading = format!("\n### class-{class}\n");
+            let at = docs.find(&heading).unwrap_or_else(|| panic!("no entry for class {class}"));
+            let entry = &docs[at + heading.len()..];
+            let entry = &entry[..entry.find("\n#").unwrap_or(entry.len())];
+            assert!(
+                entry.contains(&format!("`{}`", refusal.code())),
+                "class-{class} does not list {}",
+                refusal.code()
+            );
+        }
+    }
 
     #[test]
     fn the_token_field_is_found_with_or_without_decoding() {

@@ -243,7 +243,8 @@ pub fn routes() -> Routes {
         .at("/handoff/start", get(handoff::start))
         .at("/handoff/switch", post(handoff::switch))
         .at("/backchannel-logout", post(logout::backchannel_logout))
-        .at("/static/style.css", get(style));
+        .at("/static/style.css", get(style))
+        .at(ERRORS_PATH, get(errors));
     operations::routes(routes)
 }
 
@@ -263,6 +264,18 @@ fn home(Data(state): Data<&State>) -> Response {
 #[handler]
 fn style() -> Response {
     handoff_web::respond::asset("text/css; charset=utf-8", include_str!("../../static/style.css"))
+}
+
+/// Where SERVER2 serves docs/errors.md: every refusal's `type` (problem+json) and page link to
+/// its class there.
+pub(crate) const ERRORS_PATH: &str = "/errors";
+
+#[handler]
+fn errors() -> Response {
+    handoff_web::respond::asset(
+        "text/markdown; charset=utf-8",
+        include_str!("../../../docs/errors.md"),
+    )
 }
 
 #[cfg(test)]
