@@ -91,7 +91,8 @@ if [ -z "${SERVER1_SMTP_URL:-}" ]; then
 fi
 
 for _ in $(seq 1 100); do
-  curl -fsS http://127.0.0.1:8002/readyz >/dev/null 2>&1 && break
+  curl -fsS http://127.0.0.1:8002/readyz >/dev/null 2>&1 &&
+    curl -fsS http://127.0.0.1:8003/readyz >/dev/null 2>&1 && break
   sleep 0.1
 done
 

@@ -567,6 +567,32 @@ mod tests {
     }
 
     #[test]
+    fn an_api_client_may_register_public_keys_instead_of_a_secret() {
+        let key = handoff::SigningKey::generate().expect("key");
+        let text = EXAMPLE.replace(
+            "client_secret_file = \"desk-api.secret\"",
+            "client_jwks_file = \"desk-api.jwks\"",
+        );
+        let (dir, path) = example_on_disk(&text);
+        let jwks = handoff::Jwks { keys: vec![key.public_jwk()] };
+        let jwks_path = dir.path().join("desk-api.jwks");
+        std::fs::write(&jwks_path, serde_json::to_vec(&jwks).expect("json")).expect("write");
+        let targets = Targets::load(&path).expect("loads");
+        let (_, client) = targets.by_client("desk-backend").expect("client");
+        assert_eq!(client.keys.alg(), Alg::EdDsa);
+        assert!(client.keys.get(key.kid().as_str()).is_some());
+        // A key whose kid is not its thumbprint, or no file at all, is refused by name.
+        let mut wrong = key.public_jwk();
+        wrong.kid = Some("A".repeat(43));
+        let bad = handoff::Jwks { keys: vec![wrong] };
+        std::fs::write(&jwks_path, serde_json::to_vec(&bad).expect("json")).expect("write");
+        let err = Targets::load(&path).unwrap_err().to_string();
+        assert!(err.contains("client_jwks_file") && err.contains("thumbprint"), "{err}");
+        std::fs::remove_file(&jwks_path).expect("rm");
+        assert!(Targets::load(&path).unwrap_err().to_string().contains("desk-api.jwks"));
+    }
+
+    #[test]
     fn bad_policies_name_the_fault() {
         let cases = [
             ("algorithm = \"HS256\"", "algorithm = \"HS512\"", "algorithm must be"),

@@ -604,7 +604,7 @@ static DEMO_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// second key over the first).
 async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
     let _ports = DEMO_PORTS.lock().await;
-    for port in [8001, 8002] {
+    for port in [8001, 8002, 8003] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} is taken: stop `make demo` before running the tests"
@@ -627,6 +627,13 @@ async fn demo_serves_and_stops(target_dir: Option<&std::path::Path>) {
     assert_eq!(landing, "/reports/42");
     let page = text_of(&c, &format!("{s2}{landing}")).await;
     assert!(page.contains("Report 42"), "{page}");
+    // The second partner, on a shared secret, shows the demo user's name.
+    let desk = "http://127.0.0.1:8003";
+    let token = open_handoff(&c, s1, "/handoff/desk/report.view?report_id=7").await;
+    assert_eq!(token_header(&token)["alg"], "HS256");
+    assert_eq!(submit(&c, desk, &token).await.status(), 303);
+    let page = text_of(&c, &format!("{desk}/reports/7")).await;
+    assert!(page.contains("Demo User"), "{page}");
 
     // A newcomer signs up, verifies and resets with the links the console shows.
     let newcomer = client();
