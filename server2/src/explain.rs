@@ -158,7 +158,7 @@ pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
         };
         let _ = writeln!(
             lines,
-            "ok    signature and claims (sub {}, {} , expires {})",
+            "ok    signature and claims (sub {}, {}, expires {})",
             verified.subject(),
             verified.operation().kind(),
             verified.expires_at()
