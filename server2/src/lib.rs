@@ -151,21 +151,18 @@ async fn stores(
     })
 }
 
-/// The secret behind operation cookies and forms: `SERVER2_COOKIE_KEY_FILE`, or random.
+/// The secret behind operation cookies and forms: `SERVER2_COOKIE_KEY_FILE` (checked like every
+/// secret file: mode 0600 or stricter, at least 32 bytes), or random.
 fn cookie_secret(config: &Config) -> Result<Vec<u8>, StartupError> {
     match &config.cookie_key_file {
-        Some(path) => {
-            let shown = path.display().to_string();
-            let bytes = std::fs::read(path)
-                .map_err(|e| StartupError::CookieKey(shown.clone(), e.to_string()))?;
-            if bytes.len() < MIN_GRANT_KEY_LEN {
-                return Err(StartupError::CookieKey(
-                    shown,
-                    format!("needs at least {MIN_GRANT_KEY_LEN} bytes"),
-                ));
-            }
-            Ok(bytes)
-        }
+        Some(path) => handoff::secret::read_key_file(path, MIN_GRANT_KEY_LEN).map_err(|e| {
+            StartupError::CookieKey(
+                path.display().to_string(),
+                format!(
+                    "{e} (make one with `server1 secret new FILE`, or `head -c 32 /dev/urandom`)"
+                ),
+            )
+        }),
         None => {
             let mut bytes = vec![0u8; 32];
             SystemRandom::new()

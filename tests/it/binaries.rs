@@ -303,11 +303,19 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("cannot open database"), "{err}");
 
-    // An operation-cookie key that is too short.
+    // An operation-cookie key that is too short, or that other users can read: checked like
+    // every secret file.
+    use std::os::unix::fs::PermissionsExt;
     let short = dir.path().join("cookie.key");
     std::fs::write(&short, [7u8; 16]).unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = server2_refusing(&[("SERVER2_COOKIE_KEY_FILE", path_str(&short))]);
-    assert!(err.contains("SERVER2_COOKIE_KEY_FILE"), "{err}");
+    assert!(err.contains("SERVER2_COOKIE_KEY_FILE") && err.contains("at least 32"), "{err}");
+    let open = dir.path().join("open-cookie.key");
+    std::fs::write(&open, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = server2_refusing(&[("SERVER2_COOKIE_KEY_FILE", path_str(&open))]);
+    assert!(err.contains("SERVER2_COOKIE_KEY_FILE") && err.contains("chmod 600"), "{err}");
 
     let err = server2_refusing(&[("SERVER2_ISSUER", "not a url"), ("SERVER2_LEEWAY_SECS", "-3")]);
     assert!(err.contains("SERVER2_ISSUER") && err.contains("SERVER2_LEEWAY_SECS"), "{err}");

@@ -124,6 +124,32 @@ impl SharedSecret {
     }
 }
 
+/// Reads a file of secret key material the way every secret file is read: mode 0600 or
+/// stricter (no access for group or others), at least `min_len` and at most
+/// [`MAX_SECRET_LEN`] bytes, used as they are.
+///
+/// # Errors
+///
+/// A missing or unreadable file, one others can read, or one of the wrong size; the message
+/// names the file and the fix.
+pub fn read_key_file(path: &Path, min_len: usize) -> Result<Vec<u8>, KeyError> {
+    let shown = path.display().to_string();
+    let io = |source| KeyError::Io { action: "cannot read secret", path: shown.clone(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() > MAX_SECRET_LEN as u64 {
+        return Err(KeyError::WeakSecret(shown, format!("holds more than {MAX_SECRET_LEN} bytes")));
+    }
+    crate::keys::check_private_mode(path, &shown)?;
+    let bytes = std::fs::read(path).map_err(io)?;
+    if bytes.len() < min_len {
+        return Err(KeyError::WeakSecret(
+            shown,
+            format!("holds {} bytes; it needs at least {min_len} random bytes", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl fmt::Debug for SharedSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SharedSecret(..)")
