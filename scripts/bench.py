@@ -189,7 +189,7 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
         variants = [("TCP", f"redis://127.0.0.1:{port}/0", P2 + 1), ("socket file", f"redis+unix://{sock}", P2 + 2)]
         for name, store, listen in variants:
             # The same audience (the tokens' `aud`), on a port of its own.
-            env2 = dict(env, SERVER2_REPLAY_STORE=store, SERVER2_LISTEN=f"127.0.0.1:{listen}")
+            env2 = dict(env, SERVER2_REPLAY_STORE=store, SERVER2_LISTEN=f"127.0.0.1:{listen}", SERVER2_METRICS_LISTEN="127.0.0.1:0")
             log = open(os.path.join(work, f"server2-redis-{listen}.log"), "w")
             servers.append(subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env2, stderr=log, stdout=log))
             wait_ready(f"http://127.0.0.1:{listen}/readyz", log)
@@ -322,7 +322,7 @@ def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
     s1_dir = os.path.join(work, "s1-" + name)
     extra = ["--database-url", database_url] if database_url else []
     s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", s1_dir, "--audience", server2_url] + extra))
-    env1 = dict(os.environ, RUST_LOG=LOG, SERVER1_LISTEN=f"127.0.0.1:{P1}", SERVER1_PUBLIC_URL=server1_url,
+    env1 = dict(os.environ, RUST_LOG=LOG, SERVER1_LISTEN=f"127.0.0.1:{P1}", SERVER1_METRICS_LISTEN="127.0.0.1:0", SERVER1_PUBLIC_URL=server1_url,
                 SERVER1_DATABASE_URL=database_url or "sqlite://" + os.path.join(s1_dir, "server1.sqlite3"),
                 SERVER1_KEYS_DIR=os.path.join(s1_dir, "keys"),
                 SERVER1_TARGETS_FILE=os.path.join(s1_dir, "targets.toml"))
@@ -392,7 +392,7 @@ def main():
         # The key and JWKS first: SERVER2 refuses tokens issued before it started, so the tokens
         # are minted once it is up.
         run(prepare + ["--keys-only"])
-        env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_PUBLIC_URL=server2_url,
+        env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_METRICS_LISTEN="127.0.0.1:0", SERVER2_PUBLIC_URL=server2_url,
                    SERVER2_ISSUER="https://portal.bench.example", SERVER2_JWKS_FILE=os.path.join(work, "jwks.json"),
                    SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)))
         log = open(os.path.join(work, "server2.log"), "w")

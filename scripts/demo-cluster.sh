@@ -93,11 +93,11 @@ fi
 password=$(cat "$data/demo-password")
 
 # SERVER1 and HAProxy first: SERVER2 fetches the issuer's keys through the portal's URL.
-SERVER1_LISTEN="127.0.0.1:$SERVER1A_PORT" "$bin/server1" serve & pids+=($!)
-SERVER1_LISTEN="127.0.0.1:$SERVER1B_PORT" "$bin/server1" serve & pids+=($!)
+SERVER1_LISTEN="127.0.0.1:$SERVER1A_PORT" SERVER1_METRICS_LISTEN=127.0.0.1:0 "$bin/server1" serve & pids+=($!)
+SERVER1_LISTEN="127.0.0.1:$SERVER1B_PORT" SERVER1_METRICS_LISTEN=127.0.0.1:0 "$bin/server1" serve & pids+=($!)
 haproxy -db -f deploy/haproxy.cfg & pids+=($!)
-SERVER2_LISTEN="127.0.0.1:$SERVER2A_PORT" "$bin/server2" & pids+=($!)
-SERVER2_LISTEN="127.0.0.1:$SERVER2B_PORT" "$bin/server2" & pids+=($!)
+SERVER2_LISTEN="127.0.0.1:$SERVER2A_PORT" SERVER2_METRICS_LISTEN=127.0.0.1:0 "$bin/server2" & pids+=($!)
+SERVER2_LISTEN="127.0.0.1:$SERVER2B_PORT" SERVER2_METRICS_LISTEN=127.0.0.1:0 "$bin/server2" & pids+=($!)
 
 # Ready when every replica says so and HAProxy passes both URLs through (it checks each
 # replica's /readyz every second and sends requests only to those that answer).

@@ -84,7 +84,8 @@ trap stop INT TERM EXIT
 
 "$bin/server1" serve & pids+=($!)
 "$bin/server2" & pids+=($!)
-SERVER2_LISTEN=127.0.0.1:8003 SERVER2_PUBLIC_URL=http://127.0.0.1:8003 SERVER2_ISSUER_TARGET_ID=desk \
+SERVER2_LISTEN=127.0.0.1:8003 SERVER2_METRICS_LISTEN=127.0.0.1:9003 \
+  SERVER2_PUBLIC_URL=http://127.0.0.1:8003 SERVER2_ISSUER_TARGET_ID=desk \
   SERVER2_ISSUER_SECRET_FILE="$targets_dir/desk.secret" "$bin/server2" & pids+=($!)
 if [ -z "${SERVER1_SMTP_URL:-}" ]; then
   show_mail "$SERVER1_MAIL_DIR" & pids+=($!)

@@ -98,6 +98,8 @@ fn log_this_thread_nowhere() {
 pub struct InProcess {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address its `/metrics` listener is on.
+    pub metrics_addr: Option<SocketAddr>,
     /// Whether it was ready once built (SERVER2: the issuer's keys were loaded).
     pub ready_at_start: bool,
     log: LogBuffer,
@@ -107,17 +109,21 @@ pub struct InProcess {
 /// What an in-process server's body gets: where to report that it is built (and whether it is
 /// ready), and the signal to stop.
 struct Started {
-    built: oneshot::Sender<bool>,
+    built: oneshot::Sender<(bool, Option<SocketAddr>)>,
     stop: oneshot::Receiver<()>,
 }
 
 impl Started {
     /// Reports the app built, then serves it with `run` until told to stop.
-    async fn serve<F>(self, ready: bool, run: impl FnOnce(oneshot::Receiver<()>) -> F)
-    where
+    async fn serve<F>(
+        self,
+        ready: bool,
+        metrics: Option<SocketAddr>,
+        run: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) where
         F: Future<Output = std::io::Result<()>>,
     {
-        let _ = self.built.send(ready);
+        let _ = self.built.send((ready, metrics));
         run(self.stop).await.expect("the server runs until stopped");
     }
 }
@@ -155,14 +161,19 @@ impl InProcess {
                 log_this_thread_nowhere();
             })
             .unwrap();
-        let ready_at_start =
+        let (ready_at_start, metrics_addr) =
             built_rx.await.unwrap_or_else(|_| panic!("{name} did not start (see its panic)"));
-        InProcess { addr, ready_at_start, log, stop: Some(stop) }
+        InProcess { addr, metrics_addr, ready_at_start, log, stop: Some(stop) }
     }
 
     /// Everything this server logged so far.
     pub fn logs(&self) -> String {
         self.log.text()
+    }
+
+    /// Its `/metrics` URL (on the metrics listener, not the public one).
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr.expect("a metrics listener"))
     }
 
     /// Tells the server to stop (it closes its listener and finishes what is in flight).
@@ -194,8 +205,9 @@ pub async fn serve_server1(config: server1::Config, listener: TcpListener) -> In
     let addr = listener.local_addr().unwrap();
     InProcess::start("server1", addr, move |started| async move {
         let app = server1::build_app(config, listener).await.unwrap();
+        let metrics = app.metrics_addr();
         started
-            .serve(true, |stop| {
+            .serve(true, metrics, |stop| {
                 app.run(async move {
                     let _ = stop.await;
                 })
@@ -211,8 +223,9 @@ pub async fn serve_server2(config: server2::Config, listener: TcpListener) -> In
     InProcess::start("server2", addr, move |started| async move {
         let app = server2::build_app(config, listener).await.unwrap();
         let ready = app.is_ready().await;
+        let metrics = app.metrics_addr();
         started
-            .serve(ready, |stop| {
+            .serve(ready, metrics, |stop| {
                 app.run(async move {
                     let _ = stop.await;
                 })
@@ -245,6 +258,16 @@ impl Servers {
     /// Everything SERVER2 logged so far.
     pub fn server2_logs(&self) -> String {
         self.running2.logs()
+    }
+
+    /// SERVER1's `/metrics` URL (its own listener).
+    pub fn metrics1(&self) -> String {
+        self.running1.metrics_url()
+    }
+
+    /// SERVER2's `/metrics` URL (its own listener).
+    pub fn metrics2(&self) -> String {
+        self.running2.metrics_url()
     }
 
     /// Everything both servers logged so far (SERVER1's lines, then SERVER2's).
@@ -353,6 +376,7 @@ pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
         ("keys_dir", keys.as_str()),
         ("targets_file", targets.as_str()),
         ("mail_dir", mail.as_str()),
+        ("metrics_listen", "127.0.0.1:0"),
     ])
     .unwrap()
 }
@@ -362,6 +386,7 @@ pub fn server2_config(server1: &str, server2: &str) -> server2::Config {
     server2::Config::from_pairs([
         ("public_url", server2),
         ("issuer", server1),
+        ("metrics_listen", "127.0.0.1:0"),
         ("jwks_refresh_secs", "1"),
         ("jwks_timeout_secs", "1"),
     ])

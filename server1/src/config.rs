@@ -22,6 +22,8 @@ pub use handoff_web::CookieSecurity;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served: its own listener, loopback by default.
+    pub metrics_listen: SocketAddr,
     /// SERVER1's public URL: the `iss` of every token.
     pub public_url: Issuer,
     /// The database: a SQLite file, or PostgreSQL.
@@ -223,6 +225,13 @@ impl EnvConfig for Config {
         let listen = listen.parse::<SocketAddr>().map_err(|_| {
             fail("LISTEN", "an IP address and port, e.g. 127.0.0.1:8001 or [::]:8001")
         });
+        let metrics_listen = raw
+            .get("metrics_listen")
+            .unwrap_or("127.0.0.1:9001")
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                fail("METRICS_LISTEN", "an IP address and port for /metrics, e.g. 127.0.0.1:9001")
+            });
         let public_url = Issuer::parse(raw.get("public_url").unwrap_or(DEFAULT_PUBLIC_URL))
             .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
         let database =
@@ -337,7 +346,7 @@ impl EnvConfig for Config {
             _ => Err(()),
         };
         match (
-            listen,
+            (listen, metrics_listen),
             public_url,
             database,
             database_pool,
@@ -352,7 +361,7 @@ impl EnvConfig for Config {
             (clients_file, oauth),
         ) {
             (
-                Ok(listen),
+                (Ok(listen), Ok(metrics_listen)),
                 Ok(public_url),
                 Ok(database),
                 Ok(database_pool),
@@ -367,6 +376,7 @@ impl EnvConfig for Config {
                 (Ok(clients_file), Ok(oauth)),
             ) if errors.is_empty() => Ok(Self {
                 listen,
+                metrics_listen,
                 public_url,
                 database,
                 database_pool,
@@ -468,6 +478,7 @@ mod tests {
     fn every_bad_variable_is_named() {
         let err = Config::from_pairs([
             ("listen", "nope"),
+            ("metrics_listen", "everywhere"),
             ("public_url", "ftp://x"),
             ("database_url", "mysql://x"),
             ("token_ttl_secs", "0"),
@@ -480,6 +491,7 @@ mod tests {
         let text = err.to_string();
         for var in [
             "LISTEN",
+            "METRICS_LISTEN",
             "PUBLIC_URL",
             "DATABASE_URL",
             "TOKEN_TTL_SECS",

@@ -195,7 +195,12 @@ pub async fn build_app(
         csrf,
         metrics,
     });
-    let settings = Settings { registry, hardening, limits: Limits::FORMS };
+    let settings = Settings {
+        registry,
+        metrics_listen: (state.config.metrics_listen, "SERVER1_METRICS_LISTEN"),
+        hardening,
+        limits: Limits::FORMS,
+    };
     let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
     Ok(app.with_background(sweep_sessions(state)).with_background(outbox.run()))
 }

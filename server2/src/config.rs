@@ -56,6 +56,8 @@ pub use handoff_web::CookieSecurity;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served: its own listener, loopback by default.
+    pub metrics_listen: SocketAddr,
     /// SERVER2's public URL: the only `aud` it accepts.
     pub public_url: Audience,
     /// The issuers it trusts, each with its keys and operations; the first is the primary one
@@ -139,6 +141,11 @@ impl EnvConfig for Config {
             "LISTEN",
             "an IP address and port, e.g. 127.0.0.1:8002",
             raw.get("listen").unwrap_or("127.0.0.1:8002").parse::<SocketAddr>().ok()
+        );
+        let metrics_listen = check!(
+            "METRICS_LISTEN",
+            "an IP address and port for /metrics, e.g. 127.0.0.1:9002",
+            raw.get("metrics_listen").unwrap_or("127.0.0.1:9002").parse::<SocketAddr>().ok()
         );
         let public_url = check!(
             "PUBLIC_URL",
@@ -324,6 +331,7 @@ impl EnvConfig for Config {
         };
         let (
             Some(listen),
+            Some(metrics_listen),
             Some(public_url),
             Some(issuers),
             Some(refresh),
@@ -343,6 +351,7 @@ impl EnvConfig for Config {
             Some(trusted_proxies),
         ) = (
             listen,
+            metrics_listen,
             public_url,
             issuers,
             jwks_refresh,
@@ -369,6 +378,7 @@ impl EnvConfig for Config {
         }
         Ok(Self {
             listen,
+            metrics_listen,
             public_url,
             issuers,
             jwks_refresh_interval: Duration::from_secs(refresh),
@@ -435,6 +445,7 @@ mod tests {
         assert_eq!(c.primary().keys_from, KeysFrom::File("/etc/handoff/jwks.json".into()));
         let err = Config::from_pairs([
             ("listen", "x"),
+            ("metrics_listen", "x"),
             ("public_url", "http://partner.example"),
             ("issuer", "portal"),
             ("leeway_secs", "600"),
@@ -451,6 +462,7 @@ mod tests {
         .to_string();
         for var in [
             "LISTEN",
+            "METRICS_LISTEN",
             "PUBLIC_URL",
             "ISSUER",
             "LEEWAY_SECS",

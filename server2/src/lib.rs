@@ -113,7 +113,12 @@ pub async fn build_app(
         approvals: Mutex::new(HashMap::new()),
         metrics,
     });
-    let settings = Settings { registry, hardening, limits: Limits::FORMS };
+    let settings = Settings {
+        registry,
+        metrics_listen: (state.config.metrics_listen, "SERVER2_METRICS_LISTEN"),
+        hardening,
+        limits: Limits::FORMS,
+    };
     let app = App::build(listener, Arc::clone(&state), web::routes(), settings)?;
     Ok(app.with_background(background(state)))
 }

@@ -89,7 +89,7 @@ async fn set_new_password(c: &reqwest::Client, link: &str, password: &str) -> re
 
 /// The value of SERVER1's `mail_jobs_total{outcome}`.
 async fn mail_jobs(s: &Servers, outcome: &str) -> u64 {
-    let metrics = text_of(&plain_client(), &format!("{}/metrics", s.server1)).await;
+    let metrics = text_of(&plain_client(), &s.metrics1()).await;
     let prefix = format!("mail_jobs_total{{outcome=\"{outcome}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
 }
@@ -624,7 +624,7 @@ async fn mail_that_fails_for_a_day_is_dropped() {
     clock.advance(86_400);
     wait_jobs(&s, "dropped", 1).await;
     assert!(s.server1_logs().contains("mail dropped after a day of retries"));
-    let metrics = text_of(&plain_client(), &format!("{}/metrics", s.server1)).await;
+    let metrics = text_of(&plain_client(), &s.metrics1()).await;
     assert!(metrics.contains("mail_outbox_pending 0"), "{metrics}");
 }
 

@@ -23,6 +23,7 @@ fn server1(dir: &std::path::Path, port: u16) -> Command {
         .env("SERVER1_DATABASE_URL", format!("sqlite://{}", dir.join("db.sqlite3").display()))
         .env("SERVER1_KEYS_DIR", dir.join("keys"))
         .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
+        .env("SERVER1_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -51,7 +52,7 @@ async fn wait_until_up(url: &str) {
 #[tokio::test]
 async fn real_processes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2, m2) = (free_port(), free_port(), free_port());
     let server2_url = format!("http://localhost:{p2}");
     write_targets(dir.path(), &server2_url);
 
@@ -84,12 +85,17 @@ async fn real_processes_end_to_end() {
             .env("SERVER2_LISTEN", format!("127.0.0.1:{p2}"))
             .env("SERVER2_PUBLIC_URL", &server2_url)
             .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
+            .env("SERVER2_METRICS_LISTEN", format!("127.0.0.1:{m2}"))
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     wait_until_up(&format!("http://127.0.0.1:{p2}/readyz")).await;
+    // Operations data is on its own listener, not on the public port.
+    assert_eq!(status_of(&client(), &format!("http://127.0.0.1:{p2}/metrics")).await, 404);
+    let metrics = text_of(&client(), &format!("http://127.0.0.1:{m2}/metrics")).await;
+    assert!(metrics.contains("handoff_rejected_total"), "{metrics}");
 
     // Minted after SERVER2 started: it refuses tokens issued before its start (see docs/security.md).
     let minted = mint_for_carol(dir.path(), p1, "report.view", "report_id=5");
@@ -339,6 +345,7 @@ fn server2_refusing(vars: &[(&str, &str)]) -> String {
     let out = Command::new(binary("server2"))
         .env_clear()
         .env("SERVER2_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("SERVER2_METRICS_LISTEN", "127.0.0.1:0")
         .envs(vars.iter().copied())
         .output()
         .unwrap();
@@ -403,6 +410,7 @@ async fn sigterm_stops_both_servers_cleanly() {
         .env("SERVER2_PUBLIC_URL", format!("http://localhost:{p2}"))
         .env("SERVER2_ISSUER", format!("http://127.0.0.1:{p1}"))
         .env("SERVER2_JWKS_FILE", dir.path().join("jwks.json"))
+        .env("SERVER2_METRICS_LISTEN", "127.0.0.1:0")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

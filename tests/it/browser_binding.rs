@@ -292,7 +292,7 @@ async fn sign_ins_beyond_the_password_slots_are_answered_busy() {
         }
     }
     assert!(signed_in >= 1 && busy >= 1, "{signed_in} signed in, {busy} busy");
-    let metrics = text_of(&client(), &format!("{}/metrics", s.server1)).await;
+    let metrics = text_of(&client(), &s.metrics1()).await;
     let line = format!("signin_total{{outcome=\"busy\"}} {busy}");
     assert!(metrics.lines().any(|l| l == line), "missing `{line}` in:\n{metrics}");
     sign_in(&client(), &s.server1, "alice").await;

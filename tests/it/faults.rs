@@ -76,7 +76,7 @@ async fn with_fault(fault: impl FnOnce(String) -> JwksFault) {
         .filter(|l| l.contains("JWKS refresh failed") && l.contains(endpoint.url.as_str()))
         .count();
     assert!(failures >= 1 && failures <= allowed, "{failures} failure lines (allowed {allowed})");
-    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
+    let metrics = text_of(&c, &s.metrics2()).await;
     let errors: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("jwks_fetches_total{outcome=\"error\"} "))

@@ -191,7 +191,7 @@ async fn metrics_count_mints_accepts_and_rejections() {
     for _ in 0..2 {
         let _ = submit(&c, &s.server2, &token).await;
     }
-    let m2 = c.get(format!("{}/metrics", s.server2)).send().await.unwrap();
+    let m2 = c.get(s.metrics2()).send().await.unwrap();
     assert_eq!(m2.status(), 200);
     assert!(m2.headers()["content-type"]
         .to_str()
@@ -210,7 +210,7 @@ async fn metrics_count_mints_accepts_and_rejections() {
     ] {
         assert!(m2.lines().any(|l| l == line), "missing `{line}` in:\n{m2}");
     }
-    let m1 = text_of(&c, &format!("{}/metrics", s.server1)).await;
+    let m1 = text_of(&c, &s.metrics1()).await;
     for line in [
         "handoff_minted_total{operation=\"report.view\",target=\"partner\"} 1",
         "signin_total{outcome=\"ok\"} 1",

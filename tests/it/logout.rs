@@ -41,9 +41,10 @@ async fn until_refused(c: &reqwest::Client, url: &str, within: Duration) -> Dura
     }
 }
 
-/// The value of a SERVER's counter `name` (a full series name with labels).
-async fn counter(base: &str, series: &str) -> u64 {
-    let metrics = text_of(&plain_client(), &format!("{base}/metrics")).await;
+/// The value of a server's counter `name` (a full series name with labels), from its metrics
+/// URL.
+async fn counter(metrics_url: &str, series: &str) -> u64 {
+    let metrics = text_of(&plain_client(), metrics_url).await;
     let prefix = format!("{series} ");
     metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
 }
@@ -68,9 +69,9 @@ async fn sign_out_on_the_portal_ends_the_grant_on_the_partner_within_a_second() 
     assert!(resp.text().await.unwrap().contains("You signed out of the portal"));
     // Another session of the same user was not signed out: its grant stays.
     assert_eq!(status_of(&other, &elsewhere).await, 200);
-    assert_eq!(counter(&s.server1, "backchannel_logout_total{outcome=\"sent\"}").await, 1);
+    assert_eq!(counter(&s.metrics1(), "backchannel_logout_total{outcome=\"sent\"}").await, 1);
     assert_eq!(
-        counter(&s.server2, "backchannel_logout_received_total{outcome=\"recorded\"}").await,
+        counter(&s.metrics2(), "backchannel_logout_received_total{outcome=\"recorded\"}").await,
         1
     );
     let logs = s.all_logs();
@@ -119,7 +120,7 @@ async fn a_logout_reaches_a_server2_that_was_down() {
     s.stop_server2().await;
     sign_out(&browser, &s).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while counter(&s.server1, "backchannel_logout_total{outcome=\"retried\"}").await == 0 {
+    while counter(&s.metrics1(), "backchannel_logout_total{outcome=\"retried\"}").await == 0 {
         assert!(Instant::now() < deadline, "the logout was never tried");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -287,7 +287,7 @@ async fn the_partner_api_answers_one_request_per_token_for_users_handed_off() {
         assert_eq!((status, body), (404, serde_json::json!({"error": "not_found"})), "{missing}");
         assert!(challenge.is_empty());
     }
-    let metrics = text_of(&client(), &format!("{}/metrics", s.server1)).await;
+    let metrics = text_of(&client(), &s.metrics1()).await;
     assert!(
         metrics.contains(r#"partner_api_requests_total{outcome="replayed",reason="replayed"} 1"#),
         "{metrics}"
@@ -561,7 +561,7 @@ async fn two_issuers_each_grant_only_their_own_operations() {
     let token = op_token(&stranger, &s.server2, "report.view", &[("report_id", "42")]);
     assert_eq!(submit(&client(), &s.server2, &token).await.status(), 401);
     assert!(reason("unknown_issuer"));
-    let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
+    let metrics = text_of(&client(), &s.metrics2()).await;
     assert!(metrics.contains(r#"handoff_rejected_total{reason="unknown_issuer"} 1"#), "{metrics}");
 }
 

@@ -119,7 +119,7 @@ async fn not_yet_valid_token_is_refused() {
     let (_, body) = assert_refused(&s, &token).await;
     assert!(body.contains("not valid yet"));
     // The skew is measured for operators.
-    let metrics = text_of(&client(), &format!("{}/metrics", s.server2)).await;
+    let metrics = text_of(&client(), &s.metrics2()).await;
     let ahead: i64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("issuer_clock_ahead_seconds "))
@@ -560,7 +560,7 @@ async fn a_garbage_flood_is_counted_in_full_but_logged_within_its_budget() {
     let summary =
         log_lines(&s, "handoff.rejected.suppressed").into_iter().next().expect("a summary line");
     assert!(summary.contains("count=8"), "{summary}");
-    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
+    let metrics = text_of(&c, &s.metrics2()).await;
     assert!(
         metrics.contains("handoff_rejected_total{reason=\"malformed\"} 11"),
         "every refusal counted"
@@ -621,7 +621,7 @@ async fn a_full_replay_store_refuses_instead_of_forgetting() {
     for token in &taken {
         assert_eq!(submit(&c, &s.server2, token).await.status(), 401, "still remembered");
     }
-    let metrics = text_of(&c, &format!("{}/metrics", s.server2)).await;
+    let metrics = text_of(&c, &s.metrics2()).await;
     let line = format!("handoff_rejected_total{{reason=\"replay_store_unavailable\"}} {refused}");
     assert!(metrics.lines().any(|l| l == line), "{line}");
 }

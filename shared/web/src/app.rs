@@ -174,6 +174,9 @@ pub struct App {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
     endpoint: BoxEndpoint<'static, Response>,
+    /// `/metrics` on a listener of its own (loopback by default): operations data stays off
+    /// the public port.
+    metrics: Option<(TcpAcceptor, SocketAddr, BoxEndpoint<'static, Response>)>,
     readiness: Arc<dyn Fn() -> Readiness + Send + Sync>,
     background: Vec<Task>,
 }
@@ -189,6 +192,9 @@ impl std::fmt::Debug for App {
 pub struct Settings {
     /// Where every metric is registered; `/metrics` renders it.
     pub registry: Registry,
+    /// Where `/metrics` is served, and the setting that names it (for the error message).
+    /// Never on the public listener.
+    pub metrics_listen: (SocketAddr, &'static str),
     /// Security headers.
     pub hardening: Hardening,
     /// Request bounds.
@@ -209,26 +215,31 @@ impl App {
         routes: Routes,
         settings: Settings,
     ) -> Result<Self, BuildError> {
-        let Settings { registry, hardening, limits } = settings;
+        let Settings { registry, metrics_listen, hardening, limits } = settings;
         let ready = Arc::clone(&state);
         let measured = Arc::clone(&state);
         let rendered = registry.clone();
-        let routes = routes
-            .at("/healthz", get(make_sync(|_| "ok")))
-            .at(
-                "/readyz",
-                get(make(move |_| {
-                    let ready = Arc::clone(&ready);
-                    async move { crate::respond::readiness(ready.readiness().await) }
-                })),
-            )
+        let routes = routes.at("/healthz", get(make_sync(|_| "ok"))).at(
+            "/readyz",
+            get(make(move |_| {
+                let ready = Arc::clone(&ready);
+                async move { crate::respond::readiness(ready.readiness().await) }
+            })),
+        );
+        let (metrics_at, setting) = metrics_listen;
+        let metrics_listener = std::net::TcpListener::bind(metrics_at)
+            .map_err(|e| BuildError::MetricsListen(setting, metrics_at, e))?;
+        let (metrics_acceptor, metrics_addr) = crate::net::acceptor(metrics_listener)
+            .map_err(|e| BuildError::MetricsListen(setting, metrics_at, e))?;
+        let metrics_endpoint = Route::new()
             .at(
                 "/metrics",
                 get(make_sync(move |_| {
                     measured.refresh_metrics();
                     crate::respond::render_metrics(&rendered)
                 })),
-            );
+            )
+            .boxed();
         let metrics =
             RequestMetrics::new(&registry, routes.labels()).map_err(BuildError::Metrics)?;
         let endpoint = routes
@@ -245,7 +256,14 @@ impl App {
             let state = Arc::clone(&state);
             Box::pin(async move { state.readiness().await })
         });
-        Ok(Self { acceptor, local_addr, endpoint, readiness, background: Vec::new() })
+        Ok(Self {
+            acceptor,
+            local_addr,
+            endpoint,
+            metrics: Some((metrics_acceptor, metrics_addr, metrics_endpoint)),
+            readiness,
+            background: Vec::new(),
+        })
     }
 
     /// Runs `task` beside the server while it serves (sweeping expired entries, refreshing keys);
@@ -259,6 +277,11 @@ impl App {
     /// The address the app listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on (the real port when bound to port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// True when the server can do its work (what `/readyz` says).
@@ -275,7 +298,14 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let tasks: Vec<_> = self.background.into_iter().map(tokio::spawn).collect();
+        let mut tasks: Vec<_> = self.background.into_iter().map(tokio::spawn).collect();
+        if let Some((acceptor, _, endpoint)) = self.metrics {
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = Server::new_with_acceptor(acceptor).run(endpoint).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }));
+        }
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.endpoint, shutdown, Some(GRACE))
             .await;
@@ -295,6 +325,9 @@ pub enum BuildError {
     /// A metric could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(prometheus::Error),
+    /// The metrics listener cannot be bound.
+    #[error("{0}: cannot listen on {1}: {2}")]
+    MetricsListen(&'static str, SocketAddr, std::io::Error),
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ pub fn bind(
 /// When the listener fails.
 pub async fn serve(name: &'static str, app: App, public_url: &str) -> std::io::Result<()> {
     let ready = app.is_ready().await;
-    tracing::info!(addr = %app.local_addr(), public_url, ready, "{name} listening");
+    let metrics = app.metrics_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(addr = %app.local_addr(), public_url, ready, metrics, "{name} listening");
     app.run(crate::net::shutdown_signal()).await?;
     tracing::info!("{name} stopped");
     Ok(())
