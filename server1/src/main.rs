@@ -266,9 +266,18 @@ fn list_keys(config: &Config) -> anyhow::Result<()> {
 /// managed.
 async fn accounts(config: &Config, mode: OpenMode) -> anyhow::Result<Accounts> {
     handoff::crypto::install()?;
+    // Without targets and keys the user commands still work, but their sign-outs (disable,
+    // remove) cannot reach partners: say so, rather than skip the logouts in silence.
     let handoffs = match (Targets::load(&config.targets_file), Keys::load(config)) {
         (Ok(targets), Ok(keys)) => Some(Arc::new(Handoffs::new(targets, keys))),
-        _ => None,
+        (targets, keys) => {
+            let why = targets.err().map(|e| e.to_string()).or(keys.err().map(|e| e.to_string()));
+            eprintln!(
+                "warning: partners will not hear of sign-outs from this command: {}",
+                why.unwrap_or_default()
+            );
+            None
+        }
     };
     let registry = prometheus::Registry::new();
     let services = Services::open(config, mode, 1, handoffs, &registry).await?;

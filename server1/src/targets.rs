@@ -273,8 +273,10 @@ impl Targets {
             return Err("declares more than 64 targets".into());
         }
         let mut targets: Vec<Target> = Vec::new();
+        // Every shared secret read so far, by where it was named: no two may be the same bytes.
+        let mut secrets: Vec<(String, Arc<SharedSecret>)> = Vec::new();
         for t in raw.target {
-            let target = convert_target(t, resolve)?;
+            let target = convert_target(t, resolve, &mut secrets)?;
             if targets.iter().any(|other| other.id == target.id) {
                 return Err(format!("target {:?} is declared twice", target.id.as_str()));
             }
@@ -312,7 +314,11 @@ impl Targets {
     }
 }
 
-fn convert_target(t: RawTarget, resolve: FileResolver<'_>) -> Result<Target, String> {
+fn convert_target(
+    t: RawTarget,
+    resolve: FileResolver<'_>,
+    secrets: &mut Vec<(String, Arc<SharedSecret>)>,
+) -> Result<Target, String> {
     let Ok(id) = TargetId::parse(&t.id) else {
         return Err(format!("target id {:?}: use 1 to 32 characters of a-z 0-9 - _", t.id));
     };
@@ -342,11 +348,22 @@ fn convert_target(t: RawTarget, resolve: FileResolver<'_>) -> Result<Target, Str
         handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
             format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
         })?;
+    // A secret is used for one purpose with one partner: the same bytes as another target's
+    // (or this target's other secret) would let one partner forge what the other accepts.
+    let seen = std::cell::RefCell::new(secrets);
     let secret = |field: &str, name: &str| -> Result<Arc<SharedSecret>, String> {
         let path = resolve(name).map_err(|e| format!("{at}: {field}: {e}"))?;
-        SharedSecret::load(&path)
+        let loaded = SharedSecret::load(&path)
             .map(Arc::new)
-            .map_err(|e| format!("{at}: {field}: {e} (make one with `server1 secret new FILE`)"))
+            .map_err(|e| format!("{at}: {field}: {e} (make one with `server1 secret new FILE`)"))?;
+        let mut seen = seen.borrow_mut();
+        if let Some((other, _)) = seen.iter().find(|(_, s)| s.same_as(&loaded)) {
+            return Err(format!(
+                "{at}: {field} holds the same secret as {other}: give each its own (`server1 secret new FILE`)"
+            ));
+        }
+        seen.push((format!("{at}'s {field}"), Arc::clone(&loaded)));
+        Ok(loaded)
     };
     let signing = match (t.algorithm.as_deref().unwrap_or("EdDSA"), t.secret_file.as_deref()) {
         ("EdDSA", None) => Signing::EdDsa,
@@ -646,8 +663,17 @@ mod tests {
         let open = Targets::load(&path).unwrap_err().to_string();
         assert!(open.contains("chmod 600"), "{open}");
         // Two targets may not share a client id.
-        let twice = EXAMPLE.replacen("id = \"partner\"", "id = \"partner\"\nclient_id = \"desk-backend\"\nclient_secret_file = \"desk-api.secret\"", 1);
-        let (_d, path) = example_on_disk(&twice);
+        // One secret for two purposes is refused.
+        let reused = EXAMPLE.replace(
+            "client_secret_file = \"desk-api.secret\"",
+            "client_secret_file = \"desk.secret\"",
+        );
+        let (_d, path) = example_on_disk(&reused);
+        let err = Targets::load(&path).unwrap_err().to_string();
+        assert!(err.contains("holds the same secret as"), "{err}");
+        let twice = EXAMPLE.replacen("id = \"partner\"", "id = \"partner\"\nclient_id = \"desk-backend\"\nclient_secret_file = \"partner-api.secret\"", 1);
+        let (d, path) = example_on_disk(&twice);
+        SharedSecret::create(&d.path().join("partner-api.secret")).expect("secret");
         assert!(Targets::load(&path)
             .unwrap_err()
             .to_string()

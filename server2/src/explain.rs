@@ -147,7 +147,12 @@ pub async fn explain(config: &Config, token: &str) -> Result<Report, String> {
         };
         let kid = inspected.kid().as_str().to_owned();
         let alg = trusted.config.keys_from.alg();
-        let _ = writeln!(lines, "ok    size, shape and header (handoff+jwt, {alg}, kid {kid})");
+        let named = if alg == handoff::Alg::Hs256 {
+            "the shared secret".to_owned()
+        } else {
+            format!("kid {kid}")
+        };
+        let _ = writeln!(lines, "ok    size, shape and header (handoff+jwt, {alg}, {named})");
         let Some(key) = keys.current().and_then(|set| set.get(&kid).cloned()) else {
             break 'checks fail("the issuer's key", Rejection::UnknownKid.into());
         };

@@ -17,8 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use handoff::logout::LogoutVerifier;
-use handoff::{Alg, Catalog, Issuer, Rejection, Verifier, VerifierSettings};
+use handoff::{Alg, Catalog, Issuer, Rejection, SessionRef, Subject, Verifier, VerifierSettings};
 use serde::Deserialize;
 
 use crate::config::{Config, KeysFrom};
@@ -248,6 +250,34 @@ impl Issuers {
             .iter()
             .find(|t| t.config.issuer.as_str() == claimed)
             .ok_or(Rejection::UnknownIssuer)
+    }
+
+    /// The user and session under which the revocation store keeps `issuer`'s logouts: the
+    /// primary issuer's ids as they are, another issuer's hashed together with its `iss`, so
+    /// that one issuer's logout can never end grants another issuer made (even for the same
+    /// `sub`). Returns `None` for an issuer this server does not trust.
+    pub fn scoped(
+        &self,
+        issuer: &Issuer,
+        sub: Option<&Subject>,
+        sid: Option<&SessionRef>,
+    ) -> Option<(Option<Subject>, Option<SessionRef>)> {
+        let index = self.list.iter().position(|t| &t.config.issuer == issuer)?;
+        if index == 0 {
+            return Some((sub.cloned(), sid.cloned()));
+        }
+        let hashed = |kind: &str, value: &str| {
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            for part in [kind, issuer.as_str(), value] {
+                context.update(part.as_bytes());
+                context.update(&[0]);
+            }
+            URL_SAFE_NO_PAD.encode(&context.finish().as_ref()[..24])
+        };
+        let sub =
+            sub.and_then(|s| Subject::parse(&format!("i:{}", hashed("sub", s.as_str()))).ok());
+        let sid = sid.and_then(|s| SessionRef::parse(&hashed("sid", s.as_str())).ok());
+        Some((sub, sid))
     }
 
     /// True when every issuer's keys are loaded.

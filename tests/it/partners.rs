@@ -287,12 +287,28 @@ async fn the_partner_api_answers_one_request_per_token_for_users_handed_off() {
         assert_eq!((status, body), (404, serde_json::json!({"error": "not_found"})), "{missing}");
         assert!(challenge.is_empty());
     }
+    // A user who may no longer open anything at the desk is not there any more either.
+    let url = std::fs::read_to_string(s.dir.path().join("database_url")).unwrap();
+    let pool = server1::db::PoolSettings { size: 1, timeout: std::time::Duration::from_secs(10) };
+    let db = server1::db::Db::open(
+        &server1::db::DatabaseUrl::parse(&url).unwrap(),
+        server1::db::OpenMode::Existing,
+        pool,
+    )
+    .await
+    .unwrap();
+    let name = server1::names::UserName::parse("alice").unwrap();
+    let (user, _) = db.user_by_name(&name).await.unwrap().unwrap();
+    assert!(db.set_roles(&user.id, &[]).await.unwrap());
+    let (status, _, _) = call(&w, &path, Some(&client_token(&w, &path, |_, _| {}))).await;
+    assert_eq!(status, 404, "no role for any of the desk's operations");
+
     let metrics = text_of(&client(), &s.metrics1()).await;
     assert!(
         metrics.contains(r#"partner_api_requests_total{outcome="replayed",reason="replayed"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"partner_api_requests_total{outcome="not_found",reason=""} 3"#));
+    assert!(metrics.contains(r#"partner_api_requests_total{outcome="not_found",reason=""} 4"#));
 }
 
 #[tokio::test]
@@ -357,7 +373,7 @@ fn server2_explains_an_hs256_token() {
     let valid = report_token(&minter, audience, "p_alice", "7", now()).into_string();
     let (code, text) = explain(&valid);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("(handoff+jwt, HS256, kid shared-secret)"), "{text}");
+    assert!(text.contains("(handoff+jwt, HS256, the shared secret)"), "{text}");
 
     let key = Arc::new(handoff::SigningKey::generate().unwrap());
     let eddsa = handoff::Minter::new(
@@ -527,9 +543,35 @@ async fn two_issuers_each_grant_only_their_own_operations() {
     assert_eq!(submit(&c, &s.server2, &report).await.status(), 303);
     let invoice =
         op_token(&billing_minter, &s.server2, "invoice.approve", &[("invoice_id", "INV-9")]);
-    let resp = submit(&client(), &s.server2, &invoice).await;
+    let billed = client();
+    let resp = submit(&billed, &s.server2, &invoice).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/invoices/INV-9/approve");
+
+    // The billing system logs out "its" p_someone: its own grant ends, the portal's grant for
+    // a user with the same id does not (logouts are kept per issuer).
+    let ended = handoff::logout::Ended {
+        sid: None,
+        sub: Some(handoff::Subject::parse("p_someone").unwrap()),
+    };
+    let shared = Arc::new(SharedSecret::load(&billing_secret).unwrap());
+    let (logout, _) = handoff::logout::mint_logout(
+        &MintKey::Hs256(shared),
+        &Issuer::parse(billing).unwrap(),
+        &handoff::Audience::parse(&s.server2).unwrap(),
+        &ended,
+        now(),
+    )
+    .unwrap();
+    let resp = client()
+        .post(format!("{}/backchannel-logout", s.server2))
+        .form(&[("logout_token", logout.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", s.server2_logs());
+    assert_eq!(status_of(&billed, &format!("{}/invoices/INV-9/approve", s.server2)).await, 403);
+    assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
 
     // Each other's operations.
     let portal_invoice =

@@ -456,6 +456,9 @@ async fn serve_partner_user(
         .await
         .map_err(|_| PartnerRefusal::Unavailable)?
         .filter(|user| !user.disabled)
+        // Only while the user may still open something there: a role taken away ends what
+        // the partner may learn of them.
+        .filter(|user| target.operations.iter().any(|op| user.has_role(&op.role)))
         .ok_or(PartnerRefusal::NotFound)?;
     tracing::info!(
         event = "partner_api.served",

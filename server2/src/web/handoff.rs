@@ -152,8 +152,13 @@ async fn verify_and_record(
     // A logout on the portal ended the session the token came from (or every session of the
     // user up to then). After the replay store, so a token issued before a store's memory
     // began is refused as such.
-    let ended =
-        state.revocations.is_ended(verified.subject(), verified.sid(), verified.issued_at(), now);
+    // Kept per issuer: another issuer's logout never ends this issuer's handoffs.
+    let Some((Some(sub), sid)) =
+        state.issuers.scoped(verified.issuer(), Some(verified.subject()), verified.sid())
+    else {
+        return Err((Policy::ReplayStoreUnavailable.into(), Some(verified)));
+    };
+    let ended = state.revocations.is_ended(&sub, sid.as_ref(), verified.issued_at(), now);
     match ended.await {
         Ok(false) => Ok((verified, binding)),
         Ok(true) => Err((Policy::SessionEnded.into(), Some(verified))),
@@ -257,7 +262,10 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let mut resp = match current_holder {
         // Someone else is signed in here: ask before replacing their access.
         Some((holder, name)) if holder != grant.sub => {
-            let current = name.unwrap_or_else(|| holder.to_string());
+            let current = match name {
+                Some(name) => format!("{name} ({holder})"),
+                None => holder.to_string(),
+            };
             let mut resp = html_response(StatusCode::OK, switch_page(state, &current, &grant));
             add_cookie(&mut resp, state.set_cookie(Cookie::Pending, &sealed, Some(PENDING_TTL)));
             resp

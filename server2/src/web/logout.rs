@@ -99,9 +99,15 @@ async fn record(state: &State, token: &str) -> Result<VerifiedLogout, Failure> {
         .plus(state.config.grant_ttl.as_secs())
         .plus(state.config.max_token_lifetime.as_secs())
         .plus(2 * leeway);
+    // Kept under this issuer's scope: it can end only what it handed over.
+    let (sub, sid) = state
+        .issuers
+        .scoped(&issuer.config.issuer, logout.ended.sub.as_ref(), logout.ended.sid.as_ref())
+        .ok_or_else(|| Failure::Unavailable("the logout's issuer is not trusted".into()))?;
+    let scoped = handoff::logout::Ended { sub, sid };
     state
         .revocations
-        .record(&logout.ended, before, until)
+        .record(&scoped, before, until)
         .await
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
     Ok(logout)

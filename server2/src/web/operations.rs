@@ -41,7 +41,13 @@ async fn grant_for(
     // Compared on the issuer's clock (the token's `iat`, as the logout's); a grant from before
     // tokens were recorded in grants falls back to when it was made here.
     let issued = grant.token_iat.unwrap_or(grant.iat);
-    match state.revocations.is_ended(&grant.sub, grant.sid.as_ref(), issued, now).await {
+    // Logouts are kept per issuer; a grant from an issuer no longer trusted is ended.
+    let Some((Some(sub), sid)) =
+        state.issuers.scoped(&grant.handed_by, Some(&grant.sub), grant.sid.as_ref())
+    else {
+        return Err(denied_for(def, value, Denied::SessionEnded));
+    };
+    match state.revocations.is_ended(&sub, sid.as_ref(), issued, now).await {
         Ok(false) => Ok(grant),
         Ok(true) => {
             state.metrics.grants_ended.inc();

@@ -57,9 +57,13 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Who the grant is for, as a person reads it: the display name, else the opaque id.
-    pub fn shown_as(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.sub.as_str())
+    /// Who the grant is for, as a person reads it: the display name with the opaque id (a name
+    /// alone could be anyone's: people choose their own), else the id.
+    pub fn shown_as(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.sub),
+            None => self.sub.to_string(),
+        }
     }
 }
 

@@ -318,7 +318,7 @@ impl fmt::Debug for SigningKey {
 pub(crate) fn check_private_mode(path: &Path, shown: &str) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
-        action: "cannot inspect signing key",
+        action: "cannot inspect key file",
         path: shown.to_owned(),
         source,
     })?;

@@ -29,6 +29,8 @@ const MIN_DISTINCT_BYTES: usize = 12;
 pub struct SharedSecret {
     key: hmac::Key,
     decoding: DecodingKey,
+    /// SHA-256 of the bytes: tells two secrets apart without keeping the bytes around.
+    fingerprint: [u8; 32],
 }
 
 impl SharedSecret {
@@ -53,9 +55,12 @@ impl SharedSecret {
         if seen.iter().filter(|&&s| s).count() < MIN_DISTINCT_BYTES {
             return Err(weak("does not look random (too few different bytes)".into()));
         }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
             decoding: DecodingKey::from_secret(bytes),
+            fingerprint,
         })
     }
 
@@ -111,6 +116,11 @@ impl SharedSecret {
                 return Ok(secret);
             }
         }
+    }
+
+    /// True when `other` holds the same bytes.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// HMAC-SHA-256 of `message` under this secret.

@@ -105,12 +105,29 @@ impl Profile {
     }
 }
 
-/// True for a display name: 1 to 80 characters, not blank, no control characters.
+/// True for a display name: 1 to 80 characters, not blank, no control characters and no
+/// invisible formatting ones (direction overrides and isolates, zero-width characters, the soft
+/// hyphen, the byte-order mark) with which one name could pass for another.
 pub fn is_display_name(name: &str) -> bool {
     let chars = name.chars().count();
     (1..=MAX_NAME_CHARS).contains(&chars)
         && !name.trim().is_empty()
-        && !name.chars().any(char::is_control)
+        && !name.chars().any(|c| c.is_control() || is_invisible_format(c))
+}
+
+/// Unicode format characters (category Cf) that change how text looks without being seen.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// The claims as they are read by the verifier, after the signature has been checked.

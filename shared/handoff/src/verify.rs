@@ -243,7 +243,8 @@ impl fmt::Debug for VerifiedHandoff {
 }
 
 impl Verifier {
-    /// A verifier with these settings; the algorithm is pinned to EdDSA.
+    /// A verifier with these settings; the algorithm is the settings' (pinned: a token's header
+    /// never chooses it).
     ///
     /// # Errors
     ///
@@ -1198,6 +1199,8 @@ mod shared_secret {
         for (claim, value) in [
             ("name", json!("")),
             ("name", json!("Alice\u{0007}")),
+            ("name", json!("Alice\u{202E}elpmaxE")),
+            ("name", json!("Ali\u{200B}ce")),
             ("name", json!("x".repeat(81))),
             ("name", json!(42)),
             ("email", json!("alice")),
