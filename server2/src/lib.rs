@@ -82,14 +82,10 @@ pub async fn build_app(
     let grants = GrantKey::from_bytes(&secret).map_err(|_| {
         StartupError::CookieKey("(generated)".into(), format!("needs {MIN_GRANT_KEY_LEN} bytes"))
     })?;
-    // Forms get their own key, derived from the cookie secret under another label.
-    let forms = web::GrantForms::new(
-        ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
-            b"handoff server2 forms v1",
-        )
-        .as_ref(),
-    );
+    // Every use of the cookie secret has its own derived key (HKDF): forms, grants, holder
+    // notes, nonce comparisons.
+    let forms =
+        web::GrantForms::new(&handoff::grant::derive_key(&secret, handoff::grant::Purpose::Forms));
     let (replay, revocations) = stores(&config).await?;
     let hardening = Hardening {
         csp: web::pages::CSP,

@@ -4,6 +4,7 @@
 //! this list, so an operation exists only if it has a page. Adding one is an entry in
 //! [`OPERATIONS`] (and an operation on the partner's target in SERVER1's targets file).
 
+use crate::web::FormPurpose;
 use std::sync::PoisonError;
 
 use handoff::grant::Grant;
@@ -125,7 +126,7 @@ pub struct Approval {
 
 fn invoice_page(state: &AppState, grant: &Grant, id: &str) -> (String, Markup) {
     let approved = state.approvals.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned();
-    let csrf = state.forms.token(grant.jti);
+    let csrf = state.forms.token(FormPurpose::Operation(INVOICE_APPROVE), grant.jti);
     // The grant is for exactly this invoice: its page is where the form posts.
     let action = landing_path(&grant.op).unwrap_or_default();
     let content = html! {

@@ -380,3 +380,46 @@ async fn server1_refuses_a_malformed_or_repeated_nonce() {
     let url = format!("{}/handoff/partner/report.view?report_id=42&nonce={good}", s.server1);
     assert_eq!(status_of(&c, &url).await, 200, "a well-formed nonce is minted into the token");
 }
+
+/// One grant, two forms, two anti-forgery tokens (security round two, finding 6): the token of
+/// the "Switch user?" form for an invoice grant does not approve that invoice.
+#[tokio::test]
+async fn the_switch_forms_token_does_not_approve_an_invoice() {
+    let s = spawn().await;
+    let c = client();
+    let alice = token_for(&s, "u_alice", "42").await;
+    assert_eq!(submit(&c, &s.server2, &alice).await.status(), 303);
+    let op = server2::operations::catalog()
+        .get("invoice.approve")
+        .unwrap()
+        .build([("invoice_id", "INV-66")])
+        .unwrap();
+    let request = handoff::MintRequest {
+        audience: &handoff::Audience::parse(&s.server2).unwrap(),
+        subject: &handoff::Subject::parse("u_bob").unwrap(),
+        operation: &op,
+        sid: None,
+        nonce: None,
+        profile: None,
+        lifetime: None,
+    };
+    let bob = minter(&s, 60).mint(&request, now()).unwrap().into_string();
+    let page = submit(&c, &s.server2, &bob).await.text().await.unwrap();
+    let switch_csrf = form_value(&page, "csrf").expect("the switch form");
+    let switched = c
+        .post(format!("{}/handoff/switch", s.server2))
+        .form(&[("choice", "switch"), ("csrf", &switch_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 303);
+    let approve = format!("{}/invoices/INV-66/approve", s.server2);
+    let reused = c.post(&approve).form(&[("csrf", &switch_csrf)]).send().await.unwrap();
+    assert_eq!(reused.status(), 403, "the switch form's token is not the approval form's");
+    let page = text_of(&c, &approve).await;
+    assert!(page.contains("Approve invoice"), "{page}");
+    let own = form_value(&page, "csrf").expect("the approval form");
+    assert_ne!(own, switch_csrf);
+    let approved = c.post(&approve).form(&[("csrf", &own)]).send().await.unwrap();
+    assert!(approved.status().is_success() || approved.status() == 303, "{}", approved.status());
+}

@@ -17,6 +17,7 @@ use ring::rand::SystemRandom;
 use serde::Deserialize;
 
 use super::pages::{html_response, BRAND};
+use super::FormPurpose;
 use super::{AppError, AppState, Cookie, State};
 use crate::config::UnboundHandoffs;
 use crate::operations;
@@ -303,7 +304,7 @@ fn internal_error() -> Response {
 }
 
 fn switch_page(state: &AppState, current: &str, new: &Grant) -> maud::Markup {
-    let csrf = state.forms.token(new.jti);
+    let csrf = state.forms.token(FormPurpose::Switch, new.jti);
     BRAND.layout(
         "Switch user?",
         None,
@@ -346,7 +347,7 @@ pub(super) fn switch(
             portal: state.config.primary().issuer.as_str().to_owned(),
         });
     };
-    if !state.forms.check(grant.jti, &form.csrf) {
+    if !state.forms.check(FormPurpose::Switch, grant.jti, &form.csrf) {
         return Err(AppError::FormExpired("Open the link again from the portal."));
     }
     let (mut resp, keep) = match form.choice.as_str() {

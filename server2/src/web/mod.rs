@@ -200,20 +200,40 @@ impl AppState {
 #[derive(Debug)]
 pub struct GrantForms(Csrf);
 
+/// What a form under a grant does: its anti-forgery token says so, so the token of one form is
+/// never the token of another for the same grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FormPurpose {
+    /// "Switch user?": replace the browser's grant with the pending one.
+    Switch,
+    /// An operation's own form (approving an invoice), by operation type.
+    Operation(&'static str),
+}
+
+impl FormPurpose {
+    fn label(self) -> String {
+        match self {
+            Self::Switch => "switch".to_owned(),
+            Self::Operation(kind) => format!("operation:{kind}"),
+        }
+    }
+}
+
 impl GrantForms {
-    /// Tokens keyed with `secret`.
+    /// Tokens keyed with `secret` (its own key: see [`::handoff::grant::Purpose::Forms`]).
     pub fn new(secret: &[u8]) -> Self {
         Self(Csrf::new(secret))
     }
 
-    /// The token for forms acting under the grant of handoff `jti`.
-    pub(crate) fn token(&self, jti: Jti) -> String {
-        self.0.token("grant", jti.to_string().as_bytes())
+    /// The token for the form of `purpose` acting under the grant of handoff `jti`.
+    pub(crate) fn token(&self, purpose: FormPurpose, jti: Jti) -> String {
+        self.0.token(&purpose.label(), jti.to_string().as_bytes())
     }
 
-    /// Checks a form's token against the grant of handoff `jti`, in constant time.
-    pub(crate) fn check(&self, jti: Jti, token: &str) -> bool {
-        self.0.check("grant", jti.to_string().as_bytes(), token)
+    /// Checks a form's token against its purpose and the grant of handoff `jti`, in constant
+    /// time.
+    pub(crate) fn check(&self, purpose: FormPurpose, jti: Jti, token: &str) -> bool {
+        self.0.check(&purpose.label(), jti.to_string().as_bytes(), token)
     }
 }
 
@@ -288,11 +308,17 @@ mod tests {
         let forms = GrantForms::new(&[7; 32]);
         let rng = ring::rand::SystemRandom::new();
         let (a, b) = (Jti::generate(&rng).expect("rng"), Jti::generate(&rng).expect("rng"));
-        let token = forms.token(a);
-        assert!(forms.check(a, &token));
-        assert!(!forms.check(b, &token));
-        assert!(!forms.check(a, ""));
-        assert!(!forms.check(a, "!!"));
-        assert!(!GrantForms::new(&[8; 32]).check(a, &token), "another key");
+        let approve = FormPurpose::Operation("invoice.approve");
+        let token = forms.token(approve, a);
+        assert!(forms.check(approve, a, &token));
+        assert!(!forms.check(approve, b, &token));
+        assert!(!forms.check(approve, a, ""));
+        assert!(!forms.check(approve, a, "!!"));
+        // One grant, two forms, two tokens: the switch form's is not the approval's.
+        let switch = forms.token(FormPurpose::Switch, a);
+        assert_ne!(switch, token);
+        assert!(!forms.check(approve, a, &switch));
+        assert!(!forms.check(FormPurpose::Switch, a, &token));
+        assert!(!GrantForms::new(&[8; 32]).check(approve, a, &token), "another key");
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::error::Denied;
 use super::pages::{html_response, BRAND};
+use super::FormPurpose;
 use super::{AppError, AppState, Cookie, State};
 use crate::operations::{OperationDef, OPERATIONS};
 
@@ -134,7 +135,7 @@ impl Endpoint for Act {
         let (state, value) = state_and_value(&req)?;
         let grant = grant_for(state, &req, self.0, &value).await?;
         let Form(form) = Form::<CsrfForm>::from_request(&req, &mut body).await?;
-        if !state.forms.check(grant.jti, &form.csrf) {
+        if !state.forms.check(FormPurpose::Operation(self.0.kind), grant.jti, &form.csrf) {
             tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");
             return Err(AppError::FormExpired("Reload the page and try again.").into());
         }

@@ -84,10 +84,57 @@ pub enum GrantError {
     Sign,
 }
 
+/// The purposes a relying party's cookie secret serves, each with a key of its own derived
+/// from it (HKDF-SHA-256, RFC 5869, with ring): no MAC made for one purpose can pass for
+/// another's, whatever the inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Signing operation grants (the grant cookie).
+    Grant,
+    /// Signing holder notes (who holds a grant in this browser).
+    Holder,
+    /// Comparing a nonce cookie with a token's nonce.
+    Nonce,
+    /// Anti-forgery tokens of the forms acting under a grant.
+    Forms,
+}
+
+impl Purpose {
+    /// The HKDF `info` of the purpose's key.
+    const fn label(self) -> &'static [u8] {
+        match self {
+            Self::Grant => b"handoff relying party v2: grant",
+            Self::Holder => b"handoff relying party v2: holder note",
+            Self::Nonce => b"handoff relying party v2: nonce comparison",
+            Self::Forms => b"handoff relying party v2: forms",
+        }
+    }
+}
+
+/// The 32-byte key for `purpose` derived from a relying party's cookie `secret`.
+pub fn derive_key(secret: &[u8], purpose: Purpose) -> [u8; 32] {
+    struct Len32;
+    impl ring::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk =
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"handoff relying party").extract(secret);
+    let mut key = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA-256's limit (255 blocks): expansion cannot fail.
+    if let Ok(okm) = prk.expand(&[purpose.label()], Len32) {
+        let _ = okm.fill(&mut key);
+    }
+    key
+}
+
 /// The HMAC key grants are signed with. `Debug` never shows it.
 pub struct GrantKey {
-    /// Keys the holder notes and secret comparisons (derived under its own label).
-    notes: hmac::Key,
+    /// Signs holder notes.
+    holder: hmac::Key,
+    /// Compares nonces.
+    nonce: hmac::Key,
     mac: hmac::Key,
     encoded_header: String,
 }
@@ -114,14 +161,13 @@ impl GrantKey {
             return Err(GrantError::Invalid);
         }
         crate::crypto::install().map_err(|_| GrantError::Sign)?;
-        // A separate key for form tokens, so a CSRF token can never be a grant signature.
-        let notes_secret =
-            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"handoff csrf v1");
+        let key = |purpose| hmac::Key::new(hmac::HMAC_SHA256, &derive_key(secret, purpose));
         // The header is the same for every grant: serialised (by jsonwebtoken's own type) once.
         let header = serde_json::to_vec(&grant_header()).map_err(|_| GrantError::Sign)?;
         Ok(Self {
-            notes: hmac::Key::new(hmac::HMAC_SHA256, notes_secret.as_ref()),
-            mac: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            holder: key(Purpose::Holder),
+            nonce: key(Purpose::Nonce),
+            mac: key(Purpose::Grant),
             encoded_header: URL_SAFE_NO_PAD.encode(header),
         })
     }
@@ -201,7 +247,7 @@ impl GrantKey {
         let mut note = String::with_capacity(grant.sub.as_str().len() + 64);
         // Writing to a String cannot fail.
         let _ = write!(note, "{}.{}", grant.sub, grant.exp.as_secs());
-        let mut mac = hmac::Context::with_key(&self.notes);
+        let mut mac = hmac::Context::with_key(&self.holder);
         mac.update(b"holder\0");
         mac.update(note.as_bytes());
         note.push('.');
@@ -213,7 +259,7 @@ impl GrantKey {
     pub fn open_holder(&self, note: &str, now: UnixTime) -> Option<Subject> {
         let (body, tag) = note.rsplit_once('.')?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        hmac::verify(&self.notes, format!("holder\0{body}").as_bytes(), &tag).ok()?;
+        hmac::verify(&self.holder, format!("holder\0{body}").as_bytes(), &tag).ok()?;
         let (sub, exp) = body.rsplit_once('.')?;
         let exp = UnixTime::from_secs(exp.parse().ok()?);
         if now >= exp {
@@ -228,8 +274,8 @@ impl GrantKey {
         if a.is_empty() || b.is_empty() {
             return false;
         }
-        let tag = hmac::sign(&self.notes, a.as_bytes());
-        hmac::verify(&self.notes, b.as_bytes(), tag.as_ref()).is_ok()
+        let tag = hmac::sign(&self.nonce, &[b"nonce\0", a.as_bytes()].concat());
+        hmac::verify(&self.nonce, &[b"nonce\0", b.as_bytes()].concat(), tag.as_ref()).is_ok()
     }
 }
 
@@ -280,11 +326,35 @@ mod tests {
     }
 
     #[test]
-    fn seal_is_what_jsonwebtoken_encodes() {
+    fn each_purpose_has_its_own_key() {
         let secret = [9u8; 32];
-        let key = GrantKey::from_bytes(&secret).expect("key");
+        let keys = [Purpose::Grant, Purpose::Holder, Purpose::Nonce, Purpose::Forms]
+            .map(|p| derive_key(&secret, p));
+        for (i, a) in keys.iter().enumerate() {
+            assert_ne!(a, &secret, "never the secret itself");
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(derive_key(&secret, Purpose::Forms), derive_key(&secret, Purpose::Forms));
+        assert_ne!(derive_key(&[8u8; 32], Purpose::Forms), keys[3]);
+    }
+
+    #[test]
+    fn seal_is_what_jsonwebtoken_encodes() {
+        let cookie_secret = [9u8; 32];
+        let key = GrantKey::from_bytes(&cookie_secret).expect("key");
+        // Grants are signed with the grant key derived from the cookie secret, not the secret.
+        let secret = derive_key(&cookie_secret, Purpose::Grant);
         let g = grant(UnixTime::from_secs(77));
         let ours = key.seal(&g).expect("seal");
+        let raw = jsonwebtoken::encode(
+            &grant_header(),
+            &g,
+            &jsonwebtoken::EncodingKey::from_secret(&cookie_secret),
+        )
+        .expect("encode");
+        assert_eq!(key.open(&raw, &g.aud, UnixTime::from_secs(77)), Err(GrantError::Invalid));
         let theirs = jsonwebtoken::encode(
             &grant_header(),
             &g,
