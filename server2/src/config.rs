@@ -69,6 +69,8 @@ pub struct Config {
     pub jwks_timeout: Duration,
     /// Bounds on how long the issuer's `Cache-Control: max-age` may keep a key set.
     pub jwks_cache_bounds: (Duration, Duration),
+    /// How long keys the issuer has not confirmed (no good fetch) stay trusted.
+    pub jwks_max_stale: Duration,
     /// Clock-skew allowance.
     pub leeway: Leeway,
     /// Longest token lifetime accepted (`exp - iat`).
@@ -235,6 +237,13 @@ impl EnvConfig for Config {
             secs(raw.get("jwks_max_cache_secs"), 3600)
                 .filter(|s| (1..=86_400).contains(s) && cache_low.is_none_or(|low| *s >= low))
         );
+        let max_stale = check!(
+            "JWKS_MAX_STALE_SECS",
+            "60 to 604800 seconds, not below SERVER2_JWKS_MAX_CACHE_SECS",
+            secs(raw.get("jwks_max_stale_secs"), 86_400).filter(|s| {
+                (60..=604_800).contains(s) && cache_high.is_none_or(|high| *s >= high)
+            })
+        );
         let leeway = check!(
             "LEEWAY_SECS",
             "0 to 60 seconds",
@@ -345,6 +354,7 @@ impl EnvConfig for Config {
             Some(jwks_timeout),
             Some(cache_low),
             Some(cache_high),
+            Some(max_stale),
             Some(unsigned_refusal_logs_per_sec),
             Some(replay_store),
             Some(replay_timeout),
@@ -365,6 +375,7 @@ impl EnvConfig for Config {
             jwks_timeout,
             cache_low,
             cache_high,
+            max_stale,
             unsigned_refusal_logs,
             replay_store,
             replay_timeout,
@@ -384,6 +395,7 @@ impl EnvConfig for Config {
             jwks_refresh_interval: Duration::from_secs(refresh),
             jwks_timeout: Duration::from_secs(jwks_timeout),
             jwks_cache_bounds: (Duration::from_secs(cache_low), Duration::from_secs(cache_high)),
+            jwks_max_stale: Duration::from_secs(max_stale),
             leeway,
             max_token_lifetime,
             grant_ttl,
@@ -496,6 +508,8 @@ mod tests {
             ("jwks_timeout_secs", "0"),
             ("jwks_timeout_secs", "61"),
             ("jwks_min_cache_secs", "0"),
+            ("jwks_max_stale_secs", "59"),
+            ("jwks_max_stale_secs", "604801"),
             ("grant_ttl_secs", "601"),
             ("unsigned_refusal_logs_per_sec", "1000001"),
             ("unsigned_refusal_logs_per_sec", "-1"),

@@ -214,6 +214,10 @@ impl Issuers {
                     config.jwks_refresh_interval,
                     config.jwks_timeout,
                     config.jwks_cache_bounds,
+                    crate::keys::Staleness {
+                        max: config.jwks_max_stale,
+                        clock: config.clock.clone(),
+                    },
                     fetches.cloned(),
                 )?,
             };
@@ -283,6 +287,12 @@ impl Issuers {
     /// True when every issuer's keys are loaded.
     pub fn is_ready(&self) -> bool {
         self.list.iter().all(|t| t.keys.is_ready())
+    }
+
+    /// The longest time any issuer has not confirmed its keys, in seconds (0 when all are
+    /// pinned or fresh).
+    pub fn unconfirmed_for(&self) -> u64 {
+        self.list.iter().filter_map(|t| t.keys.unconfirmed_for()).max().unwrap_or(0)
     }
 
     /// How many keys are trusted, over all issuers.

@@ -45,9 +45,21 @@ pub struct KeySource {
     cache_bounds: (Duration, Duration),
 }
 
+/// How long keys the issuer has not confirmed stay trusted, measured on `clock`.
+#[derive(Debug, Clone)]
+pub struct Staleness {
+    /// Longest time since the last good fetch.
+    pub max: Duration,
+    /// The clock (the server's, so tests can move it).
+    pub clock: Arc<dyn handoff::Clock>,
+}
+
 #[derive(Debug)]
 struct Remote {
     url: url::Url,
+    staleness: Staleness,
+    /// When the issuer last confirmed its keys (a good fetch), in seconds; 0: never.
+    confirmed_at: std::sync::atomic::AtomicU64,
     client: reqwest::Client,
     min_interval: Duration,
     /// Held while fetching: waiters queue here instead of fetching again. Holds the time of the
@@ -102,6 +114,7 @@ impl KeySource {
         min_interval: Duration,
         timeout: Duration,
         cache_bounds: (Duration, Duration),
+        staleness: Staleness,
         fetches: Option<prometheus::IntCounterVec>,
     ) -> Result<Self, KeysError> {
         let client = reqwest::Client::builder()
@@ -112,7 +125,14 @@ impl KeySource {
             .user_agent(concat!("handoff-server2/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| KeysError::Fetch(url.to_string(), e.to_string()))?;
-        let remote = Remote { url, client, min_interval, last_attempt: Mutex::new(None) };
+        let remote = Remote {
+            url,
+            staleness,
+            confirmed_at: std::sync::atomic::AtomicU64::new(0),
+            client,
+            min_interval,
+            last_attempt: Mutex::new(None),
+        };
         Ok(Self {
             current: RwLock::new(None),
             remote: Some(remote),
@@ -124,9 +144,24 @@ impl KeySource {
         })
     }
 
-    /// The current key set, if any was ever loaded.
+    /// The current key set: the last one loaded, unless the issuer has not confirmed it for
+    /// longer than the staleness bound (`SERVER2_JWKS_MAX_STALE_SECS`). Keys a down issuer can
+    /// no longer withdraw are not trusted forever.
     pub fn current(&self) -> Option<Arc<KeySet>> {
+        if self.unconfirmed_for().is_some_and(|age| {
+            self.remote.as_ref().is_some_and(|r| age > r.staleness.max.as_secs())
+        }) {
+            return None;
+        }
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Seconds since the issuer last confirmed its keys, for a remote source that has loaded
+    /// some (`None` for a pinned file or secret, or before the first good fetch).
+    pub fn unconfirmed_for(&self) -> Option<u64> {
+        let remote = self.remote.as_ref()?;
+        let at = remote.confirmed_at.load(std::sync::atomic::Ordering::Relaxed);
+        (at != 0).then(|| remote.staleness.clock.now().as_secs().saturating_sub(at))
     }
 
     /// How long to keep the current key set before fetching it again (`None` for a pinned file).
@@ -224,6 +259,8 @@ impl KeySource {
         let count = set.len();
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Arc::new(set));
+        let now = remote.staleness.clock.now().as_secs().max(1);
+        remote.confirmed_at.store(now, std::sync::atomic::Ordering::Relaxed);
         if let Some(secs) = max_age {
             let (low, high) = self.cache_bounds;
             *self.cache_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use handoff::{Issuer, Minter, SigningKey, Ttl};
+use handoff::{Clock, Issuer, Minter, SigningKey, Ttl};
 use handoff_tests::*;
 use std::sync::Arc;
 
@@ -260,4 +260,56 @@ async fn locked_database_is_a_clear_503() {
         .unwrap();
     assert_eq!(sessions, 0);
     sign_in(&c, &s.server1, "alice").await;
+}
+
+/// Keys the issuer has not confirmed for longer than `SERVER2_JWKS_MAX_STALE_SECS` are no longer
+/// trusted (security round two, finding 9): a withdrawn key cannot live on because SERVER1 is
+/// down. Handoffs are then refused as "unavailable" (503), `/readyz` says so, the metric shows
+/// how long, and a good fetch brings everything back.
+#[tokio::test]
+async fn keys_the_issuer_stopped_confirming_expire() {
+    let key = Arc::new(SigningKey::generate().unwrap());
+    let jwks = serde_json::to_string(&handoff::Jwks { keys: vec![key.public_jwk()] }).unwrap();
+    let endpoint = FaultyJwks::start(JwksFault::Serve(jwks.clone())).await;
+    let jwks_url = endpoint.url.clone();
+    let clock = manual_clock();
+    let s = spawn_clocked_with(&clock, move |c| {
+        c.issuers[0].keys_from = server2::config::KeysFrom::Url(jwks_url);
+        c.jwks_cache_bounds =
+            (std::time::Duration::from_secs(60), std::time::Duration::from_secs(60));
+        c.jwks_max_stale = std::time::Duration::from_secs(120);
+    })
+    .await;
+    let minter = Minter::new(key, Issuer::parse(&s.server1).unwrap(), Ttl::from_secs(60).unwrap());
+    let token = |at| report_token(&minter, &s.server2, "p_x", "42", at).into_string();
+    assert_eq!(submit(&client(), &s.server2, &token(clock.now())).await.status(), 303);
+
+    // The issuer goes down; two minutes and a second later its keys are no longer trusted.
+    endpoint.set(JwksFault::ServerError);
+    clock.advance(121);
+    let refused = submit(&client(), &s.server2, &token(clock.now())).await;
+    assert_eq!(refused.status(), 503);
+    assert!(s.server2_logs().contains("reason=\"keys_unavailable\""));
+    let ready = client().get(format!("{}/readyz", s.server2)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let metrics = text_of(&client(), &s.metrics2()).await;
+    let unconfirmed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jwks_unconfirmed_seconds "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(unconfirmed >= 121, "{metrics}");
+    assert!(metrics.contains("jwks_keys 0"), "{metrics}");
+
+    // The issuer answers again: the background loop (retrying every second or so while not
+    // ready) confirms the keys, and handoffs pass.
+    endpoint.set(JwksFault::Serve(jwks));
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while client().get(format!("{}/readyz", s.server2)).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "keys never confirmed again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(submit(&client(), &s.server2, &token(clock.now())).await.status(), 303);
 }

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     replay_entries: IntGauge,
     jwks_keys: IntGauge,
+    /// Seconds since the issuer last confirmed its keys (the longest over issuers).
+    jwks_unconfirmed: IntGauge,
     /// How far ahead of this server's clock the issuer's was, seen on the last token refused as
     /// not yet valid.
     pub(crate) issuer_clock_ahead: IntGauge,
@@ -103,6 +105,11 @@ impl Metrics {
         let replay_entries =
             IntGauge::new("replay_store_entries", "Token ids held by the replay store")?;
         let jwks_keys = IntGauge::new("jwks_keys", "Issuer keys currently trusted")?;
+        let jwks_unconfirmed = IntGauge::new(
+            "jwks_unconfirmed_seconds",
+            "Seconds since an issuer last confirmed its keys (the longest over issuers); past SERVER2_JWKS_MAX_STALE_SECS they are no longer trusted",
+        )?;
+        registry.register(Box::new(jwks_unconfirmed.clone()))?;
         let issuer_clock_ahead = IntGauge::new(
             "issuer_clock_ahead_seconds",
             "How far ahead the issuer's clock was on the last token refused as not yet valid",
@@ -135,6 +142,7 @@ impl Metrics {
             jwks_fetches,
             replay_entries,
             jwks_keys,
+            jwks_unconfirmed,
             issuer_clock_ahead,
             logouts,
             grants_ended,
@@ -242,7 +250,7 @@ impl Service for AppState {
 
     async fn readiness(&self) -> Result<(), &'static str> {
         if !self.issuers.is_ready() {
-            return Err("issuer keys not loaded");
+            return Err("issuer keys not loaded, or not confirmed by the issuer for too long");
         }
         self.replay.is_available().then_some(()).ok_or("replay store unavailable")
     }
@@ -252,6 +260,7 @@ impl Service for AppState {
         m.replay_entries
             .set(self.replay.entries().map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
         m.jwks_keys.set(i64::try_from(self.issuers.key_count()).unwrap_or(i64::MAX));
+        m.jwks_unconfirmed.set(i64::try_from(self.issuers.unconfirmed_for()).unwrap_or(i64::MAX));
     }
 }
 
