@@ -24,6 +24,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where `/metrics` is served: its own listener, loopback by default.
     pub metrics_listen: SocketAddr,
+    /// Most log lines a second for refused requests nobody authenticated (a form without its
+    /// token, a link to nothing); the rest are summed up, and metrics count all.
+    pub refusal_logs_per_sec: u32,
     /// SERVER1's public URL: the `iss` of every token.
     pub public_url: Issuer,
     /// The database: a SQLite file, or PostgreSQL.
@@ -232,6 +235,15 @@ impl EnvConfig for Config {
             .map_err(|_| {
                 fail("METRICS_LISTEN", "an IP address and port for /metrics, e.g. 127.0.0.1:9001")
             });
+        let refusal_logs_per_sec = match raw.get("refusal_logs_per_sec") {
+            None => Ok(100),
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| fail("REFUSAL_LOGS_PER_SEC", "0 to 1000000 log lines a second")),
+        };
         let public_url = Issuer::parse(raw.get("public_url").unwrap_or(DEFAULT_PUBLIC_URL))
             .map_err(|e| fail("PUBLIC_URL", &format!("the public base URL of this server ({e})")));
         let database =
@@ -346,7 +358,7 @@ impl EnvConfig for Config {
             _ => Err(()),
         };
         match (
-            (listen, metrics_listen),
+            (listen, metrics_listen, refusal_logs_per_sec),
             public_url,
             database,
             database_pool,
@@ -361,7 +373,7 @@ impl EnvConfig for Config {
             (clients_file, oauth),
         ) {
             (
-                (Ok(listen), Ok(metrics_listen)),
+                (Ok(listen), Ok(metrics_listen), Ok(refusal_logs_per_sec)),
                 Ok(public_url),
                 Ok(database),
                 Ok(database_pool),
@@ -377,6 +389,7 @@ impl EnvConfig for Config {
             ) if errors.is_empty() => Ok(Self {
                 listen,
                 metrics_listen,
+                refusal_logs_per_sec,
                 public_url,
                 database,
                 database_pool,
@@ -479,6 +492,7 @@ mod tests {
         let err = Config::from_pairs([
             ("listen", "nope"),
             ("metrics_listen", "everywhere"),
+            ("refusal_logs_per_sec", "-1"),
             ("public_url", "ftp://x"),
             ("database_url", "mysql://x"),
             ("token_ttl_secs", "0"),
@@ -492,6 +506,7 @@ mod tests {
         for var in [
             "LISTEN",
             "METRICS_LISTEN",
+            "REFUSAL_LOGS_PER_SEC",
             "PUBLIC_URL",
             "DATABASE_URL",
             "TOKEN_TTL_SECS",

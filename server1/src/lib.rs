@@ -198,6 +198,9 @@ pub async fn build_app(
     let settings = Settings {
         registry,
         metrics_listen: (state.config.metrics_listen, "SERVER1_METRICS_LISTEN"),
+        refusal_logs: Arc::new(handoff_web::telemetry::LogBudget::new(
+            state.config.refusal_logs_per_sec,
+        )),
         hardening,
         limits: Limits::FORMS,
     };

@@ -87,6 +87,11 @@ pub async fn build_app(
     let forms =
         web::GrantForms::new(&handoff::grant::derive_key(&secret, handoff::grant::Purpose::Forms));
     let (replay, revocations) = stores(&config).await?;
+    // One budget for every log line a request nobody authenticated can cause: refused tokens
+    // whose signature never held, pages without a grant, forms without their token, refused
+    // logouts.
+    let refusal_logs =
+        Arc::new(handoff_web::telemetry::LogBudget::new(config.unsigned_refusal_logs_per_sec));
     let hardening = Hardening {
         csp: web::pages::CSP,
         hsts: config.public_url.as_str().starts_with("https://"),
@@ -96,9 +101,7 @@ pub async fn build_app(
             config.primary().issuer.as_str(),
             &config.public_url.join(web::ERRORS_PATH),
         ),
-        unsigned_refusal_logs: handoff_web::telemetry::LogBudget::new(
-            config.unsigned_refusal_logs_per_sec,
-        ),
+        unsigned_refusal_logs: Arc::clone(&refusal_logs),
         jar: Jar::new(config.cookies),
         forms,
         config,
@@ -112,6 +115,7 @@ pub async fn build_app(
     let settings = Settings {
         registry,
         metrics_listen: (state.config.metrics_listen, "SERVER2_METRICS_LISTEN"),
+        refusal_logs,
         hardening,
         limits: Limits::FORMS,
     };

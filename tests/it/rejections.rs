@@ -625,3 +625,55 @@ async fn a_full_replay_store_refuses_instead_of_forgetting() {
     let line = format!("handoff_rejected_total{{reason=\"replay_store_unavailable\"}} {refused}");
     assert!(metrics.lines().any(|l| l == line), "{line}");
 }
+
+/// Every log line a request nobody authenticated can cause shares one budget (security round
+/// two, finding 4): operation pages without a grant and forms without their token on SERVER2,
+/// forms without their token on SERVER1. Beyond it, lines are summed up; metrics count all.
+#[tokio::test]
+async fn unauthenticated_refusals_share_one_log_budget() {
+    let s =
+        spawn_both(|c| c.refusal_logs_per_sec = 2, |c| c.unsigned_refusal_logs_per_sec = 2).await;
+    let c = client();
+    // A signed-in browser that a page elsewhere makes post forms without their token.
+    sign_in(&c, &s.server1, "alice").await;
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        assert_eq!(status_of(&c, &format!("{}/reports/{}", s.server2, i + 1)).await, 403);
+        let resp = c
+            .post(format!("{}/invoices/INV-{i}/approve", s.server2))
+            .form(&[("csrf", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error());
+        let resp = c
+            .post(format!("{}/logout", s.server1))
+            .form(&[("csrf", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    let written = |logs: String, event: &str| {
+        logs.lines().filter(|l| l.contains(&format!("event=\"{event}\""))).count() as u64
+    };
+    let s2_lines = written(s.server2_logs(), "operation.denied")
+        + written(s.server2_logs(), "request.refused");
+    assert!(s2_lines <= 2 * seconds, "{s2_lines} lines in {seconds} s: {}", s.server2_logs());
+    assert!(written(s.server1_logs(), "csrf.refused") <= 2 * seconds, "{}", s.server1_logs());
+    let counter = |metrics: &str, series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let m2 = text_of(&client(), &s.metrics2()).await;
+    let m1 = text_of(&client(), &s.metrics1()).await;
+    let total2 = counter(&m2, r#"refusal_log_lines_total{outcome="written"}"#)
+        + counter(&m2, r#"refusal_log_lines_total{outcome="suppressed"}"#);
+    assert_eq!(total2, 80, "every refusal is counted: {m2}");
+    let total1 = counter(&m1, r#"refusal_log_lines_total{outcome="written"}"#)
+        + counter(&m1, r#"refusal_log_lines_total{outcome="suppressed"}"#);
+    assert_eq!(total1, 40, "{m1}");
+}

@@ -106,10 +106,14 @@ impl ResponseError for AppError {
         }
         if self.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::warn!(error = %self, "request refused");
+            return self.page();
         }
-        self.page()
+        // Anyone can cause these at will (a form without its token, a link to nothing): the
+        // guard logs them within the refusal log budget.
+        let event = if matches!(self, Self::Csrf) { "csrf.refused" } else { "request.refused" };
+        let mut resp = self.page();
+        resp.extensions_mut().insert(handoff_web::RefusalNote { event, message: self.to_string() });
+        resp
     }
 }
 

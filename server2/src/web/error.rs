@@ -74,16 +74,19 @@ impl ResponseError for AppError {
     }
 
     fn as_response(&self) -> Response {
-        match self {
+        let event = match self {
             Self::Internal(_) | Self::Status(StatusClass::ServerError(_)) => {
                 tracing::error!(error = %self, "request failed");
+                return self.page();
             }
-            Self::Denied { .. } => {
-                tracing::warn!(event = "operation.denied", error = %self, "operation page refused");
-            }
-            _ => tracing::warn!(error = %self, "request refused"),
-        }
-        self.page()
+            Self::Denied { .. } => "operation.denied",
+            _ => "request.refused",
+        };
+        // Anyone can cause these at will (a page without a grant, a form without its token):
+        // the guard logs them within the refusal log budget.
+        let mut resp = self.page();
+        resp.extensions_mut().insert(handoff_web::RefusalNote { event, message: self.to_string() });
+        resp
     }
 }
 

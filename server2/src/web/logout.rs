@@ -54,8 +54,12 @@ pub(super) async fn backchannel_logout(
         }
         Err(Failure::Refused(reason)) => {
             state.metrics.logouts.with_label_values(&["refused"]).inc();
-            tracing::warn!(event = "logout.refused", reason, "back-channel logout refused");
-            json(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#)
+            let mut resp = json(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#);
+            resp.extensions_mut().insert(handoff_web::RefusalNote {
+                event: "logout.refused",
+                message: format!("back-channel logout refused: {reason}"),
+            });
+            resp
         }
         Err(Failure::Unavailable(why)) => {
             state.metrics.logouts.with_label_values(&["unavailable"]).inc();

@@ -48,7 +48,7 @@ pub struct AppState {
     /// The refusal pages, rendered once.
     pub(crate) refusals: Refusals,
     /// Log lines for refusals of unsigned garbage.
-    pub(crate) unsigned_refusal_logs: handoff_web::telemetry::LogBudget,
+    pub(crate) unsigned_refusal_logs: Arc<handoff_web::telemetry::LogBudget>,
 }
 
 type State = Arc<AppState>;

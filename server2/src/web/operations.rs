@@ -136,7 +136,6 @@ impl Endpoint for Act {
         let grant = grant_for(state, &req, self.0, &value).await?;
         let Form(form) = Form::<CsrfForm>::from_request(&req, &mut body).await?;
         if !state.forms.check(FormPurpose::Operation(self.0.kind), grant.jti, &form.csrf) {
-            tracing::warn!(event = "operation.denied", reason = "csrf", "operation form refused");
             return Err(AppError::FormExpired("Reload the page and try again.").into());
         }
         let act = self.0.act.ok_or(AppError::Status(StatusClass::NotFound))?;

@@ -195,6 +195,9 @@ pub struct Settings {
     /// Where `/metrics` is served, and the setting that names it (for the error message).
     /// Never on the public listener.
     pub metrics_listen: (SocketAddr, &'static str),
+    /// The one budget for log lines that unauthenticated requests can cause (see
+    /// [`crate::guard::RefusalNote`]); a server may share it with its own such lines.
+    pub refusal_logs: Arc<crate::telemetry::LogBudget>,
     /// Security headers.
     pub hardening: Hardening,
     /// Request bounds.
@@ -215,7 +218,7 @@ impl App {
         routes: Routes,
         settings: Settings,
     ) -> Result<Self, BuildError> {
-        let Settings { registry, metrics_listen, hardening, limits } = settings;
+        let Settings { registry, metrics_listen, refusal_logs, hardening, limits } = settings;
         let ready = Arc::clone(&state);
         let measured = Arc::clone(&state);
         let rendered = registry.clone();
@@ -240,8 +243,8 @@ impl App {
                 })),
             )
             .boxed();
-        let metrics =
-            RequestMetrics::new(&registry, routes.labels()).map_err(BuildError::Metrics)?;
+        let metrics = RequestMetrics::new(&registry, routes.labels(), refusal_logs)
+            .map_err(BuildError::Metrics)?;
         let endpoint = routes
             .route
             .data(Arc::clone(&state))

@@ -5,6 +5,7 @@
 //! handoff token may ride (`GET /handoff?token=…`), and never headers or cookies. This is also
 //! why neither server uses poem's stock `Tracing` middleware: it records the whole URI.
 
+use crate::telemetry::LogBudget;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,6 +114,22 @@ impl Hardening {
 pub struct RequestMetrics {
     duration: HistogramVec,
     routes: RouteLabels,
+    /// The one budget for log lines that requests nobody authenticated can cause.
+    refusal_logs: Arc<LogBudget>,
+    /// Those lines, by outcome: `written`, `suppressed`.
+    refusal_lines: prometheus::IntCounterVec,
+}
+
+/// A refusal a handler wants logged (put in the response's extensions): the guard writes it
+/// within the server's refusal log budget, so that requests anyone can send — a page without a
+/// grant, a form without its token, garbage — cannot flood the log. Every refusal is counted
+/// in the request metrics whatever the budget.
+#[derive(Debug, Clone)]
+pub struct RefusalNote {
+    /// The event name, e.g. `operation.denied`.
+    pub event: &'static str,
+    /// What was refused and why (never a token, cookie or password).
+    pub message: String,
 }
 
 impl RequestMetrics {
@@ -122,7 +139,11 @@ impl RequestMetrics {
     /// # Errors
     ///
     /// When the registry already has the metric.
-    pub fn new(registry: &Registry, routes: RouteLabels) -> prometheus::Result<Self> {
+    pub fn new(
+        registry: &Registry,
+        routes: RouteLabels,
+        refusal_logs: Arc<LogBudget>,
+    ) -> prometheus::Result<Self> {
         let opts = HistogramOpts::new(
             "http_request_duration_seconds",
             "Time to answer a request, by route",
@@ -132,7 +153,17 @@ impl RequestMetrics {
         ]);
         let duration = HistogramVec::new(opts, &["route", "status"])?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { duration, routes })
+        let refusal_lines = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "refusal_log_lines_total",
+                "Log lines of refused requests, by outcome: written, or suppressed by the log budget",
+            ),
+            &["outcome"],
+        )?;
+        refusal_lines.with_label_values(&["written"]);
+        refusal_lines.with_label_values(&["suppressed"]);
+        registry.register(Box::new(refusal_lines.clone()))?;
+        Ok(Self { duration, routes, refusal_logs, refusal_lines })
     }
 }
 
@@ -175,6 +206,25 @@ pub async fn serve_one<E: Endpoint>(
         _ => "5xx",
     };
     metrics.duration.with_label_values(&[route, class]).observe(elapsed.as_secs_f64());
+    if let Some(note) = resp.extensions_mut().remove::<RefusalNote>() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let allowance = metrics.refusal_logs.take(now);
+        if allowance.suppressed_before > 0 {
+            tracing::warn!(
+                event = "refusals.suppressed",
+                lines = allowance.suppressed_before,
+                "refusal log lines suppressed by the log budget (metrics count them all)"
+            );
+        }
+        if allowance.log {
+            metrics.refusal_lines.with_label_values(&["written"]).inc();
+            tracing::warn!(event = note.event, route, status = status.as_u16(), "{}", note.message);
+        } else {
+            metrics.refusal_lines.with_label_values(&["suppressed"]).inc();
+        }
+    }
     let us = elapsed.as_micros() as u64;
     // Per-request lines at debug: the hot paths (mint, accept, reject) have their own audit
     // events, and a second line per request costs as much again — and would let a flood of

@@ -27,7 +27,7 @@ pub mod telemetry;
 pub use app::{App, BuildError, ErrorPage, Routes, Service, Settings};
 pub use client::TrustedProxies;
 pub use cookies::{CookieName, CookieSecurity, Csrf, Jar, SameSite};
-pub use guard::{Hardening, Limits};
+pub use guard::{Hardening, Limits, RefusalNote};
 pub use pages::{Brand, StatusClass};
 pub use respond::see_other;
 
