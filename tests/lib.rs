@@ -382,10 +382,15 @@ pub fn server1_config(dir: &Path, port: u16) -> server1::Config {
 }
 
 /// SERVER2's configuration for SERVER1 at `server1` and itself at `server2`.
+/// SERVER2's configuration for the tests. It accepts unbound tokens, as it would for clients
+/// that are not browsers: most tests submit tokens they minted themselves, without a browser
+/// nonce. Handoffs through SERVER1 are bound all the same (SERVER1 decides that), and the tests
+/// of the browser binding run on the product's default (`spawn_default`, which refuses them).
 pub fn server2_config(server1: &str, server2: &str) -> server2::Config {
     server2::Config::from_pairs([
         ("public_url", server2),
         ("issuer", server1),
+        ("unbound_handoffs", "accept"),
         ("metrics_listen", "127.0.0.1:0"),
         ("jwks_refresh_secs", "1"),
         ("jwks_timeout_secs", "1"),
@@ -401,6 +406,26 @@ pub async fn spawn() -> Servers {
 /// As [`spawn`], letting the caller adjust SERVER2's configuration.
 pub async fn spawn_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
     spawn_both(|_| {}, adjust).await
+}
+
+/// What SERVER2 does with unbound tokens when nothing is configured.
+pub fn product_default_unbound_handoffs() -> server2::config::UnboundHandoffs {
+    server2::Config::from_pairs([]).unwrap().unbound_handoffs
+}
+
+/// Both servers on the product's defaults for browser binding (SERVER2 refuses tokens without
+/// its nonce).
+pub async fn spawn_default() -> Servers {
+    spawn_default_with(|_| {}).await
+}
+
+/// [`spawn_default`], adjusted.
+pub async fn spawn_default_with(adjust: impl FnOnce(&mut server2::Config)) -> Servers {
+    spawn_with(|c| {
+        c.unbound_handoffs = product_default_unbound_handoffs();
+        adjust(c);
+    })
+    .await
 }
 
 /// A clock for [`spawn_clocked`], showing the current time until moved.
@@ -465,10 +490,33 @@ pub enum Engine {
     At(String),
 }
 
+/// Both servers, the targets file edited first by `edit` (given the example's text, pointed at
+/// SERVER2).
+pub async fn spawn_with_targets(edit: impl FnOnce(String) -> String + 'static) -> Servers {
+    spawn_both_targets(None, |_| {}, |_| {}, Some(Box::new(edit))).await
+}
+
+/// The example targets file with `binding = "none"` for its `partner` target.
+pub fn unbinding_partner(targets: String) -> String {
+    targets.replacen("id = \"partner\"\n", "id = \"partner\"\nbinding = \"none\"\n", 1)
+}
+
+/// A targets-file edit: [`spawn_with_targets`].
+type TargetsEdit = Box<dyn FnOnce(String) -> String>;
+
 async fn spawn_both_on(
     engine: Option<Engine>,
     adjust1: impl FnOnce(&mut server1::Config),
     adjust: impl FnOnce(&mut server2::Config),
+) -> Servers {
+    spawn_both_targets(engine, adjust1, adjust, None).await
+}
+
+async fn spawn_both_targets(
+    engine: Option<Engine>,
+    adjust1: impl FnOnce(&mut server1::Config),
+    adjust: impl FnOnce(&mut server2::Config),
+    targets: Option<TargetsEdit>,
 ) -> Servers {
     let dir = tempfile::tempdir().unwrap();
     let (l1, p1) = listener();
@@ -481,6 +529,9 @@ async fn spawn_both_on(
         Some(Engine::Sqlite) => prepare_dir_on(dir.path(), &server2_url, &sqlite).await,
         Some(Engine::At(url)) => prepare_dir_on(dir.path(), &server2_url, &url).await,
     };
+    if let Some(edit) = targets {
+        write_targets_text(dir.path(), &edit(targets_for(&server2_url)));
+    }
 
     let mut config1 = server1_config(dir.path(), p1);
     adjust1(&mut config1);
@@ -560,12 +611,75 @@ pub async fn try_sign_in(
         .unwrap()
 }
 
-/// Opens a handoff on SERVER1 and returns the token from the auto-submitting page.
+/// Opens a handoff on SERVER1 and returns the token from the auto-submitting page (bound to
+/// `client`'s nonce cookie at SERVER2).
 pub async fn open_handoff(client: &reqwest::Client, server1: &str, path: &str) -> String {
-    let resp = client.get(format!("{server1}{path}")).send().await.unwrap();
+    let resp = follow_handoff(client, &format!("{server1}{path}")).await;
     assert_eq!(resp.status(), 200, "handoff page for {path}");
     let page = resp.text().await.unwrap();
     form_value(&page, "token").expect("handoff page carries a token")
+}
+
+/// Follows a handoff link as a click on SERVER1's own page would (`Sec-Fetch-Site:
+/// same-origin`), through the target's start URL that binds the handoff to `client` and back
+/// (`cross-site`, as a browser says after leaving SERVER1); returns the first answer that is
+/// not a 303 (the handoff page, or a refusal).
+pub async fn follow_handoff(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let mut url = url::Url::parse(url).unwrap();
+    let mut site = "same-origin";
+    for _ in 0..4 {
+        let resp = client.get(url.as_str()).header("sec-fetch-site", site).send().await.unwrap();
+        if resp.status() != 303 {
+            return resp;
+        }
+        let location = resp.headers()["location"].to_str().unwrap();
+        url = url.join(location).unwrap();
+        site = "cross-site";
+    }
+    panic!("a handoff link redirected more than 3 times")
+}
+
+/// The action of the form holding the field `name` in an HTML page.
+pub fn form_action(html: &str, name: &str) -> Option<String> {
+    let field = html.find(&format!("name=\"{name}\""))?;
+    let form = html[..field].rfind("<form")?;
+    let rest = &html[form..field];
+    let at = rest.find("action=\"")? + 8;
+    let end = rest[at..].find('"')?;
+    Some(rest[at..at + end].replace("&amp;", "&"))
+}
+
+/// The person's click on SERVER1's "Open … in …?" page: posts its approval form and follows
+/// the handoff from there (through the target's start URL when the handoff is not bound yet).
+pub async fn confirm_handoff(c: &reqwest::Client, server1: &str, page: &str) -> reqwest::Response {
+    let action = form_action(page, "approval").expect("a confirmation form");
+    let approval = form_value(page, "approval").expect("an approval");
+    let resp = c
+        .post(format!("{server1}{action}"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("approval", approval)])
+        .send()
+        .await
+        .unwrap();
+    if resp.status() != 303 {
+        return resp;
+    }
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    follow_handoff(c, &location).await
+}
+
+/// The "Switch user?" prompt a handoff answered with: checks the answer is a 303 to SERVER2's
+/// `/handoff/switch` and returns that page.
+pub async fn switch_prompt(
+    c: &reqwest::Client,
+    server2: &str,
+    answer: reqwest::Response,
+) -> String {
+    assert_eq!(answer.status(), 303, "a switch prompt is reached by a redirect");
+    assert_eq!(answer.headers()["location"], "/handoff/switch");
+    let page = c.get(format!("{server2}/handoff/switch")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
 }
 
 /// A minter like SERVER1's, for tokens the UI would not make.
@@ -662,6 +776,50 @@ impl Recorder {
     /// Every request head received so far.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
+    }
+}
+
+/// A page on another site, as an attacker would put up: every request gets `body`. Served on
+/// 127.0.0.1; browsers reach it as `attacker.test` (see `ATTACKER_HOST`), a site of its own
+/// beside SERVER1's `127.0.0.1` and SERVER2's `localhost`.
+pub struct AttackerSite {
+    /// The page's URL, on the attacker's site.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The host name browsers in the tests resolve to 127.0.0.1 for [`AttackerSite`].
+pub const ATTACKER_HOST: &str = "attacker.test";
+
+impl AttackerSite {
+    /// Serves `body` until dropped.
+    pub async fn start(body: String) -> AttackerSite {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{ATTACKER_HOST}:{}/", listener.local_addr().unwrap().port());
+        let body = Arc::new(body);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let body = Arc::clone(&body);
+                tokio::spawn(async move {
+                    if read_head(&mut stream).await.is_none() {
+                        return;
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        AttackerSite { url, task }
+    }
+}
+
+impl Drop for AttackerSite {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -782,6 +940,18 @@ pub fn report_token(
     id: &str,
     at: handoff::UnixTime,
 ) -> handoff::MintedToken {
+    bound_report_token(minter, audience, sub, id, None, at)
+}
+
+/// [`report_token`] carrying a browser nonce.
+pub fn bound_report_token(
+    minter: &handoff::Minter,
+    audience: &str,
+    sub: &str,
+    id: &str,
+    nonce: Option<&handoff::Nonce>,
+    at: handoff::UnixTime,
+) -> handoff::MintedToken {
     let op = server2::operations::catalog()
         .get("report.view")
         .unwrap()
@@ -794,7 +964,7 @@ pub fn report_token(
         subject: &subject,
         operation: &op,
         sid: None,
-        nonce: None,
+        nonce,
         profile: None,
         lifetime: None,
     };

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         op: String,
         /// Operation argument, KEY=VALUE (repeatable).
-        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        #[arg(long = "arg", value_name = "KEY=VALUE", allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
@@ -99,8 +99,8 @@ enum TokensCommand {
     /// Revoke: one access token by its id (deny list, until it would expire anyway), or every
     /// refresh family of a user (and their access tokens issued until now), or of an app.
     Revoke {
-        /// An access token's `jti`.
-        #[arg(long, group = "what")]
+        /// An access token's `jti` (it may begin with `-`).
+        #[arg(long, group = "what", allow_hyphen_values = true)]
         jti: Option<String>,
         /// A user name.
         #[arg(long, group = "what")]
@@ -128,7 +128,7 @@ enum UsersCommand {
         email: Option<String>,
         /// How the user is shown, e.g. "Alice Example" (partners whose policy lists the
         /// `name` claim receive it).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         display_name: Option<String>,
     },
     /// List the users: name, address, roles, state.

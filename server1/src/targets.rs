@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use handoff::protocol::start_param;
+use handoff::protocol::{relying_start_param, start_param};
 use handoff::{
     Alg, ArgName, ArgRule, ArgSpec, Audience, KeySet, OperationSpec, OperationType, SharedSecret,
     Ttl,
@@ -32,6 +32,8 @@ pub struct Target {
     pub audience: Audience,
     /// Where tokens are delivered.
     pub handoff_url: url::Url,
+    /// Whether its tokens are bound to the browser, and where the browser gets its nonce.
+    pub binding: Binding,
     /// Where logout tokens are posted when a user's session ends (OpenID Connect Back-Channel
     /// Logout), if the partner takes them.
     pub backchannel_logout_url: Option<url::Url>,
@@ -40,6 +42,8 @@ pub struct Target {
     /// The Content-Security-Policy of this target's handoff page (its form may post only to the
     /// handoff URL's origin), built once.
     pub handoff_csp: HeaderValue,
+    /// The Content-Security-Policy of this target's confirmation page, built once.
+    pub confirm_csp: HeaderValue,
     /// How its tokens are signed: with the issuer's Ed25519 keys (the default) or a secret
     /// shared with this partner.
     pub signing: Signing,
@@ -51,6 +55,22 @@ pub struct Target {
     pub subject: SubjectKind,
     /// Its back end's credentials for the partner API, if it may call it.
     pub client: Option<PartnerClient>,
+}
+
+/// Whether a target's browser handoffs are bound to the browser that carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Every browser handoff carries a nonce the target set in that browser: a handoff started
+    /// on SERVER1 first passes through this start URL (the target's, which sets the nonce and
+    /// sends the browser back), so a token can only be used in the browser it was made for.
+    Nonce {
+        /// The target's start URL (`/handoff/start` on its origin by default).
+        start_url: url::Url,
+    },
+    /// Tokens are not bound (`binding = "none"`): for a target that cannot set a nonce. Anyone
+    /// who gets such a token to a victim's browser signs the victim in as themselves there
+    /// (session swap); see docs/security.md.
+    None,
 }
 
 /// How a target's tokens are signed.
@@ -134,6 +154,15 @@ fn handoff_csp(origin: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&csp).ok()
 }
 
+/// The Content-Security-Policy of the confirmation page: its form posts here, and the answer
+/// may redirect to the partner's `origin` (its start URL, or a token URL for a target that
+/// does not bind), which `form-action` governs too.
+fn confirm_csp(origin: &str) -> Option<HeaderValue> {
+    let csp = crate::web::pages::DEFAULT_CSP
+        .replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+    HeaderValue::from_str(&csp).ok()
+}
+
 /// An operation offered on a target.
 #[derive(Debug, Clone)]
 pub struct TargetOperation {
@@ -177,6 +206,10 @@ struct RawTarget {
     handoff_url: String,
     #[serde(default)]
     backchannel_logout_url: Option<String>,
+    #[serde(default)]
+    binding: Option<String>,
+    #[serde(default)]
+    start_url: Option<String>,
     #[serde(default)]
     algorithm: Option<String>,
     #[serde(default)]
@@ -333,6 +366,24 @@ fn convert_target(
         .as_deref()
         .map(|url| partner_url(&at, "backchannel_logout_url", url, &audience))
         .transpose()?;
+    let binding = match (t.binding.as_deref().unwrap_or("nonce"), t.start_url.as_deref()) {
+        ("nonce", start_url) => {
+            let start_url = match start_url {
+                Some(url) => partner_url(&at, "start_url", url, &audience)?,
+                None => {
+                    let mut url = handoff_url.clone();
+                    url.set_path(::handoff::protocol::RELYING_START_PATH);
+                    url
+                }
+            };
+            Binding::Nonce { start_url }
+        }
+        ("none", None) => Binding::None,
+        ("none", Some(_)) => {
+            return Err(format!("{at}: start_url is only for binding = \"nonce\""));
+        }
+        _ => return Err(format!("{at}: binding must be \"nonce\" or \"none\"")),
+    };
     if t.operation.is_empty() {
         return Err(format!("{at}: declares no [[target.operation]]"));
     }
@@ -346,6 +397,10 @@ fn convert_target(
     }
     let handoff_csp =
         handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
+            format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
+        })?;
+    let confirm_csp =
+        confirm_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
             format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
         })?;
     // A secret is used for one purpose with one partner: the same bytes as another target's
@@ -438,9 +493,11 @@ fn convert_target(
         name: t.name,
         audience,
         handoff_url,
+        binding,
         backchannel_logout_url,
         operations,
         handoff_csp,
+        confirm_csp,
         signing,
         lifetime,
         claims,
@@ -484,9 +541,17 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
     let mut example = Some(Vec::new());
     for (name, raw) in op.args {
         let arg = ArgName::parse(&name).map_err(|e| format!("{at}: argument {name:?}: {e}"))?;
-        if start_param::ALL.contains(&name.as_str()) {
+        if start_param::ALL.contains(&name.as_str())
+            || relying_start_param::ALL.contains(&name.as_str())
+        {
             return Err(format!(
-                "{at}: argument {name:?} is reserved (mode, nonce and confirm are)"
+                "{at}: argument {name:?} is reserved ({} are)",
+                start_param::ALL
+                    .iter()
+                    .chain(&relying_start_param::ALL)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let at = format!("{at}: argument {name}");
@@ -554,6 +619,46 @@ mod tests {
                 .replace("form-action 'self'", "form-action http://localhost:8002")
         );
         assert!(!csp.contains("form-action 'self'"));
+    }
+
+    #[test]
+    fn targets_bind_their_handoffs_by_default() {
+        let (_dir, path) = example_on_disk(EXAMPLE);
+        let targets = Targets::load(&path).expect("example");
+        let start = |t: &Target| match &t.binding {
+            Binding::Nonce { start_url } => Some(start_url.to_string()),
+            Binding::None => None,
+        };
+        let partner = targets.get("partner").expect("partner");
+        assert_eq!(start(partner).as_deref(), Some("http://localhost:8002/handoff/start"));
+        assert_eq!(
+            partner.confirm_csp.to_str().expect("ascii"),
+            crate::web::pages::DEFAULT_CSP
+                .replace("form-action 'self'", "form-action 'self' http://localhost:8002")
+        );
+        let id = "id = \"partner\"\n";
+        let own = with(id, &format!("{id}start_url = \"http://localhost:8002/begin\"\n"));
+        let own = own.expect("a start URL of its own");
+        assert_eq!(
+            start(own.get("partner").expect("partner")).as_deref(),
+            Some("http://localhost:8002/begin")
+        );
+        let none = with(id, &format!("{id}binding = \"none\"\n")).expect("unbound");
+        assert_eq!(none.get("partner").expect("partner").binding, Binding::None);
+        for (bad, why) in [
+            ("binding = \"sometimes\"\n", "binding must be"),
+            (
+                "binding = \"none\"\nstart_url = \"http://localhost:8002/begin\"\n",
+                "start_url is only for",
+            ),
+            (
+                "start_url = \"http://evil.example/start\"\n",
+                "start_url must be on the audience's origin",
+            ),
+        ] {
+            let err = with(id, &format!("{id}{bad}")).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     fn with(edit: &str, replacement: &str) -> Result<Targets, String> {

@@ -40,12 +40,16 @@ pub enum ReplayStoreSetting {
     Redis(RedisUrl),
 }
 
-/// Whether SERVER2 accepts handoffs SERVER1 started on its own (tokens without a nonce).
+/// Whether SERVER2 accepts tokens that carry no browser nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnboundHandoffs {
-    /// Accept them (the default: users start from the portal's dashboard).
+    /// Accept them: for clients that are not browsers, or an issuer that cannot bind. A token
+    /// an attacker minted for their own account, posted from their page, then signs a victim's
+    /// browser in as the attacker (session swap); see docs/security.md.
     Accept,
-    /// Accept only handoffs this server started, bound to the browser by a nonce cookie.
+    /// Accept only tokens bound to the browser that presents them by the nonce cookie this
+    /// server set (the default: every handoff, also those started on the portal, passes
+    /// through `/handoff/start` first).
     Refuse,
 }
 
@@ -87,7 +91,7 @@ pub struct Config {
     pub cookie_key_file: Option<PathBuf>,
     /// Cookie attributes.
     pub cookies: CookieSecurity,
-    /// Whether unbound (issuer-initiated) handoffs are accepted.
+    /// Whether tokens without a browser nonce are accepted (refused by default).
     pub unbound_handoffs: UnboundHandoffs,
     /// A help page linked from the operation pages (another site; no Referer is sent to it).
     pub help_url: Option<url::Url>,
@@ -277,7 +281,7 @@ impl EnvConfig for Config {
         let unbound = check!(
             "UNBOUND_HANDOFFS",
             "accept or refuse",
-            match raw.get("unbound_handoffs").unwrap_or("accept") {
+            match raw.get("unbound_handoffs").unwrap_or("refuse") {
                 "accept" => Some(UnboundHandoffs::Accept),
                 "refuse" => Some(UnboundHandoffs::Refuse),
                 _ => None,
@@ -430,6 +434,7 @@ mod tests {
             )
         );
         assert_eq!(c.cookies, CookieSecurity::Secure);
+        assert_eq!(c.unbound_handoffs, UnboundHandoffs::Refuse, "browser handoffs are bound");
         assert_eq!(c.replay_store, ReplayStoreSetting::Memory);
         assert_eq!(c.replay_timeout, Duration::from_millis(500));
     }

@@ -102,7 +102,7 @@ fn hint(
             "the signature does not match this server's shared secret (SERVER2_ISSUER_SECRET_FILE): check both sides hold the same file, byte for byte".into()
         }
         Refusal::Policy(Policy::UnboundRefused) => {
-            "this server takes only browser-bound handoffs (SERVER2_UNBOUND_HANDOFFS=refuse): start at /handoff/start".into()
+            "the token carries no browser nonce, and this server takes only browser-bound handoffs (the default; SERVER2_UNBOUND_HANDOFFS=accept takes unbound tokens from clients that are not browsers): start at /handoff/start".into()
         }
         _ => String::new(),
     }

@@ -108,11 +108,14 @@ async fn real_processes_end_to_end() {
     assert!(!refused.status.success(), "carol lacks the billing role");
     assert!(refused.stdout.is_empty());
 
+    // A token the CLI minted carries no browser nonce: SERVER2 refuses it by default (and it
+    // is used up all the same).
     let c = client();
     let resp =
         c.post(format!("{server2_url}/handoff")).form(&[("token", token)]).send().await.unwrap();
-    assert_eq!(resp.status(), 303);
-    assert_eq!(status_of(&c, &format!("{server2_url}/reports/5")).await, 200);
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.unwrap().contains("belongs to another browser"));
+    assert_eq!(status_of(&c, &format!("{server2_url}/reports/5")).await, 403);
 
     // And through the browser flow.
     let browser = client();
@@ -813,6 +816,7 @@ fn server2_explains_a_token() {
             .env("SERVER2_PUBLIC_URL", audience)
             .env("SERVER2_ISSUER", issuer)
             .env("SERVER2_JWKS_FILE", &jwks_file)
+            .env("SERVER2_UNBOUND_HANDOFFS", "accept")
             .arg("explain")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -831,6 +835,18 @@ fn server2_explains_a_token() {
     assert!(text.contains("ok    signature and claims") && text.contains("accepted"), "{text}");
     assert!(text.contains("explain never records the jti"));
     assert_eq!(explain(&valid, false).0, Some(0), "still usable: explain did not use it up");
+    // On the default configuration the same token, which carries no browser nonce, is refused.
+    let out = Command::new(binary("server2"))
+        .env_clear()
+        .env("SERVER2_PUBLIC_URL", audience)
+        .env("SERVER2_ISSUER", issuer)
+        .env("SERVER2_JWKS_FILE", &jwks_file)
+        .args(["explain", &valid])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  browser binding") && text.contains("unbound"), "{text}");
 
     let expired = report_token(
         &minter,

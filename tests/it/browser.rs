@@ -71,6 +71,7 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,860",
+                    format!("--host-resolver-rules=MAP {ATTACKER_HOST} 127.0.0.1"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
                 "prefs": prefs,
@@ -200,7 +201,7 @@ fn screenshot_dir() -> PathBuf {
 async fn servers_with_help() -> (Servers, Recorder) {
     let help = Recorder::start().await;
     let help_url = url::Url::parse(&format!("{}/help", help.url)).unwrap();
-    let s = spawn_with(move |c| c.help_url = Some(help_url)).await;
+    let s = spawn_default_with(move |c| c.help_url = Some(help_url)).await;
     (s, help)
 }
 
@@ -241,7 +242,7 @@ async fn walkthrough_sign_in_open_and_act() {
 
 #[tokio::test]
 async fn cookies_are_http_only_secure_lax_and_survive_the_cross_site_post() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
     // SERVER1's session: invisible to scripts, Secure, Lax, host-only.
@@ -284,8 +285,30 @@ async fn the_token_is_in_no_url_history_storage_or_referer() {
     for storage in ["localStorage", "sessionStorage"] {
         assert_eq!(b.js(&format!("return window.{storage}.length")).await, json!(0), "{storage}");
     }
-    // Redirect delivery: the token URL is answered with a 303, so it is never an entry.
-    b.goto(&format!("{}/handoff/partner/report.view?report_id=9&mode=redirect", s.server1)).await;
+    // SERVER1 never puts a bound token in a URL; a relying party's GET delivery still answers
+    // with a 303, so a token URL is never an entry. This browser gets a nonce from SERVER2's
+    // start URL, and a token carrying it goes in the query.
+    b.goto(&format!("{}/handoff/start?type=report.view&report_id=9", s.server2)).await;
+    b.wait_text("SERVER1's question", |t| t.contains("Open View report in Partner Analytics?"))
+        .await;
+    b.goto(&format!("{}/", s.server2)).await;
+    let cookies = b.client.get_all_cookies().await.unwrap();
+    let nonce = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-handoff_nonce")
+        .map(|c| handoff::Nonce::parse(c.value()).unwrap())
+        .expect("SERVER2 set a nonce");
+    // alice as the partner knows her (a pairwise id), as the grant this browser holds says.
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let sub = token_claims(
+        &open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=1").await,
+    )["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = bound_report_token(&minter(&s, 60), &s.server2, &sub, "9", Some(&nonce), now());
+    b.goto(&format!("{}/handoff?token={}", s.server2, token.as_str())).await;
     let landed = b.wait_url("report 9", |u| u.ends_with("/reports/9")).await;
     assert!(!landed.contains("token"), "{landed}");
 
@@ -302,7 +325,11 @@ async fn the_token_is_in_no_url_history_storage_or_referer() {
     }
 
     // The operation page links to a third site: it gets no Referer, so no URL of ours.
+    // A typed start URL gets SERVER1's question (it may have come from a mail): answered.
     b.goto(&format!("{}/handoff/partner/report.view?report_id=11", s.server1)).await;
+    b.wait_text("SERVER1's question", |t| t.contains("Open View report in Partner Analytics?"))
+        .await;
+    b.click("form button[type=submit]").await;
     b.wait_url("report 11", |u| u.ends_with("/reports/11")).await;
     b.click_link("Partner Analytics help").await;
     b.wait_url("the help site", |u| u.starts_with(&help.url)).await;
@@ -324,7 +351,7 @@ async fn the_token_is_in_no_url_history_storage_or_referer() {
 
 #[tokio::test]
 async fn back_after_a_handoff_shows_a_clear_page() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
     b.open_report_42().await;
@@ -349,6 +376,7 @@ async fn back_after_a_handoff_shows_a_clear_page() {
 
 #[tokio::test]
 async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
+    // Tokens minted here carry no nonce: this server takes them as from a non-browser client.
     let s = spawn().await;
     let b = Browser::start(true).await;
     let minter = minter(&s, 60);
@@ -394,11 +422,18 @@ async fn expired_replayed_and_foreign_links_explain_the_way_forward() {
 
 #[tokio::test]
 async fn a_server2_started_handoff_completes_in_the_browser() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
     b.goto(&format!("{}/reports/77", s.server2)).await;
     b.click_link("Get access from the portal").await;
+    // SERVER1 cannot tell SERVER2's link from another site's: it asks, naming the user.
+    let question = b
+        .wait_text("SERVER1's question", |t| t.contains("Open View report in Partner Analytics?"))
+        .await;
+    assert!(question.contains("as alice") && question.contains("report_id 77"), "{question}");
+    b.screenshot("04-confirm-handoff").await;
+    b.click("form button[type=submit]").await;
     let landed = b.wait_url("report 77", |u| u.ends_with("/reports/77")).await;
     assert!(landed.starts_with(&s.server2));
     b.wait_text("Report 77", |t| t.contains("Report 77")).await;
@@ -410,7 +445,7 @@ async fn a_server2_started_handoff_completes_in_the_browser() {
 
 #[tokio::test]
 async fn without_javascript_the_handoff_still_completes() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(false).await;
     b.sign_in(&s, "alice").await;
     b.click_link("View report 42").await;
@@ -431,7 +466,7 @@ async fn without_javascript_the_handoff_still_completes() {
 /// holder note is SameSite=None) and asks before switching.
 #[tokio::test]
 async fn a_posted_handoff_for_another_user_asks_before_switching() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
     b.open_report_42().await;
@@ -443,7 +478,8 @@ async fn a_posted_handoff_for_another_user_asks_before_switching() {
     b.sign_in(&s, "bob").await;
     b.click_link("View report 42").await;
     b.wait_text("the switch question", |t| t.contains("Switch user?")).await;
-    assert!(b.url().await.ends_with("/handoff"), "answered on the handoff POST itself");
+    // On a clean URL of its own (security round two, finding 7), not the handoff's.
+    assert!(b.url().await.ends_with("/handoff/switch"), "{}", b.url().await);
     b.click("button[value=stay]").await;
     let home = format!("{}/", s.server2);
     b.wait_url("SERVER2's home", |u| u == home).await;
@@ -523,7 +559,7 @@ async fn reset_the_password_in_the_browser() {
 /// reaches SERVER2 over the back channel.
 #[tokio::test]
 async fn signing_out_of_the_portal_ends_the_partner_page() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let b = Browser::start(true).await;
     b.sign_in(&s, "alice").await;
     let report = b.open_report_42().await;
@@ -541,5 +577,149 @@ async fn signing_out_of_the_portal_ends_the_partner_page() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.screenshot("18-signed-out-on-partner").await;
+    b.close().await;
+}
+
+// Security round two: what a page on another site (`attacker.test`) can make the victim's
+// browser do. Each of these failed on the code before the fix.
+
+/// A page that sends the browser to `url` as soon as it loads.
+fn navigating_page(url: &str) -> String {
+    let url = serde_json::to_string(url).unwrap();
+    format!("<!DOCTYPE html><title>Cute cats</title><script>location.href = {url};</script>")
+}
+
+/// Finding 1: a page elsewhere starts an invoice approval through SERVER2's start URL. SERVER1
+/// asks, naming the user and the invoice; nothing is minted, the grant the victim holds stays,
+/// and the approval page is never reached.
+#[tokio::test]
+async fn another_site_cannot_start_a_handoff_without_a_click() {
+    let s = spawn_default().await;
+    let b = Browser::start(true).await;
+    b.sign_in(&s, "alice").await;
+    b.open_report_42().await;
+    let evil = AttackerSite::start(navigating_page(&format!(
+        "{}/handoff/start?type=invoice.approve&invoice_id=EVIL-1",
+        s.server2
+    )))
+    .await;
+    b.goto(&evil.url).await;
+    let question = b
+        .wait_text("SERVER1's question", |t| {
+            t.contains("Open Approve invoice in Partner Analytics?")
+        })
+        .await;
+    assert!(question.contains("as alice") && question.contains("EVIL-1"), "{question}");
+    assert!(b.url().await.starts_with(&s.server1), "{}", b.url().await);
+    b.screenshot("20-attack-start-asks").await;
+    // Nothing changed on SERVER2: the grant for report 42 holds, no approval page opens.
+    b.goto(&format!("{}/reports/42", s.server2)).await;
+    b.wait_text("report 42", |t| t.contains("Report 42")).await;
+    b.goto(&format!("{}/invoices/EVIL-1/approve", s.server2)).await;
+    b.wait_text("no access to the invoice", |t| !t.contains("Approve invoice EVIL-1")).await;
+    assert!(!b.text().await.contains("Approve invoice EVIL-1?"));
+    let minted = text_of(&client(), &s.metrics1()).await;
+    assert!(!minted.contains("operation=\"invoice.approve\""), "nothing minted: {minted}");
+
+    // The same straight at SERVER1, and a signed-out victim signing in on the way: asked too.
+    let direct = AttackerSite::start(navigating_page(&format!(
+        "{}/handoff/partner/invoice.approve?invoice_id=EVIL-2",
+        s.server1
+    )))
+    .await;
+    b.goto(&direct.url).await;
+    b.wait_text("SERVER1's question", |t| t.contains("EVIL-2") && t.contains("Continue")).await;
+    b.close().await;
+
+    let b = Browser::start(true).await;
+    b.goto(&evil.url).await;
+    b.wait_url("SERVER1's sign-in", |u| u.contains("/login")).await;
+    b.type_into("username", "alice").await;
+    b.type_into("password", PASSWORD).await;
+    b.click("button[type=submit]").await;
+    let question = b
+        .wait_text("SERVER1's question after signing in", |t| {
+            t.contains("Open Approve invoice in Partner Analytics?")
+        })
+        .await;
+    assert!(question.contains("EVIL-1"), "{question}");
+    b.close().await;
+}
+
+/// Finding 2: the attacker takes a token for their own account and posts it from their page.
+/// The victim's browser has no nonce for it, so SERVER2 refuses it and the victim is not
+/// signed in as the attacker.
+#[tokio::test]
+async fn another_site_cannot_sign_the_victim_in_as_the_attacker() {
+    let s = spawn_default().await;
+    let attacker = client();
+    sign_in(&attacker, &s.server1, "bob").await;
+    let token =
+        open_handoff(&attacker, &s.server1, "/handoff/partner/report.view?report_id=42").await;
+    // And one without a nonce, as `server1 mint` or a target with binding = "none" makes.
+    let unbound = report_token(&minter(&s, 60), &s.server2, "u_bob", "43", now()).into_string();
+    let b = Browser::start(true).await;
+    for (token, report) in [(token, "42"), (unbound, "43")] {
+        let page = format!(
+            "<!DOCTYPE html><title>Win a prize</title>\
+             <form id=f method=post action=\"{}/handoff\"><input type=hidden name=token value=\"{token}\"></form>\
+             <script>document.getElementById('f').submit();</script>",
+            s.server2
+        );
+        let evil = AttackerSite::start(page).await;
+        b.goto(&evil.url).await;
+        b.wait_text("the refusal", |t| t.contains("belongs to another browser")).await;
+        b.goto(&format!("{}/reports/{report}", s.server2)).await;
+        let text = b.wait_text("report page", |t| !t.is_empty()).await;
+        assert!(!text.contains(&format!("Report {report}")), "signed in as the attacker: {text}");
+    }
+    b.close().await;
+}
+
+/// Finding 3: the attacker's own nonce and `mode=redirect` on a start link would put a live
+/// token for the victim into a URL. SERVER1 refuses: no URL in the victim's browser holds a
+/// token, and the form delivery's token (after the question) is refused and used up.
+#[tokio::test]
+async fn another_sites_nonce_gets_no_live_token_into_a_url() {
+    let s = spawn_default().await;
+    let attacker = client();
+    let started = attacker
+        .get(format!("{}/handoff/start?type=report.view&report_id=42", s.server2))
+        .send()
+        .await
+        .unwrap();
+    let nonce = set_cookie(&started, "__Host-handoff_nonce=");
+    let nonce = nonce.split_once('=').unwrap().1.to_owned();
+    let b = Browser::start(true).await;
+    b.sign_in(&s, "alice").await;
+    let evil = AttackerSite::start(navigating_page(&format!(
+        "{}/handoff/partner/report.view?report_id=42&nonce={nonce}&mode=redirect",
+        s.server1
+    )))
+    .await;
+    b.goto(&evil.url).await;
+    b.wait_url("off the attacker's page", |u| !u.starts_with(&evil.url)).await;
+    let text = b.text().await;
+    assert!(!b.url().await.contains("token="), "{}", b.url().await);
+    assert!(!text.contains("eyJ"), "{text}");
+    let minted = text_of(&client(), &s.metrics1()).await;
+    assert!(!minted.contains("handoff_minted_total{"), "nothing minted: {minted}");
+
+    // Without `mode=redirect` SERVER1 asks; a victim who goes on carries a token bound to the
+    // attacker's nonce, in a form's body, to SERVER2, which refuses it and uses it up.
+    let form = AttackerSite::start(navigating_page(&format!(
+        "{}/handoff/partner/report.view?report_id=42&nonce={nonce}",
+        s.server1
+    )))
+    .await;
+    b.goto(&form.url).await;
+    b.wait_text("SERVER1's question", |t| t.contains("Open View report in Partner Analytics?"))
+        .await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("the refusal", |t| t.contains("belongs to another browser")).await;
+    assert!(!b.url().await.contains("token="));
+    let m2 = text_of(&client(), &s.metrics2()).await;
+    assert!(m2.lines().any(|l| l == "handoff_rejected_total{reason=\"nonce_mismatch\"} 1"), "{m2}");
+    assert!(m2.lines().any(|l| l == "replay_store_entries 1"), "used up: {m2}");
     b.close().await;
 }

@@ -23,7 +23,14 @@ async fn start_from_server2(s: &Servers, c: &reqwest::Client, id: &str) -> Strin
     let prefix = format!("{}/handoff/partner/report.view?report_id={id}&nonce=", s.server1);
     assert!(location.starts_with(&prefix), "{location}");
     let nonce = location[prefix.len()..].to_owned();
-    let page = c.get(&location).send().await.unwrap();
+    // SERVER1 cannot tell SERVER2's own link from another site's: it asks, and nothing is
+    // minted until the person agrees.
+    let asked = c.get(&location).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(asked.status(), 200);
+    let page = asked.text().await.unwrap();
+    assert!(page.contains("Open View report in Partner Analytics?"), "{page}");
+    assert!(!page.contains("name=\"token\""), "nothing minted before the person agrees");
+    let page = confirm_handoff(c, &s.server1, &page).await;
     assert_eq!(page.status(), 200);
     let token = form_value(&page.text().await.unwrap(), "token").expect("a handoff page");
     let claims = token_claims(&token);
@@ -78,23 +85,98 @@ async fn a_bound_token_in_another_browser_is_refused() {
     // A browser with no nonce cookie at all is refused too.
     let bare = submit(&client(), &s.server2, &token).await;
     assert_eq!(bare.status(), 401);
-    // The refusal did not use the token up: in the browser that started it, it still works.
+    // The refusal used the token up (security round two, finding 3): not even the browser
+    // that started it can use it now.
     let own = submit(&attacker, &s.server2, &token).await;
-    assert_eq!(own.status(), 303);
+    assert_eq!(own.status(), 401);
+    assert!(own.text().await.unwrap().contains("already used"));
     assert!(s.server2_logs().contains("reason=\"nonce_mismatch\""));
 }
 
+/// Security round two, finding 2: on the product's defaults every browser handoff is bound,
+/// also one that starts on SERVER1, and a token without a nonce is refused.
 #[tokio::test]
-async fn unbound_handoffs_can_be_refused() {
-    let s = spawn_with(|c| c.unbound_handoffs = server2::config::UnboundHandoffs::Refuse).await;
+async fn unbound_tokens_are_refused_by_default() {
+    let s = spawn_default().await;
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
-    let unbound = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=45").await;
+    // Started on SERVER1: it passes through SERVER2's start URL first, which sets the nonce.
+    let first = c
+        .get(format!("{}/handoff/partner/report.view?report_id=45", s.server1))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 303);
+    let location = first.headers()["location"].to_str().unwrap();
+    assert_eq!(
+        location,
+        format!(
+            "{}/handoff/start?type=report.view&report_id=45&iss={}",
+            s.server2,
+            url::form_urlencoded::byte_serialize(s.server1.as_bytes()).collect::<String>()
+        )
+    );
+    let approval = set_cookie_header(&first, "__Host-handoff_approval=").expect("an approval");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Max-Age=300"] {
+        assert!(approval.contains(attribute), "{attribute}: {approval}");
+    }
+    let bound = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=45").await;
+    assert!(token_claims(&bound)["nonce"].is_string(), "the token carries the nonce");
+    assert_eq!(submit(&c, &s.server2, &bound).await.status(), 303);
+    // A token without a nonce (here minted as `server1 mint` would): refused.
+    let unbound = token_for(&s, "u_alice", "46").await;
     let resp = submit(&c, &s.server2, &unbound).await;
     assert_eq!(resp.status(), 401);
-    let bound = start_from_server2(&s, &c, "45").await;
-    let resp = submit(&c, &s.server2, &bound).await;
-    assert_eq!(resp.status(), 303);
+    assert!(resp.text().await.unwrap().contains("belongs to another browser"));
+    assert!(s.server2_logs().contains("unbound_refused"));
+}
+
+/// Security round two, finding 3: a token refused for its binding is used up, so whoever saw
+/// it cannot redeem it in the browser it was bound to.
+#[tokio::test]
+async fn a_token_refused_for_its_binding_is_used_up() {
+    let s = spawn_default().await;
+    let owner = client();
+    sign_in(&owner, &s.server1, "alice").await;
+    let token = open_handoff(&owner, &s.server1, "/handoff/partner/report.view?report_id=47").await;
+    let elsewhere = submit(&client(), &s.server2, &token).await;
+    assert_eq!(elsewhere.status(), 401, "another browser");
+    let owner_try = submit(&owner, &s.server2, &token).await;
+    assert_eq!(owner_try.status(), 401, "used up");
+    assert!(owner_try.text().await.unwrap().contains("already used"));
+    // An unbound token refused on this server is used up as well.
+    let unbound = token_for(&s, "u_alice", "48").await;
+    assert_eq!(submit(&client(), &s.server2, &unbound).await.status(), 401);
+    assert!(s.server2_logs().contains("replayed"), "the owner's try was logged as a replay");
+}
+
+/// Security round two, finding 3: SERVER1 never puts a token bound to a browser in a URL, so an
+/// attacker's nonce with `mode=redirect` gets no live token into the victim's history.
+#[tokio::test]
+async fn a_bound_token_never_goes_in_a_url() {
+    let s = spawn_default().await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let nonce = "B".repeat(22);
+    for query in
+        [format!("report_id=42&nonce={nonce}&mode=redirect"), "report_id=42&mode=redirect".into()]
+    {
+        for site in ["same-origin", "cross-site"] {
+            let resp = c
+                .get(format!("{}/handoff/partner/report.view?{query}", s.server1))
+                .header("sec-fetch-site", site)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400, "{query} {site}");
+            assert!(resp.headers().get("location").is_none());
+            let page = resp.text().await.unwrap();
+            assert!(!page.contains("name=\"token\"") && !page.contains("eyJ"), "{query} {site}");
+        }
+    }
+    let minted = text_of(&client(), &s.metrics1()).await;
+    assert!(!minted.contains("handoff_minted_total{"), "nothing minted: {minted}");
 }
 
 async fn token_for(s: &Servers, sub: &str, id: &str) -> String {
@@ -111,8 +193,7 @@ async fn switching_to_another_user_asks_first() {
     // A link for another user: SERVER2 asks, and alice's access stays meanwhile.
     let bob = token_for(&s, "u_bob", "7").await;
     let ask = submit(&c, &s.server2, &bob).await;
-    assert_eq!(ask.status(), 200);
-    let page = ask.text().await.unwrap();
+    let page = switch_prompt(&c, &s.server2, ask).await;
     assert!(
         page.contains("Switch user?") && page.contains("u_alice") && page.contains("u_bob"),
         "{page}"
@@ -150,7 +231,7 @@ async fn staying_keeps_the_current_user() {
     let alice = token_for(&s, "u_alice", "42").await;
     assert_eq!(submit(&c, &s.server2, &alice).await.status(), 303);
     let bob = token_for(&s, "u_bob", "7").await;
-    let page = submit(&c, &s.server2, &bob).await.text().await.unwrap();
+    let page = switch_prompt(&c, &s.server2, submit(&c, &s.server2, &bob).await).await;
     let csrf = form_value(&page, "csrf").unwrap();
     // An answer that is neither: refused, and the question stays open.
     let neither = c
@@ -180,43 +261,108 @@ async fn staying_keeps_the_current_user() {
     assert_eq!(again.status(), 403);
 }
 
+/// Security round two, finding 1: only a click on SERVER1's own pages (or an address typed)
+/// hands the person over without asking; another site, a sibling site, a browser that does not
+/// say, and the way back from signing in all get the question, and its answer is a one-use
+/// approval of exactly that operation, sent in a POST body.
 #[tokio::test]
 async fn a_handoff_another_site_triggers_needs_confirmation() {
-    let s = spawn().await;
+    let s = spawn_default().await;
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
-    let url = format!("{}/handoff/partner/invoice.approve?invoice_id=INV-9", s.server1);
-    let asked = c.get(&url).header("sec-fetch-site", "cross-site").send().await.unwrap();
-    assert_eq!(asked.status(), 200);
-    let page = asked.text().await.unwrap();
-    assert!(page.contains("Another site sent you here"), "{page}");
-    assert!(!page.contains("name=\"token\""), "nothing minted before the person agrees");
-    let href = page
-        .split("class=\"button\" href=\"")
-        .nth(1)
-        .and_then(|h| h.split('"').next())
-        .unwrap()
-        .replace("&amp;", "&");
-    assert!(href.contains("confirm="), "{href}");
-    // A made-up confirmation is not one.
-    let forged = c
-        .get(format!("{url}&confirm=AAAA"))
-        .header("sec-fetch-site", "cross-site")
+    let path = "/handoff/partner/invoice.approve?invoice_id=INV-9";
+    let url = format!("{}{path}", s.server1);
+    let mut pages = Vec::new();
+    for site in [Some("cross-site"), Some("same-site"), Some("none"), None] {
+        let mut req = c.get(&url);
+        if let Some(site) = site {
+            req = req.header("sec-fetch-site", site);
+        }
+        let asked = req.send().await.unwrap();
+        assert_eq!(asked.status(), 200, "{site:?}");
+        assert_eq!(asked.headers()["cache-control"], "no-store");
+        // Its form posts here and may be redirected to SERVER2's start URL: both allowed.
+        let csp = asked.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains(&format!("form-action 'self' {};", s.server2)), "{csp}");
+        let page = asked.text().await.unwrap();
+        assert!(page.contains("Open Approve invoice in Partner Analytics?"), "{page}");
+        assert!(page.contains("as <strong>alice</strong>") && page.contains("INV-9"), "{page}");
+        assert!(!page.contains("name=\"token\""), "nothing minted before the person agrees");
+        assert!(page.contains("method=\"post\""), "the answer goes in a POST body");
+        pages.push(page);
+    }
+    let approve = |approval: &str, path: &str| {
+        c.post(format!("{}{path}", s.server1))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("approval", approval)])
+            .send()
+    };
+    // A made-up approval, or one for another invoice, is not one.
+    let forged = approve("AAAA.1.AAAA", path).await.unwrap();
+    assert_eq!(forged.status(), 403);
+    let approval = form_value(&pages[0], "approval").unwrap();
+    let other = approve(&approval, "/handoff/partner/invoice.approve?invoice_id=INV-10").await;
+    assert_eq!(other.unwrap().status(), 403, "bound to the operation's arguments");
+    // The person's click: on to SERVER2 for the nonce, then the token.
+    let page = confirm_handoff(&c, &s.server1, &pages[0]).await;
+    let token = form_value(&page.text().await.unwrap(), "token").expect("a handoff page");
+    assert_eq!(token_claims(&token)["authorization_details"][0]["invoice_id"], "INV-9");
+    // Used once.
+    let again = approve(&approval, path).await.unwrap();
+    assert_eq!(again.status(), 403, "an approval is used once");
+    // Another session's approval is not this one's.
+    let other_session = client();
+    sign_in(&other_session, &s.server1, "alice").await;
+    let approval = form_value(&pages[1], "approval").unwrap();
+    let resp = other_session
+        .post(&url)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("approval", approval.as_str())])
         .send()
         .await
         .unwrap();
-    assert!(!forged.text().await.unwrap().contains("name=\"token\""));
-    // The person's click (same origin) goes through.
-    let go = c
-        .get(format!("{}{href}", s.server1))
+    assert_eq!(resp.status(), 403, "bound to the session");
+    // Whatever the browser says, a start URL with a nonce came through the relying party's
+    // start URL, where anyone can send a browser (a link in a mail is `none`): asked.
+    for site in ["same-origin", "none"] {
+        let nonce = "C".repeat(22);
+        let page = c
+            .get(format!("{url}&nonce={nonce}"))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("name=\"approval\"") && !page.contains("name=\"token\""), "{site}");
+    }
+    // A click on the dashboard needs no question.
+    let direct = c.get(&url).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    assert_eq!(direct.status(), 303, "straight on to the binding round trip");
+    // Signed out, the way back from signing in asks too: the sign-in was a click, but not on
+    // this handoff.
+    let fresh = client();
+    let to_login = fresh.get(&url).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(to_login.status(), 303);
+    let login = to_login.headers()["location"].to_str().unwrap().to_owned();
+    assert!(login.starts_with("/login?next="), "{login}");
+    let next = url::form_urlencoded::parse(login.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "next")
+        .unwrap()
+        .1
+        .into_owned();
+    let signed_in = try_sign_in(&fresh, &s.server1, "alice", PASSWORD, Some(&next)).await;
+    assert_eq!(signed_in.status(), 303);
+    let back = signed_in.headers()["location"].to_str().unwrap().to_owned();
+    let page = fresh
+        .get(format!("{}{back}", s.server1))
         .header("sec-fetch-site", "same-origin")
         .send()
         .await
         .unwrap();
-    assert!(go.text().await.unwrap().contains("name=\"token\""));
-    // Same-origin navigation from the dashboard needs no question.
-    let direct = c.get(&url).header("sec-fetch-site", "same-origin").send().await.unwrap();
-    assert!(direct.text().await.unwrap().contains("name=\"token\""));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Open Approve invoice in Partner Analytics?"), "{page}");
 }
 
 #[tokio::test]
@@ -378,7 +524,8 @@ async fn server1_refuses_a_malformed_or_repeated_nonce() {
         assert!(!resp.text().await.unwrap().contains("name=\"token\""), "{nonce}");
     }
     let url = format!("{}/handoff/partner/report.view?report_id=42&nonce={good}", s.server1);
-    assert_eq!(status_of(&c, &url).await, 200, "a well-formed nonce is minted into the token");
+    let page = text_of(&c, &url).await;
+    assert!(page.contains("name=\"approval\""), "a well-formed nonce gets the question: {page}");
 }
 
 /// One grant, two forms, two anti-forgery tokens (security round two, finding 6): the token of
@@ -404,7 +551,7 @@ async fn the_switch_forms_token_does_not_approve_an_invoice() {
         lifetime: None,
     };
     let bob = minter(&s, 60).mint(&request, now()).unwrap().into_string();
-    let page = submit(&c, &s.server2, &bob).await.text().await.unwrap();
+    let page = switch_prompt(&c, &s.server2, submit(&c, &s.server2, &bob).await).await;
     let switch_csrf = form_value(&page, "csrf").expect("the switch form");
     let switched = c
         .post(format!("{}/handoff/switch", s.server2))

@@ -360,6 +360,7 @@ fn server2_explains_an_hs256_token() {
             .env("SERVER2_PUBLIC_URL", audience)
             .env("SERVER2_ISSUER", issuer)
             .env("SERVER2_ISSUER_SECRET_FILE", &secret_file)
+            .env("SERVER2_UNBOUND_HANDOFFS", "accept")
             .args(["explain", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -630,6 +631,7 @@ fn server2_reads_an_issuers_file() {
         cmd.env_clear()
             .env("SERVER2_PUBLIC_URL", audience)
             .env("SERVER2_ISSUERS_FILE", &issuers)
+            .env("SERVER2_UNBOUND_HANDOFFS", "accept")
             .envs(extra.iter().copied())
             .args(["explain", token]);
         run(cmd)

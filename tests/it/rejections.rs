@@ -67,7 +67,7 @@ async fn replayed_token_is_refused() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let token = open_handoff(&c, &s.server1, "/handoff/partner/report.view?report_id=42").await;
-    let first = submit(&client(), &s.server2, &token).await;
+    let first = submit(&c, &s.server2, &token).await;
     assert_eq!(first.status(), 303);
     let (_, body) = assert_refused(&s, &token).await;
     assert!(body.contains("already used"), "{body}");
@@ -323,9 +323,17 @@ async fn not_signed_in_goes_to_sign_in_and_back() {
     assert!(location.starts_with("/login?next="), "{location}");
     let back = try_sign_in(&c, &s.server1, "alice", PASSWORD, Some(path)).await;
     assert_eq!(back.status(), 303);
-    assert_eq!(back.headers()["location"], path);
-    let page = c.get(format!("{}{path}", s.server1)).send().await.unwrap();
+    // Back to the handoff, which asks first: the click was on "Sign in", not on the handoff.
+    let back_to = format!("{path}&ask=1");
+    assert_eq!(back.headers()["location"], back_to.as_str());
+    let page = c
+        .get(format!("{}{back_to}", s.server1))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("name=\"approval\""));
     // An off-site `next` is ignored.
     let c2 = client();
     let off = try_sign_in(&c2, &s.server1, "alice", PASSWORD, Some("//evil.example/")).await;
@@ -407,13 +415,15 @@ async fn oversized_and_garbage_tokens_are_4xx() {
 
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let s = spawn().await;
+    // Both deliveries: the redirect is only for a target that does not bind its tokens.
+    let s = spawn_with_targets(unbinding_partner).await;
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
     let mut tokens = Vec::new();
     for mode in ["", "&mode=redirect"] {
         let resp = c
             .get(format!("{}/handoff/partner/report.view?report_id=9{mode}", s.server1))
+            .header("sec-fetch-site", "same-origin")
             .send()
             .await
             .unwrap();

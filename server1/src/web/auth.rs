@@ -11,7 +11,9 @@ use super::session::{LOGIN, SESSION};
 use super::{current_session, current_user, pages, AppError, AppState, State};
 use crate::accounts::{random_token, ClientInfo, SessionHash, SignInError};
 
-/// A local path to return to after sign-in; anything else becomes `/`.
+/// A local path to return to after sign-in; anything else becomes `/`. A handoff's start URL
+/// gets `ask`: whoever chose it, the person's click was on "Sign in", not on that handoff, so
+/// SERVER1 asks before handing them over (security round two, finding 1).
 pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
@@ -21,7 +23,18 @@ pub(super) fn safe_next(next: Option<&str>) -> String {
                 && n.len() <= 2048
                 && !n.chars().any(char::is_control) =>
         {
-            n.to_owned()
+            if !n.starts_with(::handoff::protocol::START_PREFIX) {
+                return n.to_owned();
+            }
+            let (path, query) = n.split_once('?').unwrap_or((n, ""));
+            let ask = ::handoff::protocol::start_param::ASK;
+            if url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == ask) {
+                n.to_owned()
+            } else if query.is_empty() {
+                format!("{path}?{ask}=1")
+            } else {
+                format!("{path}?{query}&{ask}=1")
+            }
         }
         _ => "/".to_owned(),
     }
@@ -215,8 +228,12 @@ mod tests {
     fn next_must_be_local() {
         assert_eq!(
             safe_next(Some("/handoff/partner/report.view?report_id=42")),
-            "/handoff/partner/report.view?report_id=42"
+            "/handoff/partner/report.view?report_id=42&ask=1",
+            "back to a handoff, SERVER1 asks first"
         );
+        assert_eq!(safe_next(Some("/handoff/partner/x?ask=1")), "/handoff/partner/x?ask=1");
+        assert_eq!(safe_next(Some("/handoff/partner/x")), "/handoff/partner/x?ask=1");
+        assert_eq!(safe_next(Some("/account?tab=1")), "/account?tab=1");
         for bad in
             ["https://evil.example", "//evil.example", "/\\evil.example", "evil", "", "/a\nb"]
         {

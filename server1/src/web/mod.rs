@@ -136,7 +136,7 @@ pub fn routes() -> Routes {
         .at("/device/decide", post(api::device_decide))
         .at("/api/v1/me", get(api::me))
         .at("/api/v1/users/:sub", get(api::partner_user))
-        .at("/handoff/:target/:operation", get(handoff::start))
+        .at("/handoff/:target/:operation", get(handoff::start).post(handoff::approve))
         .at(::handoff::protocol::JWKS_PATH, get(jwks))
         .at("/static/style.css", get(style))
         .at("/static/handoff.js", get(script))

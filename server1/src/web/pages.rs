@@ -483,19 +483,26 @@ pub fn confirm_page(
     target: &Target,
     op: &TargetOperation,
     args: &str,
-    continue_href: &str,
+    user: &User,
+    action: &str,
+    approval: &str,
 ) -> Markup {
+    let who = match &user.display_name {
+        Some(name) => format!("{name} ({})", user.name),
+        None => user.name.to_string(),
+    };
     layout(
         "Continue?",
         None,
         html! {
             div.card {
                 h1 { "Open " (op.title) " in " (target.name) "?" }
-                p { "Another site sent you here to open " strong { (op.title) } " " (args) " in "
-                    strong { (target.name) } ", signed in as you." }
-                p { "Continue only if you meant to." }
-                p {
-                    a.button href=(continue_href) { "Continue to " (target.name) }
+                p { "This will sign you in to " strong { (target.name) } " as " strong { (who) }
+                    " to " strong { (op.title) } " " (args) "." }
+                p { "You did not start this from the portal: a link, another site or a sign-in brought you here. Continue only if you meant to." }
+                form method="post" action=(action) {
+                    input type="hidden" name="approval" value=(approval);
+                    button type="submit" { "Continue to " (target.name) }
                     " "
                     a href="/" { "Back to the portal" }
                 }

@@ -9,6 +9,9 @@ use poem::Request;
 
 /// The session cookie.
 pub const SESSION: CookieName = cookie_name!("handoff_session");
+/// A one-use approval of one handoff, carried across the round trip through the target's
+/// start URL (see `web::handoff`).
+pub const APPROVAL: CookieName = cookie_name!("handoff_approval");
 /// The pre-sign-in anti-forgery cookie.
 pub const LOGIN: CookieName = cookie_name!("handoff_login");
 

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use ::handoff::grant::Grant;
-use ::handoff::protocol::{start_param, start_path, TOKEN_FIELD};
+use ::handoff::protocol::{relying_start_param, start_param, start_path, TOKEN_FIELD};
 use ::handoff::{Freshness, Nonce, Rejection, VerifiedHandoff};
 use handoff_web::client::client_shown;
 use handoff_web::{see_other, ErrorPage as _, StatusClass};
@@ -27,6 +27,8 @@ use crate::refusal::{Policy, Refusal};
 const NONCE_TTL: u64 = 300;
 /// How long a switch prompt stays answerable, in seconds.
 const PENDING_TTL: u64 = 300;
+/// Where the switch prompt is shown and answered.
+const SWITCH_PATH: &str = "/handoff/switch";
 
 #[derive(Deserialize)]
 pub(super) struct TokenForm {
@@ -119,27 +121,44 @@ async fn verify_and_record(
     let key = set.get(inspected.kid().as_str()).ok_or(unsigned(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
     let verified = issuer.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
-    // Browser binding before the replay store: a token presented in the wrong browser is
-    // refused without using it up.
+    // The browser binding. A token refused for it is used up all the same: whoever saw it
+    // (a URL in a history or a proxy's log, a page that posted it here) cannot try it again
+    // in another browser.
     let binding = match verified.nonce() {
         Some(nonce) => {
             let cookie = state.read_cookie(req, Cookie::Nonce).unwrap_or_default();
-            if !state.grants.same_secret(&cookie, nonce.as_str()) {
-                return Err((Policy::NonceMismatch.into(), Some(verified)));
+            if state.grants.same_secret(&cookie, nonce.as_str()) {
+                Ok(Binding::Bound)
+            } else {
+                Err(Policy::NonceMismatch)
             }
-            Binding::Bound
         }
         None if state.config.unbound_handoffs == UnboundHandoffs::Refuse => {
-            return Err((Policy::UnboundRefused.into(), Some(verified)));
+            Err(Policy::UnboundRefused)
         }
-        None => Binding::Unbound,
+        None => Ok(Binding::Unbound),
     };
     // A store that started empty (this process's memory store, a Redis that lost its data)
     // cannot know whether a token issued before then was used: refused (the person opens the
     // link again; tokens live a minute).
     let recorded =
         state.replay.record_use(verified.jti(), verified.issued_at(), verified.replay_until(), now);
-    match recorded.await {
+    let recorded = recorded.await;
+    let binding = match (binding, &recorded) {
+        (Ok(binding), _) => binding,
+        // Used before, and now in the wrong browser: the use is the clearer reason (a page
+        // submitted again after the nonce was spent).
+        (Err(_), Ok(Freshness::Replayed)) => {
+            return Err((Policy::Replayed.into(), Some(verified)));
+        }
+        (Err(refused), _) => {
+            if let Err(e) = &recorded {
+                tracing::error!(error = %e, "replay store cannot record a token refused for its binding");
+            }
+            return Err((refused.into(), Some(verified)));
+        }
+    };
+    match recorded {
         Ok(Freshness::Fresh) => {}
         Ok(Freshness::Replayed) => return Err((Policy::Replayed.into(), Some(verified))),
         Ok(Freshness::Unvouched) => {
@@ -248,26 +267,12 @@ async fn accept(state: &AppState, req: &Request, token: &str) -> Response {
     let Ok(sealed) = state.grants.seal(&grant) else {
         return internal_error();
     };
-    // Who holds a grant in this browser now: from the grant itself (sent on same-site requests
-    // and top-level GETs) or from the holder note (sent on SERVER1's cross-site form POST too).
-    let current_holder = state
-        .read_cookie(req, Cookie::Grant)
-        .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok())
-        .map(|g| (g.sub, g.name))
-        .or_else(|| {
-            state
-                .read_cookie(req, Cookie::Holder)
-                .and_then(|note| state.grants.open_holder(&note, now))
-                .map(|sub| (sub, None))
-        });
+    let current_holder = current_holder(state, req, now);
     let mut resp = match current_holder {
-        // Someone else is signed in here: ask before replacing their access.
-        Some((holder, name)) if holder != grant.sub => {
-            let current = match name {
-                Some(name) => format!("{name} ({holder})"),
-                None => holder.to_string(),
-            };
-            let mut resp = html_response(StatusCode::OK, switch_page(state, &current, &grant));
+        // Someone else is signed in here: ask before replacing their access, on a page of its
+        // own address (the token's URL, if it came in one, answers only with a redirect).
+        Some((holder, _)) if holder != grant.sub => {
+            let mut resp = see_other(SWITCH_PATH);
             add_cookie(&mut resp, state.set_cookie(Cookie::Pending, &sealed, Some(PENDING_TTL)));
             resp
         }
@@ -324,6 +329,54 @@ fn switch_page(state: &AppState, current: &str, new: &Grant) -> maud::Markup {
     )
 }
 
+/// Who holds a grant in this browser now: from the grant itself (sent on same-site requests
+/// and top-level GETs) or from the holder note (sent on SERVER1's cross-site form POST too).
+fn current_holder(
+    state: &AppState,
+    req: &Request,
+    now: ::handoff::UnixTime,
+) -> Option<(::handoff::Subject, Option<String>)> {
+    state
+        .read_cookie(req, Cookie::Grant)
+        .and_then(|g| state.grants.open(&g, &state.config.public_url, now).ok())
+        .map(|g| (g.sub, g.name))
+        .or_else(|| {
+            state
+                .read_cookie(req, Cookie::Holder)
+                .and_then(|note| state.grants.open_holder(&note, now))
+                .map(|sub| (sub, None))
+        })
+}
+
+/// The pending grant of a switch prompt, sealed and opened.
+fn pending(state: &AppState, req: &Request, now: ::handoff::UnixTime) -> Option<(String, Grant)> {
+    state
+        .read_cookie(req, Cookie::Pending)
+        .and_then(|p| state.grants.open(&p, &state.config.public_url, now).ok().map(|g| (p, g)))
+}
+
+/// `GET /handoff/switch`: the prompt for the pending grant.
+#[handler]
+pub(super) fn switch_prompt(
+    req: &Request,
+    Data(state): Data<&State>,
+) -> Result<Response, AppError> {
+    let now = state.config.clock.now();
+    let Some((_, grant)) = pending(state, req, now) else {
+        return Err(AppError::NothingToSwitch {
+            portal: state.config.primary().issuer.as_str().to_owned(),
+        });
+    };
+    let current = match current_holder(state, req, now) {
+        Some((holder, Some(name))) => format!("{name} ({holder})"),
+        Some((holder, None)) => holder.to_string(),
+        None => "nobody".to_owned(),
+    };
+    let mut resp = html_response(StatusCode::OK, switch_page(state, &current, &grant));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
 #[derive(Deserialize)]
 pub(super) struct SwitchForm {
     #[serde(default)]
@@ -339,10 +392,7 @@ pub(super) fn switch(
     req: &Request,
 ) -> Result<Response, AppError> {
     let now = state.config.clock.now();
-    let pending = state
-        .read_cookie(req, Cookie::Pending)
-        .and_then(|p| state.grants.open(&p, &state.config.public_url, now).ok().map(|g| (p, g)));
-    let Some((sealed, grant)) = pending else {
+    let Some((sealed, grant)) = pending(state, req, now) else {
         return Err(AppError::NothingToSwitch {
             portal: state.config.primary().issuer.as_str().to_owned(),
         });
@@ -373,20 +423,27 @@ pub(super) fn switch(
 #[handler]
 pub(super) fn start(req: &Request, Data(state): Data<&State>) -> Response {
     let query = req.uri().query().unwrap_or("");
-    let mut kind = None;
+    let (mut kind, mut iss) = (None, None);
     let mut args = Vec::new();
+    let mut repeated = false;
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if k == "type" && kind.is_none() {
-            kind = Some(v.into_owned());
-        } else {
-            args.push((k.into_owned(), v.into_owned()));
-        }
+        let slot = match k.as_ref() {
+            relying_start_param::TYPE => &mut kind,
+            relying_start_param::ISSUER => &mut iss,
+            _ => {
+                args.push((k.into_owned(), v.into_owned()));
+                continue;
+            }
+        };
+        repeated |= slot.replace(v.into_owned()).is_some();
     }
-    // The first issuer that may grant this operation here starts it.
-    let found = kind.as_deref().and_then(|k| {
+    // The issuer named (the portal that sent the browser here), else the first that may grant
+    // this operation here.
+    let found = kind.as_deref().filter(|_| !repeated).and_then(|k| {
         state
             .issuers
             .iter()
+            .filter(|t| iss.as_deref().is_none_or(|iss| t.config.issuer.as_str() == iss))
             .find_map(|t| t.verifier.settings().catalog.get(k).map(|spec| (t, spec)))
     });
     let op = found.and_then(|(issuer, spec)| {

@@ -270,7 +270,7 @@ pub fn routes() -> Routes {
         .at("/", get(home))
         .at("/handoff", get(handoff::by_get).post(handoff::by_post))
         .at("/handoff/start", get(handoff::start))
-        .at("/handoff/switch", post(handoff::switch))
+        .at("/handoff/switch", get(handoff::switch_prompt).post(handoff::switch))
         .at("/backchannel-logout", post(logout::backchannel_logout))
         .at("/static/style.css", get(style))
         .at(ERRORS_PATH, get(errors));

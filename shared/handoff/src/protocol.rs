@@ -21,15 +21,30 @@ pub const START_PREFIX: &str = "/handoff/";
 /// may name an argument after one of them.
 pub mod start_param {
     /// `form` (the default: a page that POSTs the token) or `redirect` (a 303 with the token in
-    /// the query).
+    /// the query; only for targets that do not bind tokens to the browser).
     pub const MODE: &str = "mode";
-    /// The browser-binding nonce of a handoff the relying party started; the token carries it.
+    /// The browser-binding nonce the relying party set in this browser; the token carries it.
     pub const NONCE: &str = "nonce";
-    /// The person's consent when another site sent their browser to the start URL.
-    pub const CONFIRM: &str = "confirm";
+    /// Set by the issuer itself on a start URL it returns to after sign-in: the sign-in was
+    /// the person's click, not consent to the handoff, so the issuer asks first.
+    pub const ASK: &str = "ask";
     /// All of them.
-    pub const ALL: [&str; 3] = [MODE, NONCE, CONFIRM];
+    pub const ALL: [&str; 3] = [MODE, NONCE, ASK];
 }
+
+/// Query parameters of the relying party's start URL (`/handoff/start` on SERVER2) that are
+/// not operation arguments; no operation may name an argument after one of them either.
+pub mod relying_start_param {
+    /// The operation type.
+    pub const TYPE: &str = "type";
+    /// The issuer to start the handoff at, when the relying party trusts several.
+    pub const ISSUER: &str = "iss";
+    /// All of them.
+    pub const ALL: [&str; 2] = [TYPE, ISSUER];
+}
+
+/// The relying party's start path, where a browser gets its binding nonce.
+pub const RELYING_START_PATH: &str = "/handoff/start";
 
 /// The issuer's start path for `operation` on `target`: `/handoff/{target}/{operation}`. Both
 /// are short ids and operation types (no character in them needs escaping in a path).
@@ -45,5 +60,6 @@ mod tests {
     fn the_start_path_has_the_prefix() {
         assert_eq!(start_path("partner", "report.view"), "/handoff/partner/report.view");
         assert!(start_param::ALL.iter().all(|p| !p.is_empty()));
+        assert!(relying_start_param::ALL.iter().all(|p| !start_param::ALL.contains(p)));
     }
 }
