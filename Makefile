@@ -56,7 +56,7 @@ screenshots: build
 	$(CARGO) test -p handoff-tests --locked -- browser::
 	mkdir -p docs/screenshots && cp target/screenshots/*.png docs/screenshots/
 
-## bench: load, latency and instruction benchmarks of SERVER2 (memory and Redis replay stores) and SERVER1 (SQLite and PostgreSQL) (installs wrk, redis-server, postgresql, valgrind and perf with apt if missing); prints a table
+## bench: load, latency and instruction benchmarks of SERVER2 (memory and Redis replay stores) and SERVER1 (SQLite and PostgreSQL) (installs wrk, redis-server, postgresql, valgrind and perf with apt if missing); prints a table, then what binding a browser handoff to its browser costs
 bench:
 	command -v wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)
 	command -v redis-server >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q redis-server)
@@ -64,3 +64,4 @@ bench:
 	(command -v valgrind && command -v perl) >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q valgrind perl) || echo "no valgrind: the instruction count is skipped"
 	command -v perf >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q linux-perf) || echo "no perf: the profiled Redis comparison is skipped"
 	python3 scripts/bench.py
+	$(CARGO) bench --locked -p handoff-tests --bench flow

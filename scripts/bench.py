@@ -331,7 +331,7 @@ def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
     try:
         wait_ready(f"{server1_url}/healthz", log1)
         r = measure(server.pid, f"{server1_url}/handoff/partner/report.view?report_id=42", None,
-                    yardstick="sign", headers=[f"Cookie: {s1['cookie']}"])
+                    yardstick="sign", headers=[f"Cookie: {s1['cookie']}", "Sec-Fetch-Site: same-origin"])
         rows.append((f"SERVER1: mint (session look-up, page), {name}", r, "sign"))
         if r["non_2xx_3xx"]:
             failures.append(f"SERVER1 mint on {name}: {r['non_2xx_3xx']} failed")
@@ -514,7 +514,7 @@ def main():
             mint_url = f"{server1_url}/handoff/partner/report.view?report_id=42"
             instructions["SERVER1 mint"] = callgrind(
                 work, "server1", [f"{BIN}/server1", "serve"], env1, f"{server1_url}/healthz",
-                lambda: wrk(mint_url, None, seconds=8, connections=2, headers=[f"Cookie: {s1['cookie']}"]), RING_SIGN)
+                lambda: wrk(mint_url, None, seconds=8, connections=2, headers=[f"Cookie: {s1['cookie']}", "Sec-Fetch-Site: same-origin"]), RING_SIGN)
 
         memory = json.loads(run([f"{BIN}/handoff-bench", "replay-memory", "--entries", "1000000"]))
         notes.append(

@@ -250,8 +250,12 @@ fn prepare_server1(dir: &Path, audience: &str, database_url: Option<&str>) -> an
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
     SigningKey::generate()?.save(&keys.join("signing.pk8"))?;
+    // The mint measured is the token page itself: the partner takes unbound tokens here, so
+    // a click on the portal mints at once (the default binding adds a round trip through the
+    // partner first, which `cargo bench -p handoff-tests --bench flow` measures).
     let targets = include_str!("../../server1/targets.example.toml")
-        .replace("http://localhost:8002", audience);
+        .replace("http://localhost:8002", audience)
+        .replacen("id = \"partner\"\n", "id = \"partner\"\nbinding = \"none\"\n", 1);
     std::fs::write(dir.join("targets.toml"), targets)?;
     for secret in ["desk.secret", "desk-api.secret"] {
         if !dir.join(secret).exists() {
