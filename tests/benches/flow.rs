@@ -7,6 +7,9 @@
 //! `cargo bench -p handoff-tests --bench flow` (`make bench` runs it). Loopback hides the
 //! network: in a deployment each extra redirect costs a round trip to the server it goes to.
 
+// A benchmark's output is its report.
+#![allow(clippy::print_stdout)]
+
 use std::time::{Duration, Instant};
 
 use handoff_tests::*;
