@@ -20,7 +20,7 @@ use crate::links;
 use crate::mail::{Kind, Outbox};
 use crate::names::{Email, Role, UserName};
 use crate::passwords::{check_policy, PasswordError, Passwords};
-use crate::throttle::{self, Key, MailLimits};
+use crate::throttle::{self, Attempt, MailLimits};
 
 /// What the database keeps of a session id: its SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,9 +408,8 @@ impl Accounts {
     ) -> Result<SignedIn, SignInError> {
         let now = self.clock.now();
         let name = typed_name.trim().to_ascii_lowercase();
-        let mut keys = vec![Key::Account(name.chars().take(254).collect())];
-        keys.extend(client.ip.map(Key::client));
-        if let Err(wait) = throttle::check(&self.db, &keys, now).await? {
+        let mut attempt = Attempt::new(name.chars().take(254).collect(), client.ip);
+        if let Err(wait) = throttle::check(&self.db, &attempt, now).await? {
             tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
             return Err(SignInError::Throttled { wait });
         }
@@ -425,10 +424,10 @@ impl Accounts {
                 Err(_) => None,
             }
         };
-        // One account, one more count whatever it was typed as (its name or its address).
+        // One account, counted whatever it was typed as (its name or its address).
         if let Some((user, _)) = &found {
-            keys.push(Key::Account(format!("id:{}", user.id)));
-            if let Err(wait) = throttle::check(&self.db, &keys[keys.len() - 1..], now).await? {
+            attempt.also_known_as(format!("id:{}", user.id));
+            if let Err(wait) = throttle::check(&self.db, &attempt, now).await? {
                 tracing::warn!(event = "signin.throttled", wait, "sign-in throttled");
                 return Err(SignInError::Throttled { wait });
             }
@@ -442,17 +441,12 @@ impl Accounts {
         let user = match (ok, found) {
             (true, Some((user, _))) => user,
             _ => {
-                throttle::failure(&self.db, &keys, now).await?;
+                throttle::failure(&self.db, &attempt, now).await?;
                 tracing::warn!(event = "signin.failed", "sign-in failed");
                 return Err(SignInError::WrongCredentials);
             }
         };
-        throttle::success(&self.db, &keys[0]).await?;
-        if let Some(id_key) =
-            keys.iter().find(|k| matches!(k, Key::Account(a) if a.starts_with("id:")))
-        {
-            throttle::success(&self.db, id_key).await?;
-        }
+        throttle::success(&self.db, &attempt).await?;
         if user.disabled {
             tracing::warn!(event = "signin.disabled", sub = %user.id, "sign-in to a disabled account");
             return Err(SignInError::Disabled);
@@ -749,19 +743,18 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<(), AccountError> {
         let now = self.clock.now();
-        let mut keys = vec![Key::Account(format!("id:{}", user.id))];
-        keys.extend(client.ip.map(Key::client));
-        if let Err(wait) = throttle::check(&self.db, &keys, now).await? {
+        let attempt = Attempt::new(format!("id:{}", user.id), client.ip);
+        if let Err(wait) = throttle::check(&self.db, &attempt, now).await? {
             tracing::warn!(event = "password.check_throttled", sub = %user.id, wait, "current-password checks throttled");
             return Err(AccountError::Throttled(wait));
         }
         let stored = self.db.user_by_id(&user.id).await?.map(|(_, hash)| hash);
         if !self.verify_password(password, stored).await? {
-            throttle::failure(&self.db, &keys, now).await?;
+            throttle::failure(&self.db, &attempt, now).await?;
             tracing::warn!(event = "password.check_failed", sub = %user.id, "wrong current password");
             return Err(AccountError::WrongPassword);
         }
-        throttle::success(&self.db, &keys[0]).await?;
+        throttle::success(&self.db, &attempt).await?;
         Ok(())
     }
 

@@ -958,6 +958,20 @@ impl Db {
         on_engine!(self.throttle_blocked_until(keys))
     }
 
+    /// The failures counted against `key` that are not idle at `now` (0 when there are none).
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn throttle_failures(
+        &self,
+        key: &str,
+        now: UnixTime,
+        idle_secs: u64,
+    ) -> Result<u32, DbError> {
+        on_engine!(self.throttle_failures(key, now, idle_secs))
+    }
+
     /// Counts one failure against `key` at `now` (a count idle for `idle_secs` starts again)
     /// and returns the count; atomic, so replicas counting at once lose no failure.
     ///

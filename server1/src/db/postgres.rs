@@ -1382,6 +1382,27 @@ impl PgDb {
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
+    /// See [`super::Db::throttle_failures`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn throttle_failures(
+        &self,
+        key: &str,
+        now: UnixTime,
+        idle_secs: u64,
+    ) -> Result<u32, DbError> {
+        let (now, idle) = (secs(now), i64::try_from(idle_secs).unwrap_or(i64::MAX));
+        let row = self
+            .query_opt(
+                "SELECT failures FROM signin_throttle WHERE key = $1 AND $2 - last_seen < $3",
+                &[&key, &now, &idle],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(u32::MAX)))
+    }
+
     /// See [`super::Db::throttle_count`].
     ///
     /// # Errors

@@ -1181,6 +1181,27 @@ impl SqliteDb {
         Ok(latest)
     }
 
+    /// See [`super::Db::throttle_failures`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn throttle_failures(
+        &self,
+        key: &str,
+        now: UnixTime,
+        idle_secs: u64,
+    ) -> Result<u32, DbError> {
+        let failures: Option<i64> = self
+            .conn()
+            .prepare_cached(
+                "SELECT failures FROM signin_throttle WHERE key = ?1 AND ?2 - last_seen < ?3",
+            )?
+            .query_row(params![key, now.as_secs() as i64, idle_secs as i64], |r| r.get(0))
+            .optional()?;
+        Ok(failures.map_or(0, |f| u32::try_from(f).unwrap_or(u32::MAX)))
+    }
+
     /// See [`super::Db::throttle_count`].
     ///
     /// # Errors

@@ -13,7 +13,7 @@ use super::{current_user, pages, AppError, AppState, State};
 use crate::oauth::{
     normalize_user_code, show_user_code, BearerError, OAuthError, Tokens, DEVICE_GRANT,
 };
-use crate::throttle::{self, Key};
+use crate::throttle::{self, Attempt};
 
 /// What a request body that is not a form is told.
 const FORM_BODY: &str = "the body must be application/x-www-form-urlencoded";
@@ -187,10 +187,9 @@ async fn device_user(
 
 /// What wrong codes count against: the signed-in user and the client address, as failed
 /// sign-ins do (guessing codes is throttled like guessing passwords).
-fn code_keys(state: &AppState, req: &Request, user: &crate::db::User) -> Vec<Key> {
-    let mut keys = vec![Key::Account(format!("device:{}", user.id))];
-    keys.extend(state.config.trusted_proxies.client_ip(req).map(Key::client));
-    keys
+fn code_keys(state: &AppState, req: &Request, user: &crate::db::User) -> Attempt {
+    let client = state.config.trusted_proxies.client_ip(req);
+    Attempt::new(format!("device:{}", user.id), client)
 }
 
 #[handler]
