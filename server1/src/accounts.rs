@@ -249,6 +249,11 @@ impl Accounts {
         &self.settings
     }
 
+    /// The database the accounts live in.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// How long a session lasts, in seconds.
     pub fn session_ttl_secs(&self) -> u64 {
         self.session_ttl_secs

@@ -46,6 +46,15 @@ pub enum HandoffError {
     /// value.
     #[error("{0}")]
     BadArguments(String),
+    /// The user holds no entitlement to this value of the argument.
+    #[error("not entitled to this {arg}")]
+    NotEntitled {
+        /// The argument's name.
+        arg: String,
+    },
+    /// The entitlements could not be read.
+    #[error("database: {0}")]
+    Db(#[from] crate::db::DbError),
     /// Signing failed (not expected).
     #[error("cannot mint: {0}")]
     Mint(String),
@@ -302,7 +311,48 @@ impl Handoffs {
         let (target, offered) = self.permit(user, target, operation)?;
         let operation =
             offered.spec.build(args).map_err(|e| HandoffError::BadArguments(e.to_string()))?;
+        for narrowed in &offered.narrowed {
+            let (Some(pattern), Some(value)) =
+                (&narrowed.pattern, operation.arg(narrowed.name.as_str()))
+            else {
+                continue;
+            };
+            if !pattern.is_match(value) {
+                return Err(HandoffError::BadArguments(format!(
+                    "argument {} is not one this partner takes",
+                    narrowed.name
+                )));
+            }
+        }
         Ok(Authorized { target, offered, operation })
+    }
+
+    /// Checks that `user` holds an entitlement to each value of `authorized` whose argument
+    /// the targets file marks `entitled`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandoffError::NotEntitled`], or [`HandoffError::Db`] (fail closed).
+    pub async fn check_entitlements(
+        &self,
+        db: &crate::db::Db,
+        user: &User,
+        authorized: &Authorized<'_>,
+    ) -> Result<(), HandoffError> {
+        for narrowed in authorized.offered.narrowed.iter().filter(|n| n.entitled) {
+            let Some(value) = authorized.operation.arg(narrowed.name.as_str()) else { continue };
+            let wanted = crate::db::Entitlement {
+                user: user.id.clone(),
+                target: authorized.target.id.as_str().to_owned(),
+                operation: authorized.operation.kind().as_str().to_owned(),
+                arg: narrowed.name.as_str().to_owned(),
+                value: value.to_owned(),
+            };
+            if !db.is_entitled(&wanted).await? {
+                return Err(HandoffError::NotEntitled { arg: wanted.arg });
+            }
+        }
+        Ok(())
     }
 
     /// Mints the token for `authorized`, for `user`, with the session reference and browser

@@ -42,6 +42,12 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Which objects users may open: the values of operation arguments the targets file marks
+    /// `entitled = true`.
+    Entitlements {
+        #[command(subcommand)]
+        command: EntitlementsCommand,
+    },
     /// Take API tokens back.
     Tokens {
         #[command(subcommand)]
@@ -92,6 +98,36 @@ enum SecretCommand {
         /// The file to create.
         file: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum EntitlementsCommand {
+    /// Let a user open an operation with one argument's value, e.g. `grant alice --target
+    /// partner --op invoice.approve --arg invoice_id=INV-1`.
+    Grant(EntitlementArgs),
+    /// Take it back (tokens already minted stay valid until they expire, a minute at most).
+    Revoke(EntitlementArgs),
+    /// List them, of one user or of everyone.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct EntitlementArgs {
+    /// User name.
+    user: String,
+    /// Target id from the targets file.
+    #[arg(long)]
+    target: String,
+    /// Operation type.
+    #[arg(long)]
+    op: String,
+    /// The argument and its value, KEY=VALUE.
+    #[arg(long, value_name = "KEY=VALUE", allow_hyphen_values = true)]
+    arg: String,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +259,7 @@ fn run() -> anyhow::Result<()> {
         Command::Tokens { command: TokensCommand::Revoke { jti, user, client } } => {
             block_on(revoke(&config, jti, user, client))
         }
+        Command::Entitlements { command } => block_on(entitlements(&config, command)),
         Command::Mint { target, user, op, args } => {
             block_on(mint(&config, &target, &user, &op, &args))
         }
@@ -473,6 +510,97 @@ async fn revoke(
     Ok(())
 }
 
+async fn entitlements(config: &Config, command: EntitlementsCommand) -> anyhow::Result<()> {
+    let targets = Targets::load(&config.targets_file)?;
+    let accounts = accounts(config, OpenMode::Existing).await?;
+    let db = accounts.db();
+    let entitlement = |a: &EntitlementArgs, user: &server1::db::User| {
+        let target = targets
+            .get(&a.target)
+            .ok_or_else(|| anyhow!("no target {:?} in the targets file", a.target))?;
+        let op = target
+            .operation(&a.op)
+            .ok_or_else(|| anyhow!("target {} has no operation {:?}", a.target, a.op))?;
+        let (name, value) =
+            a.arg.split_once('=').ok_or_else(|| anyhow!("--arg takes KEY=VALUE"))?;
+        let narrowed = op.narrowed.iter().find(|n| n.name.as_str() == name && n.entitled);
+        if narrowed.is_none() {
+            bail!(
+                "argument {name:?} of {} is not `entitled = true` in the targets file: an entitlement to it would change nothing",
+                a.op
+            );
+        }
+        // The value must be one the argument takes, or the grant could never be used.
+        let takes =
+            op.spec.args().iter().find(|spec| spec.name.as_str() == name).is_some_and(|spec| {
+                spec.rule.accepts(value)
+                    && narrowed.and_then(|n| n.pattern.as_ref()).is_none_or(|p| p.is_match(value))
+            });
+        if !takes {
+            bail!("{value:?} is not a value argument {name:?} of {} takes", a.op);
+        }
+        Ok(server1::db::Entitlement {
+            user: user.id.clone(),
+            target: a.target.clone(),
+            operation: a.op.clone(),
+            arg: name.to_owned(),
+            value: value.to_owned(),
+        })
+    };
+    let find_user = |name: String| {
+        let accounts = &accounts;
+        async move {
+            let name = user_name(&name)?;
+            accounts.user(&name).await?.ok_or_else(|| anyhow!("no user {:?}", name.as_str()))
+        }
+    };
+    let now = config.clock.now();
+    let mut out = std::io::stdout().lock();
+    match command {
+        EntitlementsCommand::Grant(a) => {
+            let user = find_user(a.user.clone()).await?;
+            let e = entitlement(&a, &user)?;
+            if db.grant_entitlement(&e, now).await? {
+                eprintln!(
+                    "{} may now open {} {}={} on {}",
+                    user.name, e.operation, e.arg, e.value, e.target
+                );
+            } else {
+                eprintln!(
+                    "{} could already open {} {}={} on {}",
+                    user.name, e.operation, e.arg, e.value, e.target
+                );
+            }
+        }
+        EntitlementsCommand::Revoke(a) => {
+            let user = find_user(a.user.clone()).await?;
+            let e = entitlement(&a, &user)?;
+            if !db.revoke_entitlement(&e).await? {
+                bail!("{} held no such entitlement", user.name);
+            }
+            eprintln!(
+                "{} may no longer open {} {}={} on {}",
+                user.name, e.operation, e.arg, e.value, e.target
+            );
+        }
+        EntitlementsCommand::List { user } => {
+            let user = match user {
+                Some(name) => Some(find_user(name).await?.id),
+                None => None,
+            };
+            writeln!(out, "{:<24} {:<16} {:<24} argument=value", "user", "target", "operation")?;
+            for (name, e) in db.entitlements(user.as_ref()).await? {
+                writeln!(
+                    out,
+                    "{name:<24} {:<16} {:<24} {}={}",
+                    e.target, e.operation, e.arg, e.value
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn mint(
     config: &Config,
     target: &str,
@@ -501,6 +629,13 @@ async fn mint(
         HandoffError::MissingRole(role) => {
             anyhow!("user {} lacks the role {:?} that {op} needs", user.name, role.as_str())
         }
+        other => anyhow!("{other}"),
+    })?;
+    handoffs.check_entitlements(&services.db, &user, &authorized).await.map_err(|e| match e {
+        HandoffError::NotEntitled { arg } => anyhow!(
+            "user {} holds no entitlement to this {arg} (`server1 entitlements grant`)",
+            user.name
+        ),
         other => anyhow!("{other}"),
     })?;
     let now = config.clock.now();

@@ -174,6 +174,41 @@ pub struct TargetOperation {
     pub role: Role,
     /// Example arguments for the dashboard's quick link, if every argument has one.
     pub example: Option<Vec<(String, String)>>,
+    /// The arguments narrowed further than their rule: by a pattern, or to the values the
+    /// user is entitled to (`server1 entitlements`). Checked before minting.
+    pub narrowed: Vec<Narrowed>,
+}
+
+/// An argument narrowed to the objects a user may open.
+#[derive(Debug, Clone)]
+pub struct Narrowed {
+    /// Its name.
+    pub name: ArgName,
+    /// A pattern the whole value must match.
+    pub pattern: Option<regex::Regex>,
+    /// Whether the user needs an entitlement to the value.
+    pub entitled: bool,
+}
+
+/// Longest pattern accepted in the targets file.
+const MAX_PATTERN_LEN: usize = 256;
+
+/// Compiles an argument's pattern, anchored at both ends, within a size limit (the regex crate
+/// matches in linear time: no pattern can make a value slow to check).
+fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.is_empty() || pattern.len() > MAX_PATTERN_LEN {
+        return Err(format!("pattern must be 1 to {MAX_PATTERN_LEN} characters"));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(64 * 1024)
+        .dfa_size_limit(256 * 1024)
+        .build()
+        .map_err(|e| {
+            format!(
+                "pattern does not compile: {}",
+                e.to_string().lines().last().unwrap_or("invalid")
+            )
+        })
 }
 
 /// The registry.
@@ -254,6 +289,9 @@ struct RawArg {
     max_len: Option<usize>,
     values: Option<Vec<String>>,
     example: Option<String>,
+    pattern: Option<String>,
+    #[serde(default)]
+    entitled: bool,
 }
 
 impl Targets {
@@ -538,6 +576,7 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
         return Err(format!("{at}: role must be 1 to 32 characters of a-z 0-9 - _"));
     };
     let mut args = Vec::new();
+    let mut narrowed = Vec::new();
     let mut example = Some(Vec::new());
     for (name, raw) in op.args {
         let arg = ArgName::parse(&name).map_err(|e| format!("{at}: argument {name:?}: {e}"))?;
@@ -566,15 +605,26 @@ fn convert_operation(op: RawOperation) -> Result<TargetOperation, String> {
             }
         };
         rule.validate().map_err(|e| format!("{at}: {e}"))?;
+        let pattern = raw
+            .pattern
+            .as_deref()
+            .map(compile_pattern)
+            .transpose()
+            .map_err(|e| format!("{at}: {e}"))?;
+        let fits =
+            |value: &str| rule.accepts(value) && pattern.as_ref().is_none_or(|p| p.is_match(value));
         match (&mut example, raw.example) {
-            (Some(list), Some(value)) if rule.accepts(&value) => list.push((name.clone(), value)),
+            (Some(list), Some(value)) if fits(&value) => list.push((name.clone(), value)),
             (_, Some(_)) => return Err(format!("{at}: the example breaks the argument's rule")),
             (slot, None) => *slot = None,
+        }
+        if pattern.is_some() || raw.entitled {
+            narrowed.push(Narrowed { name: arg.clone(), pattern, entitled: raw.entitled });
         }
         args.push(ArgSpec { name: arg, rule });
     }
     let spec = OperationSpec::new(kind, args).map_err(|e| format!("{at}: {e}"))?;
-    Ok(TargetOperation { spec, title: op.title, role, example })
+    Ok(TargetOperation { spec, title: op.title, role, example, narrowed })
 }
 
 #[cfg(test)]
@@ -658,6 +708,36 @@ mod tests {
         ] {
             let err = with(id, &format!("{id}{bad}")).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn arguments_narrow_to_a_pattern_or_to_entitlements() {
+        let rule = "[target.operation.args.invoice_id]\nrule = \"slug\"\nmax_len = 32\n";
+        let narrowed = with(rule, &format!("{rule}pattern = \"INV-[0-9-]+\"\nentitled = true\n"))
+            .expect("narrowed");
+        let op = narrowed.get("partner").and_then(|t| t.operation("invoice.approve")).expect("op");
+        let [n] = &op.narrowed[..] else { panic!("one narrowed argument: {:?}", op.narrowed) };
+        assert!(n.entitled && n.name.as_str() == "invoice_id");
+        let pattern = n.pattern.as_ref().expect("pattern");
+        // The whole value must match: the pattern is anchored at both ends.
+        assert!(pattern.is_match("INV-2026-0042"));
+        for bad in ["XINV-1", "INV-1X", "INV-", ""] {
+            assert!(!pattern.is_match(bad), "{bad}");
+        }
+        let plain = with(rule, rule).expect("plain");
+        let op = plain.get("partner").and_then(|t| t.operation("invoice.approve")).expect("op");
+        assert!(op.narrowed.is_empty(), "no narrowing unless asked");
+        for (extra, why) in [
+            ("pattern = \"INV-[\"\n", "pattern does not compile"),
+            ("pattern = \"\"\n", "pattern must be 1 to 256"),
+            (&format!("pattern = \"{}\"\n", "a".repeat(257)), "pattern must be 1 to 256"),
+            ("pattern = \"[a-z]+\"\n", "the example breaks the argument's rule"),
+            ("pattern = \"a{1000}{1000}\"\n", "pattern does not compile"),
+            ("entitled = \"yes\"\n", "invalid type"),
+        ] {
+            let err = with(rule, &format!("{rule}{extra}")).expect_err(extra);
+            assert!(err.contains(why), "{extra}: {err}");
         }
     }
 

@@ -6,6 +6,7 @@ mod attacks;
 mod binaries;
 mod browser;
 mod browser_binding;
+mod entitlements;
 mod faults;
 mod flow;
 mod logout;

@@ -93,6 +93,22 @@ pub struct PoolSettings {
     pub timeout: Duration,
 }
 
+/// One object a user may open: the value an operation's argument may take for them, when the
+/// targets file says that argument is `entitled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entitlement {
+    /// Who.
+    pub user: Subject,
+    /// The target's id.
+    pub target: String,
+    /// The operation type.
+    pub operation: String,
+    /// The argument's name.
+    pub arg: String,
+    /// Its value.
+    pub value: String,
+}
+
 /// A user as SERVER1 knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -565,6 +581,46 @@ impl Db {
         subject: &Subject,
     ) -> Result<Option<User>, DbError> {
         on_engine!(self.partner_subject_user(target, subject))
+    }
+
+    /// Grants `e` (the user may open the operation with that argument value); false when it
+    /// was granted already.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn grant_entitlement(&self, e: &Entitlement, now: UnixTime) -> Result<bool, DbError> {
+        on_engine!(self.grant_entitlement(e, now))
+    }
+
+    /// Revokes `e`; false when there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn revoke_entitlement(&self, e: &Entitlement) -> Result<bool, DbError> {
+        on_engine!(self.revoke_entitlement(e))
+    }
+
+    /// Whether `e` is granted.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn is_entitled(&self, e: &Entitlement) -> Result<bool, DbError> {
+        on_engine!(self.is_entitled(e))
+    }
+
+    /// Every entitlement (of `user`, if given), with the user's name, in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn entitlements(
+        &self,
+        user: Option<&Subject>,
+    ) -> Result<Vec<(String, Entitlement)>, DbError> {
+        on_engine!(self.entitlements(user))
     }
 
     /// Records a client token's id until `until`: true the first time, false when it is

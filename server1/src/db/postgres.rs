@@ -17,9 +17,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
-    LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, PoolSettings, RevokeBy,
-    Rotation, SessionInfo, SessionMeta, User, UserRow,
+    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Entitlement, Job, LinkOwner,
+    LinkPurpose, LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice,
+    PoolSettings, RevokeBy, Rotation, SessionInfo, SessionMeta, User, UserRow,
 };
 use crate::names::{Email, Role};
 
@@ -192,6 +192,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE used_jtis (
         jti TEXT PRIMARY KEY,
         expires_at BIGINT NOT NULL
+     );",
+    // v7: which objects a user may open (an operation argument's entitled values).
+    "CREATE TABLE entitlements (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        target_id TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        arg TEXT NOT NULL,
+        value TEXT NOT NULL,
+        granted_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, target_id, operation, arg, value)
      );",
 ];
 
@@ -623,6 +633,95 @@ impl PgDb {
         );
         let row = self.query_opt(sql, &[&target, &subject.as_str()]).await?;
         Ok(row.and_then(|row| user_row(&row).into_user()).map(|(user, _)| user))
+    }
+
+    /// See [`super::Db::grant_entitlement`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn grant_entitlement(&self, e: &Entitlement, now: UnixTime) -> Result<bool, DbError> {
+        let added = self
+            .execute(
+                "INSERT INTO entitlements (user_id, target_id, operation, arg, value, granted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[&e.user.as_str(), &e.target, &e.operation, &e.arg, &e.value, &secs(now)],
+            )
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// See [`super::Db::revoke_entitlement`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn revoke_entitlement(&self, e: &Entitlement) -> Result<bool, DbError> {
+        let removed = self
+            .execute(
+                "DELETE FROM entitlements
+                 WHERE user_id = $1 AND target_id = $2 AND operation = $3 AND arg = $4 AND value = $5",
+                &[&e.user.as_str(), &e.target, &e.operation, &e.arg, &e.value],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// See [`super::Db::is_entitled`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn is_entitled(&self, e: &Entitlement) -> Result<bool, DbError> {
+        let row = self
+            .query_opt(
+                "SELECT 1 FROM entitlements
+                 WHERE user_id = $1 AND target_id = $2 AND operation = $3 AND arg = $4 AND value = $5",
+                &[&e.user.as_str(), &e.target, &e.operation, &e.arg, &e.value],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// See [`super::Db::entitlements`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub async fn entitlements(
+        &self,
+        user: Option<&Subject>,
+    ) -> Result<Vec<(String, Entitlement)>, DbError> {
+        let user = user.map(|u| u.as_str().to_owned());
+        let rows = self
+            .with(|conn| async move {
+                conn.query(
+                    "SELECT u.name, e.user_id, e.target_id, e.operation, e.arg, e.value
+                     FROM entitlements e JOIN users u ON u.id = e.user_id
+                     WHERE $1::TEXT IS NULL OR e.user_id = $1
+                     ORDER BY u.name, e.target_id, e.operation, e.arg, e.value",
+                    &[&user],
+                )
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let user = Subject::parse(r.get::<_, &str>(1)).ok()?;
+                Some((
+                    r.get::<_, String>(0),
+                    Entitlement {
+                        user,
+                        target: r.get(2),
+                        operation: r.get(3),
+                        arg: r.get(4),
+                        value: r.get(5),
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// See [`super::Db::remove_user`].

@@ -12,9 +12,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::{
-    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Job, LinkOwner, LinkPurpose,
-    LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, RevokeBy, Rotation,
-    SessionInfo, SessionMeta, User, UserRow,
+    new_user_id, secs, time, ClaimedJob, Counted, DbError, DevicePoll, Entitlement, Job, LinkOwner,
+    LinkPurpose, LiveSession, NewDevice, NewRefresh, NewUser, OpenMode, PendingDevice, RevokeBy,
+    Rotation, SessionInfo, SessionMeta, User, UserRow,
 };
 use crate::names::{Email, Role};
 
@@ -170,6 +170,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE used_jtis (
         jti TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
+     ) STRICT;",
+    // v8: which objects a user may open (an operation argument's entitled values).
+    "CREATE TABLE entitlements (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        target_id TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        arg TEXT NOT NULL,
+        value TEXT NOT NULL,
+        granted_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, target_id, operation, arg, value)
      ) STRICT;",
 ];
 
@@ -442,6 +452,83 @@ impl SqliteDb {
             .query_row(params![target, subject.as_str()], |r| user_row(r, 0))
             .optional()?;
         Ok(row.and_then(UserRow::into_user).map(|(user, _)| user))
+    }
+
+    /// See [`super::Db::grant_entitlement`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn grant_entitlement(&self, e: &Entitlement, now: UnixTime) -> Result<bool, DbError> {
+        let added = self.conn().execute(
+            "INSERT OR IGNORE INTO entitlements (user_id, target_id, operation, arg, value, granted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![e.user.as_str(), e.target, e.operation, e.arg, e.value, secs(now)],
+        )?;
+        Ok(added == 1)
+    }
+
+    /// See [`super::Db::revoke_entitlement`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn revoke_entitlement(&self, e: &Entitlement) -> Result<bool, DbError> {
+        let removed = self.conn().execute(
+            "DELETE FROM entitlements
+             WHERE user_id = ?1 AND target_id = ?2 AND operation = ?3 AND arg = ?4 AND value = ?5",
+            params![e.user.as_str(), e.target, e.operation, e.arg, e.value],
+        )?;
+        Ok(removed == 1)
+    }
+
+    /// See [`super::Db::is_entitled`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn is_entitled(&self, e: &Entitlement) -> Result<bool, DbError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT 1 FROM entitlements
+                 WHERE user_id = ?1 AND target_id = ?2 AND operation = ?3 AND arg = ?4 AND value = ?5",
+            )?
+            .query_row(params![e.user.as_str(), e.target, e.operation, e.arg, e.value], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// See [`super::Db::entitlements`].
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Unavailable`].
+    pub fn entitlements(
+        &self,
+        user: Option<&Subject>,
+    ) -> Result<Vec<(String, Entitlement)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT u.name, e.user_id, e.target_id, e.operation, e.arg, e.value
+             FROM entitlements e JOIN users u ON u.id = e.user_id
+             WHERE ?1 IS NULL OR e.user_id = ?1
+             ORDER BY u.name, e.target_id, e.operation, e.arg, e.value",
+        )?;
+        let rows = stmt.query_map([user.map(Subject::as_str)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, id, (target, operation, arg, value)) = row?;
+            let Ok(user) = Subject::parse(&id) else { continue };
+            out.push((name, Entitlement { user, target, operation, arg, value }));
+        }
+        Ok(out)
     }
 
     /// See [`super::Db::remove_user`].

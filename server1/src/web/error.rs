@@ -23,6 +23,9 @@ pub enum AppError {
     /// The user lacks the role the operation needs.
     #[error("missing role {0}")]
     MissingRole(Role),
+    /// The user may not open this object (an `entitled` argument's value).
+    #[error("not entitled to this {0}")]
+    NotEntitled(String),
     /// A request field is invalid; the message is safe to show (it never echoes the input).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -73,6 +76,8 @@ impl From<HandoffError> for AppError {
             HandoffError::BadArguments(why) => {
                 Self::BadRequest(format!("This link is not valid: {why}"))
             }
+            HandoffError::NotEntitled { arg } => Self::NotEntitled(arg),
+            HandoffError::Db(e) => Self::Db(e),
             HandoffError::Mint(why) => Self::Internal(why),
             HandoffError::NoPairwiseSecret => Self::Internal(e.to_string()),
         }
@@ -90,7 +95,9 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::SignInFirst(_) => StatusCode::SEE_OTHER,
-            Self::MissingRole(_) | Self::Csrf | Self::Unverified => StatusCode::FORBIDDEN,
+            Self::MissingRole(_) | Self::NotEntitled(_) | Self::Csrf | Self::Unverified => {
+                StatusCode::FORBIDDEN
+            }
             Self::Limited | Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(status) => *status,
@@ -164,6 +171,10 @@ impl ErrorPage for AppError {
             Self::MissingRole(role) => (
                 "Not allowed",
                 format!("Your account does not have the “{role}” role this operation needs. Ask an administrator to grant it."),
+            ),
+            Self::NotEntitled(arg) => (
+                "Not allowed",
+                format!("Your account may not open this {arg}. Ask an administrator to grant it to you."),
             ),
             Self::BadRequest(why) => ("That did not work", format!("{why}.")),
             Self::TooLarge(_) => ("That did not work", "The request was too large.".into()),

@@ -79,7 +79,7 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(
+    async fn new(
         state: &'a AppState,
         session: &Session,
         req: &Request,
@@ -96,6 +96,7 @@ impl<'a> Prepared<'a> {
         let (reserved, args) = parse_query(req.uri().query().unwrap_or(""))?;
         let args = args.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let authorized = state.handoffs.authorize(user, target_id, operation, args)?;
+        state.handoffs.check_entitlements(&state.db, user, &authorized).await?;
         let binds = matches!(authorized.target.binding, Binding::Nonce { .. });
         if reserved.redirect_mode && (binds || reserved.nonce.is_some()) {
             return Err(AppError::BadRequest(
@@ -178,7 +179,7 @@ pub(super) async fn start(
         let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
         return Ok(see_other(&format!("/login?next={next}")));
     };
-    let prepared = Prepared::new(state, &session, req, &target_id, &operation)?;
+    let prepared = Prepared::new(state, &session, req, &target_id, &operation).await?;
     // The person's own click on a page of ours. Not `none` (an address typed, a bookmark, but
     // also a link opened from a mail or a chat, and a browser-started navigation keeps `none`
     // across a relying party's redirect); not a request with a nonce (a relying party's start
@@ -233,7 +234,7 @@ pub(super) async fn approve(
     let Some(session) = current_session(state, req).await? else {
         return Ok(see_other("/login"));
     };
-    let prepared = Prepared::new(state, &session, req, &target_id, &operation)?;
+    let prepared = Prepared::new(state, &session, req, &target_id, &operation).await?;
     if !take_approval(state, &session, &prepared, &form.approval).await? {
         return Err(AppError::Csrf);
     }
