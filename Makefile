@@ -45,7 +45,7 @@ clean-demo:
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for target in verify jwks targets; do \
+	cd fuzz && for target in verify jwks targets cookies; do \
 	  mkdir -p corpus/$$target && \
 	  $(CARGO) fuzz run $$target corpus/$$target seeds/$$target --sanitizer none -- \
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=16384 || exit 1; \
