@@ -682,6 +682,23 @@ pub async fn switch_prompt(
     page.text().await.unwrap()
 }
 
+/// `server1 ARGS…` as an operator runs it against these servers' directory and database.
+pub fn server1_command(servers: &Servers, args: &[&str]) -> std::process::Output {
+    let dir = servers.dir.path();
+    std::process::Command::new(binary("server1"))
+        .env_clear()
+        .env("SERVER1_PUBLIC_URL", &servers.server1)
+        .env("SERVER1_DATABASE_URL", std::fs::read_to_string(dir.join("database_url")).unwrap())
+        .env("SERVER1_KEYS_DIR", dir.join("keys"))
+        .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
+        .env("SERVER1_CLIENTS_FILE", dir.join("clients.toml"))
+        .env("SERVER1_MAIL_DIR", dir.join("mail"))
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A minter like SERVER1's, for tokens the UI would not make.
 pub fn minter(servers: &Servers, ttl: u64) -> handoff::Minter {
     handoff::Minter::new(

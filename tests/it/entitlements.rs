@@ -3,7 +3,7 @@
 //! the value (`server1 entitlements grant|revoke|list`), checked before anything is minted — on
 //! the web and by `server1 mint`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use handoff_tests::*;
 
@@ -14,21 +14,8 @@ fn narrowed(targets: String) -> String {
     targets.replacen(rule, &format!("{rule}pattern = \"INV-[0-9-]+\"\nentitled = true\n"), 1)
 }
 
-/// `server1 ARGS…` on the servers' directory and database.
 fn server1(s: &Servers, args: &[&str]) -> Output {
-    let dir = s.dir.path();
-    Command::new(binary("server1"))
-        .env_clear()
-        .env("SERVER1_PUBLIC_URL", &s.server1)
-        .env("SERVER1_DATABASE_URL", std::fs::read_to_string(dir.join("database_url")).unwrap())
-        .env("SERVER1_KEYS_DIR", dir.join("keys"))
-        .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
-        .env("SERVER1_CLIENTS_FILE", dir.join("clients.toml"))
-        .env("SERVER1_MAIL_DIR", dir.join("mail"))
-        .env("RUST_LOG", "warn")
-        .args(args)
-        .output()
-        .unwrap()
+    server1_command(s, args)
 }
 
 fn ok(out: &Output) -> String {

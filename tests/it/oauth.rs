@@ -320,20 +320,7 @@ async fn racing_refreshes_one_wins() {
 async fn revocation_by_time_and_by_list() {
     let s = spawn().await;
     let cli = |args: &[&str]| {
-        let dir = s.dir.path();
-        let out = std::process::Command::new(binary("server1"))
-            .env_clear()
-            .env("SERVER1_PUBLIC_URL", &s.server1)
-            .env("SERVER1_DATABASE_URL", std::fs::read_to_string(dir.join("database_url")).unwrap())
-            .env("SERVER1_KEYS_DIR", dir.join("keys"))
-            .env("SERVER1_TARGETS_FILE", dir.join("targets.toml"))
-            .env("SERVER1_CLIENTS_FILE", dir.join("clients.toml"))
-            .env("SERVER1_MAIL_DIR", dir.join("mail"))
-            .env("RUST_LOG", "warn")
-            .args(["tokens", "revoke"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = server1_command(&s, &[&["tokens", "revoke"][..], args].concat());
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     // By list: one access token.

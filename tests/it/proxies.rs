@@ -6,10 +6,20 @@ use handoff_tests::*;
 
 /// A failed sign-in as `name` whose request claims to come from `forwarded_for`.
 async fn fail_as(s: &Servers, name: &str, forwarded_for: &str) -> u16 {
+    sign_in_from(s, name, "guess", forwarded_for).await
+}
+
+/// Signs in as `name` with the right password, the request claiming `forwarded_for`.
+async fn sign_in_as(s: &Servers, name: &str, forwarded_for: &str) -> u16 {
+    sign_in_from(s, name, PASSWORD, forwarded_for).await
+}
+
+/// A sign-in whose request claims to come from `forwarded_for`; its status.
+async fn sign_in_from(s: &Servers, name: &str, password: &str, forwarded_for: &str) -> u16 {
     let c = client();
     let page = text_of(&c, &format!("{}/login", s.server1)).await;
     let csrf = form_value(&page, "csrf").expect("a csrf field");
-    let form = [("username", name), ("password", "guess"), ("csrf", &csrf), ("next", "/")];
+    let form = [("username", name), ("password", password), ("csrf", &csrf), ("next", "/")];
     let resp = c
         .post(format!("{}/login", s.server1))
         .header("x-forwarded-for", forwarded_for)
@@ -50,22 +60,6 @@ async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own() {
     }
     assert_eq!(fail_as(&s, "someone", "203.0.113.7").await, 429, "that client is slowed down");
     assert_eq!(fail_as(&s, "someone", "203.0.113.8").await, 401, "another client is not");
-}
-
-/// Signs in as `name` with the right password, the request claiming `forwarded_for`.
-async fn sign_in_as(s: &Servers, name: &str, forwarded_for: &str) -> u16 {
-    let c = client();
-    let page = text_of(&c, &format!("{}/login", s.server1)).await;
-    let csrf = form_value(&page, "csrf").expect("a csrf field");
-    let form = [("username", name), ("password", PASSWORD), ("csrf", &csrf), ("next", "/")];
-    let resp = c
-        .post(format!("{}/login", s.server1))
-        .header("x-forwarded-for", forwarded_for)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    resp.status().as_u16()
 }
 
 /// Security round two, finding 10: failing sign-ins as someone slows the client that fails,
