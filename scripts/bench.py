@@ -394,7 +394,10 @@ def main():
         run(prepare + ["--keys-only"])
         env = dict(os.environ, RUST_LOG=LOG, SERVER2_LISTEN=f"127.0.0.1:{P2}", SERVER2_METRICS_LISTEN="127.0.0.1:0", SERVER2_PUBLIC_URL=server2_url,
                    SERVER2_ISSUER="https://portal.bench.example", SERVER2_JWKS_FILE=os.path.join(work, "jwks.json"),
-                   SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)))
+                   SERVER2_MAX_TOKEN_LIFETIME_SECS="600", SERVER2_REPLAY_CAPACITY=str(min(count * 2, 100_000_000)),
+                   # The load generator posts pre-minted tokens as a client that is not a browser
+                   # would: without a browser nonce, which SERVER2 refuses by default.
+                   SERVER2_UNBOUND_HANDOFFS="accept")
         log = open(os.path.join(work, "server2.log"), "w")
         server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
         try:
