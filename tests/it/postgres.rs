@@ -6,19 +6,27 @@
 use handoff_tests::*;
 
 /// A second SERVER1 on the same directory (keys, targets) and database as `s`'s, with the same
-/// public URL (the issuer), on a port of its own: a replica.
-async fn replica(s: &Servers) -> (InProcess, String) {
+/// public URL (the issuer), on a port of its own, on `clock`: a replica.
+async fn replica(s: &Servers, clock: std::sync::Arc<handoff::ManualClock>) -> (InProcess, String) {
     let (l, port) = listener();
     let mut config = server1_config(s.dir.path(), port);
     config.public_url = handoff::Issuer::parse(&s.server1).unwrap();
+    config.clock = clock;
     let running = serve_server1(config, l).await;
     (running, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test]
 async fn two_server1_replicas_on_one_database_behave_as_one() {
-    let s = spawn_on(&PgServer::shared().fresh_database().await).await;
-    let (_b, b) = replica(&s).await;
+    // A manual clock on both replicas: the first block lasts one second, which a slow run
+    // could otherwise outlive.
+    let clock = manual_clock();
+    let on_clock = clock.clone();
+    let database = PgServer::shared().fresh_database().await;
+    let s = spawn_both_on_database(&database, move |c| c.clock = on_clock).await;
+    let (_b, b) = replica(&s, clock.clone()).await;
+    // SERVER2 (on the real clock) takes tokens issued after it started: move SERVER1's past that.
+    clock.advance(2);
     // Signed in on A, the handoff is minted by B: the session is in the shared database.
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
