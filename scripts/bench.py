@@ -170,6 +170,121 @@ def operation_requests(pid, base, valid_file, line):
     return measure(pid, f"{base}/reports/{report_id}", None, headers=[f"Cookie: {cookie}"], yardstick="verify")
 
 
+PEER_DIR = os.path.join(ROOT, "bench", "peer")
+PEER_PORT = P2 + 50
+PEER_SECONDS = 3
+PEER_ROUNDS = 3
+
+
+def build_peer():
+    """The straightforward axum + jsonwebtoken server (bench/peer, its own workspace)."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "--manifest-path", os.path.join(PEER_DIR, "Cargo.toml")],
+                   cwd=PEER_DIR, check=True)
+    return os.path.join(PEER_DIR, "target", "release", "handoff-peer")
+
+
+def ring_alone(seconds=3):
+    """ring's verify rate per CPU-second on CPU 0 with nothing else running there."""
+    out = run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--only", "verify", "--seconds", str(seconds)])
+    return json.loads(out)["verify_per_cpu_sec"]
+
+
+def peer_comparison(work, peer_bin, server_pid, server2_url):
+    """SERVER2 and the straightforward peer taking turns on CPU 0 under the same wrk load (the same
+    tokens, each used once by each server), form POST and GET, 16 and 64 connections, in rounds
+    that alternate who goes first; ring's verify alone on the idle core before and after."""
+    jwks = os.path.join(work, "jwks.json")
+    # Fresh tokens under the same key, minted now that SERVER2 has long been up.
+    tokens_dir = os.path.join(work, "peer-tokens")
+    os.makedirs(tokens_dir)
+    shutil.copy(os.path.join(work, "signing.pk8"), tokens_dir)
+    tokens_per_run = 30_000 * PEER_SECONDS
+    run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer", "https://portal.bench.example",
+         "--audience", server2_url, "--count", str(tokens_per_run * PEER_ROUNDS * 4)])
+    valid = os.path.join(tokens_dir, "valid.txt")
+    used = 0
+
+    def tokens(n):
+        nonlocal used
+        used += n
+        return used - n + 1, used
+
+    env = dict(os.environ, PEER_LISTEN=f"127.0.0.1:{PEER_PORT}", PEER_JWKS_FILE=jwks,
+               PEER_ISSUER="https://portal.bench.example", PEER_AUDIENCE=server2_url)
+    log = open(os.path.join(work, "peer.log"), "w")
+    peer = subprocess.Popen(["taskset", "-c", "0", peer_bin], env=env, stderr=log, stdout=log)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PEER_PORT}/handoff?token=x", timeout=1)
+            except urllib.error.HTTPError:
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise SystemExit("the peer server did not start; see its log")
+                time.sleep(0.05)
+        ring_before = ring_alone()
+        runs = {}
+        for round_ in range(PEER_ROUNDS):
+            for conns in (16, 64):
+                for mode in ("post", "get"):
+                    first, last = tokens(tokens_per_run)
+                    order = [("SERVER2", server_pid, server2_url), ("peer", peer.pid, f"http://127.0.0.1:{PEER_PORT}")]
+                    if round_ % 2:
+                        order.reverse()
+                    for who, pid, base in order:
+                        r = measure(pid, f"{base}/handoff", [valid, mode, first, last, 0], seconds=PEER_SECONDS,
+                                    connections=conns)
+                        runs.setdefault((who, conns, mode), []).append(r)
+        ring_after = ring_alone()
+    finally:
+        peer.terminate()
+        peer.wait(timeout=15)
+    failures = [unaccepted(f"{who}, {mode}, {conns} connections", r)
+                for (who, conns, mode), rs in runs.items() for r in rs]
+    return runs, ring_before, ring_after, [f for f in failures if f]
+
+
+def latency_ms(text):
+    """wrk's latency text (`1.23ms`, `850.00us`, `1.02s`) in milliseconds."""
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def print_peer_table(runs, ring_before, ring_after):
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+    clean = (ring_before + ring_after) / 2
+    print(f"SERVER2 beside the straightforward Rust server (bench/peer: axum 0.8, jsonwebtoken's RustCrypto backend, "
+          f"a Mutex<HashMap> of seen jti, a 303; fat LTO), taking turns on CPU 0, the same tokens, each used once by each, "
+          f"{PEER_SECONDS} s per run, median of {PEER_ROUNDS} rounds (spread in brackets):")
+    print()
+    print("| server | handoffs per server CPU-s, POST | GET | p99 at 16 conn., POST / GET | p99 at 64 conn., POST / GET | vs ring alone |")
+    print("|---|---:|---:|---:|---:|---:|")
+    per = {}
+    for who in ("SERVER2", "peer"):
+        cells = []
+        for mode in ("post", "get"):
+            rates = [r["per_cpu_s"] for r in runs[(who, 16, mode)] + runs[(who, 64, mode)]]
+            per[(who, mode)] = median(rates)
+            cells.append(f"{median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})")
+        tails = []
+        for conns in (16, 64):
+            pair = [median([latency_ms(r["p99"]) for r in runs[(who, conns, mode)]]) for mode in ("post", "get")]
+            tails.append(f"{pair[0]:.1f} / {pair[1]:.1f} ms")
+        vs_ring = per[(who, "post")] / clean
+        print(f"| {who} | {cells[0]} | {cells[1]} | {tails[0]} | {tails[1]} | {vs_ring:.0%} |")
+    print(f"| ring's Ed25519 verify alone, idle CPU 0 | {clean:,.0f} (before {ring_before:,.0f}, after {ring_after:,.0f}) | | | | 100% |")
+    print()
+    print(f"SERVER2 ÷ peer, handoffs per server CPU-second: form POST {per[('SERVER2', 'post')] / per[('peer', 'post')]:.2f}×, "
+          f"GET {per[('SERVER2', 'get')] / per[('peer', 'get')]:.2f}×")
+    print()
+
+
 def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
     generator), reached over TCP and through its socket file: two more SERVER2s beside the
@@ -378,6 +493,7 @@ def main():
             raise SystemExit(f"{tool} is missing: apt-get install wrk util-linux")
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "server1", "-p", "server2", "-p", "handoff-bench"],
                    cwd=ROOT, check=True)
+    peer_bin = build_peer()
     work = tempfile.mkdtemp(prefix="handoff-bench-")
     rows, notes, failures = [], [], []
     try:
@@ -476,6 +592,9 @@ def main():
             else:
                 notes.append("Redis replay store: redis-server is not installed (apt-get install redis-server), "
                              "so it is skipped")
+            # Last, on tokens of its own: the runs before it use up much of the first set's life.
+            peer_runs = peer_comparison(work, peer_bin, server.pid, server2_url)
+            failures += peer_runs[3]
         finally:
             server.terminate()
             server.wait(timeout=15)
@@ -529,6 +648,8 @@ def main():
         print()
         print(f"Machine: {os.cpu_count()} CPUs ({cpu}); server on CPU 0, load generator on CPU 1; {DURATION} s per run, "
               f"{CONNECTIONS} connections; RUST_LOG={LOG}")
+        print()
+        print_peer_table(*peer_runs[:3])
         print("Yardstick: ring's Ed25519 verify (sign for SERVER1) on one thread, running on CPU 0 beside the server "
               "during each run, per CPU-second of its own")
         print()
