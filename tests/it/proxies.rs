@@ -42,19 +42,24 @@ async fn a_forwarding_header_from_anyone_else_changes_nothing() {
     assert_eq!(fail_as(&s, "someone", "198.51.100.1").await, 429, "the header was ignored");
 }
 
-#[tokio::test]
-async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own() {
-    let clock = manual_clock();
+/// Both servers, SERVER1 trusting 127.0.0.1 as its proxy and on a clock that stands still (the
+/// first block lasts one second, which a slow run could otherwise outlive).
+async fn behind_a_trusted_proxy() -> Servers {
     let proxies = handoff_web::TrustedProxies::parse("127.0.0.1").unwrap();
-    let clock1 = clock.clone();
-    let s = spawn_both(
+    let clock = manual_clock();
+    spawn_both(
         move |c| {
             c.trusted_proxies = proxies;
-            c.clock = clock1;
+            c.clock = clock;
         },
         |_| {},
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own() {
+    let s = behind_a_trusted_proxy().await;
     for i in 0..20 {
         assert_eq!(fail_as(&s, &format!("spray{i}"), "203.0.113.7").await, 401);
     }
@@ -67,17 +72,7 @@ async fn behind_a_trusted_proxy_each_client_is_throttled_on_its_own() {
 /// which stops the clients that failed and still not the owner's.
 #[tokio::test]
 async fn failed_sign_ins_elsewhere_do_not_lock_the_owner_out() {
-    let clock = manual_clock();
-    let proxies = handoff_web::TrustedProxies::parse("127.0.0.1").unwrap();
-    let clock1 = clock.clone();
-    let s = spawn_both(
-        move |c| {
-            c.trusted_proxies = proxies;
-            c.clock = clock1;
-        },
-        |_| {},
-    )
-    .await;
+    let s = behind_a_trusted_proxy().await;
     for _ in 0..5 {
         assert_eq!(fail_as(&s, "alice", "203.0.113.7").await, 401);
     }
