@@ -312,12 +312,8 @@ impl Handoffs {
         let operation =
             offered.spec.build(args).map_err(|e| HandoffError::BadArguments(e.to_string()))?;
         for narrowed in &offered.narrowed {
-            let (Some(pattern), Some(value)) =
-                (&narrowed.pattern, operation.arg(narrowed.name.as_str()))
-            else {
-                continue;
-            };
-            if !pattern.is_match(value) {
+            let Some(value) = operation.arg(narrowed.name.as_str()) else { continue };
+            if !narrowed.matches(value) {
                 return Err(HandoffError::BadArguments(format!(
                     "argument {} is not one this partner takes",
                     narrowed.name

@@ -523,20 +523,14 @@ async fn entitlements(config: &Config, command: EntitlementsCommand) -> anyhow::
             .ok_or_else(|| anyhow!("target {} has no operation {:?}", a.target, a.op))?;
         let (name, value) =
             a.arg.split_once('=').ok_or_else(|| anyhow!("--arg takes KEY=VALUE"))?;
-        let narrowed = op.narrowed.iter().find(|n| n.name.as_str() == name && n.entitled);
-        if narrowed.is_none() {
+        if !op.narrowed.iter().any(|n| n.name.as_str() == name && n.entitled) {
             bail!(
                 "argument {name:?} of {} is not `entitled = true` in the targets file: an entitlement to it would change nothing",
                 a.op
             );
         }
         // The value must be one the argument takes, or the grant could never be used.
-        let takes =
-            op.spec.args().iter().find(|spec| spec.name.as_str() == name).is_some_and(|spec| {
-                spec.rule.accepts(value)
-                    && narrowed.and_then(|n| n.pattern.as_ref()).is_none_or(|p| p.is_match(value))
-            });
-        if !takes {
+        if !op.takes(name, value) {
             bail!("{value:?} is not a value argument {name:?} of {} takes", a.op);
         }
         Ok(server1::db::Entitlement {

@@ -147,19 +147,13 @@ impl Target {
     }
 }
 
-/// The handoff page's policy: the portal's own, except that its form posts to `origin` only.
-fn handoff_csp(origin: &str) -> Option<HeaderValue> {
+/// The portal's own Content-Security-Policy with the forms allowed to post (and be redirected)
+/// to `sources` only: the handoff page's posts to the partner's origin; the confirmation page's
+/// posts here, and the answer may redirect to the partner's start URL (or, for a target that
+/// does not bind, its token URL), which `form-action` governs too.
+fn form_action_csp(sources: &str) -> Option<HeaderValue> {
     let csp = crate::web::pages::DEFAULT_CSP
-        .replace("form-action 'self'", &format!("form-action {origin}"));
-    HeaderValue::from_str(&csp).ok()
-}
-
-/// The Content-Security-Policy of the confirmation page: its form posts here, and the answer
-/// may redirect to the partner's `origin` (its start URL, or a token URL for a target that
-/// does not bind), which `form-action` governs too.
-fn confirm_csp(origin: &str) -> Option<HeaderValue> {
-    let csp = crate::web::pages::DEFAULT_CSP
-        .replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+        .replace("form-action 'self'", &format!("form-action {sources}"));
     HeaderValue::from_str(&csp).ok()
 }
 
@@ -188,6 +182,22 @@ pub struct Narrowed {
     pub pattern: Option<regex::Regex>,
     /// Whether the user needs an entitlement to the value.
     pub entitled: bool,
+}
+
+impl Narrowed {
+    /// Whether `value` matches the argument's pattern (any value does when it has none).
+    pub fn matches(&self, value: &str) -> bool {
+        self.pattern.as_ref().is_none_or(|p| p.is_match(value))
+    }
+}
+
+impl TargetOperation {
+    /// Whether argument `name` may take `value`: its rule and any pattern allow it.
+    pub fn takes(&self, name: &str, value: &str) -> bool {
+        let rule = self.spec.args().iter().find(|spec| spec.name.as_str() == name);
+        rule.is_some_and(|spec| spec.rule.accepts(value))
+            && self.narrowed.iter().filter(|n| n.name.as_str() == name).all(|n| n.matches(value))
+    }
 }
 
 /// Longest pattern accepted in the targets file.
@@ -433,14 +443,12 @@ fn convert_target(
         }
         operations.push(op);
     }
-    let handoff_csp =
-        handoff_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
-            format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
-        })?;
-    let confirm_csp =
-        confirm_csp(&handoff_url.origin().ascii_serialization()).ok_or_else(|| {
-            format!("{at}: handoff_url cannot go in a Content-Security-Policy header")
-        })?;
+    let origin = handoff_url.origin().ascii_serialization();
+    let (Some(handoff_csp), Some(confirm_csp)) =
+        (form_action_csp(&origin), form_action_csp(&format!("'self' {origin}")))
+    else {
+        return Err(format!("{at}: handoff_url cannot go in a Content-Security-Policy header"));
+    };
     // A secret is used for one purpose with one partner: the same bytes as another target's
     // (or this target's other secret) would let one partner forge what the other accepts.
     let seen = std::cell::RefCell::new(secrets);
