@@ -145,10 +145,15 @@ async fn a_token_refused_for_its_binding_is_used_up() {
     let owner_try = submit(&owner, &s.server2, &token).await;
     assert_eq!(owner_try.status(), 401, "used up");
     assert!(owner_try.text().await.unwrap().contains("already used"));
-    // An unbound token refused on this server is used up as well.
-    let unbound = token_for(&s, "u_alice", "48").await;
-    assert_eq!(submit(&client(), &s.server2, &unbound).await.status(), 401);
     assert!(s.server2_logs().contains("replayed"), "the owner's try was logged as a replay");
+    // An unbound token refused on this server is used up as well: tried again, it was used.
+    let unbound = token_for(&s, "u_alice", "48").await;
+    let first = submit(&client(), &s.server2, &unbound).await;
+    assert_eq!(first.status(), 401);
+    assert!(first.text().await.unwrap().contains("belongs to another browser"));
+    let again = submit(&client(), &s.server2, &unbound).await;
+    assert_eq!(again.status(), 401);
+    assert!(again.text().await.unwrap().contains("already used"), "recorded the first time");
 }
 
 /// Security round two, finding 3: SERVER1 never puts a token bound to a browser in a URL, so an
@@ -251,7 +256,7 @@ async fn staying_keeps_the_current_user() {
     assert_eq!(stay.status(), 303);
     assert_eq!(status_of(&c, &format!("{}/reports/42", s.server2)).await, 200);
     assert_eq!(status_of(&c, &format!("{}/reports/7", s.server2)).await, 403);
-    // The pending switch is gone: answering again does nothing.
+    // The pending switch is gone: answering again does nothing, and there is no prompt.
     let again = c
         .post(format!("{}/handoff/switch", s.server2))
         .form(&[("choice", "switch"), ("csrf", &csrf)])
@@ -259,6 +264,7 @@ async fn staying_keeps_the_current_user() {
         .await
         .unwrap();
     assert_eq!(again.status(), 403);
+    assert_eq!(status_of(&c, &format!("{}/handoff/switch", s.server2)).await, 403);
 }
 
 /// Security round two, finding 1: only a click on SERVER1's own pages (or an address typed)
@@ -498,6 +504,9 @@ async fn starting_a_handoff_for_no_real_operation_is_refused() {
         "type=report.view",
         "type=report.view&report_id=abc",
         "type=report.view&type=report.view&report_id=4",
+        // An issuer this server does not trust, or two of them.
+        "type=report.view&report_id=4&iss=https%3A%2F%2Fevil.example",
+        "type=report.view&report_id=4&iss=a&iss=b",
     ] {
         let resp = c.get(format!("{}/handoff/start?{query}", s.server2)).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{query}");
@@ -569,4 +578,73 @@ async fn the_switch_forms_token_does_not_approve_an_invoice() {
     assert_ne!(own, switch_csrf);
     let approved = c.post(&approve).form(&[("csrf", &own)]).send().await.unwrap();
     assert!(approved.status().is_success() || approved.status() == 303, "{}", approved.status());
+}
+
+/// What an approval does not do: outlive its five minutes, approve another request from the
+/// cookie it rides in, parse when mangled, or act without a session.
+#[tokio::test]
+async fn an_approval_expires_fits_one_request_and_needs_the_session() {
+    let clock = manual_clock();
+    let s = spawn_clocked(&clock).await;
+    let c = client();
+    sign_in(&c, &s.server1, "alice").await;
+    let path = "/handoff/partner/invoice.approve?invoice_id=INV-9";
+    let ask = |path: String| {
+        c.get(format!("{}{path}", s.server1)).header("sec-fetch-site", "cross-site").send()
+    };
+    let page = ask(path.to_owned()).await.unwrap().text().await.unwrap();
+    let approval = form_value(&page, "approval").unwrap();
+    let post = |approval: String| {
+        c.post(format!("{}{path}", s.server1))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("approval", approval)])
+            .send()
+    };
+    // Mangled: refused as a stale form, whatever part is wrong.
+    let (id, rest) = approval.split_once('.').unwrap();
+    let (expires, tag) = rest.split_once('.').unwrap();
+    for bad in [
+        String::new(),
+        id.to_owned(),
+        format!("{id}.{expires}"),
+        format!("{id}.soon.{tag}"),
+        format!("{id}.{}.{tag}", expires.parse::<u64>().unwrap() + 60),
+        format!("{}.{expires}.{tag}", "A".repeat(65)),
+    ] {
+        assert_eq!(post(bad.clone()).await.unwrap().status(), 403, "{bad:?}");
+    }
+    // Expired: five minutes on, the genuine one is refused too.
+    clock.advance(301);
+    assert_eq!(post(approval).await.unwrap().status(), 403, "expired");
+
+    // The approval cookie of a click on INV-9 does not carry a return for INV-10.
+    let clicked = c
+        .get(format!("{}{path}", s.server1))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clicked.status(), 303);
+    let nonce = "D".repeat(22);
+    let other = ask(format!("/handoff/partner/invoice.approve?invoice_id=INV-10&nonce={nonce}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(other.contains("name=\"approval\"") && !other.contains("name=\"token\""), "{other}");
+    // Its own request still goes through with it.
+    let back = ask(format!("{path}&nonce={nonce}")).await.unwrap().text().await.unwrap();
+    assert!(back.contains("name=\"token\""), "{back}");
+
+    // Without a session the button only leads to signing in.
+    let stranger = client();
+    let resp = stranger
+        .post(format!("{}{path}", s.server1))
+        .form(&[("approval", "x.1.y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/login");
 }
