@@ -24,6 +24,8 @@ if not 1 <= DURATION <= 20:
     raise SystemExit("BENCH_SECONDS must be 1 to 20")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LOG = os.environ.get("BENCH_LOG", "info")
+# `BENCH_ONLY=peer`: only SERVER2 beside the straightforward server (about three minutes).
+ONLY = os.environ.get("BENCH_ONLY", "")
 TICK = os.sysconf("SC_CLK_TCK")
 # Below Linux's ephemeral range (32768–60999), so no client socket of the runs can hold them.
 P1, P2 = 18101, 18102
@@ -521,6 +523,12 @@ def main():
             time.sleep(0.5)
             idle = rss_mib(server.pid)
             notes.append(f"SERVER2 start-up to ready (pinned JWKS): {startup * 1000:.0f} ms; idle resident memory {idle:.1f} MiB")
+            if ONLY == "peer":
+                runs, ring_before, ring_after, peer_failures = peer_comparison(work, peer_bin, server.pid, server2_url)
+                print_peer_table(runs, ring_before, ring_after)
+                if peer_failures:
+                    raise SystemExit("\n".join(peer_failures))
+                return
             t0 = time.perf_counter()
             run(prepare)
             notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")

@@ -93,6 +93,9 @@ pub struct Config {
     pub cookies: CookieSecurity,
     /// Whether tokens without a browser nonce are accepted (refused by default).
     pub unbound_handoffs: UnboundHandoffs,
+    /// Whether signatures of handoffs served at the same moment are checked together
+    /// (`SERVER2_SIGNATURE_BATCHES`, on by default; see `batch.rs`).
+    pub signature_batches: bool,
     /// A help page linked from the operation pages (another site; no Referer is sent to it).
     pub help_url: Option<url::Url>,
     /// Most log lines a second for refusals of tokens whose signature never held (garbage
@@ -287,6 +290,15 @@ impl EnvConfig for Config {
                 _ => None,
             }
         );
+        let batches = check!(
+            "SIGNATURE_BATCHES",
+            "on or off",
+            match raw.get("signature_batches").unwrap_or("on") {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            }
+        );
         let target_id = check!(
             "ISSUER_TARGET_ID",
             "this server's target id in the issuer's targets file (a-z 0-9 - _, up to 32, starting with a letter or digit)",
@@ -354,6 +366,7 @@ impl EnvConfig for Config {
             Some(replay_capacity),
             Some(cookies),
             Some(unbound_handoffs),
+            Some(signature_batches),
             Some(help_url),
             Some(jwks_timeout),
             Some(cache_low),
@@ -375,6 +388,7 @@ impl EnvConfig for Config {
             replay_capacity,
             cookies,
             unbound,
+            batches,
             help_url,
             jwks_timeout,
             cache_low,
@@ -409,6 +423,7 @@ impl EnvConfig for Config {
             cookie_key_file,
             cookies,
             unbound_handoffs,
+            signature_batches,
             help_url,
             unsigned_refusal_logs_per_sec,
             trusted_proxies,
@@ -435,6 +450,10 @@ mod tests {
         );
         assert_eq!(c.cookies, CookieSecurity::Secure);
         assert_eq!(c.unbound_handoffs, UnboundHandoffs::Refuse, "browser handoffs are bound");
+        assert!(c.signature_batches);
+        assert!(
+            !Config::from_pairs([("signature_batches", "off")]).expect("off").signature_batches
+        );
         assert_eq!(c.replay_store, ReplayStoreSetting::Memory);
         assert_eq!(c.replay_timeout, Duration::from_millis(500));
     }
@@ -471,6 +490,7 @@ mod tests {
             ("insecure_cookies", "yes"),
             ("jwks_refresh_secs", "-1"),
             ("unbound_handoffs", "sometimes"),
+            ("signature_batches", "yes"),
             ("issuer_target_id", "Partner!"),
             ("help_url", "javascript:alert(1)"),
             ("trusted_proxies", "not-an-address"),
@@ -489,6 +509,7 @@ mod tests {
             "JWKS_REFRESH_SECS",
             "JWKS_URL",
             "UNBOUND_HANDOFFS",
+            "SIGNATURE_BATCHES",
             "ISSUER_TARGET_ID",
             "HELP_URL",
             "TRUSTED_PROXIES",

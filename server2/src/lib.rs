@@ -3,6 +3,7 @@
 //! database.
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod config;
 pub mod explain;
 pub mod issuers;
@@ -102,6 +103,7 @@ pub async fn build_app(
             &config.public_url.join(web::ERRORS_PATH),
         ),
         unsigned_refusal_logs: Arc::clone(&refusal_logs),
+        batcher: batch::Batcher::default(),
         jar: Jar::new(config.cookies),
         forms,
         config,

@@ -120,7 +120,12 @@ async fn verify_and_record(
     let set = issuer.keys.for_kid(inspected.kid().as_str()).await.map_err(unsigned)?;
     let key = set.get(inspected.kid().as_str()).ok_or(unsigned(Rejection::UnknownKid))?;
     let now = state.config.clock.now();
-    let verified = issuer.verifier.verify(inspected, key, now).map_err(|r| (r.into(), None))?;
+    let verified = if state.config.signature_batches {
+        issuer.verifier.verify_with_checker(inspected, key, now, &state.batcher).await
+    } else {
+        issuer.verifier.verify(inspected, key, now)
+    };
+    let verified = verified.map_err(|r| (r.into(), None))?;
     // The browser binding. A token refused for it is used up all the same: whoever saw it
     // (a URL in a history or a proxy's log, a page that posted it here) cannot try it again
     // in another browser.

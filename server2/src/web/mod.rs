@@ -49,6 +49,8 @@ pub struct AppState {
     pub(crate) refusals: Refusals,
     /// Log lines for refusals of unsigned garbage.
     pub(crate) unsigned_refusal_logs: Arc<handoff_web::telemetry::LogBudget>,
+    /// Signature checks of concurrent handoffs, done together.
+    pub(crate) batcher: crate::batch::Batcher,
 }
 
 type State = Arc<AppState>;

@@ -393,6 +393,8 @@ pub struct VerificationKey {
     kid: Kid,
     alg: Alg,
     decoding: DecodingKey,
+    /// An Ed25519 key, decoded for [`crate::ed25519`]; `None` for a shared secret.
+    ed25519: Option<crate::ed25519::PublicKey>,
 }
 
 impl VerificationKey {
@@ -408,6 +410,10 @@ impl VerificationKey {
 
     pub(crate) fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    pub(crate) fn ed25519(&self) -> Option<&crate::ed25519::PublicKey> {
+        self.ed25519.as_ref()
     }
 }
 
@@ -456,7 +462,16 @@ impl KeySet {
                 return Err(bad("a `kid` is not the RFC 7638 thumbprint of its key"));
             }
             let decoding = DecodingKey::from_ed_der(&raw);
-            keys.insert(kid.clone(), VerificationKey { kid, alg: Alg::EdDsa, decoding });
+            let ed25519 = <[u8; 32]>::try_from(raw.as_slice())
+                .map(crate::ed25519::PublicKey::new)
+                .map_err(|_| bad("an Ed25519 `x` must be 32 bytes of base64url"))?;
+            let key = VerificationKey {
+                kid: kid.clone(),
+                alg: Alg::EdDsa,
+                decoding,
+                ed25519: Some(ed25519),
+            };
+            keys.insert(kid, key);
         }
         if keys.is_empty() {
             return Err(KeyError::InvalidJwks("no Ed25519 signing key in the set".into()));
@@ -472,6 +487,7 @@ impl KeySet {
             kid: kid.clone(),
             alg: Alg::Hs256,
             decoding: secret.decoding().clone(),
+            ed25519: None,
         };
         Self { keys: HashMap::from([(kid, key)]) }
     }

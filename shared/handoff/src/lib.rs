@@ -15,6 +15,7 @@ pub mod access;
 pub mod client_auth;
 mod codes;
 pub mod crypto;
+pub mod ed25519;
 pub mod grant;
 pub mod keys;
 pub mod logout;
