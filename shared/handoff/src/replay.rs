@@ -10,7 +10,7 @@
 //! records uses through [`ReplayStore::record_use`], which answers [`Freshness::Unvouched`] for a
 //! token issued before the store's memory begins.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -106,11 +106,12 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
 
 const SHARDS: usize = 16;
 
-/// An in-memory replay store: sharded maps of `jti` → expiry, bounded in size.
+/// An in-memory replay store: sharded sets of `jti`s, each also filed by the second it expires,
+/// bounded in size.
 ///
-/// Expired entries are swept from a shard at most once a second, when it is next written to, so
-/// a shard that is full has been swept within the last second. At the bound with every entry
-/// still live, it answers [`ReplayStoreError::Full`] rather than
+/// A shard forgets what has expired whenever it is used, at the cost of what expired (ids are
+/// filed by second: no use ever scans the live ones), so a full shard holds only live entries.
+/// At the bound with every entry still live, it answers [`ReplayStoreError::Full`] rather than
 /// evict a live entry: evicting would let that token be replayed.
 #[derive(Debug)]
 pub struct MemoryReplayStore {
@@ -119,20 +120,33 @@ pub struct MemoryReplayStore {
     created: UnixTime,
 }
 
+/// One lock's worth of the store: the ids, and the same ids by the second they expire, so
+/// expiring costs what expires (a second's worth of ids), never a scan of every live one.
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<u128, u64>,
-    next_sweep: u64,
+    /// Every id whose `until` is still ahead (after the sweep of the current second).
+    ids: HashSet<u128>,
+    /// The ids by the second they stop mattering (`until`), earliest first.
+    expiring: BTreeMap<u64, Vec<u128>>,
 }
 
 impl Shard {
+    /// Forgets every id whose `until` is at or before `now`.
     fn sweep(&mut self, now: u64) {
-        self.entries.retain(|_, until| *until > now);
-        // Give memory back once a burst has passed.
-        if self.entries.capacity() > 1024 && self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to(self.entries.len() * 2);
+        let mut swept = false;
+        while let Some(entry) = self.expiring.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for id in entry.remove() {
+                self.ids.remove(&id);
+            }
+            swept = true;
         }
-        self.next_sweep = now + 1;
+        // Give memory back once a burst has passed.
+        if swept && self.ids.capacity() > 1024 && self.ids.len() < self.ids.capacity() / 4 {
+            self.ids.shrink_to(self.ids.len() * 2);
+        }
     }
 }
 
@@ -166,19 +180,16 @@ impl MemoryReplayStore {
             Err(poisoned) => poisoned.into_inner(),
         };
         let now = now.as_secs();
-        if now >= shard.next_sweep {
-            shard.sweep(now);
+        // Costs what has expired since the last use of this shard (nothing, mostly).
+        shard.sweep(now);
+        if shard.ids.contains(&key) {
+            return Ok(Freshness::Replayed);
         }
-        match shard.entries.get(&key) {
-            Some(&expiry) if expiry > now => return Ok(Freshness::Replayed),
-            _ => {}
-        }
-        // Swept above within this second: a flood against a full store cannot turn every
-        // request into a full scan of the shard.
-        if shard.entries.len() >= self.per_shard {
+        if shard.ids.len() >= self.per_shard {
             return Err(ReplayStoreError::Full);
         }
-        shard.entries.insert(key, until.as_secs());
+        shard.ids.insert(key);
+        shard.expiring.entry(until.as_secs()).or_default().push(key);
         Ok(Freshness::Fresh)
     }
 
@@ -186,8 +197,8 @@ impl MemoryReplayStore {
         self.shards
             .iter()
             .map(|s| match s.lock() {
-                Ok(guard) => guard.entries.len(),
-                Err(poisoned) => poisoned.into_inner().entries.len(),
+                Ok(guard) => guard.ids.len(),
+                Err(poisoned) => poisoned.into_inner().ids.len(),
             })
             .sum()
     }
@@ -313,6 +324,35 @@ mod tests {
         assert_eq!(block(store.check_and_set(jti, later.plus(60), later)), Ok(Freshness::Fresh));
         store.purge_expired(later);
         assert_eq!(store.entries(), Some(1));
+    }
+
+    #[test]
+    fn entries_expire_by_their_own_second_in_any_order() {
+        let store = MemoryReplayStore::new(10_000, UnixTime::from_secs(0));
+        let rng = SystemRandom::new();
+        let t = UnixTime::from_secs(1000);
+        // Expiries out of order, as tokens of several lifetimes arrive.
+        let mut ids = Vec::new();
+        for n in 0..100u64 {
+            let jti = Jti::generate(&rng).expect("rng");
+            let until = t.plus(1 + (n * 37) % 100);
+            assert_eq!(block(store.check_and_set(jti, until, t)), Ok(Freshness::Fresh));
+            ids.push((jti, until));
+        }
+        let middle = t.plus(50);
+        store.purge_expired(middle);
+        assert_eq!(store.entries(), Some(50), "those with until > now stay");
+        for (jti, until) in &ids {
+            let expected = if *until > middle { Freshness::Replayed } else { Freshness::Fresh };
+            assert_eq!(block(store.check_and_set(*jti, t.plus(200), middle)), Ok(expected));
+        }
+        // The first uses are all gone at t + 100; the 50 used again expire at t + 200.
+        store.purge_expired(t.plus(100));
+        assert_eq!(store.entries(), Some(50));
+        store.purge_expired(t.plus(199));
+        assert_eq!(store.entries(), Some(50));
+        store.purge_expired(t.plus(200));
+        assert_eq!(store.entries(), Some(0));
     }
 
     #[test]
