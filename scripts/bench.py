@@ -129,9 +129,16 @@ def unaccepted(name, r):
     return None
 
 
-# ring's Ed25519 verification (its C field and group arithmetic and SHA-512): SERVER2 does nothing
-# else with these, so their share of SERVER2's CPU samples is the share of verify in a handoff.
-VERIFY_SYMBOLS = re.compile(r"(ge_|x25519_|fe_|slide$|sc_|fiat_25519|ring_core_\S*(x25519|sha512))")
+# Ed25519 verification: SERVER2's signature checks (handoff::ed25519 on curve25519-dalek, ring's
+# SHA-512) and ring's own verify (its C field and group arithmetic), which SERVER2 still uses for
+# keys it does not hand to curve25519-dalek. SERVER2 does nothing else with these, so their share
+# of SERVER2's CPU samples is the share of verify in a handoff.
+VERIFY_SYMBOLS = re.compile(r"(ge_|x25519_|fe_|slide$|sc_|fiat_25519|ring_core_\S*(x25519|sha512)|"
+                            r"\S*curve25519_dalek::|\S*handoff::ed25519::)")
+# The same functions as callgrind_annotate names them (`file:function`; inlined code is filed
+# under the file it came from, so the name is searched anywhere in the line).
+VERIFY_FUNCTIONS = re.compile(r"(curve25519_dalek::|handoff::ed25519::|ring_core_\S*sha512|"
+                              r":(ring_core_\S*)?(ge_|x25519_|fe_|slide|sc_)|fiat_25519)")
 PROFILE_ROUNDS = 3
 
 
@@ -458,11 +465,10 @@ def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
     return env1, s1
 
 
-RING_VERIFY = r"EdDSAParameters as ring::signature::VerificationAlgorithm>::verify \["
 RING_SIGN = r"Ed25519KeyPair::sign \["
 
 
-def callgrind(work, name, cmd, env, ready_url, load, ring_symbol):
+def callgrind(work, name, cmd, env, ready_url, load, ring_symbol=None, symbols=None):
     """A server under callgrind while `load()` drives it (returning wrk's result): the share of all
     its user-space instructions spent in `ring_symbol`, and the instructions per request. Unlike
     CPU time, instruction counts do not drift with the VM, so these figures are repeatable.
@@ -481,9 +487,20 @@ def callgrind(work, name, cmd, env, ready_url, load, ring_symbol):
     finally:
         server.terminate()
         server.wait(timeout=60)
-    text = run(["callgrind_annotate", "--inclusive=yes", out])
+    if ring_symbol:
+        # One function and all it calls.
+        text = run(["callgrind_annotate", "--inclusive=yes", out])
+        ring = int(re.search(r"^\s*([\d,]+) \([\d. ]+%\)\s+\S*" + ring_symbol, text, re.M).group(1).replace(",", ""))
+    else:
+        # Every function whose name matches `symbols`, each counted for its own instructions.
+        text = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no", out],
+                              capture_output=True, text=True, check=True).stdout
+        ring = 0
+        for line in text.splitlines():
+            m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*)$", line)
+            if m and "PROGRAM TOTALS" not in line and symbols.search(m.group(2)):
+                ring += int(m.group(1).replace(",", ""))
     total = int(re.search(r"([\d,]+) \(100\.0+%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
-    ring = int(re.search(r"^\s*([\d,]+) \([\d. ]+%\)\s+\S*" + ring_symbol, text, re.M).group(1).replace(",", ""))
     done = r["total"] - r["non_2xx_3xx"]
     return {"share": ring / total, "per_request": total / max(1, done), "ring_per_request": ring / max(1, done),
             "requests": done, "refused": r["non_2xx_3xx"]}
@@ -623,7 +640,7 @@ def main():
                 return wrk(f"{server2_url}/handoff", [os.path.join(cg_dir, "valid.txt"), "post", 1, 8000, 0],
                            seconds=8, connections=2)
             instructions["SERVER2 accept"] = callgrind(work, "server2", [f"{BIN}/server2"], env,
-                                                       f"{server2_url}/readyz", accepts, RING_VERIFY)
+                                                       f"{server2_url}/readyz", accepts, symbols=VERIFY_FUNCTIONS)
 
         # SERVER1 minting for a signed-in session: on SQLite, then on PostgreSQL.
         env1, s1 = mint_on(work, "SQLite", None, server2_url, server1_url, rows, failures)
@@ -690,11 +707,11 @@ def main():
         print()
         if instructions:
             for name, i in instructions.items():
-                what = "sign" if "SERVER1" in name else "verify"
+                what = "ring's Ed25519 sign" if "SERVER1" in name else "the Ed25519 signature checks"
                 print(f"Instructions (callgrind, user space, {name} under valgrind for {i['requests']:,} requests, "
-                      f"start-up left out): ring's Ed25519 {what} is {i['share']:.1%} of all; "
+                      f"start-up left out): {what} {i['share']:.1%} of all; "
                       f"{i['per_request'] / 1000:,.0f}k instructions per request, {i['ring_per_request'] / 1000:,.0f}k "
-                      f"of them in ring's {what}")
+                      f"of them in {what}")
                 if i["refused"]:
                     failures.append(f"callgrind run of {name}: {i['refused']} refused")
         else:
