@@ -181,6 +181,7 @@ def operation_requests(pid, base, valid_file, line):
 
 PEER_DIR = os.path.join(ROOT, "bench", "peer")
 PEER_PORT = P2 + 50
+NODE_PEER_DIR = os.path.join(ROOT, "bench", "peer-node")
 PEER_SECONDS = 3
 PEER_ROUNDS = 3
 
@@ -192,16 +193,45 @@ def build_peer():
     return os.path.join(PEER_DIR, "target", "release", "handoff-peer")
 
 
+def node_peer():
+    """The straightforward node:http + jose server (bench/peer-node), its package installed from
+    its lock file; None (and the comparison goes on without it) when Node is not installed."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None
+    if not os.path.isdir(os.path.join(NODE_PEER_DIR, "node_modules", "jose")):
+        subprocess.run(["npm", "ci", "--prefix", NODE_PEER_DIR, "--no-audit", "--no-fund", "--loglevel=error"], check=True)
+    return ["node", os.path.join(NODE_PEER_DIR, "server.mjs")]
+
+
 def ring_alone(seconds=3):
     """ring's verify rate per CPU-second on CPU 0 with nothing else running there."""
     out = run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "ring", "--only", "verify", "--seconds", str(seconds)])
     return json.loads(out)["verify_per_cpu_sec"]
 
 
-def peer_comparison(work, peer_bin, server_pid, server2_url):
-    """SERVER2 and the straightforward peer taking turns on CPU 0 under the same wrk load (the same
-    tokens, each used once by each server), form POST and GET, 16 and 64 connections, in rounds
-    that alternate who goes first; ring's verify alone on the idle core before and after."""
+def start_peer(work, name, cmd, port, jwks, server2_url):
+    env = dict(os.environ, PEER_LISTEN=f"127.0.0.1:{port}", PEER_JWKS_FILE=jwks,
+               PEER_ISSUER="https://portal.bench.example", PEER_AUDIENCE=server2_url)
+    log = open(os.path.join(work, f"{name}.log"), "w")
+    peer = subprocess.Popen(["taskset", "-c", "0"] + cmd, env=env, stderr=log, stdout=log)
+    deadline = time.time() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/handoff?token=x", timeout=1)
+        except urllib.error.HTTPError:
+            return peer
+        except Exception:
+            if time.time() > deadline:
+                peer.terminate()
+                raise SystemExit(f"the peer server {name} did not start; see {work}/{name}.log")
+            time.sleep(0.05)
+
+
+def peer_comparison(work, peers, server_pid, server2_url):
+    """SERVER2 and the straightforward peers taking turns on CPU 0 under the same wrk load (the
+    same tokens, each used once by each server), form POST and GET, 16 and 64 connections, in
+    rounds that rotate who goes first; ring's verify alone on the idle core before and after.
+    `peers`: (name, command) pairs."""
     jwks = os.path.join(work, "jwks.json")
     # Fresh tokens under the same key, minted now that SERVER2 has long been up.
     tokens_dir = os.path.join(work, "peer-tokens")
@@ -218,38 +248,30 @@ def peer_comparison(work, peer_bin, server_pid, server2_url):
         used += n
         return used - n + 1, used
 
-    env = dict(os.environ, PEER_LISTEN=f"127.0.0.1:{PEER_PORT}", PEER_JWKS_FILE=jwks,
-               PEER_ISSUER="https://portal.bench.example", PEER_AUDIENCE=server2_url)
-    log = open(os.path.join(work, "peer.log"), "w")
-    peer = subprocess.Popen(["taskset", "-c", "0", peer_bin], env=env, stderr=log, stdout=log)
+    started = []
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PEER_PORT}/handoff?token=x", timeout=1)
-            except urllib.error.HTTPError:
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise SystemExit("the peer server did not start; see its log")
-                time.sleep(0.05)
+        servers = [("SERVER2", server_pid, server2_url)]
+        for n, (name, cmd) in enumerate(peers):
+            port = PEER_PORT + n
+            process = start_peer(work, name, cmd, port, jwks, server2_url)
+            started.append(process)
+            servers.append((name, process.pid, f"http://127.0.0.1:{port}"))
         ring_before = ring_alone()
         runs = {}
         for round_ in range(PEER_ROUNDS):
             for conns in (16, 64):
                 for mode in ("post", "get"):
                     first, last = tokens(tokens_per_run)
-                    order = [("SERVER2", server_pid, server2_url), ("peer", peer.pid, f"http://127.0.0.1:{PEER_PORT}")]
-                    if round_ % 2:
-                        order.reverse()
-                    for who, pid, base in order:
+                    shift = round_ % len(servers)
+                    for who, pid, base in servers[shift:] + servers[:shift]:
                         r = measure(pid, f"{base}/handoff", [valid, mode, first, last, 0], seconds=PEER_SECONDS,
                                     connections=conns)
                         runs.setdefault((who, conns, mode), []).append(r)
         ring_after = ring_alone()
     finally:
-        peer.terminate()
-        peer.wait(timeout=15)
+        for process in started:
+            process.terminate()
+            process.wait(timeout=15)
     failures = [unaccepted(f"{who}, {mode}, {conns} connections", r)
                 for (who, conns, mode), rs in runs.items() for r in rs]
     return runs, ring_before, ring_after, [f for f in failures if f]
@@ -268,14 +290,16 @@ def print_peer_table(runs, ring_before, ring_after):
         values = sorted(values)
         return values[len(values) // 2]
     clean = (ring_before + ring_after) / 2
-    print(f"SERVER2 beside the straightforward Rust server (bench/peer: axum 0.8, jsonwebtoken's RustCrypto backend, "
-          f"a Mutex<HashMap> of seen jti, a 303; fat LTO), taking turns on CPU 0, the same tokens, each used once by each, "
-          f"{PEER_SECONDS} s per run, median of {PEER_ROUNDS} rounds (spread in brackets):")
+    servers = list(dict.fromkeys(who for who, _, _ in runs))
+    print(f"SERVER2 beside the straightforward servers (peer: axum 0.8, jsonwebtoken's RustCrypto backend, a "
+          f"Mutex<HashMap> of seen jti, a 303, fat LTO; node peer: node:http and jose, a Map), taking turns on CPU 0, "
+          f"the same tokens, each used once by each, {PEER_SECONDS} s per run, median of {PEER_ROUNDS} rounds "
+          f"(spread in brackets):")
     print()
     print("| server | handoffs per server CPU-s, POST | GET | p99 at 16 conn., POST / GET | p99 at 64 conn., POST / GET | vs ring alone |")
     print("|---|---:|---:|---:|---:|---:|")
     per = {}
-    for who in ("SERVER2", "peer"):
+    for who in servers:
         cells = []
         for mode in ("post", "get"):
             rates = [r["per_cpu_s"] for r in runs[(who, 16, mode)] + runs[(who, 64, mode)]]
@@ -289,8 +313,9 @@ def print_peer_table(runs, ring_before, ring_after):
         print(f"| {who} | {cells[0]} | {cells[1]} | {tails[0]} | {tails[1]} | {vs_ring:.0%} |")
     print(f"| ring's Ed25519 verify alone, idle CPU 0 | {clean:,.0f} (before {ring_before:,.0f}, after {ring_after:,.0f}) | | | | 100% |")
     print()
-    print(f"SERVER2 ÷ peer, handoffs per server CPU-second: form POST {per[('SERVER2', 'post')] / per[('peer', 'post')]:.2f}×, "
-          f"GET {per[('SERVER2', 'get')] / per[('peer', 'get')]:.2f}×")
+    for who in servers[1:]:
+        print(f"SERVER2 ÷ {who}, handoffs per server CPU-second: form POST {per[('SERVER2', 'post')] / per[(who, 'post')]:.2f}×, "
+              f"GET {per[('SERVER2', 'get')] / per[(who, 'get')]:.2f}×")
     print()
 
 
@@ -512,7 +537,10 @@ def main():
             raise SystemExit(f"{tool} is missing: apt-get install wrk util-linux")
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "server1", "-p", "server2", "-p", "handoff-bench"],
                    cwd=ROOT, check=True)
-    peer_bin = build_peer()
+    peers = [("peer", [build_peer()])]
+    node = node_peer()
+    if node:
+        peers.append(("node peer", node))
     work = tempfile.mkdtemp(prefix="handoff-bench-")
     rows, notes, failures = [], [], []
     try:
@@ -541,7 +569,7 @@ def main():
             idle = rss_mib(server.pid)
             notes.append(f"SERVER2 start-up to ready (pinned JWKS): {startup * 1000:.0f} ms; idle resident memory {idle:.1f} MiB")
             if ONLY == "peer":
-                runs, ring_before, ring_after, peer_failures = peer_comparison(work, peer_bin, server.pid, server2_url)
+                runs, ring_before, ring_after, peer_failures = peer_comparison(work, peers, server.pid, server2_url)
                 print_peer_table(runs, ring_before, ring_after)
                 if peer_failures:
                     raise SystemExit("\n".join(peer_failures))
@@ -618,7 +646,7 @@ def main():
                 notes.append("Redis replay store: redis-server is not installed (apt-get install redis-server), "
                              "so it is skipped")
             # Last, on tokens of its own: the runs before it use up much of the first set's life.
-            peer_runs = peer_comparison(work, peer_bin, server.pid, server2_url)
+            peer_runs = peer_comparison(work, peers, server.pid, server2_url)
             failures += peer_runs[3]
         finally:
             server.terminate()
