@@ -24,7 +24,8 @@ if not 1 <= DURATION <= 20:
     raise SystemExit("BENCH_SECONDS must be 1 to 20")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LOG = os.environ.get("BENCH_LOG", "info")
-# `BENCH_ONLY=peer`: only SERVER2 beside the straightforward server (about three minutes).
+# `BENCH_ONLY=peer`: only SERVER2 beside the straightforward servers (about five minutes);
+# `BENCH_ONLY=callgrind`: only SERVER2's instructions per accept (about a minute).
 ONLY = os.environ.get("BENCH_ONLY", "")
 TICK = os.sysconf("SC_CLK_TCK")
 # Below Linux's ephemeral range (32768–60999), so no client socket of the runs can hold them.
@@ -531,6 +532,30 @@ def callgrind(work, name, cmd, env, ready_url, load, ring_symbol=None, symbols=N
             "requests": done, "refused": r["non_2xx_3xx"]}
 
 
+def server2_callgrind(work, env, server2_url):
+    """SERVER2 under callgrind for a few thousand accepts (2 connections)."""
+    def accepts():
+        # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted once this
+        # server has started.
+        cg_dir = os.path.join(work, "cg")
+        os.makedirs(cg_dir, exist_ok=True)
+        shutil.copy(os.path.join(work, "signing.pk8"), cg_dir)
+        run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", cg_dir, "--issuer",
+             "https://portal.bench.example", "--audience", server2_url, "--count", "8000"])
+        return wrk(f"{server2_url}/handoff", [os.path.join(cg_dir, "valid.txt"), "post", 1, 8000, 0],
+                   seconds=8, connections=2)
+    return callgrind(work, "server2", [f"{BIN}/server2"], env, f"{server2_url}/readyz", accepts,
+                     symbols=VERIFY_FUNCTIONS)
+
+
+def print_instructions(name, i):
+    what = "ring's Ed25519 sign" if "SERVER1" in name else "the Ed25519 signature checks"
+    print(f"Instructions (callgrind, user space, {name} under valgrind for {i['requests']:,} requests, "
+          f"start-up left out): {what} {i['share']:.1%} of all; "
+          f"{i['per_request'] / 1000:,.0f}k instructions per request, {i['ring_per_request'] / 1000:,.0f}k "
+          f"of them in {what}")
+
+
 def main():
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -561,6 +586,9 @@ def main():
                    # The load generator posts pre-minted tokens as a client that is not a browser
                    # would: without a browser nonce, which SERVER2 refuses by default.
                    SERVER2_UNBOUND_HANDOFFS="accept")
+        if ONLY == "callgrind":
+            print_instructions("SERVER2 accept", server2_callgrind(work, env, server2_url))
+            return
         log = open(os.path.join(work, "server2.log"), "w")
         server = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/server2"], env=env, stderr=log, stdout=log)
         try:
@@ -657,18 +685,7 @@ def main():
         # callgrind_control and callgrind_annotate are Perl scripts.
         callgrind_tools = all(shutil.which(t) for t in ("valgrind", "callgrind_control", "callgrind_annotate", "perl"))
         if callgrind_tools:
-            def accepts():
-                # Fresh tokens under the same key (prepare-server2 reuses signing.pk8), minted
-                # once this server has started.
-                cg_dir = os.path.join(work, "cg")
-                os.makedirs(cg_dir, exist_ok=True)
-                shutil.copy(os.path.join(work, "signing.pk8"), cg_dir)
-                run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", cg_dir, "--issuer",
-                     "https://portal.bench.example", "--audience", server2_url, "--count", "8000"])
-                return wrk(f"{server2_url}/handoff", [os.path.join(cg_dir, "valid.txt"), "post", 1, 8000, 0],
-                           seconds=8, connections=2)
-            instructions["SERVER2 accept"] = callgrind(work, "server2", [f"{BIN}/server2"], env,
-                                                       f"{server2_url}/readyz", accepts, symbols=VERIFY_FUNCTIONS)
+            instructions["SERVER2 accept"] = server2_callgrind(work, env, server2_url)
 
         # SERVER1 minting for a signed-in session: on SQLite, then on PostgreSQL.
         env1, s1 = mint_on(work, "SQLite", None, server2_url, server1_url, rows, failures)
@@ -735,11 +752,7 @@ def main():
         print()
         if instructions:
             for name, i in instructions.items():
-                what = "ring's Ed25519 sign" if "SERVER1" in name else "the Ed25519 signature checks"
-                print(f"Instructions (callgrind, user space, {name} under valgrind for {i['requests']:,} requests, "
-                      f"start-up left out): {what} {i['share']:.1%} of all; "
-                      f"{i['per_request'] / 1000:,.0f}k instructions per request, {i['ring_per_request'] / 1000:,.0f}k "
-                      f"of them in {what}")
+                print_instructions(name, i)
                 if i["refused"]:
                     failures.append(f"callgrind run of {name}: {i['refused']} refused")
         else:
