@@ -77,6 +77,12 @@ enum Command {
         #[arg(long)]
         same_signature: bool,
     },
+    /// SERVER2's signature check (`handoff::ed25519`) beside ring's verify on one thread: CPU
+    /// time per signature alone and in batches of 2 to 64, over 1,024 distinct signatures.
+    Ed25519 {
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// Open-loop load at a constant rate, each token once; prints latency percentiles.
     Load(LoadArgs),
     /// How steady this core's speed is: a fixed piece of work (one Ed25519 verify) counted in
@@ -140,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ring { seconds, only, same_signature } => {
             ring_rates(Duration::from_secs_f64(seconds), only, same_signature)
         }
+        Command::Ed25519 { seconds } => ed25519_rates(Duration::from_secs_f64(seconds)),
         Command::Load(args) => offered_load(&args),
         Command::Steadiness { seconds } => steadiness(Duration::from_secs_f64(seconds)),
         Command::Floor { rate, work_us, seconds } => latency_floor(rate, work_us, seconds),
@@ -395,6 +402,51 @@ fn ring_rates(window: Duration, op: RingOp, same_signature: bool) -> anyhow::Res
         let (wall, cpu) = rate(&|| probe.sign())?;
         out.insert("sign_per_sec".into(), wall.into());
         out.insert("sign_per_cpu_sec".into(), cpu.into());
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+/// Microseconds of CPU per signature: ring's verify, `handoff::ed25519` alone, and in batches.
+fn ed25519_rates(window: Duration) -> anyhow::Result<()> {
+    use handoff::ed25519::{check_batch, prepare, Check, Pending, PublicKey};
+    let probe = Probe::new(Probe::DISTINCT)?;
+    let key = PublicKey::new(probe.public.as_slice().try_into()?);
+    // Runs `f` over and over for `window`; CPU microseconds per signature (`f` checks `per`).
+    let cost = |per: usize, f: &dyn Fn(usize) -> bool| -> anyhow::Result<f64> {
+        let cpu_before = cpu_seconds()?;
+        let started = Instant::now();
+        let (mut n, mut i) = (0usize, 0usize);
+        while started.elapsed() < window {
+            if !f(i) {
+                bail!("a genuine signature failed");
+            }
+            i = (i + per) % (Probe::DISTINCT - per);
+            n += per;
+        }
+        Ok((cpu_seconds()? - cpu_before) * 1e6 / n as f64)
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("ring_verify_us".into(), cost(1, &|_| probe.verify())?.into());
+    let alone = cost(1, &|i| {
+        let (m, sig) = (&probe.messages[i], &probe.signatures[i]);
+        matches!(prepare(&key, m, sig.as_ref()), Check::Pending(p) if p.check())
+    })?;
+    out.insert("alone_us".into(), alone.into());
+    for size in [2usize, 4, 8, 16, 32, 64] {
+        // The hashing (`prepare`) is done per request, before a batch forms: counted here too.
+        let per = cost(size, &|i| {
+            let batch: Vec<Pending> = (i..i + size)
+                .filter_map(|j| {
+                    match prepare(&key, &probe.messages[j], probe.signatures[j].as_ref()) {
+                        Check::Pending(p) => Some(p),
+                        Check::Decided(_) => None,
+                    }
+                })
+                .collect();
+            batch.len() == size && check_batch(&batch).iter().all(|ok| *ok)
+        })?;
+        out.insert(format!("batch_{size}_us"), per.into());
     }
     println!("{}", serde_json::Value::Object(out));
     Ok(())
