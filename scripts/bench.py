@@ -168,16 +168,23 @@ def verify_share(pid, url, args, work, name):
     return (share or None), result
 
 
-def operation_requests(pid, base, valid_file, line):
-    """Hands over the token on `line` of `valid_file` for its grant, then GETs that report with
-    the grant, beside the yardstick: what every operation request costs — the grant's check and
-    the revocation store's look-up (has a logout ended this session or user?)."""
-    with open(valid_file) as f:
-        token = next(t for i, t in enumerate(f, 1) if i == line).strip()
+def operation_requests(pid, base, work, audience):
+    """Hands over a freshly minted token for its grant, then GETs that report with the grant,
+    beside the yardstick: what every operation request costs — the grant's check and the
+    revocation store's look-up (has a logout ended this session or user?). The token is minted
+    now: the run's first ones may have outlived their ten minutes by this point."""
+    fresh = tempfile.mkdtemp(prefix="op-", dir=work)
+    shutil.copy(os.path.join(work, "signing.pk8"), fresh)
+    run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", fresh, "--issuer", "https://portal.bench.example",
+         "--audience", audience, "--count", "1"])
+    with open(os.path.join(fresh, "valid.txt")) as f:
+        token = f.readline().strip()
     head = run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--data-urlencode", f"token={token}", f"{base}/handoff"])
-    cookie = re.search(r"^set-cookie: ((?:__Host-)?handoff_grant=[^;]+)", head, re.I | re.M).group(1)
-    report_id = (line - 1) % 999_999 + 1
-    return measure(pid, f"{base}/reports/{report_id}", None, headers=[f"Cookie: {cookie}"], yardstick="verify")
+    grant = re.search(r"^set-cookie: ((?:__Host-)?handoff_grant=[^;]+)", head, re.I | re.M)
+    if not grant:
+        raise SystemExit(f"{base} did not accept a fresh token for the operation runs:\n{head}")
+    # prepare-server2 gives the token on line n the report n.
+    return measure(pid, f"{base}/reports/1", None, headers=[f"Cookie: {grant.group(1)}"], yardstick="verify")
 
 
 PEER_DIR = os.path.join(ROOT, "bench", "peer")
@@ -320,7 +327,7 @@ def print_peer_table(runs, ring_before, ring_after):
     print()
 
 
-def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens, memory_valid, memory_load):
+def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_load):
     """SERVER2 with the Redis replay store (a real redis-server on CPU 1, beside the load
     generator), reached over TCP and through its socket file: two more SERVER2s beside the
     memory-store one (each idle while another is measured). Accepts beside the yardstick, the
@@ -351,6 +358,15 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
         run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer",
              "https://portal.bench.example", "--audience", server2_url, "--count", str(count)])
         valid = os.path.join(tokens_dir, "valid.txt")
+        # The memory-store SERVER2 takes its tokens from this fresh set too (its own replay
+        # store; the first set, minted at the start, may be near the end of its ten minutes).
+        m_used = 0
+
+        def memory_tokens(n):
+            nonlocal m_used
+            m_used += n
+            return m_used - n + 1, m_used
+        memory_valid = valid
         results = {name: [] for name, _, _ in variants}
         memory, first, redis_cpu = [], 1, {name: 0.0 for name, _, _ in variants}
         for _ in range(REDIS_ROUNDS):
@@ -381,12 +397,10 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_tokens
                     profiled[name].append(share)
                     first = last + 1
         # Operation requests with a grant: the revocation look-up in Redis (one script) on each.
-        m_line, _ = memory_tokens(1)
-        op_memory = operation_requests(memory_pid, server2_url, memory_valid, m_line)
+        op_memory = operation_requests(memory_pid, server2_url, work, server2_url)
         rows.append(("operation request with a grant, memory stores", op_memory, "verify"))
         for (name, _, listen), server in zip(variants, servers):
-            r = operation_requests(server.pid, f"http://127.0.0.1:{listen}", valid, first)
-            first += 1
+            r = operation_requests(server.pid, f"http://127.0.0.1:{listen}", work, server2_url)
             r["vs_accept"] = r["vs_ring"] / op_memory["vs_ring"]
             rows.append((f"operation request with a grant, Redis ({name})", r, "verify"))
             notes.append(f"operation requests with Redis over {name} (its revocation look-up on each): "
@@ -665,8 +679,7 @@ def main():
             empty = r
             notes.append(f"SERVER2 resident memory after the runs: {rss_mib(server.pid):.1f} MiB")
             if shutil.which("redis-server"):
-                more_rows, more_notes, more_failures = redis_store(work, env, server2_url, per_run, rate, server.pid,
-                                                                   tokens, valid, load)
+                more_rows, more_notes, more_failures = redis_store(work, env, server2_url, per_run, rate, server.pid, load)
                 rows += more_rows
                 notes += more_notes
                 failures += more_failures

@@ -96,6 +96,8 @@ impl Drop for Lead<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
+
     use super::*;
     use handoff::ed25519::{prepare, Check, PublicKey};
     use ring::rand::SystemRandom;
@@ -147,8 +149,7 @@ mod tests {
         let pair = pair();
         // The leader is polled once (it queues itself and yields), then dropped.
         let mut leader = Box::pin(batcher.check(pending(&pair, b"lead", false)));
-        let waker = futures_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(leader.as_mut().poll(&mut cx).is_pending());
         let follower = {
             let batcher = std::sync::Arc::clone(&batcher);
@@ -159,10 +160,4 @@ mod tests {
         drop(leader);
         assert!(follower.await.expect("task"));
     }
-
-    fn futures_waker() -> std::task::Waker {
-        std::task::Waker::noop().clone()
-    }
-
-    use std::future::Future as _;
 }

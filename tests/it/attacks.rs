@@ -610,6 +610,42 @@ async fn random_kid_flood_is_rate_limited() {
     assert!(fetched <= allowed, "{fetched} JWKS fetches for 200 unknown kids (allowed {allowed})");
 }
 
+/// Handoffs arriving together are checked together (a batch) unless batches are off; either
+/// way each gets its own answer: forged signatures among them are refused, and they make no
+/// genuine one refused.
+#[tokio::test]
+async fn concurrent_handoffs_with_forged_signatures_each_get_their_own_answer() {
+    for batches in [true, false] {
+        let s = spawn_with(|c| c.signature_batches = batches).await;
+        let minter = minter(&s, 60);
+        let forged = |i: usize| i % 5 == 2;
+        let tokens: Vec<String> = (0..40)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let token = report_token(&minter, &s.server2, "alice", &id, now()).as_str().to_owned();
+                if !forged(i) {
+                    return token;
+                }
+                // One bit of the signature's `s` half changed, still base64url.
+                let mut bytes = token.into_bytes();
+                let at = bytes.len() - 10;
+                bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect();
+        let posts = tokens.into_iter().map(|token| {
+            let url = format!("{}/handoff", s.server2);
+            async move {
+                let c = plain_client();
+                c.post(url).form(&[("token", token)]).send().await.unwrap().status().as_u16()
+            }
+        });
+        let statuses = futures_join_all(posts).await;
+        let expected: Vec<u16> = (0..40).map(|i| if forged(i) { 401 } else { 303 }).collect();
+        assert_eq!(statuses, expected, "batches {batches}");
+    }
+}
+
 /// Runs futures concurrently on the current task (no extra dependency for `join_all`).
 async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
     futures: impl Iterator<Item = F>,
