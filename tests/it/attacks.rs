@@ -622,7 +622,8 @@ async fn concurrent_handoffs_with_forged_signatures_each_get_their_own_answer() 
         let tokens: Vec<String> = (0..40)
             .map(|i| {
                 let id = (i + 1).to_string();
-                let token = report_token(&minter, &s.server2, "alice", &id, now()).as_str().to_owned();
+                let token =
+                    report_token(&minter, &s.server2, "alice", &id, now()).as_str().to_owned();
                 if !forged(i) {
                     return token;
                 }
