@@ -52,6 +52,20 @@ def rss_mib(pid):
     return 0.0
 
 
+class TokenLines:
+    """Hands out consecutive line ranges of a token file, so no token is sent twice to one
+    server: `take(n)` is (first, last), 1-based. Past `limit` it stops the run with `why`."""
+
+    def __init__(self, limit=None, why=""):
+        self.used, self.limit, self.why = 0, limit, why
+
+    def take(self, n):
+        if self.limit is not None and self.used + n > self.limit:
+            raise SystemExit(self.why)
+        self.used += n
+        return self.used - n + 1, self.used
+
+
 def wait_ready(url, log, timeout=10.0):
     """Seconds until `url` answers 200; on a timeout, exits with the end of the server's `log`
     (the work directory and its logs are removed on the way out)."""
@@ -249,13 +263,7 @@ def peer_comparison(work, peers, server_pid, server2_url):
     run([f"{BIN}/handoff-bench", "prepare-server2", "--dir", tokens_dir, "--issuer", "https://portal.bench.example",
          "--audience", server2_url, "--count", str(tokens_per_run * PEER_ROUNDS * 4)])
     valid = os.path.join(tokens_dir, "valid.txt")
-    used = 0
-
-    def tokens(n):
-        nonlocal used
-        used += n
-        return used - n + 1, used
-
+    tokens = TokenLines().take
     started = []
     try:
         servers = [("SERVER2", server_pid, server2_url)]
@@ -360,12 +368,7 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_load):
         valid = os.path.join(tokens_dir, "valid.txt")
         # The memory-store SERVER2 takes its tokens from this fresh set too (its own replay
         # store; the first set, minted at the start, may be near the end of its ten minutes).
-        m_used = 0
-
-        def memory_tokens(n):
-            nonlocal m_used
-            m_used += n
-            return m_used - n + 1, m_used
+        memory_tokens = TokenLines().take
         memory_valid = valid
         results = {name: [] for name, _, _ in variants}
         memory, first, redis_cpu = [], 1, {name: 0.0 for name, _, _ in variants}
@@ -621,14 +624,8 @@ def main():
             notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
             url = f"{server2_url}/handoff"
             valid = os.path.join(work, "valid.txt")
-            used = 0
-            def tokens(n):
-                nonlocal used
-                if used + n > count:
-                    raise SystemExit(f"the run needs more than the {count} tokens minted; this machine is faster "
-                                     "than the bench assumes (25,000 accepts/s): raise per_run in scripts/bench.py")
-                used += n
-                return used - n + 1, used
+            tokens = TokenLines(count, f"the run needs more than the {count} tokens minted; this machine is faster "
+                                       "than the bench assumes (25,000 accepts/s): raise per_run in scripts/bench.py").take
 
             # The peak, alone on the core: the base of the constant-load run.
             first, last = tokens(per_run)

@@ -287,30 +287,19 @@ fn mixed_order_r_non_canonical_s_and_keys_with_torsion() {
         let honest = sign_with_nonce_point(&a, &(ED25519_BASEPOINT_POINT * r), &r, &message);
         let s = Scalar::from_canonical_bytes(honest.signature[32..].try_into().expect("32"));
         let s = Option::<Scalar>::from(s).expect("canonical");
+        let with_s = |name: String, s_bytes: &[u8; 32]| {
+            let mut signature = honest.signature.clone();
+            signature[32..].copy_from_slice(s_bytes);
+            Case { name, key: honest.key.clone(), message: message.clone(), signature }
+        };
         for multiple in 1..=15u8 {
-            let wide = add_multiple_of_order(&s.to_bytes(), multiple);
-            if let Some(bytes) = wide {
-                let mut signature = honest.signature.clone();
-                signature[32..].copy_from_slice(&bytes);
-                let case = Case {
-                    name: format!("s + {multiple}ℓ ({i})"),
-                    key: honest.key.clone(),
-                    message: message.clone(),
-                    signature,
-                };
+            if let Some(bytes) = add_multiple_of_order(&s.to_bytes(), multiple) {
+                let case = with_s(format!("s + {multiple}ℓ ({i})"), &bytes);
                 assert!(!ring_says(&case), "ring refuses a non-canonical s");
                 check(&case, &genuine);
             }
         }
-        let mut signature = honest.signature.clone();
-        signature[32..].copy_from_slice(&ORDER);
-        let case = Case {
-            name: format!("s = ℓ ({i})"),
-            key: honest.key.clone(),
-            message: message.clone(),
-            signature,
-        };
-        check(&case, &genuine);
+        check(&with_s(format!("s = ℓ ({i})"), &ORDER), &genuine);
     }
 }
 
