@@ -66,10 +66,7 @@ impl PublicKey {
 
 /// Whether `signature` over `message` holds under `key`, as ring decides it.
 pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
-    match prepare(key, message, signature) {
-        Check::Decided(genuine) => genuine,
-        Check::Pending(pending) => pending.check(),
-    }
+    prepare(key, message, signature).decide()
 }
 
 /// A signature check, started.
@@ -83,6 +80,16 @@ pub enum Check {
     Decided(bool),
     /// The multiplication is left: alone ([`Pending::check`]) or in a batch ([`check_batch`]).
     Pending(Pending),
+}
+
+impl Check {
+    /// The answer, the multiplication (if left) done alone.
+    pub fn decide(self) -> bool {
+        match self {
+            Check::Decided(genuine) => genuine,
+            Check::Pending(pending) => pending.check(),
+        }
+    }
 }
 
 /// Starts checking `signature` over `message` under `key`: the hashing and decoding done, the

@@ -452,25 +452,18 @@ impl KeySet {
             if jwk.alg.as_deref().is_some_and(|a| a != "EdDSA") {
                 return Err(bad("an Ed25519 key has an `alg` other than `EdDSA`"));
             }
-            let raw = URL_SAFE_NO_PAD
+            let raw: [u8; 32] = URL_SAFE_NO_PAD
                 .decode(jwk.x.as_bytes())
                 .ok()
-                .filter(|raw| raw.len() == 32)
+                .and_then(|raw| raw.try_into().ok())
                 .ok_or_else(|| bad("an Ed25519 `x` must be 32 bytes of base64url"))?;
             let kid = ed25519_kid(&raw);
             if jwk.kid.as_deref().is_some_and(|k| k != kid.as_str()) {
                 return Err(bad("a `kid` is not the RFC 7638 thumbprint of its key"));
             }
             let decoding = DecodingKey::from_ed_der(&raw);
-            let ed25519 = <[u8; 32]>::try_from(raw.as_slice())
-                .map(crate::ed25519::PublicKey::new)
-                .map_err(|_| bad("an Ed25519 `x` must be 32 bytes of base64url"))?;
-            let key = VerificationKey {
-                kid: kid.clone(),
-                alg: Alg::EdDsa,
-                decoding,
-                ed25519: Some(ed25519),
-            };
+            let ed25519 = Some(crate::ed25519::PublicKey::new(raw));
+            let key = VerificationKey { kid: kid.clone(), alg: Alg::EdDsa, decoding, ed25519 };
             keys.insert(kid, key);
         }
         if keys.is_empty() {

@@ -494,11 +494,7 @@ pub(crate) fn signed_claims(
     inspected: &Inspected<'_>,
     key: &VerificationKey,
 ) -> Result<Vec<u8>, Rejection> {
-    let genuine = match signature_check(inspected, key)? {
-        Check::Decided(genuine) => genuine,
-        Check::Pending(pending) => pending.check(),
-    };
-    claims_json(inspected, genuine)
+    claims_json(inspected, signature_check(inspected, key)?.decide())
 }
 
 /// The first half of a signature check: what can be decided at once (a wrong key, a
