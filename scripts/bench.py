@@ -25,7 +25,9 @@ if not 1 <= DURATION <= 20:
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LOG = os.environ.get("BENCH_LOG", "info")
 # `BENCH_ONLY=peer`: only SERVER2 beside the straightforward servers (about five minutes);
-# `BENCH_ONLY=callgrind`: only SERVER2's instructions per accept (about a minute).
+# `BENCH_ONLY=callgrind`: only SERVER2's instructions per accept (about a minute);
+# `BENCH_ONLY=openloop`: only the open-loop latency at half the peak against the floor, in rounds,
+# SERVER2 and the Rust peer at the same rate (about three minutes).
 ONLY = os.environ.get("BENCH_ONLY", "")
 TICK = os.sysconf("SC_CLK_TCK")
 # Below Linux's ephemeral range (32768–60999), so no client socket of the runs can hold them.
@@ -293,6 +295,66 @@ def peer_comparison(work, peers, server_pid, server2_url):
     return runs, ring_before, ring_after, [f for f in failures if f]
 
 
+def open_loop(pid, port, valid, first, rate, path="/handoff", mode="post"):
+    """`handoff-bench load` against the server `pid` at `rate`, 16 connections, tokens from line
+    `first` on; with the server's CPU time per request over the run (`cpu_us`) and the share of
+    the core that is (`busy`)."""
+    before = cpu_seconds(pid)
+    load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{port}",
+                           "--path", path, "--mode", mode, "--tokens", valid, "--first", str(first),
+                           "--rate", str(rate), "--seconds", str(DURATION), "--connections", "16"]))
+    load["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(1, load["completed"])
+    load["busy"] = load["cpu_us"] * rate / 1e6
+    return load
+
+
+def latency_floor(rate, work_us):
+    """`handoff-bench floor`: the open-loop schedule at `rate` on CPU 0 with each request replaced
+    by `work_us` of plain computation."""
+    return json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "floor", "--rate", str(rate),
+                           "--work-us", f"{work_us:.1f}", "--seconds", str(DURATION)]))
+
+
+def empty_open_loop(pid, port, valid, rate):
+    """The same schedule against `GET /healthz` (no work at all): the latency of the generator,
+    the loopback and the wake-ups alone, which the floor leaves out."""
+    empty = open_loop(pid, port, valid, 1, rate, path="/healthz", mode="get")
+    if empty["status_2xx"] != empty["completed"]:
+        raise SystemExit(f"GET /healthz: {empty['completed'] - empty['status_2xx']} of {empty['completed']} failed")
+    return empty
+
+
+def open_loop_rounds(work, peer_cmd, server_pid, server2_url, valid, tokens):
+    """`BENCH_ONLY=openloop`: rounds of SERVER2's peak (wrk, form POST), the open-loop run at half
+    of it, the floor fed with the CPU per accept at the peak (the target's floor), an empty
+    request at the same rate, and the Rust peer at the same rate. One line per round."""
+    peer = start_peer(work, "peer", peer_cmd, PEER_PORT, os.path.join(work, "jwks.json"), server2_url)
+    try:
+        print("| round | peak/s | µs/accept at peak | offered/s | SERVER2 p50 / p99 | µs/accept here (busy) | "
+              "floor p50 / p99 | p99 ÷ floor | GET /healthz p50 / p99 | peer p50 / p99 (µs/request) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ms = lambda r: f"{r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f} ms"
+        for round_ in range(ROUNDS):
+            first, last = tokens(25_000 * DURATION)
+            peak = measure(server_pid, f"{server2_url}/handoff", [valid, "post", first, last, 0])
+            rate = max(1, int(peak["rps"] / 2))
+            peak_us = 1e6 / peak["per_cpu_s"]
+            first, _ = tokens(rate * DURATION)
+            load = open_loop(server_pid, P2, valid, first, rate)
+            floor = latency_floor(rate, peak_us)
+            empty = empty_open_loop(server_pid, P2, valid, rate)
+            peer_load = open_loop(peer.pid, PEER_PORT, valid, first, rate)
+            for who, r in (("SERVER2", load), ("peer", peer_load)):
+                if r["status_3xx"] != r["completed"]:
+                    raise SystemExit(f"{who}: {r['completed'] - r['status_3xx']} of {r['completed']} not accepted")
+            print(f"| {round_ + 1} | {peak['rps']:,.0f} | {peak_us:.0f} | {rate:,} | {ms(load)} | "
+                  f"{load['cpu_us']:.0f} ({load['busy']:.0%}) | {ms(floor)} | {load['p99_us'] / floor['p99_us']:.1f}× | "
+                  f"{ms(empty)} | {ms(peer_load)} ({peer_load['cpu_us']:.0f}) |")
+    finally:
+        peer.terminate()
+        peer.wait(timeout=15)
+
+
 def latency_ms(text):
     """wrk's latency text (`1.23ms`, `850.00us`, `1.02s`) in milliseconds."""
     m = re.match(r"([\d.]+)(us|ms|s)$", text)
@@ -485,7 +547,8 @@ def postgres_cluster(work):
 
 def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
     """SERVER1 minting for a signed-in session, its users and sessions in `database_url` (None:
-    a SQLite file); adds the row. Returns SERVER1's environment and session cookie."""
+    a SQLite file); adds its rows. Returns SERVER1's environment, session cookie and the mint's
+    result."""
     s1_dir = os.path.join(work, "s1-" + name)
     extra = ["--database-url", database_url] if database_url else []
     s1 = json.loads(run([f"{BIN}/handoff-bench", "prepare-server1", "--dir", s1_dir, "--audience", server2_url] + extra))
@@ -502,10 +565,14 @@ def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
         rows.append((f"SERVER1: mint (session look-up, page), {name}", r, "sign"))
         if r["non_2xx_3xx"]:
             failures.append(f"SERVER1 mint on {name}: {r['non_2xx_3xx']} failed")
+        # What a request costs SERVER1 before it does anything: a mint costs at least this plus
+        # one sign, which caps its ratio to ring's sign on this machine.
+        empty = measure(server.pid, f"{server1_url}/healthz", None, yardstick="sign")
+        rows.append((f"SERVER1: floor GET /healthz (no work), {name}", empty, "sign"))
     finally:
         server.terminate()
         server.wait(timeout=15)
-    return env1, s1
+    return env1, s1, r
 
 
 RING_SIGN = r"Ed25519KeyPair::sign \["
@@ -621,6 +688,10 @@ def main():
                 return
             t0 = time.perf_counter()
             run(prepare)
+            if ONLY == "openloop":
+                open_loop_rounds(work, peers[0][1], server.pid, server2_url, os.path.join(work, "valid.txt"),
+                                 TokenLines(count).take)
+                return
             notes.append(f"pre-minted {count} tokens (and invalid sets) in {time.perf_counter() - t0:.1f} s, outside the timed window")
             url = f"{server2_url}/handoff"
             valid = os.path.join(work, "valid.txt")
@@ -636,14 +707,12 @@ def main():
             steady = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "steadiness", "--seconds", "5"]))
             rate = max(1, int(peak["rps"] / 2))
             first, _ = tokens(rate * DURATION)
-            load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{P2}",
-                                   "--tokens", valid, "--first", str(first), "--rate", str(rate),
-                                   "--seconds", str(DURATION), "--connections", "16"]))
+            load = open_loop(server.pid, P2, valid, first, rate)
             # The same schedule with the server replaced by its own CPU time per request spent
             # in a plain loop on CPU 0, no network: no server that costs that much per request
             # can have a shorter tail on this machine.
-            floor = json.loads(run(["taskset", "-c", "0", f"{BIN}/handoff-bench", "floor", "--rate", str(rate),
-                                    "--work-us", f"{1e6 / peak['per_cpu_s']:.1f}", "--seconds", str(DURATION)]))
+            floor = latency_floor(rate, 1e6 / peak["per_cpu_s"])
+            empty_load = empty_open_loop(server.pid, P2, valid, rate)
             # Three rounds of each, alternating, and the median round.
             rounds = {"post": [], "get": []}
             for _ in range(ROUNDS):
@@ -698,14 +767,14 @@ def main():
             instructions["SERVER2 accept"] = server2_callgrind(work, env, server2_url)
 
         # SERVER1 minting for a signed-in session: on SQLite, then on PostgreSQL.
-        env1, s1 = mint_on(work, "SQLite", None, server2_url, server1_url, rows, failures)
+        env1, s1, sqlite_mint = mint_on(work, "SQLite", None, server2_url, server1_url, rows, failures)
         cluster = postgres_cluster(work)
         if cluster:
             pg_url, pg = cluster
             try:
-                mint_on(work, "PostgreSQL", pg_url, server2_url, server1_url, rows, failures)
-                rows[-1][1]["vs_accept"] = rows[-1][1]["vs_ring"] / rows[-2][1]["vs_ring"]
-                notes.append(f"SERVER1 on PostgreSQL mints {rows[-1][1]['vs_accept']:.0%} as many tokens per SERVER1 "
+                _, _, pg_mint = mint_on(work, "PostgreSQL", pg_url, server2_url, server1_url, rows, failures)
+                pg_mint["vs_accept"] = pg_mint["vs_ring"] / sqlite_mint["vs_ring"]
+                notes.append(f"SERVER1 on PostgreSQL mints {pg_mint['vs_accept']:.0%} as many tokens per SERVER1 "
                              "CPU-second as on SQLite (each beside the yardstick; PostgreSQL on CPU 1)")
             finally:
                 pg.terminate()
@@ -747,11 +816,14 @@ def main():
         print(f"Constant offered load, open loop (`handoff-bench load`, 16 connections, latency from each request's due time): "
               f"{load['offered_per_sec']:,.0f}/s offered (half the peak), {load['achieved_per_sec']:,.0f}/s answered; "
               f"p50 {load['p50_us'] / 1000:.2f} ms, p90 {load['p90_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms, "
-              f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms")
+              f"p99.9 {load['p999_us'] / 1000:.2f} ms, max {load['max_us'] / 1000:.2f} ms; "
+              f"{load['cpu_us']:.0f} µs of server CPU per accept at that load, {load['busy']:.0%} of the core")
         print(f"The machine's own floor at that load (`handoff-bench floor`: the same schedule on CPU 0 with each request "
               f"replaced by {floor['work_us']:.0f} µs of plain computation, the server's CPU time per accept; no server, "
               f"no network): p50 {floor['p50_us'] / 1000:.2f} ms, p90 {floor['p90_us'] / 1000:.2f} ms, "
               f"p99 {floor['p99_us'] / 1000:.2f} ms, p99.9 {floor['p999_us'] / 1000:.2f} ms, max {floor['max_us'] / 1000:.2f} ms")
+        print(f"An empty request at that rate (GET /healthz, the same generator: loopback and wake-ups, no work): "
+              f"p50 {empty_load['p50_us'] / 1000:.2f} ms, p99 {empty_load['p99_us'] / 1000:.2f} ms")
         print()
         # An accept cannot cost less than the empty request plus one verify, and a refusal cannot
         # cost less than the empty request.
@@ -759,6 +831,10 @@ def main():
         print(f"Floors of the HTTP stack: an empty GET /healthz costs {1e6 / empty['per_cpu_s']:.1f} µs of server CPU, "
               f"{empty['vs_accept']:.1f}× less than an accept, so no refusal can be faster than that; "
               f"ring's verify plus that empty request would be {ceiling:.0%} of verify")
+        for name, r, _ in rows:
+            if name.startswith("SERVER1: floor"):
+                print(f"{name}: {1e6 / r['per_cpu_s']:.1f} µs of server CPU; ring's sign plus that empty request "
+                      f"would be {1 / (1 + 1 / r['vs_ring']):.0%} of sign, the most any mint could reach here")
         print()
         if instructions:
             for name, i in instructions.items():
