@@ -27,7 +27,7 @@ LOG = os.environ.get("BENCH_LOG", "info")
 # `BENCH_ONLY=peer`: only SERVER2 beside the straightforward servers (about five minutes);
 # `BENCH_ONLY=callgrind`: only SERVER2's instructions per accept (about a minute);
 # `BENCH_ONLY=openloop`: only the open-loop latency at half the peak against the floor, in rounds,
-# SERVER2 and the Rust peer at the same rate (about three minutes).
+# SERVER2 and the Rust peer at the same rate (about five minutes).
 ONLY = os.environ.get("BENCH_ONLY", "")
 TICK = os.sysconf("SC_CLK_TCK")
 # Below Linux's ephemeral range (32768–60999), so no client socket of the runs can hold them.
@@ -324,6 +324,11 @@ def empty_open_loop(pid, port, valid, rate):
     return empty
 
 
+def ms(r):
+    """An open-loop result's p50 and p99 in milliseconds."""
+    return f"{r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f} ms"
+
+
 def open_loop_rounds(work, peer_cmd, server_pid, server2_url, valid, tokens):
     """`BENCH_ONLY=openloop`: rounds of SERVER2's peak (wrk, form POST), the open-loop run at half
     of it, the floor fed with the CPU per accept at the peak (the target's floor), an empty
@@ -333,7 +338,6 @@ def open_loop_rounds(work, peer_cmd, server_pid, server2_url, valid, tokens):
         print("| round | peak/s | µs/accept at peak | offered/s | SERVER2 p50 / p99 | µs/accept here (busy) | "
               "floor p50 / p99 | p99 ÷ floor | GET /healthz p50 / p99 | peer p50 / p99 (µs/request) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        ms = lambda r: f"{r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f} ms"
         for round_ in range(ROUNDS):
             first, last = tokens(25_000 * DURATION)
             peak = measure(server_pid, f"{server2_url}/handoff", [valid, "post", first, last, 0])
@@ -477,14 +481,12 @@ def redis_store(work, env, server2_url, per_run, rate, memory_pid, memory_load):
         base = median_round(memory)
         rows.append(("accept, form POST, memory store (alternating with Redis)", base, "verify"))
         failures += filter(None, (unaccepted("accept, memory store", x) for x in memory))
-        for name, _, listen in variants:
+        for (name, _, listen), server in zip(variants, servers):
             r = median_round(results[name])
             r["vs_accept"] = r["vs_ring"] / base["vs_ring"]
             rows.append((f"accept, form POST, Redis replay store ({name})", r, "verify"))
             failures += filter(None, (unaccepted(f"accept with Redis ({name})", x) for x in results[name]))
-            load = json.loads(run(["taskset", "-c", "1", f"{BIN}/handoff-bench", "load", "--addr", f"127.0.0.1:{listen}",
-                                   "--tokens", valid, "--first", str(first), "--rate", str(rate),
-                                   "--seconds", str(DURATION), "--connections", "16"]))
+            load = open_loop(server.pid, listen, valid, first, rate)
             first += rate * DURATION
             if load["status_3xx"] != load["completed"]:
                 failures.append(f"constant load, Redis ({name}): {load['completed'] - load['status_3xx']} of "
