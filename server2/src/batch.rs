@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use handoff::ed25519::{check_batch, Pending, SignatureChecker};
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
 /// The most signatures checked together; more waiting are checked in further batches.
@@ -22,14 +23,21 @@ const ALONE_AFTER_FAILURE: u32 = 64;
 type Waiting = Vec<(Pending, oneshot::Sender<bool>)>;
 
 /// Gathers signature checks into batches (see the module documentation).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batcher {
     waiting: Mutex<Waiting>,
     /// Checks still to run alone since the last batch that did not hold.
     alone: AtomicU32,
+    /// Counts the signatures checked in batches of two or more.
+    batched: IntCounter,
 }
 
 impl Batcher {
+    /// A batcher counting what it checks in batches in `batched`.
+    pub fn new(batched: IntCounter) -> Self {
+        Self { waiting: Mutex::default(), alone: AtomicU32::new(0), batched }
+    }
+
     fn take(&self) -> Waiting {
         let mut waiting = match self.waiting.lock() {
             Ok(w) => w,
@@ -46,8 +54,11 @@ impl Batcher {
             let chunk: Waiting = waiting.by_ref().take(MAX_BATCH).collect();
             let (items, answers): (Vec<Pending>, Vec<_>) = chunk.into_iter().unzip();
             let results = check_batch(&items);
-            if items.len() > 1 && results.iter().any(|ok| !ok) {
-                self.alone.store(ALONE_AFTER_FAILURE, Ordering::Relaxed);
+            if items.len() > 1 {
+                self.batched.inc_by(items.len() as u64);
+                if results.iter().any(|ok| !ok) {
+                    self.alone.store(ALONE_AFTER_FAILURE, Ordering::Relaxed);
+                }
             }
             for (answer, genuine) in answers.into_iter().zip(results) {
                 // A waiter that went away (its client closed) needs no answer.
@@ -115,6 +126,11 @@ mod tests {
         }
     }
 
+    fn batcher() -> std::sync::Arc<Batcher> {
+        let counter = IntCounter::new("batched", "signatures checked in batches").expect("name");
+        std::sync::Arc::new(Batcher::new(counter))
+    }
+
     fn pair() -> Ed25519KeyPair {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("key");
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
@@ -122,7 +138,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn tasks_ready_together_are_checked_together_and_each_gets_its_answer() {
-        let batcher = std::sync::Arc::new(Batcher::default());
+        let batcher = batcher();
         let pair = pair();
         let mut tasks = Vec::new();
         for n in 0..10u8 {
@@ -136,16 +152,18 @@ mod tests {
         }
         let expected: Vec<bool> = (0..10).map(|n| n != 4).collect();
         assert_eq!(answers, expected);
+        assert_eq!(batcher.batched.get(), 10, "the ten were one batch");
         // The batch held a bad signature: the next checks run alone.
         assert_eq!(batcher.alone.load(Ordering::Relaxed), ALONE_AFTER_FAILURE);
         assert!(batcher.check(pending(&pair, b"x", false)).await);
         assert!(!batcher.check(pending(&pair, b"x", true)).await);
         assert_eq!(batcher.alone.load(Ordering::Relaxed), ALONE_AFTER_FAILURE - 2);
+        assert_eq!(batcher.batched.get(), 10, "checks run alone are not counted as batched");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_leader_that_goes_away_still_answers_the_others() {
-        let batcher = std::sync::Arc::new(Batcher::default());
+        let batcher = batcher();
         let pair = pair();
         // The leader is polled once (it queues itself and yields), then dropped.
         let mut leader = Box::pin(batcher.check(pending(&pair, b"lead", false)));
@@ -159,5 +177,6 @@ mod tests {
         tokio::task::yield_now().await;
         drop(leader);
         assert!(follower.await.expect("task"));
+        assert_eq!(batcher.batched.get(), 2, "the leader's batch held both");
     }
 }

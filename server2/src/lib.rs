@@ -103,7 +103,7 @@ pub async fn build_app(
             &config.public_url.join(web::ERRORS_PATH),
         ),
         unsigned_refusal_logs: Arc::clone(&refusal_logs),
-        batcher: batch::Batcher::default(),
+        batcher: batch::Batcher::new(metrics.signatures_batched.clone()),
         jar: Jar::new(config.cookies),
         forms,
         config,

@@ -612,7 +612,7 @@ async fn random_kid_flood_is_rate_limited() {
 
 /// Handoffs arriving together are checked together (a batch) unless batches are off; either
 /// way each gets its own answer: forged signatures among them are refused, and they make no
-/// genuine one refused.
+/// genuine one refused. The batches are seen forming in `handoff_signatures_batched_total`.
 #[tokio::test]
 async fn concurrent_handoffs_with_forged_signatures_each_get_their_own_answer() {
     for batches in [true, false] {
@@ -644,10 +644,22 @@ async fn concurrent_handoffs_with_forged_signatures_each_get_their_own_answer() 
         let statuses = futures_join_all(posts).await;
         let expected: Vec<u16> = (0..40).map(|i| if forged(i) { 401 } else { 303 }).collect();
         assert_eq!(statuses, expected, "batches {batches}");
+        let metrics = plain_client().get(s.metrics2()).send().await.unwrap().text().await.unwrap();
+        let batched: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("handoff_signatures_batched_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("the batch counter is exported");
+        if batches {
+            assert!(batched >= 2, "forty handoffs at once formed no batch");
+        } else {
+            assert_eq!(batched, 0, "batches are off");
+        }
     }
 }
 
-/// Runs futures concurrently on the current task (no extra dependency for `join_all`).
+/// Runs futures concurrently as tasks of their own and collects their answers in order (no extra
+/// dependency for `join_all`).
 async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<u16> {

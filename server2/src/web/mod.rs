@@ -74,6 +74,8 @@ pub struct Metrics {
     pub(crate) logouts: IntCounterVec,
     /// Operation requests refused because a logout ended their grant.
     pub(crate) grants_ended: IntCounter,
+    /// Signatures checked in a batch of two or more (the rest were checked alone).
+    pub(crate) signatures_batched: IntCounter,
 }
 
 impl Metrics {
@@ -130,6 +132,11 @@ impl Metrics {
             "grants_ended_total",
             "Operation requests refused because a logout on the portal ended their grant",
         )?;
+        let signatures_batched = IntCounter::new(
+            "handoff_signatures_batched_total",
+            "Handoff signatures checked in a batch of two or more (the rest were checked alone)",
+        )?;
+        registry.register(Box::new(signatures_batched.clone()))?;
         registry.register(Box::new(logouts.clone()))?;
         registry.register(Box::new(grants_ended.clone()))?;
         registry.register(Box::new(issuer_clock_ahead.clone()))?;
@@ -148,6 +155,7 @@ impl Metrics {
             issuer_clock_ahead,
             logouts,
             grants_ended,
+            signatures_batched,
         })
     }
 }
