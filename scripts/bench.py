@@ -26,12 +26,13 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LOG = os.environ.get("BENCH_LOG", "info")
 # `BENCH_ONLY=peer`: only SERVER2 beside the straightforward servers (about five minutes);
 # `BENCH_ONLY=callgrind`: only SERVER2's instructions per accept (about a minute);
+# `BENCH_ONLY=mint`: only SERVER1's mint beside the least possible mint, in rounds (about two minutes);
 # `BENCH_ONLY=openloop`: only the open-loop latency at half the peak against the floor, in rounds,
 # SERVER2 and the Rust peer at the same rate (about five minutes).
 ONLY = os.environ.get("BENCH_ONLY", "")
 TICK = os.sysconf("SC_CLK_TCK")
 # Below Linux's ephemeral range (32768–60999), so no client socket of the runs can hold them.
-P1, P2 = 18101, 18102
+P1, P2, P3 = 18101, 18102, 18103
 ROUNDS = 3
 # The Redis stores against the memory store: more rounds, since the difference sought (10%) is
 # about the spread of one round on this VM.
@@ -359,6 +360,23 @@ def open_loop_rounds(work, peer_cmd, server_pid, server2_url, valid, tokens):
         peer.wait(timeout=15)
 
 
+def mint_rounds(work, server1_url, server2_url):
+    """`BENCH_ONLY=mint`: rounds of SERVER1's mint on SQLite, its empty request and the least
+    possible mint, each beside ring's sign. One line per round."""
+    print("| round | SERVER1 mint, % of sign (µs) | empty GET /healthz (µs) | least possible mint, % of sign (µs) | "
+          "mint ÷ least |")
+    print("|---|---:|---:|---:|---:|")
+    for round_ in range(ROUNDS):
+        rows, failures = [], []
+        mint_on(work, f"SQLite-{round_ + 1}", None, server2_url, server1_url, rows, failures)
+        if failures:
+            raise SystemExit("\n".join(failures))
+        (_, mint, _), (_, empty, _), (_, least, _) = rows
+        us = lambda r: 1e6 / r["per_cpu_s"]
+        print(f"| {round_ + 1} | {mint['vs_ring']:.0%} ({us(mint):.0f}) | {us(empty):.1f} | "
+              f"{least['vs_ring']:.0%} ({us(least):.0f}) | {mint['vs_least']:.0%} |")
+
+
 def latency_ms(text):
     """wrk's latency text (`1.23ms`, `850.00us`, `1.02s`) in milliseconds."""
     m = re.match(r"([\d.]+)(us|ms|s)$", text)
@@ -574,6 +592,21 @@ def mint_on(work, name, database_url, server2_url, server1_url, rows, failures):
     finally:
         server.terminate()
         server.wait(timeout=15)
+    # The least a mint can be here: the same session look-up in the same database, the product's
+    # minter and a page of the same size over poem, and nothing else (`handoff-bench least-mint`).
+    least = subprocess.Popen(["taskset", "-c", "0", f"{BIN}/handoff-bench", "least-mint", "--dir", s1_dir,
+                              "--listen", f"127.0.0.1:{P3}"] + extra, stderr=log1, stdout=log1)
+    try:
+        wait_ready(f"http://127.0.0.1:{P3}/healthz", log1)
+        least_r = measure(least.pid, f"http://127.0.0.1:{P3}/mint", None, yardstick="sign",
+                          headers=[f"Cookie: {s1['cookie']}"])
+        rows.append((f"least possible mint (session look-up, sign, page; `handoff-bench least-mint`), {name}", least_r, "sign"))
+        if least_r["non_2xx_3xx"]:
+            failures.append(f"least mint on {name}: {least_r['non_2xx_3xx']} failed")
+        r["vs_least"] = r["vs_ring"] / least_r["vs_ring"]
+    finally:
+        least.terminate()
+        least.wait(timeout=15)
     return env1, s1, r
 
 
@@ -662,6 +695,9 @@ def main():
         per_run = 25_000 * DURATION
         count = per_run * (2 + 2 * ROUNDS) + 10
         server1_url, server2_url = f"http://127.0.0.1:{P1}", f"http://127.0.0.1:{P2}"
+        if ONLY == "mint":
+            mint_rounds(work, server1_url, server2_url)
+            return
         prepare = [f"{BIN}/handoff-bench", "prepare-server2", "--dir", work, "--issuer", "https://portal.bench.example",
                    "--audience", server2_url, "--count", str(count)]
         # The key and JWKS first: SERVER2 refuses tokens issued before it started, so the tokens
@@ -837,7 +873,11 @@ def main():
         for name, r, _ in rows:
             if name.startswith("SERVER1: floor"):
                 print(f"{name}: {1e6 / r['per_cpu_s']:.1f} µs of server CPU; ring's sign plus that empty request "
-                      f"would be {1 / (1 + 1 / r['vs_ring']):.0%} of sign, the most any mint could reach here")
+                      f"would be {1 / (1 + 1 / r['vs_ring']):.0%} of sign")
+            if "vs_least" in r:
+                print(f"{name}: {r['vs_ring']:.0%} of sign, {r['vs_least']:.0%} of the least possible mint's rate "
+                      f"(its look-up, sign and page alone: {r['vs_ring'] / r['vs_least']:.0%} of sign, "
+                      f"the most any mint could reach here)")
         print()
         if instructions:
             for name, i in instructions.items():

@@ -7,6 +7,8 @@
 //! - `load`: open-loop load at a constant rate, for latency;
 //! - `steadiness` and `floor`: how steady this core is, and the latency a server with no
 //!   overhead at all would see on it;
+//! - `least-mint`: a server doing only what no mint can leave out (session look-up, sign, page),
+//!   the ceiling SERVER1's mint is measured against;
 //! - `replay-memory`: resident memory of the in-memory replay store over a million live entries,
 //!   and after they expire.
 //!
@@ -15,6 +17,7 @@
 // A command-line tool whose output is its result: printing to stdout is the point here.
 #![allow(clippy::print_stdout)]
 
+mod least_mint;
 mod load;
 
 use std::io::{BufWriter, Write};
@@ -102,6 +105,17 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Serves `GET /mint` for the SERVER1 prepared in `dir`: the session look-up, a minted token
+    /// and its page, nothing else (see `least_mint.rs`).
+    LeastMint {
+        #[arg(long)]
+        dir: PathBuf,
+        /// SERVER1's database (default: the SQLite file in `dir`).
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Resident memory of the replay store with `entries` live entries, and after expiry.
     ReplayMemory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -150,6 +164,9 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => offered_load(&args),
         Command::Steadiness { seconds } => steadiness(Duration::from_secs_f64(seconds)),
         Command::Floor { rate, work_us, seconds } => latency_floor(rate, work_us, seconds),
+        Command::LeastMint { dir, database_url, listen } => {
+            least_mint::serve(&dir, database_url.as_deref(), listen)
+        }
         Command::ReplayMemory { entries } => replay_memory(entries),
     }
 }
