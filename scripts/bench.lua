@@ -1,13 +1,14 @@
 -- wrk script for `make bench`: sends each pre-minted token once.
 -- Arguments: FILE MODE FIRST LAST DELAY_MS [THREADS]
---   FILE      one token per line
+--   FILE      one token per line, or `TOKEN NONCE` for a token bound to a browser: it is sent
+--             with that browser's nonce cookie
 --   MODE      post (form POST /handoff) or get (GET /handoff?token=)
 --   FIRST     first line to use (1-based), LAST last line (0: to the end)
 --   DELAY_MS  pause before each request on a connection (0: as fast as possible); with C
 --             connections, C * 1000 / rate gives a constant offered rate
 --   THREADS   wrk's -t (default 1): thread k of T takes every T-th token from the k-th on, so
 --             no token is sent twice
-local tokens, i, mode, delay_ms = {}, 0, "post", 0
+local tokens, cookies, i, mode, delay_ms = {}, {}, 0, "post", 0
 local started = 0
 
 function setup(thread)
@@ -27,7 +28,9 @@ function init(args)
   for line in io.lines(file) do
     n = n + 1
     if n >= first and (last == 0 or n <= last) and (n - first) % threads == mine then
-      tokens[#tokens + 1] = line
+      local token, nonce = line:match("^(%S+) (%S+)$")
+      tokens[#tokens + 1] = token or line
+      cookies[#tokens] = nonce and ("__Host-handoff_nonce=" .. nonce)
     end
   end
 end
@@ -38,9 +41,12 @@ end
 
 function request()
   i = i + 1
-  local t = tokens[((i - 1) % #tokens) + 1]
+  local n = ((i - 1) % #tokens) + 1
+  local t = tokens[n]
+  local headers = { Cookie = cookies[n] }
   if mode == "get" then
-    return wrk.format("GET", "/handoff?token=" .. t)
+    return wrk.format("GET", "/handoff?token=" .. t, headers)
   end
-  return wrk.format("POST", "/handoff", { ["Content-Type"] = "application/x-www-form-urlencoded" }, "token=" .. t)
+  headers["Content-Type"] = "application/x-www-form-urlencoded"
+  return wrk.format("POST", "/handoff", headers, "token=" .. t)
 end

@@ -726,7 +726,8 @@ def main():
                     raise SystemExit("\n".join(peer_failures))
                 return
             t0 = time.perf_counter()
-            run(prepare)
+            # Tokens bound to a browser (the product's default), for the rounds beside the yardstick.
+            run(prepare + (["--bound-count", str(per_run * ROUNDS + 10)] if not ONLY else []))
             if ONLY == "openloop":
                 open_loop_rounds(work, peers[0][1], server.pid, server2_url, os.path.join(work, "valid.txt"),
                                  TokenLines(count).take)
@@ -753,15 +754,22 @@ def main():
             floor = latency_floor(rate, 1e6 / peak["per_cpu_s"])
             empty_load = empty_open_loop(server.pid, P2, valid, rate)
             # Three rounds of each, alternating, and the median round.
-            rounds = {"post": [], "get": []}
-            for _ in range(ROUNDS):
+            rounds = {"post": [], "get": [], "bound": []}
+            bound = os.path.join(work, "bound.txt")
+            for round_ in range(ROUNDS):
                 for mode in ("post", "get"):
                     first, last = tokens(per_run)
                     rounds[mode].append(measure(server.pid, url, [valid, mode, first, last, 0], yardstick="verify"))
-            for name, mode in [("accept, form POST", "post"), ("accept, GET ?token=", "get")]:
+                # Bound tokens, each with its browser's nonce cookie: what SERVER2 does by default.
+                first = 1 + round_ * per_run
+                rounds["bound"].append(measure(server.pid, url, [bound, "post", first, first + per_run - 1, 0],
+                                               yardstick="verify"))
+            for name, mode in [("accept, form POST", "post"), ("accept, GET ?token=", "get"),
+                               ("accept, form POST, bound to the browser (nonce cookie; the default)", "bound")]:
                 rows.append((name, median_round(rounds[mode]), "verify"))
                 failures += filter(None, (unaccepted(name, r) for r in rounds[mode]))
             accept = rows[1][1]["vs_ring"]
+            rows[3][1]["vs_accept"] = rows[3][1]["vs_ring"] / accept
             failures += filter(None, [unaccepted(rows[0][0], peak)])
             if load["status_3xx"] != load["completed"]:
                 failures.append(f"constant load: {load['completed'] - load['status_3xx']} of {load['completed']} not accepted")

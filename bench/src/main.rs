@@ -30,7 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use handoff::{
-    Audience, Clock, Issuer, Jti, Jwks, MemoryReplayStore, MintRequest, Minter, Operation,
+    Audience, Clock, Issuer, Jti, Jwks, MemoryReplayStore, MintRequest, Minter, Nonce, Operation,
     OperationType, ReplayStore, SigningKey, Subject, SystemClock, Ttl, UnixTime,
 };
 use ring::rand::SystemRandom;
@@ -59,6 +59,10 @@ enum Command {
         audience: String,
         #[arg(long, default_value_t = 200_000)]
         count: usize,
+        /// Also this many tokens bound to a browser, in `bound.txt`: `TOKEN NONCE` a line, the
+        /// nonce being what that browser's nonce cookie holds (the product's default path).
+        #[arg(long, default_value_t = 0)]
+        bound_count: usize,
     },
     /// Key, targets, database, user and session for loading SERVER1; prints the session cookie.
     PrepareServer1 {
@@ -151,8 +155,8 @@ struct LoadArgs {
 fn main() -> anyhow::Result<()> {
     handoff::crypto::install()?;
     match Cli::parse().command {
-        Command::PrepareServer2 { dir, keys_only, issuer, audience, count } => {
-            prepare_server2(&dir, keys_only, &issuer, &audience, count)
+        Command::PrepareServer2 { dir, keys_only, issuer, audience, count, bound_count } => {
+            prepare_server2(&dir, keys_only, &issuer, &audience, count, bound_count)
         }
         Command::PrepareServer1 { dir, audience, database_url } => {
             prepare_server1(&dir, &audience, database_url.as_deref())
@@ -192,6 +196,7 @@ fn prepare_server2(
     issuer: &str,
     audience: &str,
     count: usize,
+    bound_count: usize,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let key_path = dir.join("signing.pk8");
@@ -215,21 +220,28 @@ fn prepare_server2(
     // The longest lifetime allowed, so the tokens stay valid through the whole run.
     let minter = Minter::new(key.clone(), issuer.clone(), Ttl::from_secs(Ttl::MAX_SECS)?);
     let now = SystemClock.now();
-    let mint = |i: usize, at: UnixTime| -> anyhow::Result<String> {
+    let mint_bound = |i: usize, at: UnixTime, nonce: Option<&Nonce>| -> anyhow::Result<String> {
         let op = report_op(1 + i as u64 % 999_999)?;
         let request = MintRequest {
             audience: &audience,
             subject: &subject,
             operation: &op,
             sid: None,
-            nonce: None,
+            nonce,
             profile: None,
             lifetime: None,
         };
         Ok(minter.mint(&request, at)?.into_string())
     };
+    let mint = |i: usize, at: UnixTime| mint_bound(i, at, None);
     let valid: Vec<String> = (0..count).map(|i| mint(i, now)).collect::<anyhow::Result<_>>()?;
     write_lines(&dir.join("valid.txt"), valid.iter().cloned())?;
+    let rng = SystemRandom::new();
+    let bound = (0..bound_count).map(|i| {
+        let nonce = Nonce::generate(&rng)?;
+        Ok(format!("{} {}", mint_bound(i, now, Some(&nonce))?, nonce.as_str()))
+    });
+    write_lines(&dir.join("bound.txt"), bound.collect::<anyhow::Result<Vec<_>>>()?.into_iter())?;
     // A valid token with its signature changed: fails at the signature check.
     let bad_signature = valid.iter().map(|t| {
         let (input, sig) = t.rsplit_once('.').unwrap_or((t, ""));
