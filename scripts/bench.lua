@@ -43,10 +43,12 @@ function request()
   i = i + 1
   local n = ((i - 1) % #tokens) + 1
   local t = tokens[n]
-  local headers = { Cookie = cookies[n] }
+  -- Without a cookie, GET keeps wrk's own headers (nil), as before bound tokens.
+  local headers = cookies[n] and { Cookie = cookies[n] }
   if mode == "get" then
     return wrk.format("GET", "/handoff?token=" .. t, headers)
   end
+  headers = headers or {}
   headers["Content-Type"] = "application/x-www-form-urlencoded"
   return wrk.format("POST", "/handoff", headers, "token=" .. t)
 end
