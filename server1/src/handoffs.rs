@@ -351,6 +351,34 @@ impl Handoffs {
         Ok(())
     }
 
+    /// Whether `user` may open `offered`'s example on `target` as it stands: its arguments
+    /// keep to their patterns and the user holds the entitlements they need. The dashboard
+    /// shows the quick link only then.
+    ///
+    /// # Errors
+    ///
+    /// [`HandoffError::Db`] when the entitlements cannot be read.
+    pub async fn example_opens(
+        &self,
+        db: &crate::db::Db,
+        user: &User,
+        target: &Target,
+        offered: &TargetOperation,
+    ) -> Result<bool, HandoffError> {
+        let Some(example) = &offered.example else { return Ok(false) };
+        let args = example.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let Ok(authorized) =
+            self.authorize(user, target.id.as_str(), offered.spec.kind().as_str(), args)
+        else {
+            return Ok(false);
+        };
+        match self.check_entitlements(db, user, &authorized).await {
+            Ok(()) => Ok(true),
+            Err(HandoffError::NotEntitled { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Mints the token for `authorized`, for `user`, with the session reference and browser
     /// binding given, signed by the key active at `now`.
     ///

@@ -43,6 +43,23 @@ async fn an_argument_narrowed_to_a_pattern_and_to_entitlements() {
     let c = client();
     sign_in(&c, &s.server1, "alice").await;
 
+    // The dashboard links to the example invoice only once alice may open it.
+    let quick = "href=\"/handoff/partner/invoice.approve?invoice_id=INV-2026-0042\"";
+    let dashboard = || async {
+        let resp = c.get(format!("{}/", s.server1)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    };
+    let page = dashboard().await;
+    assert!(!page.contains(quick), "no quick link to an invoice alice may not open");
+    assert!(page.contains("action=\"/handoff/partner/invoice.approve\""), "the operation stays");
+    let example =
+        ["--target", "partner", "--op", "invoice.approve", "--arg", "invoice_id=INV-2026-0042"];
+    ok(&server1(&s, &[&["entitlements", "grant", "alice"][..], &example[..]].concat()));
+    assert!(dashboard().await.contains(quick), "entitled now: the quick link is back");
+    ok(&server1(&s, &[&["entitlements", "revoke", "alice"][..], &example[..]].concat()));
+    assert!(!dashboard().await.contains(quick));
+
     // Not entitled: refused before anything is minted or asked.
     let resp = open(&c, &s, "INV-7").await;
     assert_eq!(resp.status(), 403);

@@ -48,7 +48,16 @@ pub(super) async fn dashboard(
     let Some((user, hash)) = current_user(state, req).await? else {
         return Ok(see_other("/login"));
     };
-    let offers = state.handoffs.offers(&user);
+    // A quick link only where its example would open: not for an example off the argument's
+    // pattern, or one this user holds no entitlement to.
+    let mut offers = Vec::new();
+    for (target, ops) in state.handoffs.offers(&user) {
+        let mut shown = Vec::with_capacity(ops.len());
+        for op in ops {
+            shown.push((op, state.handoffs.example_opens(&state.db, &user, target, op).await?));
+        }
+        offers.push((target, shown));
+    }
     let csrf = state.csrf.token("session", hash.as_bytes());
     Ok(pages::html_response(StatusCode::OK, pages::dashboard(&user, &csrf, &offers)))
 }

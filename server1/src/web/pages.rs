@@ -422,8 +422,13 @@ pub fn example_href(target: &Target, op: &TargetOperation, args: &[(String, Stri
     }
 }
 
-/// The dashboard: who you are and what you may open where.
-pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperation>)]) -> Markup {
+/// The dashboard: who you are and what you may open where; each operation comes with whether
+/// its example's quick link is shown.
+pub fn dashboard(
+    user: &User,
+    csrf: &str,
+    offers: &[(&Target, Vec<(&TargetOperation, bool)>)],
+) -> Markup {
     layout(
         "Dashboard",
         Some((user, csrf)),
@@ -450,9 +455,9 @@ pub fn dashboard(user: &User, csrf: &str, offers: &[(&Target, Vec<&TargetOperati
                         h2 { (target.name) }
                         p.muted { "Opens at " code { (target.audience) } }
                         ul.ops {
-                            @for op in ops {
+                            @for (op, quick) in ops {
                                 li {
-                                    @if let Some(example) = &op.example {
+                                    @if let (true, Some(example)) = (*quick, &op.example) {
                                         a.button href=(example_href(target, op, example)) {
                                             (op.title)
                                             @for (_, value) in example { " " (value) }
@@ -584,12 +589,18 @@ mod tests {
             disabled: false,
             display_name: Some("<img src=x onerror=alert(1)>".into()),
         };
-        let offers = vec![(target, target.operations.iter().collect::<Vec<_>>())];
+        let offers = vec![(target, target.operations.iter().map(|op| (op, true)).collect())];
         let html = dashboard(&user, "csrf\"><x", &offers).into_string();
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co"));
         assert!(!html.contains("<b>now</b>") && html.contains("&lt;b&gt;now&lt;/b&gt;"));
         assert!(!html.contains("csrf\"><x"), "attribute values are escaped too");
+        let quick = "href=\"/handoff/partner/report.view?report_id=42\"";
+        assert!(html.contains(quick), "the example's quick link");
+        // An example the user may not open: its operation stays, its quick link goes.
+        let offers = vec![(target, target.operations.iter().map(|op| (op, false)).collect())];
+        let html = dashboard(&user, "c", &offers).into_string();
+        assert!(!html.contains(quick) && html.contains("action=\"/handoff/partner/report.view\""));
         let page =
             handoff_page(target, &target.operations[0], "report_id 42", "tok\"<", 60).into_string();
         assert!(page.contains("tok&quot;&lt;") && !page.contains("tok\"<"));
