@@ -351,9 +351,10 @@ impl Handoffs {
         Ok(())
     }
 
-    /// Whether `user` may open `offered`'s example on `target` as it stands: its arguments
-    /// keep to their patterns and the user holds the entitlements they need. The dashboard
-    /// shows the quick link only then.
+    /// Whether `user` may open `offered`'s example on `target`: they hold the entitlements its
+    /// arguments need (the targets file already refuses an example off its rules or patterns,
+    /// and [`Self::offers`] the operations the user lacks the role for). The dashboard shows
+    /// the quick link only then.
     ///
     /// # Errors
     ///
@@ -367,6 +368,7 @@ impl Handoffs {
     ) -> Result<bool, HandoffError> {
         let Some(example) = &offered.example else { return Ok(false) };
         let args = example.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        // Cannot fail for an example the targets file took; if it did, no link.
         let Ok(authorized) =
             self.authorize(user, target.id.as_str(), offered.spec.kind().as_str(), args)
         else {

@@ -48,8 +48,8 @@ pub(super) async fn dashboard(
     let Some((user, hash)) = current_user(state, req).await? else {
         return Ok(see_other("/login"));
     };
-    // A quick link only where its example would open: not for an example off the argument's
-    // pattern, or one this user holds no entitlement to.
+    // A quick link only where its example would open: not to a value this user holds no
+    // entitlement to.
     let mut offers = Vec::new();
     for (target, ops) in state.handoffs.offers(&user) {
         let mut shown = Vec::with_capacity(ops.len());
